@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`.
+VENV ?= .venv
+BIN := $(VENV)/bin
+export VENV
+
+.PHONY: setup demo demo-down test unit integration lint bench clean
+
+setup:
+	@scripts/setup-host
+
+demo: setup
+	$(BIN)/appliance demo
+
+demo-down: setup
+	$(BIN)/appliance lab down
+
+lint: setup
+	$(BIN)/ruff check appliance tests bench
+	$(BIN)/ruff format --check appliance tests bench
+
+test: setup lint
+	scripts/run-tests
+
+unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: setup
+	$(BIN)/python bench/apply.py
+	$(BIN)/python bench/forwarding.py
+
+clean:
+	-$(BIN)/appliance lab down
+	rm -rf $(VENV) .lab .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,536 @@
+"""The `appliance` command: one CLI for installers, IT staff and the lab.
+
+Errors are one line on stderr and a non-zero exit (codes in appliance.errors);
+`--debug` shows the traceback of an unexpected error instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance import __version__
+from appliance.errors import ApplianceError, ConfigInvalid, Conflict, Timeout
+from appliance.paths import Paths
+
+EXIT_INTERNAL = 70
+DEBUG = {"on": False}
+
+
+def _actor() -> str:
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"cli:{user}"
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--data-dir and --run-dir on every command (also from APPLIANCE_DATA_DIR/RUN_DIR)."""
+
+    @click.option(
+        "--data-dir",
+        envvar="APPLIANCE_DATA_DIR",
+        type=click.Path(file_okay=False),
+        help="configuration and history databases [default: /var/lib/appliance]",
+    )
+    @click.option(
+        "--run-dir",
+        envvar="APPLIANCE_RUN_DIR",
+        type=click.Path(file_okay=False),
+        help="live state of the roles (tmpfs) [default: /run/appliance]",
+    )
+    @functools.wraps(fn)
+    def wrapper(*args: Any, data_dir: str | None, run_dir: str | None, **kw: Any) -> Any:
+        return fn(*args, paths=Paths.resolve(data_dir, run_dir), **kw)
+
+    return wrapper
+
+
+def _store(paths: Paths):
+    from appliance.state.db import Store
+
+    return Store(paths.data_dir)
+
+
+def _fmt_time(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000  # type: ignore[assignment]
+    return f"{n:.1f} PB"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="appliance")
+@click.option("--debug", is_flag=True, help="show tracebacks and debug logs")
+def cli(debug: bool) -> None:
+    """IT/OT demarcation appliance: conduits, revisions, status and the lab."""
+    DEBUG["on"] = debug
+
+
+# -- config -------------------------------------------------------------------
+
+
+@cli.group()
+def config() -> None:
+    """Validate, import, commit, confirm, roll back and inspect configuration revisions."""
+
+
+def _read_file(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise ApplianceError(f"{path}: no such file")
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+        raise ApplianceError(f"{path}: cannot read ({e.__class__.__name__})")
+
+
+@config.command("validate")
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@common
+def config_validate(file: str, as_json: bool, paths: Paths) -> None:
+    """Check FILE without storing it; every error names the field path and line."""
+    from appliance.config.load import load_text, sha256_of
+
+    try:
+        loaded = load_text(_read_file(file), file, now=datetime.now(UTC))
+    except ConfigInvalid as e:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "valid": False,
+                        "errors": [{"path": p, "message": m, "line": ln} for p, m, ln in e.errors],
+                    }
+                )
+            )
+            sys.exit(e.exit_code)
+        raise
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"valid": True, "sha256": sha256_of(loaded.config), "warnings": loaded.warnings}
+            )
+        )
+        return
+    for w in loaded.warnings:
+        click.echo(f"warning: {w}", err=True)
+    c = loaded.config
+    click.echo(
+        f"{file}: valid ({len(c.interfaces)} interfaces, {len(c.conduits)} conduits, "
+        f"sha256 {sha256_of(c)[:12]})"
+    )
+
+
+@config.command("import")
+@click.argument("file")
+@click.option("--comment", "-m", default="", help="why this change")
+@common
+def config_import(file: str, comment: str, paths: Paths) -> None:
+    """Validate FILE and store it as the draft revision."""
+    from appliance.state import revisions as revs
+
+    text = _read_file(file)
+    store = _store(paths)
+    out = revs.import_text(
+        store, text, author=_actor(), comment=comment, source=file, now=time.time()
+    )
+    store.audit(_actor(), "config.import", target=f"revision {out.revision.id}", detail=comment)
+    click.echo(out.message)
+
+
+@config.command("commit")
+@click.argument("rev", required=False)
+@click.option(
+    "--confirm-within",
+    type=click.FloatRange(min=0),
+    help="seconds to confirm in; without confirmation the previous revision comes back",
+)
+@click.option("--comment", "-m", default="", help="note for the audit log")
+@click.option("--no-wait", is_flag=True, help="do not wait for the net role to apply it")
+@common
+def config_commit(
+    rev: str | None, confirm_within: float | None, comment: str, no_wait: bool, paths: Paths
+) -> None:
+    """Commit the draft (or REV): the net role applies it."""
+    from appliance.state import revisions as revs
+    from appliance.state.live import LiveState
+
+    store = _store(paths)
+    out = revs.commit(
+        store, author=_actor(), now=time.time(), ref=rev, confirm_within=confirm_within
+    )
+    store.audit(
+        _actor(),
+        "config.commit",
+        target=f"revision {out.revision.id}",
+        detail=f"confirm_within={confirm_within}" + (f" {comment}" if comment else ""),
+    )
+    live = LiveState(paths.run_dir)
+    live.ring("net")
+    click.echo(out.message)
+    if no_wait:
+        return
+    _wait_applied(store, live, out.revision.id)
+
+
+def _wait_applied(store: Any, live: Any, rev_id: int, timeout: float = 20.0) -> None:
+    from appliance.state.db import Revision
+
+    if not live.alive("net"):
+        click.echo("the net role is not running: it applies the revision when it starts")
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rev = Revision.get_by_id(rev_id)
+        state = live.read("net") or {}
+        if rev.state == "rolled-back":
+            raise ApplianceError(f"revision {rev_id} was not applied: {rev.reason}")
+        if (state.get("applied") or {}).get("revision") == rev_id and rev.state in (
+            "confirmed",
+            "pending",
+        ):
+            if rev.state == "pending" and rev.confirm_deadline:
+                left = rev.confirm_deadline - time.time()
+                click.echo(
+                    f"revision {rev_id} applied; confirm within {left:.0f} s with "
+                    f"`appliance config confirm`, or it is reverted at "
+                    f"{_fmt_time(rev.confirm_deadline)}"
+                )
+            else:
+                click.echo(f"revision {rev_id} applied and running")
+            return
+        time.sleep(0.1)
+    raise Timeout(f"the net role did not apply revision {rev_id} within {timeout:.0f} s")
+
+
+@config.command("confirm")
+@common
+def config_confirm(paths: Paths) -> None:
+    """Confirm the pending revision: it becomes the running configuration."""
+    from appliance.state import revisions as revs
+
+    store = _store(paths)
+    out = revs.confirm(store, author=_actor(), now=time.time())
+    store.audit(_actor(), "config.confirm", target=f"revision {out.revision.id}")
+    click.echo(out.message)
+
+
+@config.command("rollback")
+@click.argument("rev", required=False)
+@common
+def config_rollback(rev: str | None, paths: Paths) -> None:
+    """Drop the pending revision, or go back to REV (default: the previous confirmed one)."""
+    from appliance.state import revisions as revs
+    from appliance.state.live import LiveState
+
+    store = _store(paths)
+    out = revs.rollback(store, author=_actor(), now=time.time(), ref=rev)
+    store.audit(
+        _actor(),
+        "config.rollback",
+        target=f"revision {out.revision.id}",
+        detail=f"to {rev or 'previous'}",
+    )
+    live = LiveState(paths.run_dir)
+    live.ring("net")
+    click.echo(out.message)
+    if out.revision.state == "pending":
+        _wait_applied(store, live, out.revision.id)
+
+
+@config.command("diff")
+@click.argument("a", required=False)
+@click.argument("b", required=False)
+@common
+def config_diff(a: str | None, b: str | None, paths: Paths) -> None:
+    """Show what changes from A (default: running) to B (default: draft)."""
+    from appliance.config.diff import summary, unified
+    from appliance.state import revisions as revs
+
+    store = _store(paths)
+    ra = revs.resolve(store, a, default="running")
+    rb = revs.resolve(store, b, default="draft")
+    ca, cb = revs.config_of(ra), revs.config_of(rb)
+    lines = summary(ca, cb)
+    if not lines:
+        click.echo(f"revisions {ra.id} and {rb.id} are the same configuration")
+        return
+    click.echo(f"revision {ra.id} ({ra.state}) → revision {rb.id} ({rb.state}):")
+    for line in lines:
+        click.echo(f"  {line}")
+    click.echo()
+    for line in unified(ca, cb, f"revision {ra.id}", f"revision {rb.id}"):
+        click.echo(line)
+
+
+@config.command("export")
+@click.argument("rev", required=False)
+@click.option("--canonical", is_flag=True, help="the validated document, not the text as written")
+@common
+def config_export(rev: str | None, canonical: bool, paths: Paths) -> None:
+    """Print REV (default: running) as YAML."""
+    from appliance.config.load import to_yaml
+    from appliance.state import revisions as revs
+
+    r = revs.resolve(_store(paths), rev, default="running")
+    click.echo(to_yaml(revs.config_of(r)) if canonical else r.source, nl=False)
+
+
+@config.command("log")
+@click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--json", "as_json", is_flag=True)
+@common
+def config_log(limit: int, as_json: bool, paths: Paths) -> None:
+    """List revisions, newest first."""
+    from appliance.state import revisions as revs
+
+    rows = revs.history(_store(paths), limit)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no revisions yet: `appliance config import FILE` stores the first")
+        return
+    click.echo(f"{'REV':>4}  {'STATE':<11}  {'CREATED':<23}  {'SHA256':<12}  AUTHOR / COMMENT")
+    for r in rows:
+        note = r.comment or ""
+        if r.state == "pending" and r.confirm_deadline:
+            note = f"confirm by {_fmt_time(r.confirm_deadline)}  {note}"
+        elif r.state == "rolled-back":
+            note = f"{r.reason}  {note}"
+        click.echo(
+            f"{r.id:>4}  {r.state:<11}  {_fmt_time(r.created_at):<23}  {r.sha256[:12]}  "
+            f"{r.author}  {note}".rstrip()
+        )
+
+
+# -- status and events ----------------------------------------------------------
+
+
+def status_data(paths: Paths) -> dict[str, Any]:
+    from appliance.state import revisions as revs
+    from appliance.state.live import LiveState
+
+    store = _store(paths)
+    live = LiveState(paths.run_dir)
+    net = live.read("net")
+    running = revs.desired(store)
+    unit = revs.config_of(running).unit.name if running else None
+    pend = revs.pending(store)
+    return {
+        "version": __version__,
+        "unit": unit,
+        "net": {"alive": live.alive("net"), **(net or {})},
+        "running": running.as_dict() if running else None,
+        "pending": pend.as_dict() if pend else None,
+        "events": [e.as_dict() for e in store.events(10)],
+    }
+
+
+@cli.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+@common
+def status(as_json: bool, paths: Paths) -> None:
+    """What the unit is doing: revision, links, conduits, drops, recent events."""
+    data = status_data(paths)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        return
+    net = data["net"]
+    click.echo(f"unit:      {data['unit'] or '(no configuration yet)'}   appliance {__version__}")
+    if net.get("alive"):
+        click.echo(
+            f"net role:  running (pid {net.get('pid')}), forwarding "
+            f"{'on' if net.get('forwarding') else 'off'}"
+        )
+    else:
+        click.echo("net role:  NOT RUNNING")
+    applied = net.get("applied") or {}
+    if applied.get("fail_closed"):
+        click.echo("ruleset:   fail-closed (no revision applied: nothing is forwarded)")
+    elif applied:
+        click.echo(
+            f"ruleset:   revision {applied.get('revision')} ({applied.get('state')}), "
+            f"applied {_fmt_time(applied.get('at'))}"
+        )
+    pend = data["pending"]
+    if pend and pend.get("confirm_deadline"):
+        left = max(0, pend["confirm_deadline"] - time.time())
+        click.echo(
+            f"PENDING:   revision {pend['id']} reverts in {left:.0f} s unless "
+            "`appliance config confirm`"
+        )
+    if net.get("last_error"):
+        click.echo(f"error:     {net['last_error']}")
+    for link in net.get("links", []):
+        state = link["oper"] if link["present"] else "ABSENT"
+        click.echo(
+            f"link:      {link['name']:<8} {link['role']:<4} {state:<8} "
+            f"{' '.join(link['addresses'])}"
+        )
+    for name, c in sorted((net.get("conduits") or {}).items()):
+        extra = "" if c.get("active", True) else "  (inactive/expired)"
+        if c.get("expires") and c.get("active", True):
+            extra = f"  expires {c['expires']}"
+        click.echo(
+            f"conduit:   {name:<20} {c['packets']:>8} pkts {_fmt_bytes(c['bytes']):>9}{extra}"
+        )
+    drops = net.get("drops") or {}
+    if drops:
+        parts = [
+            f"{k.removeprefix('drop_')} {v['packets']}"
+            for k, v in sorted(drops.items())
+            if v["packets"]
+        ]
+        click.echo(f"dropped:   {', '.join(parts) if parts else 'nothing'}")
+    for d in (net.get("denied") or [])[:5]:
+        click.echo(
+            f"denied:    {d['src']} → {d['dst']} {d['proto']}/{d['port']} ({d['packets']} pkts)"
+        )
+    drift = net.get("drift") or {}
+    if drift.get("count"):
+        click.echo(f"drift:     {drift['count']} re-asserted, last {_fmt_time(drift['last_at'])}")
+    for e in data["events"][:5]:
+        click.echo(f"event:     {_fmt_time(e['at'])}  {e['kind']:<16} {e['message']}")
+
+
+@cli.command("events")
+@click.option("--limit", "-n", default=30, show_default=True, type=click.IntRange(1, 100000))
+@click.option("--kind", help="only kinds starting with this (e.g. net., config.)")
+@click.option("--json", "as_json", is_flag=True)
+@common
+def events(limit: int, kind: str | None, as_json: bool, paths: Paths) -> None:
+    """Recent events, newest first."""
+    rows = _store(paths).events(limit, kind)
+    if as_json:
+        click.echo(json.dumps([e.as_dict() for e in rows], indent=2))
+        return
+    for e in rows:
+        click.echo(f"{_fmt_time(e.at)}  {e.severity:<7} {e.kind:<18} {e.message}")
+
+
+# -- daemon -------------------------------------------------------------------------
+
+
+@cli.command("run")
+@click.option("--roles", default="net", show_default=True, help="comma-separated roles to run")
+@common
+def run_cmd(roles: str, paths: Paths) -> None:
+    """Run the daemon roles in the foreground (systemd starts one unit per role)."""
+    from appliance import daemon
+
+    daemon.setup_logging(DEBUG["on"])
+    daemon.run(paths, [r.strip() for r in roles.split(",") if r.strip()])
+
+
+# -- lab ------------------------------------------------------------------------------
+
+
+@cli.group()
+def lab() -> None:
+    """The lab: IT host, appliance and OT network with PLC simulators, in namespaces."""
+
+
+@lab.command("up")
+@click.option("--plcs", default=1, show_default=True, type=click.IntRange(1, 50))
+@click.option(
+    "--config",
+    "config_file",
+    default="examples/demo.yaml",
+    show_default=True,
+    help="configuration committed once the appliance runs ('' for none)",
+)
+@click.option("--dir", "lab_dir", default=".lab", show_default=True, type=click.Path())
+def lab_up(plcs: int, config_file: str, lab_dir: str) -> None:
+    """Build the lab (cleaning leftovers first), start the appliance, commit the config."""
+    from appliance.lab import demo
+
+    demo.up(Path(lab_dir), plcs=plcs, config_file=config_file or None, echo=click.echo)
+
+
+@lab.command("down")
+@click.option("--dir", "lab_dir", default=".lab", show_default=True, type=click.Path())
+def lab_down(lab_dir: str) -> None:
+    """Stop every lab process and remove every lab namespace and link."""
+    from appliance.lab import demo
+
+    demo.down(Path(lab_dir), echo=click.echo)
+
+
+@lab.command("status")
+@click.option("--dir", "lab_dir", default=".lab", show_default=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True)
+def lab_status(lab_dir: str, as_json: bool) -> None:
+    """Which lab namespaces, links and processes exist."""
+    from appliance.lab import demo
+
+    data = demo.status(Path(lab_dir))
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for line in demo.describe(data):
+        click.echo(line)
+
+
+@cli.command("demo")
+@click.option("--plcs", default=3, show_default=True, type=click.IntRange(1, 50))
+def demo_cmd(plcs: int) -> None:
+    """Build the lab, run the appliance in it with the demo configuration, show the way."""
+    from appliance.lab import demo
+
+    demo.run_demo(Path(".lab"), plcs=plcs, echo=click.echo)
+
+
+# -- entry point --------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="appliance", standalone_mode=False)
+    except ConfigInvalid as e:
+        for line in e.lines():
+            click.echo(f"appliance: {line}", err=True)
+        sys.exit(e.exit_code)
+    except ApplianceError as e:
+        click.echo(f"appliance: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("appliance: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:  # the one place an unexpected error becomes one line
+        if DEBUG["on"]:
+            raise
+        click.echo(
+            f"appliance: internal error: {e.__class__.__name__}: {e} "
+            "(run with --debug for details)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+__all__ = ["Conflict", "cli", "main"]

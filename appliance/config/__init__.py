@@ -1,0 +1,1 @@
+"""The configuration document: models, loading, services, overlap checks and diffs."""

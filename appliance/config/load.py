@@ -1,0 +1,174 @@
+"""Reading a configuration document: YAML or JSON text in, a validated Config out.
+
+Every error carries the path of the bad field (`conduits[2].services[0]`) and,
+for YAML files, the line it is on, so a person can go straight to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from appliance.config.check import Finding, check
+from appliance.config.model import Config
+from appliance.errors import ConfigInvalid
+
+
+@dataclass(frozen=True)
+class Loaded:
+    config: Config
+    warnings: list[str] = field(default_factory=list)
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class found by walking `loc` from Config (for 'did you mean')."""
+    current: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        fld = next(
+            (f for n, f in current.model_fields.items() if (f.alias or n) == part),
+            None,
+        )
+        if fld is None:
+            return None
+        current = fld.annotation
+        while get_origin(current) is not None or get_args(current):
+            args = [a for a in get_args(current) if a is not type(None)]
+            if not args:
+                break
+            current = args[0]
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        key = str(loc[-1])
+        if model is not None:
+            allowed = [f.alias or n for n, f in model.model_fields.items()]
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            return f"unknown key ({hint})"
+        return "unknown key"
+    if kind == "missing":
+        return "is required"
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if kind in ("greater_than_equal", "less_than_equal") and loc and "port" in str(loc[-1]):
+        return "must be 1-65535"
+    if kind == "timezone_aware":
+        return "needs a time zone, e.g. 2027-01-31T18:00:00Z"
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the YAML node at `loc` (or of its nearest existing parent)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if nxt is None:
+                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return line
+            node = node.value[part]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | None]:
+    try:
+        data = yaml.safe_load(text)
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e)
+        line = mark.line + 1 if mark else None
+        raise ConfigInvalid([("", f"not valid YAML: {problem}", line)], source) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigInvalid([("", "the document must be a mapping of sections", 1)], source)
+    return data, node
+
+
+def validate_data(
+    data: Any,
+    *,
+    source: str | None = None,
+    node: yaml.Node | None = None,
+    now: datetime | None = None,
+) -> Loaded:
+    def line(path_loc: tuple[Any, ...]) -> int | None:
+        return _line_of(node, path_loc) if node is not None else None
+
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        errors = [
+            (format_path(tuple(err["loc"])), _message(err), line(tuple(err["loc"])))
+            for err in e.errors()
+        ]
+        raise ConfigInvalid(errors, source) from None
+    errs, warns = check(config, now)
+    if errs:
+        raise ConfigInvalid([(f.path, f.message, line(_loc(f.path))) for f in errs], source)
+    return Loaded(config, [_fmt(f) for f in warns])
+
+
+def _fmt(f: Finding) -> str:
+    return f"{f.path}: {f.message}"
+
+
+def _loc(path: str) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for part in path.replace("]", "").replace("[", ".").split("."):
+        if part:
+            out.append(int(part) if part.isdigit() else part)
+    return tuple(out)
+
+
+def load_text(text: str, source: str | None = None, now: datetime | None = None) -> Loaded:
+    data, node = parse_text(text, source)
+    return validate_data(data, source=source, node=node, now=now)
+
+
+def canonical_json(config: Config) -> str:
+    return json.dumps(config.canonical(), sort_keys=True, separators=(",", ":"))
+
+
+def sha256_of(config: Config) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(config.canonical(), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,259 @@
+"""The configuration document as pydantic models: one source for validation and schema.
+
+Field-level rules live on the models; rules that relate several parts of the
+document (overlaps, which side an address is on, unique names) live in
+`appliance.config.check`, so that each error can name the exact path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+)
+
+from appliance.config.services import Service, parse_service
+
+IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+ROLE_DEFAULT_ALLOW_IN: dict[str, tuple[str, ...]] = {
+    "mgmt": ("ssh", "https", "http", "ping"),
+    "it": ("https", "http", "ping"),
+    "ot": (),
+}
+
+
+def _network(v: object) -> IPNet:
+    if isinstance(v, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return v
+    text = str(v).strip()
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as e:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or network ({e})") from None
+        raise ValueError(f"{text} has host bits set; did you mean {loose}?") from None
+
+
+def _interface(v: object) -> IPIface:
+    if isinstance(v, ipaddress.IPv4Interface | ipaddress.IPv6Interface):
+        return v
+    text = str(v).strip()
+    if "/" not in text:
+        raise ValueError(f"{text!r} needs a prefix length, e.g. {text}/24")
+    try:
+        return ipaddress.ip_interface(text)
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not an address with prefix length ({e})") from None
+
+
+def _address(v: object) -> IPAddr:
+    if isinstance(v, ipaddress.IPv4Address | ipaddress.IPv6Address):
+        return v
+    try:
+        return ipaddress.ip_address(str(v).strip())
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP address") from None
+
+
+def _ipv4(v: object) -> ipaddress.IPv4Address:
+    a = _address(v)
+    if not isinstance(a, ipaddress.IPv4Address):
+        raise ValueError(f"{a} is IPv6; NAT is IPv4 only (IPv6 needs no NAT)")
+    return a
+
+
+Network = Annotated[IPNet, BeforeValidator(_network), PlainSerializer(str, return_type=str)]
+Interface_ = Annotated[IPIface, BeforeValidator(_interface), PlainSerializer(str, return_type=str)]
+Address = Annotated[IPAddr, BeforeValidator(_address), PlainSerializer(str, return_type=str)]
+Address4 = Annotated[
+    ipaddress.IPv4Address, BeforeValidator(_ipv4), PlainSerializer(str, return_type=str)
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; models are immutable once validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _check_name(v: str, what: str) -> str:
+    if not _NAME.match(v):
+        raise ValueError(
+            f"{what} {v!r} must be 1-48 characters of a-z, 0-9, '-' and '_', starting "
+            "with a letter or digit"
+        )
+    return v
+
+
+def _check_services(v: list[str]) -> list[str]:
+    for spec in v:
+        parse_service(spec)
+    return [s.strip().lower() for s in v]
+
+
+class Unit(Strict):
+    """Who this box is: shown in the UI, the heartbeat and the events."""
+
+    name: str = Field("appliance", min_length=1, max_length=64)
+    site: str = ""
+    description: str = ""
+
+
+class Interface(Strict):
+    """A NIC the appliance owns, matched by MAC (renamed to `name`) or, without MAC, by name."""
+
+    name: str = Field(description="the name the appliance gives the NIC (and matches on)")
+    role: Literal["it", "ot", "mgmt"]
+    mac: str | None = None
+    addresses: list[Interface_] = Field(default_factory=list)
+    gateway: Address | None = None
+    mtu: int | None = Field(None, ge=576, le=9216)
+    allow_in: list[str] | None = Field(
+        None,
+        description="services the appliance itself answers on this NIC; default by role: "
+        "mgmt ssh/https/http/ping, it https/http/ping, ot nothing",
+    )
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _IFNAME.match(v):
+            raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
+        return v
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _mac(cls, v: object) -> object:
+        if v is None:
+            return v
+        text = str(v).strip().lower().replace("-", ":")
+        if not _MAC.match(text):
+            raise ValueError(f"{v!r} is not a MAC address like 02:a0:00:00:01:01")
+        return text
+
+    @field_validator("allow_in")
+    @classmethod
+    def _allow_in(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_services(v)
+
+    def effective_allow_in(self) -> tuple[Service, ...]:
+        specs = ROLE_DEFAULT_ALLOW_IN[self.role] if self.allow_in is None else self.allow_in
+        out: list[Service] = []
+        for spec in specs:
+            out.extend(parse_service(spec))
+        return tuple(sorted(set(out)))
+
+
+class Conduit(Strict):
+    """A named, owned, justified flow from IT hosts to OT hosts on some services."""
+
+    name: str
+    owner: str = Field(min_length=1, description="who answers for this conduit")
+    reason: str = Field(min_length=1, description="why it exists")
+    expires: AwareDatetime | None = Field(
+        None, description="ISO 8601 time with zone; the conduit stops passing traffic then"
+    )
+    from_: list[Network] = Field(alias="from", min_length=1)
+    to: list[Network] = Field(min_length=1)
+    services: list[str] = Field(min_length=1)
+    direction: Literal["one-way", "both"] = "one-way"
+    enabled: bool = True
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "conduit name")
+
+    @field_validator("services")
+    @classmethod
+    def _services(cls, v: list[str]) -> list[str]:
+        return _check_services(v)
+
+    @field_validator("owner", "reason")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    def parsed_services(self) -> tuple[Service, ...]:
+        out: list[Service] = []
+        for spec in self.services:
+            out.extend(parse_service(spec))
+        return tuple(out)
+
+    def active(self, now: datetime) -> bool:
+        return self.enabled and (self.expires is None or self.expires > now)
+
+
+class OneToOne(Strict):
+    """An IT-side address that stands for an OT host (both directions)."""
+
+    it_address: Address4
+    ot_address: Address4
+    description: str = ""
+
+
+class PortForward(Strict):
+    """A port on the appliance's IT address forwarded to an OT host."""
+
+    name: str
+    protocol: Literal["tcp", "udp"] = "tcp"
+    port: Port
+    to_address: Address4
+    to_port: Port | None = None
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "port forward name")
+
+
+class Nat(Strict):
+    one_to_one: list[OneToOne] = Field(default_factory=list)
+    port_forwards: list[PortForward] = Field(default_factory=list)
+    masquerade: bool = Field(
+        False,
+        description="IT hosts reach OT as the appliance's OT address, so OT devices "
+        "need no route (or gateway) to IT",
+    )
+
+
+class Config(Strict):
+    """One configuration document; a revision stores it whole."""
+
+    version: Literal[1] = 1
+    unit: Unit = Field(default_factory=Unit)
+    interfaces: list[Interface] = Field(default_factory=list)
+    conduits: list[Conduit] = Field(default_factory=list)
+    nat: Nat = Field(default_factory=Nat)
+
+    def interfaces_by_role(self, role: str) -> list[Interface]:
+        return [i for i in self.interfaces if i.role == role]
+
+    def canonical(self) -> dict:
+        """The document as plain JSON data, keys as people write them."""
+        return self.model_dump(mode="json", by_alias=True, exclude_defaults=False)

@@ -1,0 +1,235 @@
+"""pyroute2 adapter: the only module that talks netlink (links, addresses, routes, events).
+
+The net role owns the NICs named in the configuration: it finds each by MAC
+(renaming it to its configured name) or by name, sets MTU and addresses,
+brings it up and keeps the default route. Links it does not own are not touched.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import select
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.config.model import Config, Interface
+from appliance.errors import ApplyFailed
+
+log = logging.getLogger(__name__)
+
+PROTO_STATIC = 4
+
+
+@dataclass
+class LinkObs:
+    """What the kernel says about one configured NIC."""
+
+    name: str
+    role: str
+    present: bool
+    mac: str | None = None
+    admin_up: bool = False
+    oper: str = "absent"
+    carrier: bool = False
+    addresses: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def desired_addresses(config: Config, iface: Interface) -> list[str]:
+    """Configured addresses plus the IT-side stand-ins of 1:1 NAT (pure)."""
+    out = [str(a) for a in iface.addresses]
+    if iface.role == "it":
+        for o in config.nat.one_to_one:
+            for a in iface.addresses:
+                if o.it_address in a.network:
+                    out.append(f"{o.it_address}/32")
+                    break
+    return out
+
+
+class Links:
+    """Netlink access for one network namespace (the one this process is in)."""
+
+    def __init__(self) -> None:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.rtnl import (
+            RTMGRP_IPV4_IFADDR,
+            RTMGRP_IPV6_IFADDR,
+            RTMGRP_LINK,
+        )
+
+        self._ipr = IPRoute()
+        self._events = IPRoute()
+        self._events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+
+    def close(self) -> None:
+        self._ipr.close()
+        self._events.close()
+
+    def fileno(self) -> int:
+        return self._events.fileno()
+
+    def drain(self) -> bool:
+        """Read pending link/address events without blocking; True if there were any."""
+        seen = False
+        while select.select([self._events.fileno()], [], [], 0)[0]:
+            self._events.get()
+            seen = True
+        return seen
+
+    # -- observe -------------------------------------------------------------
+
+    def _links(self) -> list[dict[str, Any]]:
+        out = []
+        for msg in self._ipr.get_links():
+            out.append(
+                {
+                    "index": msg["index"],
+                    "name": msg.get("ifname"),
+                    "mac": (msg.get("address") or "").lower() or None,
+                    "admin_up": bool(msg["flags"] & 1),
+                    "oper": msg.get("operstate") or "UNKNOWN",
+                    "carrier": bool(msg.get("carrier")),
+                    "mtu": msg.get("mtu"),
+                }
+            )
+        return out
+
+    def _addresses(self, index: int) -> list[str]:
+        out = []
+        for msg in self._ipr.get_addr(index=index):
+            addr = msg.get("address")
+            if addr is None:
+                continue
+            iface = ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}")
+            if iface.version == 6 and iface.ip.is_link_local:
+                continue
+            out.append(str(iface))
+        return out
+
+    def _find(self, iface: Interface, links: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if iface.mac:
+            return next((lk for lk in links if lk["mac"] == iface.mac), None)
+        return next((lk for lk in links if lk["name"] == iface.name), None)
+
+    def observe(self, config: Config) -> list[LinkObs]:
+        links = self._links()
+        out = []
+        for iface in config.interfaces:
+            lk = self._find(iface, links)
+            if lk is None:
+                out.append(LinkObs(iface.name, iface.role, present=False, mac=iface.mac))
+                continue
+            out.append(
+                LinkObs(
+                    name=lk["name"],
+                    role=iface.role,
+                    present=True,
+                    mac=lk["mac"],
+                    admin_up=lk["admin_up"],
+                    oper=lk["oper"],
+                    carrier=lk["carrier"],
+                    addresses=self._addresses(lk["index"]),
+                )
+            )
+        return out
+
+    # -- act -----------------------------------------------------------------
+
+    def reconcile(self, config: Config) -> list[str]:
+        """Make the configured NICs match the document; returns what was changed."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        changes: list[str] = []
+        try:
+            links = self._links()
+            for iface in config.interfaces:
+                lk = self._find(iface, links)
+                if lk is None:
+                    continue
+                changes.extend(self._reconcile_one(config, iface, lk))
+            changes.extend(self._routes(config, links))
+        except NetlinkError as e:
+            raise ApplyFailed(f"netlink refused a link change: {e}")
+        return changes
+
+    def _reconcile_one(self, config: Config, iface: Interface, lk: dict[str, Any]) -> list[str]:
+        changes = []
+        idx = lk["index"]
+        if lk["name"] != iface.name:
+            self._ipr.link("set", index=idx, state="down")
+            self._ipr.link("set", index=idx, ifname=iface.name)
+            changes.append(f"renamed {lk['name']} to {iface.name}")
+            lk["admin_up"] = False
+        if iface.mtu and lk["mtu"] != iface.mtu:
+            self._ipr.link("set", index=idx, mtu=iface.mtu)
+            changes.append(f"{iface.name}: mtu {iface.mtu}")
+        want = set(desired_addresses(config, iface))
+        have = set(self._addresses(idx))
+        for addr in sorted(have - want):
+            ip = ipaddress.ip_interface(addr)
+            self._ipr.addr("del", index=idx, address=str(ip.ip), prefixlen=ip.network.prefixlen)
+            changes.append(f"{iface.name}: removed {addr}")
+        for addr in sorted(want - have):
+            ip = ipaddress.ip_interface(addr)
+            kw: dict[str, Any] = {}
+            if ip.version == 6:
+                kw["flags"] = 0x80  # IFA_F_NODAD: the appliance owns this address
+            self._ipr.addr(
+                "add", index=idx, address=str(ip.ip), prefixlen=ip.network.prefixlen, **kw
+            )
+            changes.append(f"{iface.name}: added {addr}")
+        if not lk["admin_up"]:
+            self._ipr.link("set", index=idx, state="up")
+            changes.append(f"{iface.name}: up")
+        return changes
+
+    def _routes(self, config: Config, links: list[dict[str, Any]]) -> list[str]:
+        changes = []
+        for family, dst in ((4, "0.0.0.0/0"), (6, "::/0")):
+            gw = next(
+                (
+                    (i, i.gateway)
+                    for i in config.interfaces
+                    if i.gateway and i.gateway.version == family
+                ),
+                None,
+            )
+            current = [
+                r
+                for r in self._ipr.get_routes(family=2 if family == 4 else 10)
+                if r["dst_len"] == 0 and r.get("table") == 254
+            ]
+            if gw is None:
+                for r in current:
+                    if r.get("proto") == PROTO_STATIC:
+                        self._ipr.route("del", dst=dst, gateway=r.get("gateway"))
+                        changes.append(f"removed default route via {r.get('gateway')}")
+                continue
+            iface, addr = gw
+            if any(r.get("gateway") == str(addr) for r in current):
+                continue
+            self._ipr.route("replace", dst=dst, gateway=str(addr), proto=PROTO_STATIC)
+            changes.append(f"default route via {addr} ({iface.name})")
+        return changes
+
+
+def set_forwarding(enabled: bool, proc: Path = Path("/proc/sys/net")) -> None:
+    """IP forwarding for this namespace (after our ruleset is in place, never before)."""
+    value = "1\n" if enabled else "0\n"
+    try:
+        (proc / "ipv4/ip_forward").write_text(value)
+        (proc / "ipv6/conf/all/forwarding").write_text(value)
+    except OSError as e:
+        raise ApplyFailed(f"cannot set IP forwarding: {e}")
+
+
+def forwarding(proc: Path = Path("/proc/sys/net")) -> bool:
+    try:
+        return (proc / "ipv4/ip_forward").read_text().strip() == "1"
+    except OSError:
+        return False

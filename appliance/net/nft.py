@@ -1,0 +1,149 @@
+"""libnftables adapter: the only module that talks to nftables.
+
+One method sends a whole document (one transaction: the kernel takes all of it
+or none of it). Reading back is a JSON listing of our table, from which the
+pure helpers below take counters and a fingerprint for drift detection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from typing import Any
+
+from appliance.errors import ApplyFailed
+from appliance.net.render import FAMILY, TABLE, element_key
+
+Json = dict[str, Any]
+
+
+class Nft:
+    """The real kernel, through the libnftables Python bindings (python3-nftables)."""
+
+    def __init__(self) -> None:
+        try:
+            import nftables  # Debian's python3-nftables; see README "Setup"
+        except ImportError as e:  # pragma: no cover - depends on the machine
+            raise ApplyFailed(f"libnftables bindings are missing (python3-nftables): {e}")
+        self._nft = nftables.Nftables()
+        self._nft.set_json_output(True)
+        self._nft.set_handle_output(False)
+        self._lock = threading.Lock()
+
+    def apply(self, document: Json, *, check_only: bool = False) -> None:
+        """Send the document as one transaction; ApplyFailed (nothing changed) if refused."""
+        with self._lock:
+            self._nft.set_dry_run(check_only)
+            try:
+                rc, _out, err = self._nft.json_cmd(document)
+            finally:
+                self._nft.set_dry_run(False)
+        if rc != 0:
+            raise ApplyFailed(f"nftables refused the ruleset: {_first_error(err)}")
+
+    def list_table(self) -> list[Json] | None:
+        """Our table as a JSON listing, or None when the kernel holds no such table."""
+        with self._lock:
+            rc, out, _err = self._nft.cmd(f"list table {FAMILY} {TABLE}")
+        if rc != 0:
+            return None
+        return [o for o in json.loads(out)["nftables"] if "metainfo" not in o]
+
+    def list_ruleset_text(self) -> str:
+        with self._lock:
+            self._nft.set_json_output(False)
+            try:
+                _rc, out, _err = self._nft.cmd("list ruleset")
+            finally:
+                self._nft.set_json_output(True)
+        return out
+
+
+def _first_error(err: str) -> str:
+    for line in err.splitlines():
+        if "Error:" in line:
+            return line.split("Error:", 1)[1].strip()
+    return err.strip().splitlines()[0] if err.strip() else "unknown error"
+
+
+# -- pure helpers over a listing ---------------------------------------------
+
+_VOLATILE = {"handle", "packets", "bytes", "expires"}
+DYNAMIC_SETS = ("denied4", "denied6")
+
+
+def _strip(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in _VOLATILE}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def fingerprint(listing: list[Json]) -> str:
+    """A hash of what the table *is*, leaving out counters, handles and timers."""
+    norm = []
+    for obj in listing:
+        if "set" in obj and obj["set"]["name"] in DYNAMIC_SETS:
+            obj = {"set": {k: v for k, v in obj["set"].items() if k != "elem"}}
+        norm.append(_strip(obj))
+    return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()
+
+
+def named_counters(listing: list[Json]) -> dict[str, dict[str, int]]:
+    return {
+        o["counter"]["name"]: {
+            "packets": o["counter"].get("packets", 0),
+            "bytes": o["counter"].get("bytes", 0),
+        }
+        for o in listing
+        if "counter" in o
+    }
+
+
+def _elements(listing: list[Json], name: str) -> list[Json]:
+    for o in listing:
+        if "set" in o and o["set"]["name"] == name:
+            return o["set"].get("elem", [])
+    return []
+
+
+def element_counters(listing: list[Json]) -> dict[tuple[str, str], dict[str, int]]:
+    """(set name, element key) -> counter, for every element of every set that has one."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for o in listing:
+        if "set" not in o:
+            continue
+        name = o["set"]["name"]
+        for item in o["set"].get("elem", []):
+            if isinstance(item, dict) and "elem" in item:
+                val = item["elem"]["val"]
+                counter = item["elem"].get("counter") or {}
+            else:
+                val, counter = item, {}
+            out[(name, element_key(val))] = {
+                "packets": counter.get("packets", 0),
+                "bytes": counter.get("bytes", 0),
+            }
+    return out
+
+
+def denied(listing: list[Json]) -> list[Json]:
+    """Flows the forward chain dropped recently: source, destination, protocol, port, packets."""
+    out = []
+    for name in DYNAMIC_SETS:
+        for item in _elements(listing, name):
+            el = item["elem"] if isinstance(item, dict) and "elem" in item else {"val": item}
+            parts = el["val"]["concat"]
+            out.append(
+                {
+                    "src": parts[0],
+                    "dst": parts[1],
+                    "proto": parts[2],
+                    "port": parts[3],
+                    "packets": (el.get("counter") or {}).get("packets", 0),
+                }
+            )
+    out.sort(key=lambda d: -d["packets"])
+    return out

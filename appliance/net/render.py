@@ -1,0 +1,417 @@
+"""Render a configuration into one libnftables-JSON ruleset for the table we own.
+
+A pure function of (config, now): no kernel, no clock, no daemon state, so it is
+golden-tested. The document replaces `table inet appliance` in one transaction
+(add + delete + add everything), like fw4's flush-and-reload, so the kernel
+never holds half of a ruleset.
+
+Shape of the table:
+  input     policy drop; lo, established; IPv6 neighbour discovery; then one
+            vmap lookup on the input interface to `in_<nic>` holding that NIC's
+            management services. Nothing is allowed in from OT unless configured.
+  forward   policy drop; established/related accept; invalid drop; IT→OT and
+            OT→IT jump to `fwd_it_ot`/`fwd_ot_it`, where one lookup in a
+            concatenated interval set (saddr . daddr . l4proto . dport) per
+            family decides. Set elements carry counters (per-conduit figures)
+            and, for conduits that expire, a kernel timeout: an expired conduit
+            stops passing traffic even if the daemon is gone. What is dropped is
+            counted per direction and remembered in the dynamic `denied4/6`
+            sets (source, destination, protocol, port) for the event monitor.
+  dstnat/srcnat  only when NAT is configured (1:1 NAT, port forwards, masquerade).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from appliance.config.check import Element, conduit_elements
+from appliance.config.model import Config, IPNet
+from appliance.config.services import Service
+
+FAMILY = "inet"
+TABLE = "appliance"
+ZONES = ("it_ot", "ot_it")
+DENIED_TIMEOUT_S = 3600
+DENIED_SIZE = 65535
+FAIL_CLOSED_MGMT_GLOB = "mgmt*"
+FAIL_CLOSED_SERVICES = (("tcp", 22), ("tcp", 443), ("tcp", 80))
+ICMPV6_ND = [
+    "nd-router-solicit",
+    "nd-router-advert",
+    "nd-neighbor-solicit",
+    "nd-neighbor-advert",
+    "mld-listener-query",
+]
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    """The rendered document plus what the daemon needs to read it back."""
+
+    commands: list[Json]
+    # (set name, canonical element key) -> conduit name, to attribute counters
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    # the earliest expiry among conduits rendered as active (re-render then)
+    next_change: datetime | None = None
+    counters: tuple[str, ...] = ()
+
+    def document(self) -> Json:
+        return {"nftables": self.commands}
+
+
+# -- small builders: one libnftables-JSON shape each -------------------------
+
+
+def _t() -> Json:
+    return {"family": FAMILY, "table": TABLE}
+
+
+def _match(left: Json, right: Any, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _meta(key: str) -> Json:
+    return {"meta": {"key": key}}
+
+
+def _payload(proto: str, fld: str) -> Json:
+    return {"payload": {"protocol": proto, "field": fld}}
+
+
+def _ct_state(*states: str) -> Json:
+    return _match({"ct": {"key": "state"}}, list(states), "in")
+
+
+def _rule(chain: str, *expr: Json, comment: str | None = None) -> Json:
+    rule: Json = {**_t(), "chain": chain, "expr": list(expr)}
+    if comment:
+        rule["comment"] = comment
+    return {"add": {"rule": rule}}
+
+
+def _chain(name: str, hook: str | None = None, prio: int = 0, kind: str = "filter") -> Json:
+    chain: Json = {"family": FAMILY, "table": TABLE, "name": name}
+    if hook:
+        chain.update({"type": kind, "hook": hook, "prio": prio, "policy": "drop"})
+        if kind == "nat":
+            chain["policy"] = "accept"
+    return {"add": {"chain": chain}}
+
+
+def _set(name: str, type_: Any, flags: list[str], elem: list[Any] | None = None, **kw: Any) -> Json:
+    s: Json = {"family": FAMILY, "table": TABLE, "name": name, "type": type_}
+    if flags:
+        s["flags"] = flags
+    s.update(kw)
+    if elem:
+        s["elem"] = elem
+    return {"add": {"set": s}}
+
+
+def _counter(name: str) -> Json:
+    return {"add": {"counter": {"family": FAMILY, "table": TABLE, "name": name}}}
+
+
+ACCEPT: Json = {"accept": None}
+DROP: Json = {"drop": None}
+
+
+def _addr(net: IPNet) -> Any:
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
+
+
+def _port(svc: Service) -> Any:
+    return svc.lo if svc.lo == svc.hi else {"range": [svc.lo, svc.hi]}
+
+
+def element_key(val: Any) -> str:
+    """A canonical string for a set element value, equal for rendered and listed forms."""
+    import json
+
+    return json.dumps(val, sort_keys=True, separators=(",", ":"))
+
+
+def set_name(kind: str, zone: str, family: int) -> str:
+    """`c_it_ot_4` (services) or `p_it_ot_4` (ping) for a zone and IP version."""
+    return f"{kind}_{zone}_{family}"
+
+
+def _element_value(el: Element) -> Any:
+    if el.service.proto == "icmp":
+        return {"concat": [_addr(el.src), _addr(el.dst)]}
+    return {"concat": [_addr(el.src), _addr(el.dst), el.service.proto, _port(el.service)]}
+
+
+def _conduit_sets(config: Config, now: datetime) -> tuple[list[Json], dict, datetime | None]:
+    elems: dict[str, list[Any]] = {}
+    owners: dict[tuple[str, str], str] = {}
+    next_change: datetime | None = None
+    for conduit in config.conduits:
+        if not conduit.active(now):
+            continue
+        timeout = None
+        if conduit.expires is not None:
+            timeout = max(1, math.ceil((conduit.expires - now).total_seconds()))
+            next_change = (
+                conduit.expires if next_change is None else min(next_change, conduit.expires)
+            )
+        for el in conduit_elements(conduit):
+            kind = "p" if el.service.proto == "icmp" else "c"
+            name = set_name(kind, el.zone, el.family)
+            val = _element_value(el)
+            owners[(name, element_key(val))] = conduit.name
+            item = {"elem": {"val": val, "timeout": timeout}} if timeout else val
+            elems.setdefault(name, []).append(item)
+    out: list[Json] = []
+    for zone in ZONES:
+        for fam, addr_t in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            out.append(
+                _set(
+                    set_name("c", zone, fam),
+                    [addr_t, addr_t, "inet_proto", "inet_service"],
+                    ["interval", "timeout"],
+                    elems.get(set_name("c", zone, fam)),
+                    stmt=[{"counter": None}],
+                )
+            )
+            out.append(
+                _set(
+                    set_name("p", zone, fam),
+                    [addr_t, addr_t],
+                    ["interval", "timeout"],
+                    elems.get(set_name("p", zone, fam)),
+                    stmt=[{"counter": None}],
+                )
+            )
+    return out, owners, next_change
+
+
+def _zone_ifsets(config: Config) -> list[Json]:
+    out = []
+    for role in ("it", "ot", "mgmt"):
+        names = sorted(i.name for i in config.interfaces_by_role(role))
+        out.append(_set(f"if_{role}", "ifname", [], names))
+    return out
+
+
+def _input(config: Config) -> tuple[list[Json], list[str]]:
+    out = [
+        _chain("input", "input"),
+        _rule("input", _match(_meta("iifname"), "lo"), ACCEPT),
+        _rule("input", _ct_state("established", "related"), ACCEPT),
+        _rule("input", _ct_state("invalid"), DROP),
+        _rule("input", _match(_payload("icmpv6", "type"), {"set": ICMPV6_ND}), ACCEPT),
+    ]
+    counters = []
+    vmap = []
+    for iface in sorted(config.interfaces, key=lambda i: i.name):
+        chain = f"in_{iface.name}"
+        counter = f"drop_in_{iface.name}"
+        counters.append(counter)
+        out.append(_chain(chain))
+        out.extend(_allow_services(chain, iface.effective_allow_in()))
+        out.append(_rule(chain, {"counter": counter}, DROP))
+        vmap.append([iface.name, {"jump": {"target": chain}}])
+    if vmap:
+        out.append(_rule("input", {"vmap": {"key": _meta("iifname"), "data": {"set": vmap}}}))
+    counters.append("drop_in_other")
+    out.append(_rule("input", {"counter": "drop_in_other"}, DROP))
+    return out, counters
+
+
+def _allow_services(chain: str, services: tuple[Service, ...]) -> list[Json]:
+    out = []
+    ports = [{"concat": [s.proto, _port(s)]} for s in services if s.proto != "icmp"]
+    if ports:
+        key = {"concat": [_meta("l4proto"), _payload("th", "dport")]}
+        out.append(_rule(chain, _match(key, {"set": ports}), ACCEPT))
+    if any(s.proto == "icmp" for s in services):
+        out.append(_rule(chain, _match(_payload("icmp", "type"), "echo-request"), ACCEPT))
+        out.append(_rule(chain, _match(_payload("icmpv6", "type"), "echo-request"), ACCEPT))
+    return out
+
+
+def _forward() -> tuple[list[Json], list[str]]:
+    out = [
+        _chain("forward", "forward"),
+        _rule("forward", _ct_state("established", "related"), ACCEPT),
+        _rule("forward", _ct_state("invalid"), DROP),
+    ]
+    for zone, src, dst in (("it_ot", "it", "ot"), ("ot_it", "ot", "it")):
+        out.append(
+            _rule(
+                "forward",
+                _match(_meta("iifname"), f"@if_{src}"),
+                _match(_meta("oifname"), f"@if_{dst}"),
+                {"jump": {"target": f"fwd_{zone}"}},
+            )
+        )
+    out.append(_rule("forward", {"counter": "drop_fwd_other"}, DROP))
+    counters = ["drop_fwd_other"]
+    for zone in ZONES:
+        chain = f"fwd_{zone}"
+        out.append(_chain(chain))
+        for fam, proto in ((4, "ip"), (6, "ip6")):
+            key = {
+                "concat": [
+                    _payload(proto, "saddr"),
+                    _payload(proto, "daddr"),
+                    _meta("l4proto"),
+                    _payload("th", "dport"),
+                ]
+            }
+            out.append(_rule(chain, _match(key, "@" + set_name("c", zone, fam)), ACCEPT))
+        for fam, proto, icmp in ((4, "ip", "icmp"), (6, "ip6", "icmpv6")):
+            key = {"concat": [_payload(proto, "saddr"), _payload(proto, "daddr")]}
+            out.append(
+                _rule(
+                    chain,
+                    _match(_payload(icmp, "type"), "echo-request"),
+                    _match(key, "@" + set_name("p", zone, fam)),
+                    ACCEPT,
+                )
+            )
+        for fam, proto in ((4, "ip"), (6, "ip6")):
+            key = {
+                "concat": [
+                    _payload(proto, "saddr"),
+                    _payload(proto, "daddr"),
+                    _meta("l4proto"),
+                    _payload("th", "dport"),
+                ]
+            }
+            out.append(
+                _rule(
+                    chain,
+                    _match(_meta("l4proto"), {"set": ["tcp", "udp"]}),
+                    {"set": {"op": "update", "elem": key, "set": f"@denied{fam}"}},
+                )
+            )
+        counter = f"drop_{zone}"
+        counters.append(counter)
+        out.append(_rule(chain, {"counter": counter}, DROP))
+    return out, counters
+
+
+def _denied_sets() -> list[Json]:
+    out = []
+    for fam, addr_t in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+        out.append(
+            _set(
+                f"denied{fam}",
+                [addr_t, addr_t, "inet_proto", "inet_service"],
+                ["timeout"],
+                timeout=DENIED_TIMEOUT_S,
+                size=DENIED_SIZE,
+                stmt=[{"counter": None}],
+            )
+        )
+    return out
+
+
+def _nat(config: Config) -> list[Json]:
+    nat = config.nat
+    if not (nat.one_to_one or nat.port_forwards or nat.masquerade):
+        return []
+    out = [_chain("dstnat", "prerouting", -100, "nat"), _chain("srcnat", "postrouting", 100, "nat")]
+    from_it = _match(_meta("iifname"), "@if_it")
+    for o in nat.one_to_one:
+        out.append(
+            _rule(
+                "dstnat",
+                from_it,
+                _match(_payload("ip", "daddr"), str(o.it_address)),
+                {"dnat": {"family": "ip", "addr": str(o.ot_address)}},
+            )
+        )
+        out.append(
+            _rule(
+                "srcnat",
+                _match(_meta("oifname"), "@if_it"),
+                _match(_payload("ip", "saddr"), str(o.ot_address)),
+                {"snat": {"family": "ip", "addr": str(o.it_address)}},
+            )
+        )
+    it_addrs = sorted(
+        str(a.ip) for i in config.interfaces_by_role("it") for a in i.addresses if a.version == 4
+    )
+    for p in nat.port_forwards:
+        expr = [from_it]
+        if it_addrs:
+            expr.append(_match(_payload("ip", "daddr"), {"set": it_addrs}))
+        expr.append(_match(_payload(p.protocol, "dport"), p.port))
+        expr.append(
+            {"dnat": {"family": "ip", "addr": str(p.to_address), "port": p.to_port or p.port}}
+        )
+        out.append(_rule("dstnat", *expr, comment=f"port-forward {p.name}"))
+    if nat.masquerade:
+        out.append(
+            _rule(
+                "srcnat",
+                from_it,
+                _match(_meta("oifname"), "@if_ot"),
+                {"masquerade": None},
+            )
+        )
+    return out
+
+
+def _table_replace() -> list[Json]:
+    t = {"family": FAMILY, "name": TABLE}
+    return [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
+
+
+def render(config: Config, now: datetime) -> Ruleset:
+    """The whole ruleset for `config` as it should stand at time `now`."""
+    sets, owners, next_change = _conduit_sets(config, now)
+    inp, in_counters = _input(config)
+    fwd, fwd_counters = _forward()
+    counters = [*fwd_counters, *in_counters]
+    commands = [
+        *_table_replace(),
+        *(_counter(c) for c in counters),
+        *_zone_ifsets(config),
+        *sets,
+        *_denied_sets(),
+        *_chains_first([*inp, *fwd, *_nat(config)]),
+    ]
+    return Ruleset(commands, owners, next_change, tuple(counters))
+
+
+def _chains_first(commands: list[Json]) -> list[Json]:
+    """Declare every chain before any rule, so jumps never point forward."""
+    return sorted(commands, key=lambda c: 0 if "chain" in c["add"] else 1)
+
+
+def render_fail_closed() -> Ruleset:
+    """What the kernel holds before the first apply: no forwarding, management only.
+
+    Loaded at boot (system/appliance-failclosed.json) before any NIC is up, and by
+    the net role when it finds no table of ours.
+    """
+    mgmt = _match(_meta("iifname"), FAIL_CLOSED_MGMT_GLOB)
+    key = {"concat": [_meta("l4proto"), _payload("th", "dport")]}
+    ports = {"set": [{"concat": list(p)} for p in FAIL_CLOSED_SERVICES]}
+    commands = [
+        *_table_replace(),
+        _counter("drop_fwd_other"),
+        _counter("drop_in_other"),
+        _chain("input", "input"),
+        _rule("input", _match(_meta("iifname"), "lo"), ACCEPT),
+        _rule("input", _ct_state("established", "related"), ACCEPT),
+        _rule("input", _ct_state("invalid"), DROP),
+        _rule("input", _match(_payload("icmpv6", "type"), {"set": ICMPV6_ND}), ACCEPT),
+        _rule("input", mgmt, _match(key, ports), ACCEPT),
+        _rule("input", mgmt, _match(_payload("icmp", "type"), "echo-request"), ACCEPT),
+        _rule("input", {"counter": "drop_in_other"}, DROP),
+        _chain("forward", "forward"),
+        _rule("forward", {"counter": "drop_fwd_other"}, DROP),
+    ]
+    return Ruleset(commands, {}, None, ("drop_fwd_other", "drop_in_other"))

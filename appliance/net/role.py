@@ -1,0 +1,397 @@
+"""The net role: makes the kernel hold what the desired revision says, and reports it.
+
+Each step: revert a pending revision whose deadline passed; apply the desired
+revision if it changed (or a conduit expired); reconcile the NICs on link events;
+read the table back, re-assert it on drift; publish counters, links and denied
+flows to the live state. Only this role needs CAP_NET_ADMIN.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from appliance.config.model import Config
+from appliance.errors import ApplianceError, ApplyFailed
+from appliance.net import nft as nftlib
+from appliance.net.links import LinkObs, Links, forwarding, set_forwarding
+from appliance.net.render import Ruleset, render, render_fail_closed
+from appliance.state import revisions as revs
+from appliance.state.db import Revision, Store
+from appliance.state.live import LiveState
+
+log = logging.getLogger("appliance.net")
+
+DRIFT_EVERY_S = 5.0
+LINKS_EVERY_S = 30.0
+COUNTERS_EVERY_S = 1.0
+DENIED_EVENTS_PER_MIN = 20
+RETRY_APPLY_S = 10.0
+
+
+@dataclass
+class Applied:
+    revision_id: int | None
+    sha256: str | None
+    config: Config | None
+    ruleset: Ruleset
+    fingerprint: str
+    at: float
+
+
+@dataclass
+class NetState:
+    applied: Applied | None = None
+    links: list[LinkObs] = field(default_factory=list)
+    carry: dict[str, dict[str, int]] = field(default_factory=dict)  # counters before re-applies
+    conduits: dict[str, dict[str, int]] = field(default_factory=dict)
+    drops: dict[str, dict[str, int]] = field(default_factory=dict)
+    denied: list[dict[str, Any]] = field(default_factory=list)
+    denied_seen: set[tuple] = field(default_factory=set)
+    denied_budget: tuple[float, int] = (0.0, 0)
+    drift_count: int = 0
+    drift_last: float | None = None
+    last_error: str | None = None
+    failed_sha: str | None = None
+    failed_at: float = 0.0
+
+
+class NetRole:
+    name = "net"
+
+    def __init__(
+        self,
+        store: Store,
+        live: LiveState,
+        nft: nftlib.Nft,
+        links: Links | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.live = live
+        self.nft = nft
+        self.links = links
+        self.clock = clock
+        self.state = NetState()
+        self.started_at = clock()
+        self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0}
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Close the gate before anything else, then allow forwarding."""
+        if self.nft.list_table() is None:
+            self._apply_ruleset(render_fail_closed(), None, None, self.clock())
+            self.store.event(
+                "net.fail-closed",
+                "no ruleset found: fail-closed ruleset loaded (no forwarding)",
+                source="net",
+            )
+        else:
+            # adopt the table as found (e.g. after a daemon restart): the gate stays
+            # as it was; the first step re-applies the desired revision.
+            listing = self.nft.list_table() or []
+            self.state.applied = Applied(
+                None, None, None, render_fail_closed(), nftlib.fingerprint(listing), self.clock()
+            )
+        if not forwarding():
+            set_forwarding(True)
+
+    def run(self, stopping: Callable[[], bool]) -> None:
+        doorbell = self.live.bind_doorbell(self.name)
+        fds = [doorbell.fileno()] + ([self.links.fileno()] if self.links else [])
+        try:
+            self.start()
+            while not stopping():
+                self.safe_step()
+                ready, _, _ = select.select(fds, [], [], 0.5)
+                if doorbell.fileno() in ready:
+                    while True:
+                        try:
+                            doorbell.recv(64)
+                        except BlockingIOError:
+                            break
+                if self.links and self.links.fileno() in ready and self.links.drain():
+                    self._next["links"] = 0.0
+        finally:
+            doorbell.close()
+
+    def safe_step(self) -> None:
+        try:
+            self.step()
+        except ApplianceError as e:
+            self._error(str(e))
+        except Exception as e:  # a bug must not stop the role holding the gate
+            log.exception("net step failed")
+            self._error(f"internal error: {e}")
+
+    # -- one reconcile pass ------------------------------------------------------
+
+    def step(self) -> None:
+        now = self.clock()
+        reverted = revs.expire_pending(self.store, now)
+        if reverted:
+            log.warning(reverted.message)
+        self._reconcile_revision(now)
+        if now >= self._next["links"] and self.state.applied and self.state.applied.config:
+            self._reconcile_links(self.state.applied.config)
+            self._next["links"] = now + LINKS_EVERY_S
+        listing = None
+        if now >= self._next["drift"]:
+            listing = self.nft.list_table()
+            self._check_drift(listing, now)
+            listing = self.nft.list_table() if self.state.drift_last == now else listing
+            self._next["drift"] = now + DRIFT_EVERY_S
+        if now >= self._next["counters"]:
+            self._read_counters(listing if listing is not None else self.nft.list_table(), now)
+            self._next["counters"] = now + COUNTERS_EVERY_S
+        self.publish(now)
+
+    def _reconcile_revision(self, now: float) -> None:
+        rev = revs.desired(self.store)
+        applied = self.state.applied
+        due = (
+            applied is not None
+            and applied.ruleset.next_change is not None
+            and (datetime.fromtimestamp(now, UTC) >= applied.ruleset.next_change)
+        )
+        if rev is None:
+            return  # fail-closed until a first revision is committed
+        if applied is not None and applied.sha256 == rev.sha256 and applied.revision_id == rev.id:
+            if due:
+                self._expired(applied, now)
+                self._apply_revision(rev, now)
+            elif rev.state == revs.PENDING and rev.auto_confirm:
+                self._auto_confirm(rev, now)
+            return
+        if self.state.failed_sha == rev.sha256 and now - self.state.failed_at < RETRY_APPLY_S:
+            return
+        self._apply_revision(rev, now)
+
+    def _apply_revision(self, rev: Revision, now: float) -> None:
+        config = revs.config_of(rev)
+        ruleset = render(config, datetime.fromtimestamp(now, UTC))
+        try:
+            self._apply_ruleset(ruleset, rev, config, now)
+        except ApplyFailed as e:
+            self.state.failed_sha, self.state.failed_at = rev.sha256, now
+            if rev.state == revs.PENDING:
+                revs.revert_pending(
+                    self.store, reason=f"apply failed: {e}", now=now, severity="error"
+                )
+                self._reconcile_revision(now)  # back to the confirmed revision at once
+            else:
+                self._error(f"revision {rev.id} could not be applied: {e}")
+            return
+        self.state.failed_sha = None
+        self.state.last_error = None
+        self.store.event(
+            "net.applied",
+            f"revision {rev.id} applied ({rev.state})",
+            source="net",
+            data={"revision": rev.id, "sha256": rev.sha256},
+            at=now,
+        )
+        self._next["links"] = 0.0
+        if rev.state == revs.PENDING and rev.auto_confirm:
+            self._auto_confirm(rev, now)
+
+    def _auto_confirm(self, rev: Revision, now: float) -> None:
+        revs.confirm(self.store, author=rev.committed_by or "net", now=now, automatic=True)
+
+    def _apply_ruleset(
+        self, ruleset: Ruleset, rev: Revision | None, config: Config | None, now: float
+    ) -> None:
+        self._carry_counters()
+        self.nft.apply(ruleset.document())
+        listing = self.nft.list_table() or []
+        self.state.applied = Applied(
+            rev.id if rev else None,
+            rev.sha256 if rev else None,
+            config,
+            ruleset,
+            nftlib.fingerprint(listing),
+            now,
+        )
+        self.state.denied_seen.clear()
+
+    def _carry_counters(self) -> None:
+        """Keep conduit and drop counters across a re-apply (the kernel restarts them)."""
+        for group in (self.state.conduits, self.state.drops):
+            for name, c in group.items():
+                self.state.carry[name] = {"packets": c["packets"], "bytes": c["bytes"]}
+
+    def _expired(self, applied: Applied, now: float) -> None:
+        if not applied.config:
+            return
+        when = datetime.fromtimestamp(now, UTC)
+        for c in applied.config.conduits:
+            if c.expires is not None and c.expires <= when and c.enabled:
+                rendered = any(owner == c.name for owner in applied.ruleset.owners.values())
+                if rendered:
+                    self.store.event(
+                        "conduit.expired",
+                        f"conduit {c.name} (owner {c.owner}) expired at {c.expires.isoformat()}",
+                        source="net",
+                        data={"conduit": c.name, "owner": c.owner},
+                        at=now,
+                    )
+
+    def _reconcile_links(self, config: Config) -> None:
+        if self.links is None:
+            return
+        try:
+            changes = self.links.reconcile(config)
+        except ApplyFailed as e:
+            self._error(str(e))
+            changes = []
+        if changes:
+            self.store.event(
+                "net.links", "; ".join(changes), source="net", data={"changes": changes}
+            )
+        before = {o.name: (o.present, o.oper) for o in self.state.links}
+        self.state.links = self.links.observe(config)
+        for o in self.state.links:
+            if o.name in before and before[o.name] != (o.present, o.oper):
+                sev = "info" if o.oper == "UP" else "warning"
+                self.store.event(
+                    "net.link",
+                    f"{o.name} ({o.role}) is {o.oper.lower() if o.present else 'absent'}",
+                    source="net",
+                    severity=sev,
+                    data=o.as_dict(),
+                )
+
+    def _check_drift(self, listing: list[dict] | None, now: float) -> None:
+        applied = self.state.applied
+        if applied is None:
+            return
+        fp = nftlib.fingerprint(listing) if listing is not None else None
+        if fp == applied.fingerprint:
+            return
+        what = "table missing" if listing is None else "table changed"
+        self.state.drift_count += 1
+        self.state.drift_last = now
+        self.store.event(
+            "net.drift",
+            f"ruleset drift ({what}) detected; re-asserting the configured ruleset",
+            source="net",
+            severity="warning",
+            data={"what": what},
+            at=now,
+        )
+        if applied.revision_id is None:
+            self._apply_ruleset(render_fail_closed(), None, None, now)
+            return
+        rev = Revision.get_by_id(applied.revision_id)
+        self._apply_revision(rev, now)
+
+    def _read_counters(self, listing: list[dict] | None, now: float) -> None:
+        applied = self.state.applied
+        if listing is None or applied is None:
+            return
+        carry = self.state.carry
+        conduits: dict[str, dict[str, int]] = {}
+        for key, c in nftlib.element_counters(listing).items():
+            owner = applied.ruleset.owners.get(key)
+            if owner is None:
+                continue
+            agg = conduits.setdefault(owner, dict(carry.get(owner, {"packets": 0, "bytes": 0})))
+            agg["packets"] += c["packets"]
+            agg["bytes"] += c["bytes"]
+        if applied.config:
+            for c in applied.config.conduits:
+                conduits.setdefault(c.name, dict(carry.get(c.name, {"packets": 0, "bytes": 0})))
+        drops = {}
+        for name, c in nftlib.named_counters(listing).items():
+            base = carry.get(name, {"packets": 0, "bytes": 0})
+            drops[name] = {
+                "packets": base["packets"] + c["packets"],
+                "bytes": base["bytes"] + c["bytes"],
+            }
+        self.state.conduits, self.state.drops = conduits, drops
+        self.state.denied = nftlib.denied(listing)
+        self._denied_events(now)
+
+    def _denied_events(self, now: float) -> None:
+        window_start, used = self.state.denied_budget
+        if now - window_start >= 60:
+            window_start, used = now, 0
+        fresh = []
+        for d in self.state.denied:
+            key = (d["src"], d["dst"], d["proto"], d["port"])
+            if key not in self.state.denied_seen:
+                self.state.denied_seen.add(key)
+                fresh.append(d)
+        for d in fresh[: max(0, DENIED_EVENTS_PER_MIN - used)]:
+            self.store.event(
+                "traffic.denied",
+                f"dropped {d['src']} → {d['dst']} {d['proto']}/{d['port']}: no conduit allows it",
+                source="net",
+                severity="notice",
+                data=d,
+                at=now,
+            )
+        skipped = len(fresh) - max(0, DENIED_EVENTS_PER_MIN - used)
+        if skipped > 0:
+            self.store.event(
+                "traffic.denied",
+                f"{skipped} more denied flows in the last minute (not listed one by one)",
+                source="net",
+                severity="notice",
+                data={"count": skipped},
+                at=now,
+            )
+        self.state.denied_budget = (window_start, used + len(fresh))
+
+    def _error(self, message: str) -> None:
+        if message != self.state.last_error:
+            log.error(message)
+            self.store.event("net.error", message, source="net", severity="error")
+        self.state.last_error = message
+
+    # -- publish ------------------------------------------------------------
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        a = self.state.applied
+        rev = Revision.get_or_none(Revision.id == a.revision_id) if a and a.revision_id else None
+        expiries = {}
+        if a and a.config:
+            when = datetime.fromtimestamp(now, UTC)
+            for c in a.config.conduits:
+                expiries[c.name] = {
+                    "active": c.active(when),
+                    "expires": c.expires.isoformat() if c.expires else None,
+                    "owner": c.owner,
+                }
+        conduits = {
+            name: {**counts, **expiries.get(name, {})}
+            for name, counts in self.state.conduits.items()
+        }
+        return {
+            "role": self.name,
+            "started_at": self.started_at,
+            "applied": {
+                "revision": a.revision_id if a else None,
+                "sha256": a.sha256 if a else None,
+                "state": rev.state if rev else None,
+                "confirm_deadline": rev.confirm_deadline if rev else None,
+                "at": a.at if a else None,
+                "fail_closed": a is None or a.revision_id is None,
+            },
+            "last_error": self.state.last_error,
+            "forwarding": forwarding(),
+            "links": [o.as_dict() for o in self.state.links],
+            "conduits": conduits,
+            "drops": self.state.drops,
+            "denied": self.state.denied[:50],
+            "drift": {"count": self.state.drift_count, "last_at": self.state.drift_last},
+        }
+
+    def publish(self, now: float) -> None:
+        self.live.write(self.name, self.snapshot(now))

@@ -1,0 +1,1 @@
+"""Shared state of the roles: config DB, history DB, live state on /run."""

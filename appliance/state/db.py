@@ -1,0 +1,181 @@
+"""The SQLite databases (peewee): config DB (revisions, audit) and history DB (events).
+
+The config DB is small and written rarely: synchronous=FULL. The history DB takes
+many small writes: WAL with synchronous=NORMAL. Both use BEGIN IMMEDIATE so that
+the CLI, the web role and the net role serialise their writes instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+
+from appliance.errors import ApplianceError, PermissionDenied
+
+config_db = pw.DatabaseProxy()
+history_db = pw.DatabaseProxy()
+
+
+class ConfigModel(pw.Model):
+    class Meta:
+        database = config_db
+
+
+class HistoryModel(pw.Model):
+    class Meta:
+        database = history_db
+
+
+class Revision(ConfigModel):
+    """An immutable configuration document and where it is in its life."""
+
+    created_at = pw.FloatField()
+    author = pw.TextField()
+    comment = pw.TextField(default="")
+    sha256 = pw.CharField(max_length=64, index=True)
+    document = pw.TextField()  # canonical JSON of the validated Config
+    source = pw.TextField()  # the text as a person wrote it (YAML, comments kept)
+    state = pw.CharField(max_length=16, index=True)
+    reason = pw.TextField(default="")  # why the state is what it is
+    committed_at = pw.FloatField(null=True)
+    committed_by = pw.TextField(null=True)
+    confirm_deadline = pw.FloatField(null=True)
+    auto_confirm = pw.BooleanField(default=False)
+    confirmed_at = pw.FloatField(null=True)
+    confirmed_by = pw.TextField(null=True)
+    ended_at = pw.FloatField(null=True)
+    rollback_of = pw.IntegerField(null=True)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self._meta.fields if k not in ("document", "source")}
+        d["id"] = self.id
+        return d
+
+
+class Audit(ConfigModel):
+    """Who did what, from where, with what result."""
+
+    at = pw.FloatField(index=True)
+    actor = pw.TextField()
+    source = pw.TextField(default="cli")
+    action = pw.TextField()
+    target = pw.TextField(default="")
+    result = pw.TextField(default="ok")
+    detail = pw.TextField(default="")
+
+
+class Event(HistoryModel):
+    """Something a person should see: changes, drift, expiries, faults."""
+
+    at = pw.FloatField(index=True)
+    source = pw.CharField(max_length=16)
+    kind = pw.CharField(max_length=48, index=True)
+    severity = pw.CharField(max_length=8, default="info")
+    message = pw.TextField()
+    data = pw.TextField(default="{}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "source": self.source,
+            "kind": self.kind,
+            "severity": self.severity,
+            "message": self.message,
+            "data": json.loads(self.data or "{}"),
+        }
+
+
+CONFIG_MODELS = [Revision, Audit]
+HISTORY_MODELS = [Event]
+
+
+class Store:
+    """Both databases of one data directory, opened and bound to the models."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except PermissionError:
+            raise PermissionDenied(f"cannot create data directory {self.data_dir}")
+        if not os.access(self.data_dir, os.W_OK):
+            raise PermissionDenied(f"data directory {self.data_dir} is not writable (root?)")
+        self.config = pw.SqliteDatabase(
+            str(self.data_dir / "config.db"),
+            pragmas={"journal_mode": "wal", "synchronous": 2, "busy_timeout": 10000},
+            lock_type="IMMEDIATE",
+        )
+        self.history = pw.SqliteDatabase(
+            str(self.data_dir / "history.db"),
+            pragmas={"journal_mode": "wal", "synchronous": 1, "busy_timeout": 10000},
+            lock_type="IMMEDIATE",
+        )
+        config_db.initialize(self.config)
+        history_db.initialize(self.history)
+        try:
+            self.config.connect(reuse_if_open=True)
+            self.history.connect(reuse_if_open=True)
+            self.config.create_tables(CONFIG_MODELS, safe=True)
+            self.history.create_tables(HISTORY_MODELS, safe=True)
+        except pw.OperationalError as e:
+            raise ApplianceError(f"cannot open the databases in {self.data_dir}: {e}")
+
+    def close(self) -> None:
+        self.config.close()
+        self.history.close()
+
+    # -- events and audit: the two records every change leaves -------------
+
+    def event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        source: str,
+        severity: str = "info",
+        data: dict[str, Any] | None = None,
+        at: float | None = None,
+    ) -> Event:
+        with self.history.atomic():
+            return Event.create(
+                at=time.time() if at is None else at,
+                source=source,
+                kind=kind,
+                severity=severity,
+                message=message,
+                data=json.dumps(data or {}, sort_keys=True, default=str),
+            )
+
+    def audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        target: str = "",
+        result: str = "ok",
+        detail: str = "",
+        source: str = "cli",
+        at: float | None = None,
+    ) -> Audit:
+        with self.config.atomic():
+            return Audit.create(
+                at=time.time() if at is None else at,
+                actor=actor,
+                source=source,
+                action=action,
+                target=target,
+                result=result,
+                detail=detail,
+            )
+
+    def events(self, limit: int = 50, kind_prefix: str | None = None) -> list[Event]:
+        q = Event.select().order_by(Event.id.desc()).limit(limit)
+        if kind_prefix:
+            q = q.where(Event.kind.startswith(kind_prefix))
+        return list(q)
