@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -105,10 +107,13 @@ def _check_name(v: str, what: str) -> str:
     return v
 
 
-def _check_services(v: list[str]) -> list[str]:
-    for spec in v:
-        parse_service(spec)
-    return [s.strip().lower() for s in v]
+def _check_service(v: str) -> str:
+    parse_service(v)
+    return v.strip().lower()
+
+
+# Validated per item, so that an error names the item: `conduits[0].services[1]`.
+ServiceSpec = Annotated[str, AfterValidator(_check_service)]
 
 
 class Unit(Strict):
@@ -128,7 +133,7 @@ class Interface(Strict):
     addresses: list[Interface_] = Field(default_factory=list)
     gateway: Address | None = None
     mtu: int | None = Field(None, ge=576, le=9216)
-    allow_in: list[str] | None = Field(
+    allow_in: list[ServiceSpec] | None = Field(
         None,
         description="services the appliance itself answers on this NIC; default by role: "
         "mgmt ssh/https/http/ping, it https/http/ping, ot nothing",
@@ -152,11 +157,6 @@ class Interface(Strict):
             raise ValueError(f"{v!r} is not a MAC address like 02:a0:00:00:01:01")
         return text
 
-    @field_validator("allow_in")
-    @classmethod
-    def _allow_in(cls, v: list[str] | None) -> list[str] | None:
-        return None if v is None else _check_services(v)
-
     def effective_allow_in(self) -> tuple[Service, ...]:
         specs = ROLE_DEFAULT_ALLOW_IN[self.role] if self.allow_in is None else self.allow_in
         out: list[Service] = []
@@ -176,7 +176,7 @@ class Conduit(Strict):
     )
     from_: list[Network] = Field(alias="from", min_length=1)
     to: list[Network] = Field(min_length=1)
-    services: list[str] = Field(min_length=1)
+    services: list[ServiceSpec] = Field(min_length=1)
     direction: Literal["one-way", "both"] = "one-way"
     enabled: bool = True
     description: str = ""
@@ -185,11 +185,6 @@ class Conduit(Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name(v, "conduit name")
-
-    @field_validator("services")
-    @classmethod
-    def _services(cls, v: list[str]) -> list[str]:
-        return _check_services(v)
 
     @field_validator("owner", "reason")
     @classmethod

@@ -157,7 +157,8 @@ class Probe:
 
 PROBE_SNIPPET = """
 import socket, sys
-s = socket.socket(); s.settimeout(float(sys.argv[3]))
+family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(family); s.settimeout(float(sys.argv[3]))
 try:
     s.connect((sys.argv[1], int(sys.argv[2]))); print("open")
 except socket.timeout:

@@ -147,3 +147,42 @@ def denied(listing: list[Json]) -> list[Json]:
             )
     out.sort(key=lambda d: -d["packets"])
     return out
+
+
+class NftMonitor:
+    """Wakes the net role the moment anyone changes nftables in this namespace.
+
+    A netlink socket subscribed to NFNLGRP_NFTABLES: every ruleset change (ours
+    included) sends a message, so `nft flush ruleset` is noticed at once rather
+    than at the next periodic read-back. The messages themselves are not parsed.
+    """
+
+    NETLINK_NETFILTER = 12
+    NFNLGRP_NFTABLES = 7
+    SOL_NETLINK = 270
+    NETLINK_ADD_MEMBERSHIP = 1
+
+    def __init__(self) -> None:
+        import socket
+
+        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.NETLINK_NETFILTER)
+        self._sock.bind((0, 0))
+        self._sock.setsockopt(self.SOL_NETLINK, self.NETLINK_ADD_MEMBERSHIP, self.NFNLGRP_NFTABLES)
+        self._sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def drain(self) -> bool:
+        seen = False
+        while True:
+            try:
+                self._sock.recv(65536)
+                seen = True
+            except BlockingIOError:
+                return seen
+            except OSError:  # ENOBUFS: we missed some; all that matters is "something changed"
+                seen = True
+
+    def close(self) -> None:
+        self._sock.close()

@@ -8,6 +8,7 @@ flows to the live state. Only this role needs CAP_NET_ADMIN.
 
 from __future__ import annotations
 
+import json
 import logging
 import select
 import time
@@ -71,15 +72,18 @@ class NetRole:
         nft: nftlib.Nft,
         links: Links | None,
         clock: Callable[[], float] = time.time,
+        monitor: nftlib.NftMonitor | None = None,
     ) -> None:
         self.store = store
         self.live = live
         self.nft = nft
         self.links = links
         self.clock = clock
+        self.monitor = monitor
         self.state = NetState()
         self.started_at = clock()
         self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0}
+        self._last_drift = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -104,7 +108,9 @@ class NetRole:
 
     def run(self, stopping: Callable[[], bool]) -> None:
         doorbell = self.live.bind_doorbell(self.name)
-        fds = [doorbell.fileno()] + ([self.links.fileno()] if self.links else [])
+        fds = [doorbell.fileno()]
+        fds += [self.links.fileno()] if self.links else []
+        fds += [self.monitor.fileno()] if self.monitor else []
         try:
             self.start()
             while not stopping():
@@ -118,6 +124,9 @@ class NetRole:
                             break
                 if self.links and self.links.fileno() in ready and self.links.drain():
                     self._next["links"] = 0.0
+                if self.monitor and self.monitor.fileno() in ready and self.monitor.drain():
+                    # someone changed nftables: read it back now (at most every 0.2 s)
+                    self._next["drift"] = min(self._next["drift"], self._last_drift + 0.2)
         finally:
             doorbell.close()
 
@@ -147,6 +156,7 @@ class NetRole:
             self._check_drift(listing, now)
             listing = self.nft.list_table() if self.state.drift_last == now else listing
             self._next["drift"] = now + DRIFT_EVERY_S
+            self._last_drift = now
         if now >= self._next["counters"]:
             self._read_counters(listing if listing is not None else self.nft.list_table(), now)
             self._next["counters"] = now + COUNTERS_EVERY_S
@@ -164,7 +174,6 @@ class NetRole:
             return  # fail-closed until a first revision is committed
         if applied is not None and applied.sha256 == rev.sha256 and applied.revision_id == rev.id:
             if due:
-                self._expired(applied, now)
                 self._apply_revision(rev, now)
             elif rev.state == revs.PENDING and rev.auto_confirm:
                 self._auto_confirm(rev, now)
@@ -175,6 +184,7 @@ class NetRole:
 
     def _apply_revision(self, rev: Revision, now: float) -> None:
         config = revs.config_of(rev)
+        self._record_expiries(config, now)
         ruleset = render(config, datetime.fromtimestamp(now, UTC))
         try:
             self._apply_ruleset(ruleset, rev, config, now)
@@ -226,21 +236,29 @@ class NetRole:
             for name, c in group.items():
                 self.state.carry[name] = {"packets": c["packets"], "bytes": c["bytes"]}
 
-    def _expired(self, applied: Applied, now: float) -> None:
-        if not applied.config:
-            return
+    def _record_expiries(self, config: Config, now: float) -> None:
+        """One conduit.expired event per conduit expiry, even across daemon restarts."""
+        from appliance.state.db import Event
+
         when = datetime.fromtimestamp(now, UTC)
-        for c in applied.config.conduits:
-            if c.expires is not None and c.expires <= when and c.enabled:
-                rendered = any(owner == c.name for owner in applied.ruleset.owners.values())
-                if rendered:
-                    self.store.event(
-                        "conduit.expired",
-                        f"conduit {c.name} (owner {c.owner}) expired at {c.expires.isoformat()}",
-                        source="net",
-                        data={"conduit": c.name, "owner": c.owner},
-                        at=now,
-                    )
+        for c in config.conduits:
+            if c.expires is None or c.expires > when or not c.enabled:
+                continue
+            data = {"conduit": c.name, "owner": c.owner, "expires": c.expires.isoformat()}
+            marker = json.dumps(data, sort_keys=True)
+            seen = (
+                Event.select()
+                .where((Event.kind == "conduit.expired") & (Event.data == marker))
+                .exists()
+            )
+            if not seen:
+                self.store.event(
+                    "conduit.expired",
+                    f"conduit {c.name} (owner {c.owner}) expired at {c.expires.isoformat()}",
+                    source="net",
+                    data=data,
+                    at=now,
+                )
 
     def _reconcile_links(self, config: Config) -> None:
         if self.links is None:
