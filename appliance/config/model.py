@@ -14,7 +14,6 @@ from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
