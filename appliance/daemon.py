@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
@@ -17,21 +18,35 @@ ROLES = ("net",)
 log = logging.getLogger("appliance")
 
 
-def in_root_netns() -> bool:
-    """True when this process shares PID 1's network namespace (the host's own)."""
+def named_netns(netns_dir: Path = Path("/run/netns")) -> str | None:
+    """The `ip netns` name of this process's network namespace, None if it has none."""
     try:
-        return os.stat("/proc/self/ns/net").st_ino == os.stat("/proc/1/ns/net").st_ino
+        mine = os.stat("/proc/self/ns/net")
     except OSError:
-        return False
+        return None
+    try:
+        entries = list(netns_dir.iterdir())
+    except OSError:
+        return None
+    for entry in entries:
+        try:
+            st = entry.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino):
+            return entry.name
+    return None
 
 
 def guard_netns() -> None:
     """The net role takes over NICs and the ruleset: on a unit that is the point, on a
-    developer's machine it would cut the machine off. A unit says so explicitly."""
-    if in_root_netns() and os.environ.get("APPLIANCE_OWNS_HOST") != "1":
+    developer's machine it would cut the machine off. So it runs only inside a named
+    network namespace (the lab's) or where the unit says it owns the host."""
+    if named_netns() is None and os.environ.get("APPLIANCE_OWNS_HOST") != "1":
         raise PermissionDenied(
-            "refusing to run the net role in the host's own network namespace; on a unit "
-            "set APPLIANCE_OWNS_HOST=1 (the systemd unit does), for a try use `appliance lab up`"
+            "refusing to run the net role in this machine's own network namespace; on a "
+            "unit set APPLIANCE_OWNS_HOST=1 (the systemd unit does), to try it use "
+            "`appliance lab up`"
         )
     if os.geteuid() != 0:
         raise PermissionDenied("the net role needs root (CAP_NET_ADMIN)")

@@ -218,18 +218,22 @@ class Links:
         return changes
 
 
-def set_forwarding(enabled: bool, proc: Path = Path("/proc/sys/net")) -> None:
-    """IP forwarding for this namespace (after our ruleset is in place, never before)."""
-    value = "1\n" if enabled else "0\n"
-    try:
-        (proc / "ipv4/ip_forward").write_text(value)
-        (proc / "ipv6/conf/all/forwarding").write_text(value)
-    except OSError as e:
-        raise ApplyFailed(f"cannot set IP forwarding: {e}")
+class Forwarding:
+    """IP forwarding of this namespace (turned on after our ruleset is in place, never before)."""
 
+    def __init__(self, proc: Path = Path("/proc/sys/net")) -> None:
+        self.proc = proc
 
-def forwarding(proc: Path = Path("/proc/sys/net")) -> bool:
-    try:
-        return (proc / "ipv4/ip_forward").read_text().strip() == "1"
-    except OSError:
-        return False
+    def set(self, enabled: bool) -> None:
+        value = "1\n" if enabled else "0\n"
+        try:
+            (self.proc / "ipv4/ip_forward").write_text(value)
+            (self.proc / "ipv6/conf/all/forwarding").write_text(value)
+        except OSError as e:
+            raise ApplyFailed(f"cannot set IP forwarding: {e}")
+
+    def enabled(self) -> bool:
+        try:
+            return (self.proc / "ipv4/ip_forward").read_text().strip() == "1"
+        except OSError:
+            return False

@@ -20,7 +20,7 @@ from typing import Any
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, ApplyFailed
 from appliance.net import nft as nftlib
-from appliance.net.links import LinkObs, Links, forwarding, set_forwarding
+from appliance.net.links import Forwarding, LinkObs, Links
 from appliance.net.render import Ruleset, render, render_fail_closed
 from appliance.state import revisions as revs
 from appliance.state.db import Revision, Store
@@ -73,6 +73,7 @@ class NetRole:
         links: Links | None,
         clock: Callable[[], float] = time.time,
         monitor: nftlib.NftMonitor | None = None,
+        forwarding: Forwarding | None = None,
     ) -> None:
         self.store = store
         self.live = live
@@ -80,6 +81,7 @@ class NetRole:
         self.links = links
         self.clock = clock
         self.monitor = monitor
+        self.forwarding = forwarding or Forwarding()
         self.state = NetState()
         self.started_at = clock()
         self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0}
@@ -103,8 +105,8 @@ class NetRole:
             self.state.applied = Applied(
                 None, None, None, render_fail_closed(), nftlib.fingerprint(listing), self.clock()
             )
-        if not forwarding():
-            set_forwarding(True)
+        if not self.forwarding.enabled():
+            self.forwarding.set(True)
 
     def run(self, stopping: Callable[[], bool]) -> None:
         doorbell = self.live.bind_doorbell(self.name)
@@ -403,7 +405,7 @@ class NetRole:
                 "fail_closed": a is None or a.revision_id is None,
             },
             "last_error": self.state.last_error,
-            "forwarding": forwarding(),
+            "forwarding": self.forwarding.enabled(),
             "links": [o.as_dict() for o in self.state.links],
             "conduits": conduits,
             "drops": self.state.drops,

@@ -245,6 +245,10 @@ def confirm(store: Store, *, author: str, now: float, automatic: bool = False) -
             )
         if automatic and not rev.auto_confirm:
             raise Conflict(f"revision {rev.id} waits for a person to confirm it")
+        if not automatic and rev.auto_confirm:
+            raise Conflict(
+                f"revision {rev.id} asked for no confirmation: it is confirmed once applied"
+            )
         old = confirmed(store)
         if old is not None:
             _move(old, "supersede", now, f"replaced by revision {rev.id}")

@@ -1,0 +1,192 @@
+"""The net role's decisions with fakes at the edges: apply failures, deadlines, drift, counters."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from appliance.errors import ApplyFailed
+from appliance.net.role import NetRole
+from appliance.state import revisions as revs
+from appliance.state.db import Revision, Store
+from appliance.state.live import LiveState
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())
+
+
+class FakeNft:
+    """A kernel that keeps what it was given and can be told to refuse a conduit."""
+
+    def __init__(self) -> None:
+        self.listing: list[dict[str, Any]] | None = None
+        self.applied: list[dict[str, Any]] = []
+        self.refuse: str | None = None
+
+    def apply(self, document: dict[str, Any], *, check_only: bool = False) -> None:
+        text = json.dumps(document)
+        if self.refuse and self.refuse in text:
+            raise ApplyFailed("nftables refused the ruleset: Could not process rule")
+        self.applied.append(document)
+        self.listing = [
+            {k: copy.deepcopy(v) for k, v in cmd["add"].items()} for cmd in document["nftables"][3:]
+        ]
+
+    def list_table(self) -> list[dict[str, Any]] | None:
+        return copy.deepcopy(self.listing)
+
+
+class FakeForwarding:
+    def __init__(self) -> None:
+        self.on = False
+
+    def enabled(self) -> bool:
+        return self.on
+
+    def set(self, enabled: bool) -> None:
+        self.on = enabled
+
+
+class Clock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def env(tmp_path: Path):
+    store = Store(tmp_path / "data")
+    nft, clock, fwd = FakeNft(), Clock(), FakeForwarding()
+    role = NetRole(store, LiveState(tmp_path / "run"), nft, None, clock=clock, forwarding=fwd)
+    yield store, nft, clock, role, fwd
+    store.close()
+
+
+def demo(**conduit_changes: Any) -> str:
+    doc = copy.deepcopy(DEMO)
+    doc["conduits"].append(
+        {
+            "name": "web",
+            "owner": "t",
+            "reason": "t",
+            "from": ["10.10.0.2"],
+            "to": ["192.168.50.10"],
+            "services": ["tcp/8080"],
+            **conduit_changes,
+        }
+    )
+    return yaml.safe_dump(doc)
+
+
+def commit(store: Store, clock: Clock, text: str, confirm_within: float | None = None) -> int:
+    rev = revs.import_text(store, text, author="t", now=clock.t).revision
+    revs.commit(store, author="t", now=clock.t, ref=rev.id, confirm_within=confirm_within)
+    return rev.id
+
+
+def test_start_loads_fail_closed_before_forwarding(env) -> None:
+    store, nft, _clock, role, fwd = env
+    role.start()
+    assert fwd.on
+    forward = [o for o in nft.listing if "rule" in o and o["rule"]["chain"] == "forward"]
+    assert len(forward) == 1 and "drop" in forward[0]["rule"]["expr"][-1]
+    assert store.events(10, "net.fail-closed")
+
+
+def test_commit_is_applied_then_confirmed(env) -> None:
+    store, nft, clock, role, _ = env
+    role.start()
+    rev = commit(store, clock, yaml.safe_dump(DEMO))
+    role.step()
+    assert Revision.get_by_id(rev).state == "confirmed"
+    assert role.snapshot(clock.t)["applied"]["revision"] == rev
+
+
+def test_refused_pending_revision_is_rolled_back_to_the_confirmed_one(env) -> None:
+    store, nft, clock, role, _ = env
+    role.start()
+    good = commit(store, clock, yaml.safe_dump(DEMO))
+    role.step()
+    nft.refuse = '"tcp", 8080'
+    bad = commit(store, clock, demo(), confirm_within=60)
+    role.step()
+    assert Revision.get_by_id(bad).state == "rolled-back"
+    assert "apply failed" in Revision.get_by_id(bad).reason
+    assert role.state.applied.revision_id == good
+    assert '"tcp", 8080' not in json.dumps(nft.listing)
+
+
+def test_deadline_reverts_on_the_clock(env) -> None:
+    store, nft, clock, role, _ = env
+    role.start()
+    good = commit(store, clock, yaml.safe_dump(DEMO))
+    role.step()
+    pending = commit(store, clock, demo(), confirm_within=30)
+    role.step()
+    assert role.state.applied.revision_id == pending
+    clock.t += 29
+    role.step()
+    assert Revision.get_by_id(pending).state == "pending"
+    clock.t += 2
+    role.step()
+    assert Revision.get_by_id(pending).state == "rolled-back"
+    assert role.state.applied.revision_id == good
+
+
+def test_drift_is_reasserted_and_counted(env) -> None:
+    store, nft, clock, role, _ = env
+    role.start()
+    commit(store, clock, yaml.safe_dump(DEMO))
+    role.step()
+    applied_before = len(nft.applied)
+    nft.listing = [o for o in nft.listing if "set" not in o]  # someone deleted our sets
+    clock.t += 10
+    role.step()
+    assert role.state.drift_count == 1
+    assert len(nft.applied) == applied_before + 1
+    assert store.events(10, "net.drift")
+    clock.t += 10
+    role.step()
+    assert role.state.drift_count == 1  # re-asserted ruleset is not drift
+
+
+def test_counters_survive_a_reapply(env) -> None:
+    store, nft, clock, role, _ = env
+    role.start()
+    commit(store, clock, yaml.safe_dump(DEMO))
+    role.step()
+    for obj in nft.listing:
+        if "set" in obj and obj["set"]["name"] == "c_it_ot_4":
+            val = obj["set"]["elem"][0]
+            obj["set"]["elem"] = [{"elem": {"val": val, "counter": {"packets": 5, "bytes": 300}}}]
+    clock.t += 2
+    role.step()
+    assert role.state.conduits["scada-modbus"] == {"packets": 5, "bytes": 300}
+    commit(store, clock, demo())  # re-apply: the kernel's counters restart from zero
+    clock.t += 2
+    role.step()
+    assert role.state.conduits["scada-modbus"]["packets"] == 5
+
+
+def test_expiry_reapplies_and_records_once(env) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    store, nft, clock, role, _ = env
+    role.start()
+    expires = datetime.fromtimestamp(clock.t, UTC) + timedelta(seconds=60)
+    commit(store, clock, demo(expires=expires.isoformat()))
+    role.step()
+    assert '"tcp", 8080' in json.dumps(nft.listing)
+    clock.t += 61
+    role.step()
+    assert '"tcp", 8080' not in json.dumps(nft.listing)
+    clock.t += 61
+    role.step()
+    assert len(store.events(10, "conduit.expired")) == 1
