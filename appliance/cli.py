@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from appliance import __version__
-from appliance.errors import ApplianceError, ConfigInvalid, Conflict, Timeout
+from appliance.errors import ApplianceError, ConfigInvalid, Timeout
 from appliance.paths import Paths
 
 EXIT_INTERNAL = 70
@@ -322,6 +322,61 @@ def config_log(limit: int, as_json: bool, paths: Paths) -> None:
         )
 
 
+# -- net: the ruleset as data -----------------------------------------------------
+
+
+@cli.group()
+def net() -> None:
+    """Render and check rulesets without applying them (like fw4 print/check)."""
+
+
+@net.command("render")
+@click.argument("file")
+@click.option("--at", "at", help="render as of this ISO time (default: now)")
+def net_render(file: str, at: str | None) -> None:
+    """Print the libnftables-JSON ruleset that FILE's configuration becomes."""
+    from appliance.config.load import load_text
+    from appliance.net.render import render
+
+    when = _parse_time(at)
+    cfg = load_text(_read_file(file), file, now=when).config
+    click.echo(json.dumps(render(cfg, when).document(), indent=1))
+
+
+@net.command("check")
+@click.argument("file")
+def net_check(file: str) -> None:
+    """Validate FILE and let the kernel check its ruleset (dry run: nothing changes)."""
+    from appliance.config.load import load_text
+    from appliance.net.nft import Nft
+    from appliance.net.render import render
+
+    when = datetime.now(UTC)
+    cfg = load_text(_read_file(file), file, now=when).config
+    Nft().apply(render(cfg, when).document(), check_only=True)
+    click.echo(f"{file}: the kernel accepts this ruleset")
+
+
+@net.command("fail-closed")
+def net_fail_closed() -> None:
+    """Print the fail-closed ruleset the image loads at boot (system/failclosed.json)."""
+    from appliance.net.render import render_fail_closed
+
+    click.echo(json.dumps(render_fail_closed().document(), indent=1))
+
+
+def _parse_time(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApplianceError(f"--at: {text!r} is not an ISO time like 2027-01-31T18:00:00Z")
+    if when.tzinfo is None:
+        raise ApplianceError("--at: needs a time zone, e.g. 2027-01-31T18:00:00Z")
+    return when
+
+
 # -- status and events ----------------------------------------------------------
 
 
@@ -532,5 +587,3 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(EXIT_INTERNAL)
 
-
-__all__ = ["Conflict", "cli", "main"]

@@ -48,8 +48,19 @@ def guard_netns() -> None:
             "unit set APPLIANCE_OWNS_HOST=1 (the systemd unit does), to try it use "
             "`appliance lab up`"
         )
-    if os.geteuid() != 0:
-        raise PermissionDenied("the net role needs root (CAP_NET_ADMIN)")
+    if not has_net_admin():
+        raise PermissionDenied("the net role needs CAP_NET_ADMIN (run it as root or by its unit)")
+
+
+def has_net_admin(status: Path = Path("/proc/self/status")) -> bool:
+    """Whether CAP_NET_ADMIN (bit 12) is in this process's effective capabilities."""
+    try:
+        for line in status.read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) & (1 << 12))
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def setup_logging(debug: bool = False) -> None:

@@ -137,9 +137,21 @@ def status(lab_dir: Path, prefix: str = "lab") -> dict[str, Any]:
 
 
 def describe(data: dict[str, Any]) -> list[str]:
+    """`lab status` for people: namespaces, processes, links with addresses."""
+    if not data.get("exists"):
+        return ["lab: not up (`appliance lab up` or `make demo`)"]
     lines = []
-    for key, value in data.items():
-        lines.append(f"{key}: {value}")
+    for ns, present in data.get("namespaces", {}).items():
+        lines.append(f"namespace {ns:<10} {'present' if present else 'MISSING'}")
+    for name, proc in data.get("processes", {}).items():
+        state = "running" if proc.get("alive") else "STOPPED"
+        lines.append(f"process   {name:<10} {state} (pid {proc.get('pid')})")
+    net = "running" if data.get("appliance", {}).get("net_alive") else "NOT RUNNING"
+    lines.append(f"appliance net role: {net}")
+    for ns, links in data.get("links", {}).items():
+        for lk in links:
+            addrs = " ".join(lk.get("addresses", []))
+            lines.append(f"link      {ns:<10} {lk['name']:<10} {lk.get('state', ''):<8} {addrs}")
     return lines
 
 
