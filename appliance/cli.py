@@ -504,6 +504,23 @@ def lab() -> None:
     """The lab: IT host, appliance and OT network with PLC simulators, in namespaces."""
 
 
+def lab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--dir",
+        "lab_dir",
+        default=".lab",
+        show_default=True,
+        type=click.Path(),
+        help="where the lab keeps state, logs and pids",
+    )(fn)
+    return click.option(
+        "--prefix",
+        default="lab",
+        show_default=True,
+        help="namespace name prefix (a second lab needs another)",
+    )(fn)
+
+
 @lab.command("up")
 @click.option("--plcs", default=1, show_default=True, type=click.IntRange(1, 50))
 @click.option(
@@ -513,31 +530,39 @@ def lab() -> None:
     show_default=True,
     help="configuration committed once the appliance runs ('' for none)",
 )
-@click.option("--dir", "lab_dir", default=".lab", show_default=True, type=click.Path())
-def lab_up(plcs: int, config_file: str, lab_dir: str) -> None:
+@click.option("--no-mgmt", is_flag=True, help="no management link to this machine")
+@lab_options
+def lab_up(plcs: int, config_file: str, no_mgmt: bool, lab_dir: str, prefix: str) -> None:
     """Build the lab (cleaning leftovers first), start the appliance, commit the config."""
     from appliance.lab import demo
 
-    demo.up(Path(lab_dir), plcs=plcs, config_file=config_file or None, echo=click.echo)
+    demo.up(
+        Path(lab_dir),
+        plcs=plcs,
+        config_file=config_file or None,
+        echo=click.echo,
+        prefix=prefix,
+        mgmt=not no_mgmt,
+    )
 
 
 @lab.command("down")
-@click.option("--dir", "lab_dir", default=".lab", show_default=True, type=click.Path())
-def lab_down(lab_dir: str) -> None:
+@lab_options
+def lab_down(lab_dir: str, prefix: str) -> None:
     """Stop every lab process and remove every lab namespace and link."""
     from appliance.lab import demo
 
-    demo.down(Path(lab_dir), echo=click.echo)
+    demo.down(Path(lab_dir), echo=click.echo, prefix=prefix)
 
 
 @lab.command("status")
-@click.option("--dir", "lab_dir", default=".lab", show_default=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True)
-def lab_status(lab_dir: str, as_json: bool) -> None:
+@lab_options
+def lab_status(as_json: bool, lab_dir: str, prefix: str) -> None:
     """Which lab namespaces, links and processes exist."""
     from appliance.lab import demo
 
-    data = demo.status(Path(lab_dir))
+    data = demo.status(Path(lab_dir), prefix=prefix)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
@@ -586,4 +611,3 @@ def main(argv: list[str] | None = None) -> None:
             err=True,
         )
         sys.exit(EXIT_INTERNAL)
-
