@@ -151,6 +151,8 @@ class Interface(Strict):
     def _mac(cls, v: object) -> object:
         if v is None:
             return v
+        if isinstance(v, int):  # YAML 1.1 reads an unquoted 12:34:56:00:11:22 as base 60
+            raise ValueError("a MAC address of digits only is a number to YAML: put it in quotes")
         text = str(v).strip().lower().replace("-", ":")
         if not _MAC.match(text):
             raise ValueError(f"{v!r} is not a MAC address like 02:a0:00:00:01:01")

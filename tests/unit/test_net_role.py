@@ -101,7 +101,7 @@ def test_start_loads_fail_closed_before_forwarding(env) -> None:
 
 
 def test_commit_is_applied_then_confirmed(env) -> None:
-    store, nft, clock, role, _ = env
+    store, _nft, clock, role, _ = env
     role.start()
     rev = commit(store, clock, yaml.safe_dump(DEMO))
     role.step()
@@ -124,7 +124,7 @@ def test_refused_pending_revision_is_rolled_back_to_the_confirmed_one(env) -> No
 
 
 def test_deadline_reverts_on_the_clock(env) -> None:
-    store, nft, clock, role, _ = env
+    store, _nft, clock, role, _ = env
     role.start()
     good = commit(store, clock, yaml.safe_dump(DEMO))
     role.step()

@@ -1,0 +1,80 @@
+"""Unit-test fixtures: a base configuration to vary, a fixed clock, a fresh data dir per test."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from appliance.config.load import Loaded, validate_data
+from appliance.errors import ConfigInvalid
+from appliance.state.db import Store
+
+from . import factory
+from .factory import NOW
+
+# No example database: each run stands alone, on a laptop as in CI (a failure
+# prints the blob that replays it). Example counts keep the suite to seconds.
+settings.register_profile(
+    "unit",
+    max_examples=200,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("unit")
+
+
+@pytest.fixture
+def base() -> dict[str, Any]:
+    """A valid document (IT 10.10.0.0/24, OT 192.168.50.0/24, one Modbus conduit) to vary."""
+    return factory.base()
+
+
+@pytest.fixture
+def invalid() -> Callable[..., list[tuple[str, str, int | None]]]:
+    """Validate a document that must fail; return its (path, message, line) errors."""
+
+    def run(data: dict[str, Any], now: datetime | None = NOW) -> list[tuple[str, str, int | None]]:
+        with pytest.raises(ConfigInvalid) as exc:
+            validate_data(data, now=now)
+        return exc.value.errors
+
+    return run
+
+
+@pytest.fixture
+def valid() -> Callable[..., Loaded]:
+    def run(data: dict[str, Any], now: datetime | None = NOW) -> Loaded:
+        return validate_data(data, now=now)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def empty_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Databases with their tables, made once: creating them costs ~0.1 s of fsyncs."""
+    path = tmp_path_factory.mktemp("template") / "data"
+    Store(path).close()
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path, empty_data_dir: Path) -> Iterator[Store]:
+    """Both databases in a fresh temporary data directory (a copy of empty ones)."""
+    shutil.copytree(empty_data_dir, tmp_path / "data")
+    s = Store(tmp_path / "data")
+    # Durability is not under test here (test_db checks the real pragmas); without
+    # an fsync per write the revision tests run ten times faster.
+    for db in (s.config, s.history):
+        db.execute_sql("PRAGMA synchronous=OFF")
+    try:
+        yield s
+    finally:
+        s.close()

@@ -1,0 +1,43 @@
+"""Shared test data: a fixed clock and a valid base configuration to vary."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+BASE: dict[str, Any] = {
+    "version": 1,
+    "unit": {"name": "test-unit"},
+    "interfaces": [
+        {"name": "it0", "role": "it", "mac": "02:a0:00:00:01:01", "addresses": ["10.10.0.1/24"]},
+        {"name": "ot0", "role": "ot", "mac": "02:a0:00:00:02:01", "addresses": ["192.168.50.1/24"]},
+    ],
+    "conduits": [
+        {
+            "name": "scada-modbus",
+            "owner": "ot-team",
+            "reason": "SCADA polls PLC 1",
+            "from": ["10.10.0.2"],
+            "to": ["192.168.50.10"],
+            "services": ["modbus"],
+        }
+    ],
+}
+
+
+def base() -> dict[str, Any]:
+    """A fresh copy of BASE (IT 10.10.0.0/24, OT 192.168.50.0/24, one Modbus conduit)."""
+    return copy.deepcopy(BASE)
+
+
+def conduit(name: str, **fields: Any) -> dict[str, Any]:
+    """A conduit like the base one, renamed, with fields replaced (`from_` for `from`)."""
+    out = copy.deepcopy(BASE["conduits"][0])
+    out["name"] = name
+    if "from_" in fields:
+        fields["from"] = fields.pop("from_")
+    out.update(fields)
+    return out

@@ -1,0 +1,342 @@
+"""Reading documents: every error names the path of the bad field and its YAML line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from appliance.config.load import (
+    canonical_json,
+    format_path,
+    load_text,
+    sha256_of,
+    to_yaml,
+)
+from appliance.config.model import Config
+from appliance.errors import ConfigInvalid
+
+from .factory import NOW
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Line numbers matter below; they are written next to the lines.
+DOC = """\
+version: 1
+unit:
+  name: test-unit
+interfaces:
+  - name: it0
+    role: it
+    addresses: [10.10.0.1/24]
+  - name: ot0
+    role: ot
+    addresses: [192.168.50.1/24]
+conduits:
+  - name: scada-modbus
+    owner: ot-team
+    reason: SCADA polls PLC 1
+    from: [10.10.0.2]
+    to: [192.168.50.10]
+    services: [modbus]
+"""
+#  1 version   4 interfaces   5 it0   8 ot0   11 conduits   12 name   15 from   16 to
+#  17 services
+
+
+def errors_of(text: str, source: str | None = "site.yaml", now: datetime | None = NOW):
+    with pytest.raises(ConfigInvalid) as exc:
+        load_text(text, source, now=now)
+    return exc.value
+
+
+def test_the_base_document_is_valid() -> None:
+    loaded = load_text(DOC, "site.yaml", now=NOW)
+    assert loaded.warnings == []
+    assert [c.name for c in loaded.config.conduits] == ["scada-modbus"]
+
+
+def test_bad_port_names_the_item_and_its_line() -> None:
+    e = errors_of(DOC.replace("services: [modbus]", "services: [tcp/70000]"))
+    assert e.errors == [("conduits[0].services[0]", "port must be 1-65535 (got 70000)", 17)]
+    assert e.lines() == ["site.yaml:17: conduits[0].services[0]: port must be 1-65535 (got 70000)"]
+
+
+def test_bad_second_service_names_index_one() -> None:
+    text = DOC.replace("services: [modbus]", "services:\n      - modbus\n      - tcp/x")
+    e = errors_of(text)
+    assert len(e.errors) == 1
+    path, msg, line = e.errors[0]
+    assert path == "conduits[0].services[1]"
+    assert msg.startswith("unknown service 'tcp/x'")
+    assert line == 19
+
+
+def test_bad_allow_in_names_the_item() -> None:
+    text = DOC.replace("    role: it\n", "    role: it\n    allow_in: [https, tcp/99999]\n")
+    e = errors_of(text)
+    assert e.errors == [("interfaces[0].allow_in[1]", "port must be 1-65535 (got 99999)", 7)]
+
+
+def test_unknown_key_suggests_the_close_one() -> None:
+    e = errors_of(DOC.replace("services: [modbus]", "services: [modbus]\n    servces: [ssh]"))
+    assert e.errors == [("conduits[0].servces", "unknown key (did you mean 'services'?)", 18)]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path", "hint", "line"),
+    [
+        ("unit:\n", "uint:\n", "uint", "did you mean 'unit'?", 2),
+        ("  name: test-unit\n", "  nmae: test-unit\n", "unit.nmae", "did you mean 'name'?", 3),
+        ("    role: ot\n", "    roel: ot\n", "interfaces[1].roel", "did you mean 'role'?", 9),
+        ("    from: [", "    form: [", "conduits[0].form", "did you mean 'from'?", 15),
+    ],
+)
+def test_unknown_keys_everywhere(old: str, new: str, path: str, hint: str, line: int) -> None:
+    e = errors_of(DOC.replace(old, new, 1))
+    found = {p: (m, ln) for p, m, ln in e.errors}
+    assert path in found
+    assert found[path] == (f"unknown key ({hint})", line)
+
+
+def test_unknown_key_in_nat_section() -> None:
+    e = errors_of(DOC + "nat:\n  port_forward: []\n")
+    assert e.errors == [("nat.port_forward", "unknown key (did you mean 'port_forwards'?)", 19)]
+
+
+def test_unknown_key_without_close_match_lists_the_allowed() -> None:
+    e = errors_of(DOC.replace("  name: test-unit\n", "  name: test-unit\n  zzzzzz: 1\n"))
+    assert e.errors == [("unit.zzzzzz", "unknown key (allowed: name, site, description)", 4)]
+
+
+def test_host_bits_set_suggest_the_network() -> None:
+    e = errors_of(DOC.replace("to: [192.168.50.10]", "to: [192.168.50.10/24]"))
+    assert e.errors == [
+        (
+            "conduits[0].to[0]",
+            "192.168.50.10/24 has host bits set; did you mean 192.168.50.0/24?",
+            16,
+        )
+    ]
+
+
+def test_not_an_address() -> None:
+    e = errors_of(DOC.replace("from: [10.10.0.2]", "from: [10.10.0.2, plc-1]"))
+    (path, msg, line) = e.errors[0]
+    assert (path, line) == ("conduits[0].from[1]", 15)
+    assert msg.startswith("'plc-1' is not an IP address or network")
+
+
+@pytest.mark.parametrize("value", ["2027-01-31 18:00:00", "2027-01-31T18:00:00", "2027-01-31"])
+def test_naive_datetimes_are_refused(value: str) -> None:
+    e = errors_of(DOC + f"    expires: {value}\n")
+    assert e.errors == [("conduits[0].expires", "needs a time zone, e.g. 2027-01-31T18:00:00Z", 18)]
+
+
+@pytest.mark.parametrize("value", ["2027-01-31T18:00:00Z", "2027-01-31T19:00:00+01:00"])
+def test_aware_datetimes_are_taken(value: str) -> None:
+    loaded = load_text(DOC + f"    expires: {value}\n", now=NOW)
+    assert loaded.config.conduits[0].expires == datetime(2027, 1, 31, 18, tzinfo=UTC)
+
+
+def test_missing_keys_point_at_their_mapping() -> None:
+    text = DOC.replace(
+        "    owner: ot-team\n    reason: SCADA polls PLC 1\n", ""
+    )  # conduit now starts at line 12
+    e = errors_of(text)
+    assert e.errors == [
+        ("conduits[0].owner", "is required", 12),
+        ("conduits[0].reason", "is required", 12),
+    ]
+
+
+def test_bad_literal() -> None:
+    e = errors_of(DOC.replace("    role: ot\n", "    role: dmz\n"))
+    assert e.errors == [("interfaces[1].role", "input should be 'it', 'ot' or 'mgmt'", 9)]
+
+
+def test_address_without_prefix_length() -> None:
+    e = errors_of(DOC.replace("[10.10.0.1/24]", "[10.10.0.1]"))
+    assert e.errors == [
+        ("interfaces[0].addresses[0]", "'10.10.0.1' needs a prefix length, e.g. 10.10.0.1/24", 7)
+    ]
+
+
+def test_nat_port_out_of_range() -> None:
+    text = DOC + "nat:\n  port_forwards:\n    - {name: pf, port: 0, to_address: 192.168.50.10}\n"
+    e = errors_of(text)
+    assert e.errors == [("nat.port_forwards[0].port", "must be 1-65535", 20)]
+
+
+def test_nat_to_port_out_of_range() -> None:
+    text = (
+        DOC
+        + "nat:\n  port_forwards:\n"
+        + "    - {name: pf, port: 8502, to_address: 192.168.50.10, to_port: 65536}\n"
+    )
+    e = errors_of(text)
+    assert e.errors == [("nat.port_forwards[0].to_port", "must be 1-65535", 20)]
+
+
+def test_bad_mac() -> None:
+    e = errors_of(DOC.replace("    role: it\n", "    role: it\n    mac: 02:a0:00:00:01\n"))
+    assert e.errors == [
+        ("interfaces[0].mac", "'02:a0:00:00:01' is not a MAC address like 02:a0:00:00:01:01", 7)
+    ]
+
+
+def test_mac_is_normalised() -> None:
+    text = DOC.replace("    role: it\n", "    role: it\n    mac: 02-A0-00-00-01-0F\n")
+    assert load_text(text, now=NOW).config.interfaces[0].mac == "02:a0:00:00:01:0f"
+
+
+def test_services_are_normalised() -> None:
+    text = DOC.replace("services: [modbus]", "services: [' Modbus', TCP/8080]")
+    assert load_text(text, now=NOW).config.conduits[0].services == ["modbus", "tcp/8080"]
+
+
+def test_several_errors_are_all_reported() -> None:
+    text = DOC.replace("role: ot", "role: dmz").replace("[modbus]", "[tcp/0]")
+    e = errors_of(text)
+    assert [(p, ln) for p, _, ln in e.errors] == [
+        ("interfaces[1].role", 9),
+        ("conduits[0].services[0]", 17),
+    ]
+    assert str(e).endswith("(and 1 more)")
+
+
+def test_yaml_syntax_error_has_a_line() -> None:
+    e = errors_of("version: 1\nunit: [1\n")
+    assert len(e.errors) == 1
+    path, msg, line = e.errors[0]
+    assert path == ""
+    assert msg.startswith("not valid YAML: ")
+    assert line == 3
+    assert e.lines()[0].startswith("site.yaml:3: not valid YAML: ")
+
+
+def test_document_must_be_a_mapping() -> None:
+    e = errors_of("- 1\n- 2\n")
+    assert e.errors == [("", "the document must be a mapping of sections", 1)]
+
+
+def test_empty_document_is_the_defaults() -> None:
+    loaded = load_text("", now=NOW)
+    assert loaded.config == Config()
+    assert loaded.config.conduits == []
+
+
+def test_without_source_lines_say_line() -> None:
+    e = errors_of(DOC.replace("[modbus]", "[tcp/0]"), source=None)
+    assert e.lines() == ["line 17: conduits[0].services[0]: port must be 1-65535 (got 0)"]
+
+
+# -- document-wide checks get lines too -----------------------------------
+
+
+def test_check_errors_carry_lines() -> None:
+    text = DOC.replace("from: [10.10.0.2]", "from: [10.10.0.2, 192.168.50.7]")
+    e = errors_of(text)
+    assert e.errors == [
+        (
+            "conduits[0].from[1]",
+            "192.168.50.7/32 is on the OT side (ot0 192.168.50.0/24); `from` lists IT hosts",
+            15,
+        )
+    ]
+
+
+def test_overlap_error_points_at_the_later_conduit() -> None:
+    second = (
+        "  - name: scada-all\n"
+        "    owner: it\n"
+        "    reason: broad\n"
+        "    from: [10.10.0.0/24]\n"
+        "    to: [192.168.50.0/24]\n"
+        "    services: [tcp/1-1024]\n"
+    )
+    e = errors_of(DOC + second)
+    assert len(e.errors) == 1
+    path, msg, line = e.errors[0]
+    assert path == "conduits[1]"
+    assert line == 18
+    assert "'scada-modbus' (conduits[0])" in msg
+
+
+def test_warnings_are_returned_as_text() -> None:
+    loaded = load_text(DOC + "    expires: 2025-06-01T00:00:00Z\n", now=NOW)
+    assert loaded.warnings == ["conduits[0].expires: already expired: passes nothing"]
+
+
+# -- helpers ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("loc", "path"),
+    [
+        (("conduits", 2, "services", 0), "conduits[2].services[0]"),
+        (("unit", "name"), "unit.name"),
+        (("version",), "version"),
+        ((), ""),
+        (("nat", "one_to_one", 0, "it_address"), "nat.one_to_one[0].it_address"),
+    ],
+)
+def test_format_path(loc: tuple, path: str) -> None:
+    assert format_path(loc) == path
+
+
+def test_canonical_form_ignores_layout_and_comments() -> None:
+    a = load_text(DOC, now=NOW).config
+    b_text = "# a comment\n" + DOC.replace("services: [modbus]", "services:\n      - MODBUS")
+    b = load_text(b_text, now=NOW).config
+    assert canonical_json(a) == canonical_json(b)
+    assert sha256_of(a) == sha256_of(b)
+
+
+def test_sha256_changes_with_content() -> None:
+    a = load_text(DOC, now=NOW).config
+    b = load_text(DOC.replace("SCADA polls PLC 1", "SCADA polls PLC 2"), now=NOW).config
+    assert sha256_of(a) != sha256_of(b)
+    assert len(sha256_of(a)) == 64
+
+
+def test_to_yaml_round_trips() -> None:
+    config = load_text(
+        DOC
+        + "    expires: 2027-01-31T18:00:00Z\n"
+        + "nat:\n  masquerade: true\n"
+        + "  port_forwards:\n"
+        + "    - {name: pf, port: 8502, to_address: 192.168.50.10, to_port: 502}\n",
+        now=NOW,
+    ).config
+    text = to_yaml(config)
+    assert "from:" in text  # the alias people write, not `from_`
+    again = load_text(text, now=NOW).config
+    assert again == config
+    assert sha256_of(again) == sha256_of(config)
+
+
+def test_the_example_demo_configuration_is_valid() -> None:
+    path = ROOT / "examples" / "demo.yaml"
+    loaded = load_text(path.read_text(), str(path), now=NOW)
+    assert loaded.warnings == []
+    assert {i.role for i in loaded.config.interfaces} == {"it", "ot", "mgmt"}
+
+
+def test_error_on_a_key_with_a_block_value_points_at_the_key() -> None:
+    text = DOC.replace("  - name: ot0\n    role: ot\n    addresses: [192.168.50.1/24]\n", "")
+    e = errors_of(text)
+    assert e.errors == [
+        ("conduits", "conduits need an interface with role it and one with role ot", 8)
+    ]
+
+
+def test_unquoted_mac_that_yaml_reads_as_a_number() -> None:
+    # YAML 1.1 (PyYAML) resolves 12:34:56:00:11:22 as a base-60 integer.
+    text = DOC.replace("    role: it\n", "    role: it\n    mac: 12:34:56:00:11:22\n")
+    e = errors_of(text)
+    msg = "a MAC address of digits only is a number to YAML: put it in quotes"
+    assert e.errors == [("interfaces[0].mac", msg, 7)]
+    quoted = text.replace("12:34:56:00:11:22", "'12:34:56:00:11:22'")
+    assert load_text(quoted, now=NOW).config.interfaces[0].mac == "12:34:56:00:11:22"

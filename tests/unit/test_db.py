@@ -1,0 +1,106 @@
+"""The databases of a data directory: pragmas, events, audit rows."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import PermissionDenied
+from appliance.state.db import Audit, Event, Revision, Store
+
+
+def test_a_new_data_dir_gets_both_databases(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a" / "b")
+    try:
+        assert (tmp_path / "a" / "b" / "config.db").exists()
+        assert (tmp_path / "a" / "b" / "history.db").exists()
+        assert s.config.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.config.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert s.history.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert s.history.execute_sql("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert set(s.config.get_tables()) == {"revision", "audit"}
+        assert set(s.history.get_tables()) == {"event"}
+    finally:
+        s.close()
+
+
+def test_reopening_keeps_the_data(tmp_path: Path) -> None:
+    s = Store(tmp_path)
+    s.audit("alice", "config.import", at=1.0)
+    s.close()
+    s = Store(tmp_path)
+    try:
+        assert Audit.select().count() == 1
+    finally:
+        s.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_data_dir(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(PermissionDenied, match="not writable"):
+        Store(ro)
+
+
+def test_data_dir_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(Exception):  # noqa: B017 - FileExistsError or NotADirectoryError
+        Store(blocker / "data")
+
+
+def test_audit_rows(store: Store) -> None:
+    row = store.audit(
+        "alice", "config.commit", target="revision 3", detail="window 60 s", source="web", at=5.0
+    )
+    got = Audit.get_by_id(row.id)
+    assert (got.at, got.actor, got.source, got.action) == (5.0, "alice", "web", "config.commit")
+    assert (got.target, got.result, got.detail) == ("revision 3", "ok", "window 60 s")
+    failed = store.audit("bob", "config.confirm", result="conflict")
+    assert Audit.get_by_id(failed.id).result == "conflict"
+    assert Audit.get_by_id(failed.id).source == "cli"
+    assert Audit.get_by_id(failed.id).at > 1e9  # the wall clock when not given
+
+
+def test_events_newest_first_with_prefix_and_limit(store: Store) -> None:
+    store.event("config.draft", "one", source="config", at=1.0)
+    store.event("net.applied", "two", source="net", at=2.0)
+    store.event("config.committed", "three", source="config", at=3.0, severity="warning")
+    assert [e.message for e in store.events()] == ["three", "two", "one"]
+    assert [e.message for e in store.events(kind_prefix="config.")] == ["three", "one"]
+    assert [e.message for e in store.events(limit=1)] == ["three"]
+    assert store.events(kind_prefix="field.") == []
+
+
+def test_event_as_dict(store: Store) -> None:
+    e = store.event(
+        "net.drift", "table changed", source="net", severity="warning", data={"n": 1}, at=7.5
+    )
+    assert Event.get_by_id(e.id).as_dict() == {
+        "id": e.id,
+        "at": 7.5,
+        "source": "net",
+        "kind": "net.drift",
+        "severity": "warning",
+        "message": "table changed",
+        "data": {"n": 1},
+    }
+
+
+def test_event_data_that_json_cannot_take_is_written_as_text(store: Store) -> None:
+    e = store.event("x", "y", source="t", data={"path": Path("/tmp/a")})
+    assert Event.get_by_id(e.id).as_dict()["data"] == {"path": "/tmp/a"}
+
+
+def test_revision_as_dict_leaves_out_the_documents(store: Store) -> None:
+    rev = Revision.create(
+        created_at=1.0, author="a", sha256="0" * 64, document="{}", source="x: 1", state="draft"
+    )
+    d = Revision.get_by_id(rev.id).as_dict()
+    assert d["id"] == rev.id
+    assert d["state"] == "draft"
+    assert "document" not in d and "source" not in d
+    assert d["auto_confirm"] is False
