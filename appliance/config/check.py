@@ -167,7 +167,8 @@ def _dupes(values: list, path: str, what: str, errors: list[Finding]) -> None:
         if v is None:
             continue
         if v in seen:
-            errors.append(Finding(path.format(i), f"{what} {v} is already used by [{seen[v]}]"))
+            first = path.format(seen[v]).rsplit(".", 1)[0]
+            errors.append(Finding(path.format(i), f"{what} {v} is already used by {first}"))
         else:
             seen[v] = i
 
@@ -291,7 +292,7 @@ def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -
                 Finding(f"nat.one_to_one[{n}].ot_address", f"{o.ot_address} is on the IT side")
             )
     _dupes(
-        [(p.protocol, p.port) for p in config.nat.port_forwards],
+        [f"{p.protocol}/{p.port}" for p in config.nat.port_forwards],
         "nat.port_forwards[{}].port",
         "protocol/port",
         errors,

@@ -115,11 +115,41 @@ def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | N
         problem = getattr(e, "problem", None) or str(e)
         line = mark.line + 1 if mark else None
         raise ConfigInvalid([("", f"not valid YAML: {problem}", line)], source) from None
+    dupes = _duplicate_keys(node)
+    if dupes:
+        raise ConfigInvalid(
+            [
+                (path, f"key {key!r} appears twice (line {first} and {line})", line)
+                for path, key, first, line in dupes
+            ],
+            source,
+        )
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigInvalid([("", "the document must be a mapping of sections", 1)], source)
     return data, node
+
+
+def _duplicate_keys(
+    node: yaml.Node | None, loc: tuple[Any, ...] = ()
+) -> list[tuple[str, str, int, int]]:
+    """Keys that appear twice in one mapping: YAML keeps the last silently, we refuse."""
+    out: list[tuple[str, str, int, int]] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key, value in node.value:
+            k = getattr(key, "value", None)
+            line = key.start_mark.line + 1
+            if k in seen:
+                out.append((format_path((*loc, k)), str(k), seen[k], line))
+            else:
+                seen[k] = line
+            out.extend(_duplicate_keys(value, (*loc, k)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.extend(_duplicate_keys(item, (*loc, i)))
+    return out
 
 
 def validate_data(

@@ -355,6 +355,7 @@ def _nat(config: Config) -> list[Json]:
         out.append(
             _rule(
                 "srcnat",
+                _match(_meta("nfproto"), "ipv4"),  # NAT is IPv4 only; IPv6 is routed as is
                 from_it,
                 _match(_meta("oifname"), "@if_ot"),
                 {"masquerade": None},
@@ -393,8 +394,8 @@ def _chains_first(commands: list[Json]) -> list[Json]:
 def render_fail_closed() -> Ruleset:
     """What the kernel holds before the first apply: no forwarding, management only.
 
-    Loaded at boot (system/appliance-failclosed.json) before any NIC is up, and by
-    the net role when it finds no table of ours.
+    Loaded at boot (system/failclosed.json, by appliance-failclosed.service) before
+    any NIC is up, and by the net role when it finds no table of ours.
     """
     mgmt = _match(_meta("iifname"), FAIL_CLOSED_MGMT_GLOB)
     key = {"concat": [_meta("l4proto"), _payload("th", "dport")]}
@@ -410,6 +411,7 @@ def render_fail_closed() -> Ruleset:
         _rule("input", _match(_payload("icmpv6", "type"), {"set": ICMPV6_ND}), ACCEPT),
         _rule("input", mgmt, _match(key, ports), ACCEPT),
         _rule("input", mgmt, _match(_payload("icmp", "type"), "echo-request"), ACCEPT),
+        _rule("input", mgmt, _match(_payload("icmpv6", "type"), "echo-request"), ACCEPT),
         _rule("input", {"counter": "drop_in_other"}, DROP),
         _chain("forward", "forward"),
         _rule("forward", {"counter": "drop_fwd_other"}, DROP),

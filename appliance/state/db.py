@@ -104,6 +104,8 @@ class Store:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         except PermissionError:
             raise PermissionDenied(f"cannot create data directory {self.data_dir}")
+        except OSError as e:
+            raise ApplianceError(f"cannot create data directory {self.data_dir}: {e.strerror}")
         if not os.access(self.data_dir, os.W_OK):
             raise PermissionDenied(f"data directory {self.data_dir} is not writable (root?)")
         self.config = pw.SqliteDatabase(

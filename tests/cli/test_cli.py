@@ -1,4 +1,4 @@
-"""The `appliance` command as a person uses it: exit codes and one-line errors, never a traceback."""
+"""The `appliance` command as a person uses it: exit codes, one-line errors, no traceback."""
 
 from __future__ import annotations
 

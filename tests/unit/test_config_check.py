@@ -25,13 +25,15 @@ def test_base_is_valid(valid, base) -> None:
 
 def test_duplicate_interface_names(invalid, base) -> None:
     base["interfaces"][1]["name"] = "it0"
-    assert invalid(base) == [("interfaces[1].name", "name it0 is already used by [0]", None)]
+    assert invalid(base) == [
+        ("interfaces[1].name", "name it0 is already used by interfaces[0]", None)
+    ]
 
 
 def test_duplicate_macs_compare_normalised(invalid, base) -> None:
     base["interfaces"][1]["mac"] = "02-A0-00-00-01-01"
     assert invalid(base) == [
-        ("interfaces[1].mac", "MAC 02:a0:00:00:01:01 is already used by [0]", None)
+        ("interfaces[1].mac", "MAC 02:a0:00:00:01:01 is already used by interfaces[0]", None)
     ]
 
 
@@ -103,7 +105,9 @@ def test_no_conduits_need_no_interfaces(valid) -> None:
 
 def test_duplicate_conduit_names(invalid, base) -> None:
     base["conduits"].append(conduit("scada-modbus", to=["192.168.50.11"]))
-    assert invalid(base) == [("conduits[1].name", "name scada-modbus is already used by [0]", None)]
+    assert invalid(base) == [
+        ("conduits[1].name", "name scada-modbus is already used by conduits[0]", None)
+    ]
 
 
 def test_from_on_the_ot_side_is_refused(invalid, base) -> None:
@@ -316,7 +320,11 @@ def test_one_to_one_duplicate(invalid, base) -> None:
         ],
     )
     assert invalid(data) == [
-        ("nat.one_to_one[1].it_address", "address 10.10.0.50 is already used by [0]", None)
+        (
+            "nat.one_to_one[1].it_address",
+            "address 10.10.0.50 is already used by nat.one_to_one[0]",
+            None,
+        )
     ]
 
 
@@ -374,7 +382,11 @@ def test_port_forward_on_a_port_the_it_side_does_not_serve(valid, base) -> None:
 def test_port_forward_duplicate(invalid, base) -> None:
     data = nat(base, port_forwards=[pf(), pf(name="pf2", to_address="192.168.50.11")])
     assert invalid(data) == [
-        ("nat.port_forwards[1].port", "protocol/port ('tcp', 8502) is already used by [0]", None)
+        (
+            "nat.port_forwards[1].port",
+            "protocol/port tcp/8502 is already used by nat.port_forwards[0]",
+            None,
+        )
     ]
 
 

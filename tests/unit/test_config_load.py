@@ -340,3 +340,15 @@ def test_unquoted_mac_that_yaml_reads_as_a_number() -> None:
     assert e.errors == [("interfaces[0].mac", msg, 7)]
     quoted = text.replace("12:34:56:00:11:22", "'12:34:56:00:11:22'")
     assert load_text(quoted, now=NOW).config.interfaces[0].mac == "12:34:56:00:11:22"
+
+
+def test_duplicate_keys_are_refused_with_both_lines() -> None:
+    import pytest
+
+    from appliance.config.load import load_text
+    from appliance.errors import ConfigInvalid
+
+    text = "version: 1\nunit:\n  name: a\n  name: b\n"
+    with pytest.raises(ConfigInvalid) as err:
+        load_text(text, "dup.yaml")
+    assert err.value.errors == [("unit.name", "key 'name' appears twice (line 3 and 4)", 4)]
