@@ -15,8 +15,8 @@ demo-down: setup
 	$(BIN)/appliance lab down
 
 lint: setup
-	$(BIN)/ruff check appliance tests bench
-	$(BIN)/ruff format --check appliance tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup lint
 	scripts/run-tests
