@@ -219,6 +219,8 @@ class NetRole:
     def _apply_ruleset(
         self, ruleset: Ruleset, rev: Revision | None, config: Config | None, now: float
     ) -> None:
+        # the kernel restarts counters with the new table: take what they say now
+        self._read_counters(self.nft.list_table(), now, events=False)
         self._carry_counters()
         self.nft.apply(ruleset.document())
         listing = self.nft.list_table() or []
@@ -311,7 +313,7 @@ class NetRole:
         rev = Revision.get_by_id(applied.revision_id)
         self._apply_revision(rev, now)
 
-    def _read_counters(self, listing: list[dict] | None, now: float) -> None:
+    def _read_counters(self, listing: list[dict] | None, now: float, events: bool = True) -> None:
         applied = self.state.applied
         if listing is None or applied is None:
             return
@@ -336,7 +338,8 @@ class NetRole:
             }
         self.state.conduits, self.state.drops = conduits, drops
         self.state.denied = nftlib.denied(listing)
-        self._denied_events(now)
+        if events:
+            self._denied_events(now)
 
     def _denied_events(self, now: float) -> None:
         window_start, used = self.state.denied_budget

@@ -64,7 +64,12 @@ def conduit(name: str, to: str, services: list[str], **extra: Any) -> dict[str, 
     }
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+def wait_for(
+    pred: Callable[[], Any],
+    timeout: float,
+    what: str,
+    detail: Callable[[], Any] | None = None,
+) -> Any:
     """Poll `pred` until it returns something truthy; fail naming `what` after timeout."""
     deadline = time.monotonic() + timeout
     while True:
@@ -72,7 +77,8 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
         if got:
             return got
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+            seen = f"; last seen: {detail()}" if detail else ""
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{seen}")
         time.sleep(0.05)
 
 

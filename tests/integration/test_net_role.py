@@ -89,7 +89,11 @@ def test_conduit_passes_modbus_and_everything_else_is_dropped_and_counted(
         )
         return live if ok else None
 
-    live = wait_for(counted, 5, "conduit and drop counters")
+    def seen() -> dict:
+        live = appliance.live()
+        return {"conduits": live.get("conduits"), "drops": live.get("drops")}
+
+    live = wait_for(counted, 10, "conduit and drop counters", seen)
     denied = {(d["src"], d["dst"], d["port"]) for d in live["denied"]}
     assert {(IT_HOST, PLC1, 8080), (IT_HOST, PLC2, 502), (PLC1, IT_HOST, 22)} <= denied
     wait_for(lambda: appliance.events("traffic.denied"), 5, "a traffic.denied event")
