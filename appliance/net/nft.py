@@ -29,6 +29,9 @@ class Nft:
         self._nft = nftables.Nftables()
         self._nft.set_json_output(True)
         self._nft.set_handle_output(False)
+        # protocols as numbers whatever /etc/protocols says: listings are then the
+        # same on a full and a minimal system (see render.element_key)
+        self._nft.set_numeric_proto_output(True)
         self._lock = threading.Lock()
 
     def apply(self, document: Json, *, check_only: bool = False) -> None:
@@ -70,6 +73,7 @@ def _first_error(err: str) -> str:
 # -- pure helpers over a listing ---------------------------------------------
 
 _VOLATILE = {"handle", "packets", "bytes", "expires"}
+PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "ipv6-icmp"}
 DYNAMIC_SETS = ("denied4", "denied6")
 
 
@@ -140,7 +144,7 @@ def denied(listing: list[Json]) -> list[Json]:
                 {
                     "src": parts[0],
                     "dst": parts[1],
-                    "proto": parts[2],
+                    "proto": PROTO_NAMES.get(parts[2], parts[2]),
                     "port": parts[3],
                     "packets": (el.get("counter") or {}).get("packets", 0),
                 }

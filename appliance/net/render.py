@@ -22,6 +22,7 @@ Shape of the table:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,10 +132,21 @@ def _port(svc: Service) -> Any:
     return svc.lo if svc.lo == svc.hi else {"range": [svc.lo, svc.hi]}
 
 
-def element_key(val: Any) -> str:
-    """A canonical string for a set element value, equal for rendered and listed forms."""
-    import json
+L4PROTO_NUMBERS = {"tcp": 6, "udp": 17, "icmp": 1, "ipv6-icmp": 58}
 
+
+def element_key(val: Any) -> str:
+    """A canonical string for a set element value, equal for rendered and listed forms.
+
+    libnftables lists protocols by name only where /etc/protocols exists (a
+    minimal system lists 6, not "tcp"), so names become numbers here.
+    """
+    if isinstance(val, dict) and "concat" in val:
+        val = {
+            "concat": [
+                L4PROTO_NUMBERS.get(v, v) if isinstance(v, str) else v for v in val["concat"]
+            ]
+        }
     return json.dumps(val, sort_keys=True, separators=(",", ":"))
 
 

@@ -507,3 +507,13 @@ def test_golden_check_writes_missing_files_and_reports_differences(tmp_path, mon
         check_golden("x", render(cfg(data), NOW))
     monkeypatch.delenv("UPDATE_GOLDEN")
     check_golden("x", render(cfg(data), NOW))
+
+
+def test_element_key_is_the_same_for_protocol_names_and_numbers() -> None:
+    # a minimal system without /etc/protocols lists 6 where a full one lists "tcp"
+    from appliance.net.render import element_key
+
+    named = {"concat": ["10.10.0.2", "192.168.50.10", "tcp", 502]}
+    numbered = {"concat": ["10.10.0.2", "192.168.50.10", 6, 502]}
+    assert element_key(named) == element_key(numbered)
+    assert element_key(named) != element_key({"concat": ["10.10.0.2", "192.168.50.10", 17, 502]})
