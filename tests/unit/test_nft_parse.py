@@ -107,7 +107,7 @@ def test_kernel_listing_attributes_every_rendered_element(case: str) -> None:
     counters = element_counters(listing(case))
     assert rs.owners
     assert set(rs.owners) <= set(counters)
-    conduit_sets = {k for k in counters if k[0][:2] in ("c_", "p_")}
+    conduit_sets = {k for k in counters if k[0].split("_")[0] in ("c", "cr", "p")}
     assert conduit_sets == set(rs.owners)
 
 
@@ -228,10 +228,10 @@ def test_fingerprint_changes_with_a_rule() -> None:
 def test_fingerprint_changes_with_a_conduit_element() -> None:
     objs = listing("both-direction")
     fewer = copy.deepcopy(objs)
-    a_set(fewer, "c_it_ot_4")["elem"].pop()
+    a_set(fewer, "cr_it_ot_4")["elem"].pop()
     assert fingerprint(fewer) != fingerprint(objs)
     other = copy.deepcopy(objs)
-    a_set(other, "c_ot_it_4")["elem"][0]["elem"]["val"]["concat"][3] = 1884
+    a_set(other, "cr_ot_it_4")["elem"][0]["elem"]["val"]["concat"][3] = 1884
     assert fingerprint(other) != fingerprint(objs)
 
 

@@ -269,18 +269,28 @@ def test_owners_map_every_conduit_element_to_its_conduit(make) -> None:
     for c in config.conduits:
         if c.active(NOW):
             for el in conduit_elements(c):
-                kind = "p" if el.service.proto == "icmp" else "c"
-                expected[(f"{kind}_{el.zone}_{el.family}", element_key(listed_value(el)))] = c.name
+                expected[
+                    (f"{kind_of(el)}_{el.zone}_{el.family}", element_key(listed_value(el)))
+                ] = c.name
     assert rs.owners == expected
     # and each conduit set holds exactly the owned elements
     held = {
         (name, element_key(item["elem"]["val"] if "elem" in item else item))
         for name, items in set_elems(rs).items()
-        if name[:2] in ("c_", "p_")
+        if name.split("_")[0] in ("c", "cr", "p")
         for item in items
     }
     assert held == set(expected)
-    assert sum(len(v) for k, v in set_elems(rs).items() if k[:2] in ("c_", "p_")) == len(held)
+    conduit_sets = [v for k, v in set_elems(rs).items() if k.split("_")[0] in ("c", "cr", "p")]
+    assert sum(len(v) for v in conduit_sets) == len(held)
+
+
+def kind_of(el) -> str:
+    """Which set an element belongs in: exact flows in a hash set, ranges in an interval set."""
+    if el.service.proto == "icmp":
+        return "p"
+    single = el.src.num_addresses == 1 and el.dst.num_addresses == 1
+    return "c" if single and el.service.lo == el.service.hi else "cr"
 
 
 def test_owners_of_the_base_conduit() -> None:
@@ -305,11 +315,14 @@ def test_element_values() -> None:
     elems = set_elems(render(cfg(data), NOW))
     net4 = {"prefix": {"addr": "10.10.0.0", "len": 25}}
     net6 = {"prefix": {"addr": "fd00:10::", "len": 64}}
-    assert elems["c_it_ot_4"] == [
+    assert elems["cr_it_ot_4"] == [
         {"concat": [net4, "192.168.50.10", "udp", {"range": [1000, 2000]}]}
     ]
+    assert elems["c_it_ot_4"] == []  # nothing exact: the hash set stays empty
     assert elems["p_it_ot_4"] == [{"concat": [net4, "192.168.50.10"]}]
-    assert elems["c_it_ot_6"] == [{"concat": [net6, "fd00:50::10", "udp", {"range": [1000, 2000]}]}]
+    assert elems["cr_it_ot_6"] == [
+        {"concat": [net6, "fd00:50::10", "udp", {"range": [1000, 2000]}]}
+    ]
     assert elems["p_it_ot_6"] == [{"concat": [net6, "fd00:50::10"]}]
     assert elems["c_ot_it_4"] == elems["c_ot_it_6"] == []
 
