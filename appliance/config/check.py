@@ -12,6 +12,7 @@ import ipaddress
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from appliance.config.model import Conduit, Config, IPNet
 from appliance.config.services import Service
@@ -19,9 +20,12 @@ from appliance.config.services import Service
 MAX_REPORTED = 20
 
 
-@dataclass(frozen=True)
-class Element:
-    """One (zone, source net, destination net, service) tuple a conduit allows."""
+class Element(NamedTuple):
+    """One (zone, source net, destination net, service) tuple a conduit allows.
+
+    A NamedTuple rather than a frozen dataclass: 10k-conduit documents build
+    tens of thousands of these, and tuples are several times cheaper to make.
+    """
 
     zone: str  # "it_ot" or "ot_it": the direction the connection is opened in
     src: IPNet

@@ -54,7 +54,7 @@ NAMED: dict[str, tuple[Service, ...]] = {
 _SPEC = re.compile(r"^(tcp|udp)/(\d+)(?:-(\d+))?$")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)
 def parse_service(spec: str) -> tuple[Service, ...]:
     """`modbus`, `tcp/502`, `udp/1000-2000` or `ping`; ValueError names what is wrong."""
     spec = spec.strip().lower()

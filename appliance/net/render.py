@@ -23,6 +23,7 @@ Shape of the table:
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 from dataclasses import dataclass
@@ -132,7 +133,8 @@ ACCEPT: Json = {"accept": None}
 DROP: Json = {"drop": None}
 
 
-def _addr(net: IPNet) -> Any:
+@functools.lru_cache(maxsize=65536)
+def _addr(net: IPNet) -> Any:  # cached: the same hosts recur across conduits
     if net.prefixlen == net.max_prefixlen:
         return str(net.network_address)
     return {"prefix": {"addr": str(net.network_address), "len": net.prefixlen}}
@@ -411,7 +413,22 @@ def _table_replace() -> list[Json]:
 
 
 def render(config: Config, now: datetime) -> Ruleset:
-    """The whole ruleset for `config` as it should stand at time `now`."""
+    """The whole ruleset for `config` as it should stand at time `now`.
+
+    The cyclic garbage collector is paused while rendering: a 10k-conduit document
+    is ~200k small objects, and collections triggered by them cost more than the
+    rendering itself (bench/apply.py: 0.08 s steady instead of spikes to 0.2 s).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _render(config, now)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _render(config: Config, now: datetime) -> Ruleset:
     sets, owned, next_change = _conduit_sets(config, now)
     inp, in_counters = _input(config)
     fwd, fwd_counters = _forward()
