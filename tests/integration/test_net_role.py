@@ -277,3 +277,41 @@ def test_bad_config_is_refused_and_running_rules_untouched(appliance: Appliance)
     strip = lambda text: [ln for ln in text.splitlines() if "packets" not in ln]  # noqa: E731
     assert strip(before) == strip(after)
     assert appliance.probe(PLC1, 502) == "open"
+
+
+REFUSED_APPLY = r"""
+import json, sys
+from appliance.errors import ApplyFailed
+from appliance.net.nft import Nft
+nft = Nft()
+before = json.dumps(nft.list_table(), sort_keys=True)
+doc = json.loads(sys.stdin.read())
+# a valid document whose very last command the kernel refuses (a jump to nowhere)
+doc["nftables"].append({"add": {"rule": {"family": "inet", "table": "appliance",
+    "chain": "forward", "expr": [{"jump": {"target": "no-such-chain"}}]}}})
+try:
+    nft.apply(doc)
+    print("applied")
+except ApplyFailed as e:
+    after = json.dumps(nft.list_table(), sort_keys=True)
+    print("unchanged" if after == before else "CHANGED", e)
+"""
+
+
+def test_a_refused_document_changes_nothing_in_the_kernel(
+    appliance: Appliance, lab: LabSpec
+) -> None:
+    """The transaction is the check: the kernel takes all of a document or none of it."""
+    from appliance.config.load import validate_data
+    from appliance.net.render import render
+
+    appliance.commit(config())
+    appliance.stop()  # hold the table still while we poke at it
+    other = config(conduits=[conduit("web", PLC1, ["tcp/8080"])])
+    doc = render(validate_data(other).config, datetime.now(UTC)).document()
+    cp = topology.ns_run(lab.ns_app, [sys.executable, "-c", REFUSED_APPLY], input=json.dumps(doc))
+    out = cp.stdout.strip()
+    assert out.startswith("unchanged"), out
+    assert "nftables refused the ruleset" in out
+    assert appliance.probe(PLC1, 8080) == "dropped"
+    assert appliance.probe(PLC1, 502) == "open"
