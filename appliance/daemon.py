@@ -87,11 +87,12 @@ def run(paths: Paths, roles: list[str]) -> None:
     live = LiveState(paths.run_dir)
     if "net" in roles:
         guard_netns()
+        from appliance.net.conntrack import Conntrack
         from appliance.net.links import Links
         from appliance.net.nft import Nft, NftMonitor
         from appliance.net.role import NetRole
 
-        role = NetRole(store, live, Nft(), Links(), monitor=NftMonitor())
+        role = NetRole(store, live, Nft(), Links(), monitor=NftMonitor(), conntrack=Conntrack())
         log.info("net role starting (data %s, run %s)", paths.data_dir, paths.run_dir)
         store.event("role.started", f"net role started (pid {os.getpid()})", source="net")
         try:

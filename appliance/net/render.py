@@ -57,8 +57,8 @@ class Ruleset:
     """The rendered document plus what the daemon needs to read it back."""
 
     commands: list[Json]
-    # (set name, element value, conduit name) for every conduit element rendered
-    owned: tuple[tuple[str, Any, str], ...] = ()
+    # (set name, element value, conduit name, element) for every conduit element rendered
+    owned: tuple[tuple[str, Any, str, Element], ...] = ()
     # the earliest expiry among conduits rendered as active (re-render then)
     next_change: datetime | None = None
     counters: tuple[str, ...] = ()
@@ -73,7 +73,15 @@ class Ruleset:
         Computed on first use (by the net role when it reads counters), not while
         rendering: applying a ruleset does not need it.
         """
-        return {(name, element_key(val)): conduit for name, val, conduit in self.owned}
+        return {(name, element_key(val)): conduit for name, val, conduit, _el in self.owned}
+
+    def withdrawn(self, newer: Ruleset) -> list[Element]:
+        """Elements this ruleset allowed that `newer` does not (their flows get cut)."""
+        keep = newer.owners
+        return [el for name, val, _c, el in self.owned if (name, element_key(val)) not in keep]
+
+    def elements(self) -> list[Element]:
+        return [el for _n, _v, _c, el in self.owned]
 
 
 # -- small builders: one libnftables-JSON shape each -------------------------
@@ -193,7 +201,7 @@ def _element_value(el: Element) -> Any:
 
 def _conduit_sets(config: Config, now: datetime) -> tuple[list[Json], tuple, datetime | None]:
     elems: dict[str, list[Any]] = {}
-    owned: list[tuple[str, Any, str]] = []
+    owned: list[tuple[str, Any, str, Element]] = []
     next_change: datetime | None = None
     for conduit in config.conduits:
         if not conduit.active(now):
@@ -207,7 +215,7 @@ def _conduit_sets(config: Config, now: datetime) -> tuple[list[Json], tuple, dat
         for el in conduit_elements(conduit):
             name = set_name(_kind(el), el.zone, el.family)
             val = _element_value(el)
-            owned.append((name, val, conduit.name))
+            owned.append((name, val, conduit.name, el))
             item = {"elem": {"val": val, "timeout": timeout}} if timeout else val
             elems.setdefault(name, []).append(item)
     out: list[Json] = []

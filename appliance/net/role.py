@@ -20,6 +20,7 @@ from typing import Any
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, ApplyFailed
 from appliance.net import nft as nftlib
+from appliance.net.conntrack import Conntrack, flows_to_cut
 from appliance.net.links import Forwarding, LinkObs, Links
 from appliance.net.render import Ruleset, render, render_fail_closed
 from appliance.state import revisions as revs
@@ -80,6 +81,7 @@ class NetRole:
         clock: Callable[[], float] = time.time,
         monitor: nftlib.NftMonitor | None = None,
         forwarding: Forwarding | None = None,
+        conntrack: Conntrack | None = None,
     ) -> None:
         self.store = store
         self.live = live
@@ -88,6 +90,7 @@ class NetRole:
         self.clock = clock
         self.monitor = monitor
         self.forwarding = forwarding or Forwarding()
+        self.conntrack = conntrack
         self.state = NetState()
         self.started_at = clock()
         self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0, "publish": 0.0}
@@ -205,6 +208,7 @@ class NetRole:
         config = revs.config_of(rev)
         self._record_expiries(config, now)
         ruleset = render(config, datetime.fromtimestamp(now, UTC))
+        before = self.state.applied.ruleset if self.state.applied else None
         try:
             self._apply_ruleset(ruleset, rev, config, now)
         except ApplyFailed as e:
@@ -227,8 +231,25 @@ class NetRole:
             at=now,
         )
         self._next["links"] = 0.0
+        if before is not None:
+            self._cut_withdrawn(before, ruleset, now)
         if rev.state == revs.PENDING and rev.auto_confirm:
             self._auto_confirm(rev, now)
+
+    def _cut_withdrawn(self, before: Ruleset, after: Ruleset, now: float) -> None:
+        """End the established connections of flows the new ruleset no longer allows."""
+        withdrawn = before.withdrawn(after)
+        if self.conntrack is None or not withdrawn:
+            return
+        cut = self.conntrack.cut(flows_to_cut(self.conntrack.flows(), withdrawn, after.elements()))
+        if cut:
+            self.store.event(
+                "traffic.cut",
+                f"{cut} established connection(s) ended: their conduit was withdrawn",
+                source="net",
+                data={"connections": cut},
+                at=now,
+            )
 
     def _auto_confirm(self, rev: Revision, now: float) -> None:
         revs.confirm(self.store, author=rev.committed_by or "net", now=now, automatic=True)

@@ -62,6 +62,33 @@ def echo_peer(lab: LabSpec) -> Iterator[callable]:
         topology.stop(lab, name)
 
 
+CHAT_SERVER = r"""
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(8)
+def serve(c):
+    with c:
+        while data := c.recv(100):
+            c.sendall(data)
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+"""
+
+CHAT_CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2)
+print("connected", flush=True)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    try:
+        s.sendall(b"x"); assert s.recv(10) == b"x"
+        print("ok", flush=True)
+    except (OSError, AssertionError) as e:
+        print(f"broken {e!r} at {time.time():.2f}", flush=True); break
+    time.sleep(0.2)
+"""
+
+
 def read_line(lab: LabSpec, ns: str, host: str, port: int) -> str:
     cp = topology.ns_run(ns, [sys.executable, "-c", READ_LINE, host, str(port)])
     return cp.stdout.strip()
@@ -315,3 +342,43 @@ def test_a_refused_document_changes_nothing_in_the_kernel(
     assert "nftables refused the ruleset" in out
     assert appliance.probe(PLC1, 8080) == "dropped"
     assert appliance.probe(PLC1, 502) == "open"
+
+
+@pytest.mark.parametrize("how", ["removed", "expired"])
+def test_withdrawn_conduit_ends_its_established_connections(
+    appliance: Appliance, lab: LabSpec, how: str
+) -> None:
+    client, server = f"chat-client-{how}", f"chat-{how}"  # own logs per case
+    topology.spawn(lab, lab.ns_ot, server, [sys.executable, "-c", CHAT_SERVER, PLC1, "9300"])
+    try:
+        topology.wait_tcp(lab.ns_ot, PLC1, 9300)
+        extra = {}
+        if how == "expired":
+            extra["expires"] = (datetime.now(UTC) + timedelta(seconds=5)).isoformat()
+        appliance.commit(
+            config(conduits=[*config()["conduits"], conduit("chat", PLC1, ["tcp/9300"], **extra)])
+        )
+        topology.spawn(lab, lab.ns_it, client, [sys.executable, "-c", CHAT_CLIENT, PLC1, "9300"])
+
+        def said(prefix: str) -> bool:  # the log starts with the script itself: whole lines
+            lines = topology.log_tail(lab, client, 200).splitlines()
+            return any(line.startswith(prefix) for line in lines)
+
+        wait_for(lambda: said("ok"), 10, "the chat to run")
+        if how == "removed":
+            appliance.commit(config())
+        wait_for(
+            lambda: said("broken "),
+            15,
+            "the established connection to be cut",
+            lambda: topology.log_tail(lab, client, 3),
+        )
+        wait_for(
+            lambda: appliance.events("traffic.cut"),
+            5,
+            "a traffic.cut event",
+            lambda: [e["message"] for e in appliance.events("")][:8],
+        )
+    finally:
+        topology.stop(lab, client)
+        topology.stop(lab, server)
