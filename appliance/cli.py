@@ -393,11 +393,39 @@ def status_data(paths: Paths) -> dict[str, Any]:
     return {
         "version": __version__,
         "unit": unit,
+        "health": _health(paths, live, net, expect_confirmed=revs.confirmed(store) is not None),
         "net": {"alive": live.alive("net"), **(net or {})},
         "running": running.as_dict() if running else None,
         "pending": pend.as_dict() if pend else None,
         "events": [e.as_dict() for e in store.events(10)],
     }
+
+
+def _health(paths: Paths, live: Any, net: dict | None, *, expect_confirmed: bool) -> dict:
+    import shutil
+
+    from appliance.agent.health import from_live, health
+
+    now = time.time()
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        uptime = None
+    try:
+        disk = shutil.disk_usage(paths.data_dir)
+        free, total = disk.free, disk.total
+    except OSError:
+        free = total = None
+    inputs = from_live(
+        {"net": net},
+        now,
+        alive={"net": live.alive("net")},
+        uptime_s=uptime,
+        expect_confirmed=expect_confirmed,
+        disk_free=free,
+        disk_total=total,
+    )
+    return health(inputs, now).as_dict()
 
 
 @cli.command("status")
@@ -411,6 +439,9 @@ def status(as_json: bool, paths: Paths) -> None:
         return
     net = data["net"]
     click.echo(f"unit:      {data['unit'] or '(no configuration yet)'}   appliance {__version__}")
+    click.echo(f"health:    {data['health']['state']}")
+    for reason in data["health"]["reasons"]:
+        click.echo(f"  {reason['severity']:<7} {reason['message']}")
     if net.get("alive"):
         click.echo(
             f"net role:  running (pid {net.get('pid')}), forwarding "

@@ -107,6 +107,7 @@ def test_status_without_daemon(tmp_path: Path) -> None:
     assert cp.returncode == 0 and "NOT RUNNING" in cp.stdout
     data = json.loads(run("status", "--json", data=tmp_path).stdout)
     assert data["net"]["alive"] is False and data["running"] is None
+    assert data["health"]["state"] in ("booting", "fault")  # no net role: never "ok"
 
 
 def test_unknown_role_and_bad_data_dir(tmp_path: Path) -> None:

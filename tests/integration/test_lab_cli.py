@@ -53,6 +53,9 @@ def test_lab_up_commits_the_demo_config_then_down_removes_everything(tmp_path: P
         )
         data = json.loads(st.stdout)
         assert data["running"]["state"] == "confirmed" and data["unit"] == "demo-unit"
+        # no management link in this lab: the unit works but says what is missing
+        assert data["health"]["state"] == "degraded", data["health"]
+        assert [r["code"] for r in data["health"]["reasons"]] == ["mgmt-link-down"]
         # up again over a running lab: leftovers are cleaned up first
         again = appliance("lab", "up", "--no-mgmt", *lab)
         assert again.returncode == 0 and "removing the previous lab" in again.stdout

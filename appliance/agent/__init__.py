@@ -1,0 +1,1 @@
+"""The agent role: health state, LEDs, heartbeat to the fleet, syslog out."""
