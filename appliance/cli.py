@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from appliance import __version__
-from appliance.errors import ApplianceError, ConfigInvalid, Timeout
+from appliance.errors import ApplianceError, ConfigInvalid
 from appliance.paths import Paths
 
 EXIT_INTERNAL = 70
@@ -188,37 +188,25 @@ def config_commit(
     click.echo(out.message)
     if no_wait:
         return
-    _wait_applied(store, live, out.revision.id)
+    _wait_applied(live, out.revision.id)
 
 
-def _wait_applied(store: Any, live: Any, rev_id: int, timeout: float = 20.0) -> None:
-    from appliance.state.db import Revision
+def _wait_applied(live: Any, rev_id: int) -> None:
+    from appliance.state import revisions as revs
 
     if not live.alive("net"):
         click.echo("the net role is not running: it applies the revision when it starts")
         return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rev = Revision.get_by_id(rev_id)
-        state = live.read("net") or {}
-        if rev.state == "rolled-back":
-            raise ApplianceError(f"revision {rev_id} was not applied: {rev.reason}")
-        if (state.get("applied") or {}).get("revision") == rev_id and rev.state in (
-            "confirmed",
-            "pending",
-        ):
-            if rev.state == "pending" and rev.confirm_deadline:
-                left = rev.confirm_deadline - time.time()
-                click.echo(
-                    f"revision {rev_id} applied; confirm within {left:.0f} s with "
-                    f"`appliance config confirm`, or it is reverted at "
-                    f"{_fmt_time(rev.confirm_deadline)}"
-                )
-            else:
-                click.echo(f"revision {rev_id} applied and running")
-            return
-        time.sleep(0.1)
-    raise Timeout(f"the net role did not apply revision {rev_id} within {timeout:.0f} s")
+    rev = revs.wait_applied(live, rev_id)
+    if rev.state == "pending" and rev.confirm_deadline:
+        left = rev.confirm_deadline - time.time()
+        click.echo(
+            f"revision {rev_id} applied; confirm within {left:.0f} s with "
+            f"`appliance config confirm`, or it is reverted at "
+            f"{_fmt_time(rev.confirm_deadline)}"
+        )
+    else:
+        click.echo(f"revision {rev_id} applied and running")
 
 
 @config.command("confirm")
@@ -253,7 +241,7 @@ def config_rollback(rev: str | None, paths: Paths) -> None:
     live.ring("net")
     click.echo(out.message)
     if out.revision.state == "pending":
-        _wait_applied(store, live, out.revision.id)
+        _wait_applied(live, out.revision.id)
 
 
 @config.command("diff")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import LabError
+from appliance.errors import ApplianceError, LabError
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec
 from appliance.paths import Paths
@@ -67,7 +67,7 @@ def start_appliance(spec: LabSpec, paths: Paths, timeout: float = 30.0) -> None:
 def commit_file(paths: Paths, config_file: Path, author: str = "lab", timeout: float = 20) -> int:
     """Import and commit a file, and wait until the net role runs it."""
     from appliance.state import revisions as revs
-    from appliance.state.db import Revision, Store
+    from appliance.state.db import Store
     from appliance.state.live import LiveState
 
     store = Store(paths.data_dir)
@@ -82,16 +82,10 @@ def commit_file(paths: Paths, config_file: Path, author: str = "lab", timeout: f
     revs.commit(store, author=author, now=time.time(), ref=draft.revision.id)
     live = LiveState(paths.run_dir)
     live.ring("net")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rev = Revision.get_by_id(draft.revision.id)
-        applied = (live.read("net") or {}).get("applied") or {}
-        if rev.state == "confirmed" and applied.get("revision") == rev.id:
-            return rev.id
-        if rev.state == "rolled-back":
-            raise LabError(f"revision {rev.id} was refused: {rev.reason}")
-        time.sleep(0.1)
-    raise LabError(f"revision {draft.revision.id} was not applied within {timeout:.0f} s")
+    try:
+        return revs.wait_applied(live, draft.revision.id, timeout).id
+    except ApplianceError as e:
+        raise LabError(str(e)) from None
 
 
 def up(

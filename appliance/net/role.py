@@ -102,7 +102,8 @@ class NetRole:
 
     def start(self) -> None:
         """Close the gate before anything else, then allow forwarding."""
-        if self.nft.list_table() is None:
+        found = self.nft.list_table()
+        if found is None:
             self._apply_ruleset(render_fail_closed(), None, None, self.clock())
             self.store.event(
                 "net.fail-closed",
@@ -112,9 +113,8 @@ class NetRole:
         else:
             # adopt the table as found (e.g. after a daemon restart): the gate stays
             # as it was; the first step re-applies the desired revision.
-            listing = self.nft.list_table() or []
             self.state.applied = Applied(
-                None, None, None, render_fail_closed(), nftlib.fingerprint(listing), self.clock()
+                None, None, None, render_fail_closed(), nftlib.fingerprint(found), self.clock()
             )
         if not self.forwarding.enabled():
             self.forwarding.set(True)

@@ -13,12 +13,14 @@ write intentions here; the net role applies them and writes back what happened.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
 from appliance.config.load import canonical_json, load_text, sha256_of, to_yaml
 from appliance.config.model import Config
-from appliance.errors import Conflict, NotFound
+from appliance.errors import ApplianceError, Conflict, NotFound, Timeout
 from appliance.state.db import Revision, Store
+from appliance.state.live import LiveState
 
 DRAFT, PENDING, CONFIRMED, ROLLED_BACK, SUPERSEDED = (
     "draft",
@@ -334,3 +336,21 @@ def rollback(store: Store, *, author: str, now: float, ref: str | int | None = N
 
 def history(store: Store, limit: int = 30) -> list[Revision]:
     return list(Revision.select().order_by(Revision.id.desc()).limit(limit))
+
+
+def wait_applied(live: LiveState, rev_id: int, timeout: float = 20.0) -> Revision:
+    """Wait until the net role runs revision `rev_id` (pending or confirmed) and return it.
+
+    ApplianceError when it was rolled back instead (refused by the kernel), Timeout
+    when the net role did not get to it in time.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rev = Revision.get_by_id(rev_id)
+        if rev.state == ROLLED_BACK:
+            raise ApplianceError(f"revision {rev_id} was not applied: {rev.reason}")
+        applied = (live.read("net") or {}).get("applied") or {}
+        if applied.get("revision") == rev_id and rev.state in (PENDING, CONFIRMED):
+            return rev
+        time.sleep(0.1)
+    raise Timeout(f"the net role did not apply revision {rev_id} within {timeout:.0f} s")
