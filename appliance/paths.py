@@ -20,3 +20,8 @@ class Paths:
         data = Path(data_dir or os.environ.get("APPLIANCE_DATA_DIR") or DEFAULT_DATA_DIR)
         run = Path(run_dir or os.environ.get("APPLIANCE_RUN_DIR") or DEFAULT_RUN_DIR)
         return cls(data.absolute(), run.absolute())
+
+    @property
+    def secrets_dir(self) -> Path:
+        """Generated secrets (TLS key, setup code, unit token): 0700, wiped by factory reset."""
+        return self.data_dir / "secrets"

@@ -162,6 +162,9 @@ def check(config: Config, now: datetime | None = None) -> tuple[list[Finding], l
     _check_interfaces(config, errors)
     _check_conduits(config, now, errors, warnings)
     _check_nat(config, errors, warnings)
+    from appliance.field.model import check_field
+
+    check_field(config, errors, warnings)
     return errors, warnings
 
 

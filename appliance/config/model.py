@@ -15,22 +15,23 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     AwareDatetime,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PlainSerializer,
     field_validator,
 )
 
+from appliance.agent.model import Fleet, Leds, Syslog, Webhook
+from appliance.config.base import Strict, check_name
 from appliance.config.services import Service, parse_service
+from appliance.field.model import Device, History
+from appliance.web.model import Web
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 ROLE_DEFAULT_ALLOW_IN: dict[str, tuple[str, ...]] = {
@@ -91,19 +92,7 @@ Address4 = Annotated[
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class Strict(BaseModel):
-    """Unknown keys are errors; models are immutable once validated."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-def _check_name(v: str, what: str) -> str:
-    if not _NAME.match(v):
-        raise ValueError(
-            f"{what} {v!r} must be 1-48 characters of a-z, 0-9, '-' and '_', starting "
-            "with a letter or digit"
-        )
-    return v
+_check_name = check_name
 
 
 def _check_service(v: str) -> str:
@@ -246,6 +235,13 @@ class Config(Strict):
     interfaces: list[Interface] = Field(default_factory=list)
     conduits: list[Conduit] = Field(default_factory=list)
     nat: Nat = Field(default_factory=Nat)
+    devices: list[Device] = Field(default_factory=list)
+    history: History = Field(default_factory=History)
+    leds: Leds = Field(default_factory=Leds)
+    fleet: Fleet | None = None
+    syslog: list[Syslog] = Field(default_factory=list)
+    webhooks: list[Webhook] = Field(default_factory=list)
+    web: Web = Field(default_factory=Web)
 
     def interfaces_by_role(self, role: str) -> list[Interface]:
         return [i for i in self.interfaces if i.role == role]

@@ -94,6 +94,31 @@ class Event(HistoryModel):
 CONFIG_MODELS = [Revision, Audit]
 HISTORY_MODELS = [Event]
 
+# Each area keeps its tables next to its code; the Store creates them all.
+MODEL_MODULES = (
+    "appliance.field.store",  # samples, alarms
+    "appliance.agent.outbox",  # heartbeat outbox, agent cursors
+    "appliance.web.accounts",  # users, API tokens, login throttling
+)
+
+
+def _all_models() -> tuple[list[type[pw.Model]], list[type[pw.Model]]]:
+    import importlib
+
+    for name in MODEL_MODULES:
+        importlib.import_module(name)
+
+    def walk(base: type[pw.Model]) -> list[type[pw.Model]]:
+        out: list[type[pw.Model]] = []
+        for sub in base.__subclasses__():
+            out.append(sub)
+            out.extend(walk(sub))
+        return out
+
+    config = [m for m in walk(ConfigModel) if m not in CONFIG_MODELS]
+    history = [m for m in walk(HistoryModel) if m not in HISTORY_MODELS]
+    return CONFIG_MODELS + config, HISTORY_MODELS + history
+
 
 class Store:
     """Both databases of one data directory, opened and bound to the models."""
@@ -123,8 +148,9 @@ class Store:
         try:
             self.config.connect(reuse_if_open=True)
             self.history.connect(reuse_if_open=True)
-            self.config.create_tables(CONFIG_MODELS, safe=True)
-            self.history.create_tables(HISTORY_MODELS, safe=True)
+            config_models, history_models = _all_models()
+            self.config.create_tables(config_models, safe=True)
+            self.history.create_tables(history_models, safe=True)
         except pw.OperationalError as e:
             raise ApplianceError(f"cannot open the databases in {self.data_dir}: {e}")
 

@@ -1,0 +1,1 @@
+"""The reference fleet receiver: stores heartbeats, lists units, sends requests back."""

@@ -1,0 +1,1 @@
+"""The web role: local UI and REST API over HTTPS."""
