@@ -152,8 +152,8 @@ def _error_class(code: str) -> type[ApplianceError]:
     todo = [ApplianceError]
     while todo:
         cls = todo.pop()
-        if cls.code == code and cls is not ApplianceError:
-            if cls.__init__ is ApplianceError.__init__:
-                return cls
+        same = cls.code == code and cls is not ApplianceError
+        if same and cls.__init__ is ApplianceError.__init__:
+            return cls
         todo.extend(cls.__subclasses__())
     return ApplianceError
