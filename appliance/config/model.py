@@ -24,7 +24,7 @@ from pydantic import (
 from appliance.agent.model import Fleet, Leds, Syslog, Webhook
 from appliance.config.base import Strict, check_name
 from appliance.config.services import Service, parse_service
-from appliance.field.model import Device, History
+from appliance.field.model import Device, History, Northbound
 from appliance.web.model import Web
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -237,6 +237,7 @@ class Config(Strict):
     nat: Nat = Field(default_factory=Nat)
     devices: list[Device] = Field(default_factory=list)
     history: History = Field(default_factory=History)
+    opcua_server: Northbound = Field(default_factory=Northbound)
     leds: Leds = Field(default_factory=Leds)
     fleet: Fleet | None = None
     syslog: list[Syslog] = Field(default_factory=list)

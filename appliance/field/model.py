@@ -152,5 +152,16 @@ class History(Strict):
     flush_samples: int = Field(500, ge=1, le=100_000, description="or after this many samples")
 
 
+class Northbound(Strict):
+    """The OPC UA server the appliance offers IT: every tag, read-only unless writable."""
+
+    enabled: bool = True
+    port: int = Field(4840, ge=1, le=65535)
+    allow_anonymous: bool = Field(False, description="anonymous read access (off by default)")
+    security: list[Literal["None", "Basic256Sha256-Sign", "Basic256Sha256-SignAndEncrypt"]] = Field(
+        default_factory=lambda: ["Basic256Sha256-SignAndEncrypt", "Basic256Sha256-Sign", "None"]
+    )
+
+
 def check_field(config: object, errors: list, warnings: list) -> None:
     """Cross-document checks for `devices` (unique names, ...), appending config Findings."""
