@@ -3,10 +3,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup demo demo-down test unit integration lint bench clean
+.PHONY: setup setup-test demo demo-down test unit integration lint bench clean
 
 setup:
 	@scripts/setup-host
+
+setup-test:
+	@scripts/setup-host --test
 
 demo: setup
 	$(BIN)/appliance demo
@@ -18,7 +21,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint
+test: setup-test lint
 	scripts/run-tests
 
 unit: setup

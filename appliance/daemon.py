@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ApplianceError, PermissionDenied
@@ -14,7 +19,7 @@ from appliance.paths import Paths
 from appliance.state.db import Store
 from appliance.state.live import LiveState
 
-ROLES = ("net",)
+ROLES = ("net", "field", "agent", "web")
 log = logging.getLogger("appliance")
 
 
@@ -72,9 +77,15 @@ def setup_logging(debug: bool = False) -> None:
 
 
 def run(paths: Paths, roles: list[str]) -> None:
+    """One role: run it in this process. Several: supervise one child process per role."""
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ApplianceError(f"unknown role {unknown[0]!r} (roles: {', '.join(ROLES)})")
+    if not roles:
+        raise ApplianceError(f"no role given (roles: {', '.join(ROLES)})")
+    roles = list(dict.fromkeys(roles))
+    if "net" in roles:
+        guard_netns()  # refuse early, before any child starts
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -83,22 +94,155 @@ def run(paths: Paths, roles: list[str]) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if len(roles) == 1:
+        run_role(paths, roles[0], stop)
+    else:
+        Supervisor(paths, roles).run(stop)
+
+
+def run_role(paths: Paths, role: str, stop: threading.Event) -> None:
+    if role == "net":
+        _run_net(paths, stop)
+        return
+    module = importlib.import_module(f"appliance.{role}.role")
+    store = Store(paths.data_dir)
+    log.info("%s role starting (data %s, run %s)", role, paths.data_dir, paths.run_dir)
+    store.event("role.started", f"{role} role started (pid {os.getpid()})", source=role)
+    try:
+        module.main(paths, stop)
+    finally:
+        store.event("role.stopped", f"{role} role stopped (pid {os.getpid()})", source=role)
+        log.info("%s role stopped", role)
+
+
+def _run_net(paths: Paths, stop: threading.Event) -> None:
     store = Store(paths.data_dir)
     live = LiveState(paths.run_dir)
-    if "net" in roles:
-        guard_netns()
-        from appliance.net.conntrack import Conntrack
-        from appliance.net.links import Links
-        from appliance.net.nft import Nft, NftMonitor
-        from appliance.net.role import NetRole
+    from appliance.net.conntrack import Conntrack
+    from appliance.net.links import Links
+    from appliance.net.nft import Nft, NftMonitor
+    from appliance.net.role import NetRole
 
-        role = NetRole(store, live, Nft(), Links(), monitor=NftMonitor(), conntrack=Conntrack())
-        log.info("net role starting (data %s, run %s)", paths.data_dir, paths.run_dir)
-        store.event("role.started", f"net role started (pid {os.getpid()})", source="net")
+    role = NetRole(store, live, Nft(), Links(), monitor=NftMonitor(), conntrack=Conntrack())
+    log.info("net role starting (data %s, run %s)", paths.data_dir, paths.run_dir)
+    store.event("role.started", f"net role started (pid {os.getpid()})", source="net")
+    try:
+        role.run(stop.is_set)
+    finally:
+        store.event("role.stopped", f"net role stopped (pid {os.getpid()})", source="net")
+        log.info("net role stopped")
+
+
+def restart_delay(restarts_in_a_row: int) -> float:
+    """Back-off before restarting a role that died: 1 s, 2 s, 4 s ... at most 30 s."""
+    return float(min(30, 2 ** max(0, restarts_in_a_row - 1)))
+
+
+@dataclass
+class Child:
+    role: str
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    in_a_row: int = 0
+    last_exit: int | None = None
+    next_start: float = 0.0
+
+
+class Supervisor:
+    """One child process per role (privilege separation as on a unit, where systemd does
+    this); a role that dies is restarted with back-off and the restart is an event."""
+
+    STABLE_AFTER_S = 60.0  # a child that ran this long resets the back-off
+
+    def __init__(self, paths: Paths, roles: list[str]) -> None:
+        self.paths = paths
+        self.roles = roles
+        self.store = Store(paths.data_dir)
+        self.live = LiveState(paths.run_dir)
+        self.children = {r: Child(r) for r in roles}
+        self.started_at = time.time()
+
+    def _spawn(self, child: Child, now: float) -> None:
+        env = {
+            **os.environ,
+            "APPLIANCE_DATA_DIR": str(self.paths.data_dir),
+            "APPLIANCE_RUN_DIR": str(self.paths.run_dir),
+        }
+        cmd = [sys.executable, "-m", "appliance", "run", "--roles", child.role]
+        child.proc = subprocess.Popen(cmd, env=env)
+        child.started_at = now
+        log.info("started %s role (pid %d)", child.role, child.proc.pid)
+
+    def _publish(self) -> None:
+        self.live.write(
+            "supervisor",
+            {
+                "role": "supervisor",
+                "roles": self.roles,
+                "started_at": self.started_at,
+                "children": {
+                    c.role: {
+                        "pid": c.proc.pid if c.proc and c.proc.poll() is None else None,
+                        "restarts": c.restarts,
+                        "last_exit": c.last_exit,
+                        "started_at": c.started_at,
+                    }
+                    for c in self.children.values()
+                },
+            },
+        )
+
+    def step(self, now: float) -> None:
+        for child in self.children.values():
+            if child.proc is None:
+                if now >= child.next_start:
+                    self._spawn(child, now)
+                continue
+            code = child.proc.poll()
+            if code is None:
+                if now - child.started_at > self.STABLE_AFTER_S:
+                    child.in_a_row = 0
+                continue
+            child.proc = None
+            child.last_exit = code
+            child.restarts += 1
+            child.in_a_row += 1
+            delay = restart_delay(child.in_a_row)
+            child.next_start = now + delay
+            how = f"signal {-code}" if code < 0 else f"exit status {code}"
+            self.store.event(
+                "role.restarted",
+                f"{child.role} role died ({how}); restarting in {delay:g} s "
+                f"(restart {child.restarts})",
+                source="supervisor",
+                severity="warning",
+                data={"role": child.role, "exit": code, "restarts": child.restarts},
+            )
+            log.warning("%s role died (%s); restarting in %g s", child.role, how, delay)
+
+    def run(self, stop: threading.Event) -> None:
         try:
-            role.run(stop.is_set)
-        except ApplianceError:
-            raise
+            while not stop.is_set():
+                now = time.time()
+                self.step(now)
+                self._publish()
+                stop.wait(0.5)
         finally:
-            store.event("role.stopped", f"net role stopped (pid {os.getpid()})", source="net")
-            log.info("net role stopped")
+            self.shutdown()
+
+    def shutdown(self, grace: float = 10.0) -> None:
+        running = [c.proc for c in self.children.values() if c.proc and c.proc.poll() is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + grace
+        for proc in running:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in %g s: killing it", proc.pid, grace)
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            self.live.path("supervisor").unlink()
