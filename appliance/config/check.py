@@ -304,7 +304,7 @@ def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -
         "protocol/port",
         errors,
     )
-    it_services = {s for i in config.interfaces_by_role("it") for s in i.effective_allow_in()}
+    it_services = {s for i in config.interfaces_by_role("it") for s in config.effective_allow_in(i)}
     for n, p in enumerate(config.nat.port_forwards):
         for s in it_services:
             if s.proto == p.protocol and s.lo <= p.port <= s.hi:

@@ -244,6 +244,25 @@ class Config(Strict):
     webhooks: list[Webhook] = Field(default_factory=list)
     web: Web = Field(default_factory=Web)
 
+    def effective_allow_in(self, iface: Interface) -> tuple[Service, ...]:
+        """What the appliance answers on `iface`: its allow_in, else the role's defaults
+        plus the services this document turns on there (the northbound OPC UA server on IT,
+        the web UI's ports where it listens)."""
+        own = iface.effective_allow_in()
+        if iface.allow_in is not None:
+            return own
+        extra: list[str] = []
+        if iface.role == "it" and self.opcua_server.enabled:
+            extra.append(f"tcp/{self.opcua_server.port}")
+        if iface.role == "mgmt" or (iface.role == "it" and self.web.listen_it):
+            extra.append(f"tcp/{self.web.https_port}")
+            if self.web.http_port is not None:
+                extra.append(f"tcp/{self.web.http_port}")
+        out = list(own)
+        for spec in extra:
+            out.extend(parse_service(spec))
+        return tuple(sorted(set(out)))
+
     def interfaces_by_role(self, role: str) -> list[Interface]:
         return [i for i in self.interfaces if i.role == role]
 

@@ -266,7 +266,7 @@ def _input(config: Config) -> tuple[list[Json], list[str]]:
         counter = f"drop_in_{iface.name}"
         counters.append(counter)
         out.append(_chain(chain))
-        out.extend(_allow_services(chain, iface.effective_allow_in()))
+        out.extend(_allow_services(chain, config.effective_allow_in(iface)))
         out.append(_rule(chain, {"counter": counter}, DROP))
         vmap.append([iface.name, {"jump": {"target": chain}}])
     if vmap:
