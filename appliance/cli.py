@@ -368,28 +368,69 @@ def _parse_time(text: str | None) -> datetime:
 # -- status and events ----------------------------------------------------------
 
 
+ROLE_DOCS = ("net", "field", "agent", "web")
+
+
 def status_data(paths: Paths) -> dict[str, Any]:
     from appliance.state import revisions as revs
     from appliance.state.live import LiveState
 
     store = _store(paths)
     live = LiveState(paths.run_dir)
-    net = live.read("net")
+    docs = {role: live.read(role) for role in ROLE_DOCS}
+    alive = {role: live.alive(role) for role in ROLE_DOCS}
     running = revs.desired(store)
     unit = revs.config_of(running).unit.name if running else None
     pend = revs.pending(store)
+    field = docs["field"] or {}
+    devices = field.get("devices") or {}
+    tags = field.get("tags") or {}
+    web = docs["web"] or {}
     return {
         "version": __version__,
         "unit": unit,
-        "health": _health(paths, live, net, expect_confirmed=revs.confirmed(store) is not None),
-        "net": {"alive": live.alive("net"), **(net or {})},
+        "health": _health(paths, live, docs, alive, expect_confirmed=revs.confirmed(store)),
+        "roles": {role: alive[role] for role in ROLE_DOCS},
+        "net": {"alive": alive["net"], **(docs["net"] or {})},
+        "field": {
+            "alive": alive["field"],
+            "devices": {n: d.get("state") for n, d in sorted(devices.items())},
+            "tags": {
+                "total": len(tags),
+                "good": sum(1 for t in tags.values() if t.get("quality") == "good"),
+            },
+            "alarms": (field.get("alarms") or {}).get("counts", {}),
+        },
+        "web": {
+            "alive": alive["web"],
+            "listen": web.get("listen", []),
+            "cert_fingerprint": web.get("cert_fingerprint") or _cert_fingerprint(paths),
+        },
+        "agent": docs["agent"] or {},
         "running": running.as_dict() if running else None,
         "pending": pend.as_dict() if pend else None,
         "events": [e.as_dict() for e in store.events(10)],
     }
 
 
-def _health(paths: Paths, live: Any, net: dict | None, *, expect_confirmed: bool) -> dict:
+def _cert_fingerprint(paths: Paths) -> str | None:
+    try:
+        from appliance.web.tls import fingerprint
+    except ImportError:
+        return None
+    try:
+        return fingerprint(paths)
+    except OSError:
+        return None
+
+
+def _health(
+    paths: Paths, live: Any, docs: dict, alive: dict[str, bool], *, expect_confirmed: Any
+) -> dict:
+    """The agent's judgement while it runs; without it, the same pure function here."""
+    agent = docs.get("agent") or {}
+    if alive.get("agent") and agent.get("health"):
+        return agent["health"]
     import shutil
 
     from appliance.agent.health import from_live, health
@@ -404,12 +445,17 @@ def _health(paths: Paths, live: Any, net: dict | None, *, expect_confirmed: bool
         free, total = disk.free, disk.total
     except OSError:
         free = total = None
+    field = docs.get("field") or {}
+    present = {role: doc for role, doc in docs.items() if doc is not None}
     inputs = from_live(
-        {"net": net},
+        {"net": docs.get("net"), **present},
         now,
-        alive={"net": live.alive("net")},
+        expected_roles=("net", *[r for r in present if r != "net"]),
+        alive={role: alive[role] for role in present} | {"net": alive["net"]},
         uptime_s=uptime,
-        expect_confirmed=expect_confirmed,
+        expect_confirmed=expect_confirmed is not None,
+        alarms=(field.get("alarms") or {}).get("counts") or {},
+        comm_loss=field.get("comm_loss") or (),
         disk_free=free,
         disk_total=total,
     )
@@ -437,6 +483,29 @@ def status(as_json: bool, paths: Paths) -> None:
         )
     else:
         click.echo("net role:  NOT RUNNING")
+    others = [r for r in ("field", "agent", "web") if data["roles"][r]]
+    if others:
+        click.echo(
+            f"roles:     net {'up' if net.get('alive') else 'DOWN'}, "
+            + ", ".join(f"{r} up" for r in others)
+        )
+    web = data["web"]
+    if web["listen"]:
+        click.echo(f"web UI:    {', '.join('https://' + a + '/' for a in web['listen'])}")
+    if web["cert_fingerprint"]:
+        click.echo(f"TLS cert:  {web['cert_fingerprint']}")
+    field = data["field"]
+    if field["devices"]:
+        down = [n for n, st in field["devices"].items() if st != "ok"]
+        click.echo(
+            f"devices:   {len(field['devices']) - len(down)}/{len(field['devices'])} ok"
+            + (f" (not ok: {', '.join(down)})" if down else "")
+            + f", tags {field['tags']['good']}/{field['tags']['total']} good"
+        )
+    if any(field["alarms"].values()):
+        click.echo(
+            "alarms:    " + ", ".join(f"{n} {sev}" for sev, n in sorted(field["alarms"].items()))
+        )
     applied = net.get("applied") or {}
     if applied.get("fail_closed"):
         click.echo("ruleset:   fail-closed (no revision applied: nothing is forwarded)")
