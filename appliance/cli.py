@@ -670,6 +670,12 @@ def demo_cmd(plcs: int) -> None:
 # -- entry point --------------------------------------------------------------------------
 
 
+# -- the areas' own commands ------------------------------------------------------------
+from appliance.fleet.cli import fleet  # noqa: E402
+
+cli.add_command(fleet)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="appliance", standalone_mode=False)

@@ -1,0 +1,474 @@
+"""The fleet receiver's web application (Flask): the heartbeat API and the operator pages.
+
+Units authenticate with `Authorization: Bearer <token>` (the receiver stores
+only the token's SHA-256). Operators log in with the password set by
+`appliance fleet set-password` (argon2), or nobody logs in with `--open` (a
+lab). Operator pages post forms carrying a CSRF token; the JSON twins under
+/api/v1/units take the same token in an `X-CSRF-Token` header and only JSON
+bodies. Errors map to HTTP statuses in one place (`_status`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import peewee as pw
+from flask import (
+    Flask,
+    Response,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from werkzeug.exceptions import HTTPException
+
+from appliance import __version__
+from appliance.errors import ApplianceError, Conflict, NotFound, PermissionDenied
+from appliance.fleet import store, view
+from appliance.fleet.validate import (
+    AGENT_SCHEMA_PATH,
+    BadRequest,
+    HeartbeatValidator,
+    bearer_token,
+    check_interval,
+    idempotency_key,
+    load_agent_schema,
+)
+
+log = logging.getLogger("appliance.fleet")
+
+MAX_BODY = 4 * 1024 * 1024  # a heartbeat carries at most 500 events: far below this
+LOGIN_WINDOW_S = 300
+LOGIN_MAX_FAILURES = 10
+PRUNE_EVERY_S = 3600
+SESSION_HOURS = 12
+
+
+class Unauthorized(ApplianceError):
+    code = "unauthorized"
+    exit_code = 77
+
+
+class TooManyAttempts(ApplianceError):
+    code = "too-many-attempts"
+    exit_code = 1
+
+
+def _status(e: ApplianceError) -> int:
+    """The one place an error becomes an HTTP status."""
+    if isinstance(e, Unauthorized):
+        return 401
+    if isinstance(e, BadRequest):
+        return 400
+    if isinstance(e, PermissionDenied):
+        return 403
+    if isinstance(e, NotFound):
+        return 404
+    if isinstance(e, Conflict):
+        return 409
+    if isinstance(e, TooManyAttempts):
+        return 429
+    return 500
+
+
+def create_app(
+    db_url: str | None = None,
+    *,
+    open_access: bool = False,
+    secure_cookies: bool = True,
+    keep_days: float | None = 90,
+    heartbeat_schema: Path | None = AGENT_SCHEMA_PATH,
+    clock: Callable[[], float] = time.time,
+) -> Flask:
+    """The receiver for the database at `db_url` (see appliance.fleet.store for URLs).
+
+    `open_access` lets anyone operate (a lab); `secure_cookies` marks the session
+    cookie Secure (off only when serving plain HTTP); `keep_days` is how long
+    heartbeats are kept (None: forever); `heartbeat_schema` is the agent's JSON
+    Schema (None or a missing file: the receiver's minimal checks only).
+    """
+    store.open_db(db_url)
+    db = store.fleet_db  # the proxy: whatever database open_db bound last in this process
+    agent_schema = load_agent_schema(heartbeat_schema) if heartbeat_schema else None
+    validator = HeartbeatValidator(agent_schema)
+    with db.connection_context():
+        secret = store.secret_key()
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=secret,
+        MAX_CONTENT_LENGTH=MAX_BODY,
+        SESSION_COOKIE_NAME="fleet_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=secure_cookies,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
+        TEMPLATES_AUTO_RELOAD=False,
+        FLEET_OPEN=open_access,
+        FLEET_DB=store.redact_url(store.normalize_url(db_url)),
+        FLEET_SCHEMA="agent" if agent_schema else "minimal",
+    )
+    prune_state = {"last": 0.0}
+
+    # -- per request: the database connection, security headers -------------------
+
+    @app.before_request
+    def _connect() -> None:
+        db.connect(reuse_if_open=True)
+
+    @app.teardown_request
+    def _close(_exc: BaseException | None) -> None:
+        if not db.is_closed():
+            db.close()
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers["Content-Security-Policy"] = (
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'"
+        )
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        if not request.path.startswith("/static/"):
+            resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    # -- errors: JSON under /api, a page elsewhere ---------------------------------------
+
+    def _is_api() -> bool:
+        return request.path.startswith("/api/")
+
+    @app.errorhandler(ApplianceError)
+    def _appliance_error(e: ApplianceError) -> Any:
+        status = _status(e)
+        if _is_api():
+            body = e.as_dict() if isinstance(e, BadRequest) else {"error": str(e), "field": e.field}
+            resp = jsonify(body)
+            resp.status_code = status
+            if status == 401:
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="fleet"'
+            return resp
+        return render_template("error.html", status=status, message=str(e)), status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Any:
+        status = e.code or 500
+        message = {
+            404: "no such page",
+            405: "method not allowed here",
+            413: f"request body too large (limit {MAX_BODY // 1024 // 1024} MiB)",
+        }.get(status, e.description or e.name)
+        if _is_api():
+            resp = jsonify({"error": message, "field": "body" if status == 413 else None})
+            resp.status_code = status
+            return resp
+        return render_template("error.html", status=status, message=message), status
+
+    @app.errorhandler(pw.DatabaseError)
+    def _db_error(e: pw.DatabaseError) -> Any:
+        log.error("database error on %s %s: %s", request.method, request.path, e)
+        message = "the fleet database is not available; try again"
+        if _is_api():
+            resp = jsonify({"error": message, "field": None})
+            resp.status_code = 503
+            return resp
+        return render_template("error.html", status=503, message=message), 503
+
+    # -- the unit side --------------------------------------------------------------------
+
+    @app.post("/api/v1/heartbeat")
+    def heartbeat() -> Any:
+        try:
+            token = bearer_token(request.headers.get("Authorization"))
+        except BadRequest as e:
+            raise Unauthorized(e.message, field="Authorization")
+        unit = store.unit_by_token(token)
+        if unit is None:
+            log.warning("heartbeat with an unknown token from %s", request.remote_addr)
+            raise Unauthorized("unknown unit token", field="Authorization")
+        raw = request.get_data(cache=False)
+        try:
+            hb = validator.parse(raw)
+            key = idempotency_key(request.headers.get("Idempotency-Key"), hb, raw)
+        except BadRequest as e:
+            log.warning("heartbeat of %s refused: %s", unit.name, e)
+            raise
+        now = clock()
+        receipt = store.record(unit, hb, key, now)
+        if keep_days and now - prune_state["last"] > PRUNE_EVERY_S:
+            prune_state["last"] = now
+            store.prune(now - keep_days * 86400)
+        return jsonify(receipt.as_dict())
+
+    @app.get("/api/v1/ping")
+    def ping() -> Any:
+        return jsonify({"ok": True, "version": __version__})
+
+    # -- operator access ------------------------------------------------------------------
+
+    def _pw_stamp() -> str | None:
+        digest = store.password_hash()
+        return hashlib.sha256(digest.encode()).hexdigest()[:16] if digest else None
+
+    def _logged_in() -> bool:
+        if open_access:
+            return True
+        stamp = session.get("pw")
+        # a new password (set-password) ends every session made with the old one
+        return bool(session.get("op")) and stamp is not None and stamp == _pw_stamp()
+
+    def _csrf() -> str:
+        token = session.get("csrf")
+        if not token:
+            token = secrets.token_urlsafe(32)
+            session["csrf"] = token
+        return token
+
+    def _check_csrf(given: str | None) -> None:
+        expected = session.get("csrf")
+        if not expected or not given or not hmac.compare_digest(expected, given):
+            raise PermissionDenied("missing or stale CSRF token: reload the page", field="csrf")
+
+    def _actor() -> str:
+        who = "open" if open_access else "operator"
+        return f"{who}@{request.remote_addr or '?'}"
+
+    app.jinja_env.globals.update(csrf_token=_csrf)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {
+            "view": view,
+            "now": clock(),
+            "open_access": open_access,
+            "logged_in": _logged_in(),
+            "version": __version__,
+        }
+
+    def operator_page(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            if not _logged_in():
+                return redirect(url_for("login", next=request.path))
+            if request.method == "POST":
+                _check_csrf(request.form.get("csrf_token"))
+            return fn(*args, **kw)
+
+        return wrapper
+
+    def operator_api(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            if not _logged_in():
+                raise Unauthorized("log in first (POST /api/v1/session)", field="session")
+            if request.method == "POST":
+                if not request.is_json:
+                    raise BadRequest("must be application/json", "Content-Type")
+                if not open_access:
+                    _check_csrf(request.headers.get("X-CSRF-Token"))
+            return fn(*args, **kw)
+
+        return wrapper
+
+    def _login(password: str) -> None:
+        address = request.remote_addr or "?"
+        now = clock()
+        if store.login_failures(address, now - LOGIN_WINDOW_S) >= LOGIN_MAX_FAILURES:
+            raise TooManyAttempts(
+                f"too many failed logins from {address}; wait {LOGIN_WINDOW_S // 60} minutes",
+                field="password",
+            )
+        if store.password_hash() is None:
+            raise Unauthorized(
+                "no operator password is set: run `appliance fleet set-password` on the receiver",
+                field="password",
+            )
+        if not store.verify_password(password):
+            store.note_login_failure(address, now)
+            log.warning("failed operator login from %s", address)
+            raise Unauthorized("wrong password", field="password")
+        store.clear_login_failures(address)
+        session.clear()
+        session.permanent = True
+        session["op"] = True
+        session["pw"] = _pw_stamp()
+        session["csrf"] = secrets.token_urlsafe(32)
+
+    @app.route("/login", methods=["GET", "POST"])
+    def login() -> Any:
+        nxt = request.values.get("next") or "/"
+        if not nxt.startswith("/") or nxt.startswith("//"):
+            nxt = "/"
+        if open_access or _logged_in():
+            return redirect(nxt)
+        error = None
+        status = 200
+        if request.method == "POST":
+            try:
+                _check_csrf(request.form.get("csrf_token"))
+                _login(request.form.get("password", ""))
+                return redirect(nxt)
+            except ApplianceError as e:
+                error = e.message
+                status = _status(e)
+        return (
+            render_template(
+                "login.html",
+                error=error,
+                next=nxt,
+                no_password=store.password_hash() is None,
+            ),
+            status,
+        )
+
+    @app.post("/logout")
+    def logout() -> Any:
+        _check_csrf(request.form.get("csrf_token"))
+        session.clear()
+        return redirect(url_for("login"))
+
+    @app.get("/api/v1/session")
+    def session_get() -> Any:
+        return jsonify({"authenticated": _logged_in(), "open": open_access, "csrf": _csrf()})
+
+    @app.post("/api/v1/session")
+    def session_post() -> Any:
+        data = _json_body()
+        password = data.get("password")
+        if not isinstance(password, str):
+            raise BadRequest("must be a string", "password")
+        _login(password)
+        return jsonify({"authenticated": True, "csrf": session["csrf"]})
+
+    @app.delete("/api/v1/session")
+    def session_delete() -> Any:
+        session.clear()
+        return jsonify({"authenticated": False})
+
+    def _json_body() -> dict[str, Any]:
+        if not request.is_json:
+            raise BadRequest("must be application/json", "Content-Type")
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise BadRequest("must be a JSON object", "body")
+        return data
+
+    # -- operator pages -------------------------------------------------------------------
+
+    @app.get("/")
+    @operator_page
+    def index() -> Any:
+        return render_template("units.html", units=store.units())
+
+    def _unit_page(name: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
+        unit = store.get_unit(name)
+        limit = request.args.get("limit", 100, type=int) or 100
+        limit = max(1, min(limit, 2000))
+        beats = store.heartbeats(unit, limit)
+        latest = beats[0].as_dict(with_body=True) if beats else None
+        return (
+            render_template(
+                "unit.html",
+                unit=unit,
+                reasons=unit.as_dict()["health"]["reasons"],
+                heartbeats=[b.as_dict() for b in beats],
+                timeline=[b.as_dict() for b in reversed(beats)],
+                latest=latest,
+                report=view.report_summary(latest["body"] if latest else None),
+                events=[e.as_dict() for e in store.events(unit, 200)],
+                errors=errors or {},
+                form=request.form if errors else {},
+                limit=limit,
+            ),
+            status,
+        )
+
+    @app.get("/units/<name>")
+    @operator_page
+    def unit_page(name: str) -> Any:
+        return _unit_page(name)
+
+    @app.post("/units/<name>/identify")
+    @operator_page
+    def unit_identify(name: str) -> Any:
+        store.request_identify(name, _actor(), clock())
+        flash("identify requested: the unit blinks after its next heartbeat", "ok")
+        return redirect(url_for("unit_page", name=name))
+
+    @app.post("/units/<name>/interval")
+    @operator_page
+    def unit_interval(name: str) -> Any:
+        store.get_unit(name)
+        try:
+            seconds = check_interval(request.form.get("interval"))
+        except BadRequest as e:
+            return _unit_page(name, errors={"interval": e.message}, status=400)
+        store.request_interval(name, seconds, _actor(), clock())
+        if seconds is None:
+            flash("interval request withdrawn: the unit keeps its configured interval", "ok")
+        else:
+            flash(
+                f"interval {view.seconds_text(seconds)} requested: the unit takes it with "
+                "its next heartbeat",
+                "ok",
+            )
+        return redirect(url_for("unit_page", name=name))
+
+    # -- JSON twins ----------------------------------------------------------------------
+
+    @app.get("/api/v1/units")
+    @operator_api
+    def api_units() -> Any:
+        now = clock()
+        return jsonify([_unit_json(u, now) for u in store.units()])
+
+    @app.get("/api/v1/units/<name>")
+    @operator_api
+    def api_unit(name: str) -> Any:
+        unit = store.get_unit(name)
+        limit = request.args.get("limit", 100, type=int) or 100
+        limit = max(1, min(limit, 2000))
+        return jsonify(
+            {
+                **_unit_json(unit, clock()),
+                "history": [b.as_dict() for b in store.heartbeats(unit, limit)],
+                "events": [e.as_dict() for e in store.events(unit, limit)],
+            }
+        )
+
+    @app.post("/api/v1/units/<name>/identify")
+    @operator_api
+    def api_identify(name: str) -> Any:
+        unit = store.request_identify(name, _actor(), clock())
+        return jsonify(_unit_json(unit, clock()))
+
+    @app.post("/api/v1/units/<name>/interval")
+    @operator_api
+    def api_interval(name: str) -> Any:
+        data = _json_body()
+        if "interval" not in data:
+            raise BadRequest("is required (seconds, or null to withdraw)", "interval")
+        seconds = check_interval(data["interval"])
+        unit = store.request_interval(name, seconds, _actor(), clock())
+        return jsonify(_unit_json(unit, clock()))
+
+    def _unit_json(unit: store.Unit, now: float) -> dict[str, Any]:
+        out = unit.as_dict()
+        out["overdue"] = view.overdue(now, unit.last_seen, unit.interval_request, unit.last_gap)
+        return out
+
+    return app

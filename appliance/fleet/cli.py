@@ -1,0 +1,256 @@
+"""`appliance fleet`: run the reference fleet receiver and manage its units and operator password.
+
+Registered on the main CLI by appliance/cli.py (`cli.add_command(fleet)`);
+`python -m appliance.fleet ...` runs the same group through the same error
+handling. Errors are ApplianceError subclasses: one line, non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from appliance.errors import ApplianceError
+
+DB_HELP = (
+    "database URL: sqlite:///fleet.db (default, in the working directory), "
+    "sqlite:////abs/path.db, a plain path, or postgresql://USER:PASS@HOST/DB "
+    "[env APPLIANCE_FLEET_DB]"
+)
+
+
+def db_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--db", "db", envvar="APPLIANCE_FLEET_DB", help=DB_HELP)(fn)
+
+
+def _open(db: str | None) -> Any:
+    from appliance.fleet import store
+
+    return store.open_db(db)
+
+
+@click.group()
+def fleet() -> None:
+    """The reference fleet receiver: heartbeats from units, an operator's view of them."""
+
+
+@fleet.command("serve")
+@click.option(
+    "--listen",
+    default="0.0.0.0:8443",
+    show_default=True,
+    help="ADDR:PORT to listen on ([V6ADDR]:PORT for IPv6)",
+)
+@db_option
+@click.option("--cert", type=click.Path(dir_okay=False), help="TLS certificate (PEM, with chain)")
+@click.option("--key", type=click.Path(dir_okay=False), help="TLS private key (PEM)")
+@click.option("--open", "open_access", is_flag=True, help="no operator login (a lab only)")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 32))
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 64))
+@click.option(
+    "--keep-days",
+    default=90.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="days of heartbeats and events to keep (0: forever)",
+)
+@click.option("--access-log", is_flag=True, help="log every request on stderr")
+def serve(
+    listen: str,
+    db: str | None,
+    cert: str | None,
+    key: str | None,
+    open_access: bool,
+    workers: int,
+    threads: int,
+    keep_days: float,
+    access_log: bool,
+) -> None:
+    """Run the receiver (gunicorn) until stopped: HTTPS with --cert/--key, else plain HTTP."""
+    from appliance.fleet import store
+    from appliance.fleet.app import create_app
+    from appliance.fleet.server import (
+        check_bindable,
+        check_tls,
+        gunicorn_options,
+        parse_listen,
+        serve,
+    )
+
+    where = parse_listen(listen)
+    tls = check_tls(cert, key)
+    check_bindable(where)
+    app = create_app(db, open_access=open_access, secure_cookies=tls, keep_days=keep_days or None)
+    if not tls:
+        click.echo(
+            "warning: no --cert/--key: serving plain HTTP (tokens and heartbeats travel in "
+            "clear text, session cookies are not Secure)",
+            err=True,
+        )
+    if open_access:
+        click.echo("warning: --open: anyone who reaches this port can operate units", err=True)
+    else:
+        with store.fleet_db.connection_context():  # bound by create_app; closed before fork
+            no_password = store.password_hash() is None
+        if no_password:
+            click.echo(
+                "warning: no operator password yet: `appliance fleet set-password` "
+                "(heartbeats are accepted meanwhile)",
+                err=True,
+            )
+    if app.config["FLEET_SCHEMA"] != "agent":
+        click.echo(
+            "warning: appliance/agent/heartbeat.schema.json not found: checking heartbeats "
+            "against the receiver's minimal schema only",
+            err=True,
+        )
+    click.echo(
+        f"fleet receiver on {where.url(tls)} (database {app.config['FLEET_DB']}, "
+        f"{workers} workers x {threads} threads)",
+        err=True,
+    )
+    serve(
+        app,
+        gunicorn_options(
+            where,
+            cert=cert if tls else None,
+            key=key if tls else None,
+            workers=workers,
+            threads=threads,
+            access_log=access_log,
+        ),
+    )
+
+
+@fleet.command("add-unit")
+@click.argument("name")
+@db_option
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    help="use the token in this file ('-': stdin) instead of making one",
+)
+@click.option("--replace", is_flag=True, help="give an existing unit this (or a new) token")
+def add_unit(name: str, db: str | None, token_file: str | None, replace: bool) -> None:
+    """Register unit NAME; print its new token once (the receiver keeps only a hash)."""
+    from appliance.fleet import store
+
+    token = _read_token(token_file) if token_file else None
+    _open(db)
+    with store.fleet_db.connection_context():
+        made = store.add_unit(name, token, replace=replace, now=time.time())
+    if token is None:
+        click.echo(made)
+        click.echo(
+            f"unit {name!r} registered: put the token above in its fleet.token "
+            "(it is not shown again)",
+            err=True,
+        )
+    else:
+        click.echo(f"unit {name!r} registered with the token from {token_file}", err=True)
+
+
+def _read_token(path: str) -> str:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except FileNotFoundError:
+        raise ApplianceError(f"{path}: no such file", field="--token-file")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ApplianceError(f"{path}: cannot read ({e.__class__.__name__})", field="--token-file")
+    token = text.strip()
+    if not token:
+        raise ApplianceError(f"{path} is empty", field="--token-file")
+    return token
+
+
+@fleet.command("remove-unit")
+@click.argument("name")
+@db_option
+@click.option("--yes", is_flag=True, help="do not ask")
+def remove_unit(name: str, db: str | None, yes: bool) -> None:
+    """Forget unit NAME, its token, heartbeats and events."""
+    from appliance.fleet import store
+
+    _open(db)
+    with store.fleet_db.connection_context():
+        store.get_unit(name)
+        if not yes:
+            click.confirm(f"remove unit {name!r} and all its history?", abort=True)
+        store.remove_unit(name)
+    click.echo(f"unit {name!r} removed")
+
+
+@fleet.command("units")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+def units(db: str | None, as_json: bool) -> None:
+    """List the units with last seen, health, revision and firmware."""
+    from appliance.fleet import store, view
+
+    _open(db)
+    now = time.time()
+    with store.fleet_db.connection_context():
+        rows = store.units()
+        if as_json:
+            out = []
+            for u in rows:
+                d = u.as_dict()
+                d["overdue"] = view.overdue(now, u.last_seen, u.interval_request, u.last_gap)
+                out.append(d)
+            click.echo(json.dumps(out, indent=2))
+            return
+    if not rows:
+        click.echo("no units: `appliance fleet add-unit NAME` registers one")
+        return
+    click.echo(f"{'NAME':<20} {'LAST SEEN':<16} {'HEALTH':<16} {'REVISION':<30} FIRMWARE")
+    for u in rows:
+        seen = view.age(now, u.last_seen)
+        if view.overdue(now, u.last_seen, u.interval_request, u.last_gap):
+            seen += " !"
+        rev = view.revision_text(u.revision_id, u.revision_state, u.revision_sha256)
+        click.echo(f"{u.name:<20} {seen:<16} {u.health or '-':<16} {rev:<30} {u.firmware or '-'}")
+
+
+@fleet.command("set-password")
+@db_option
+@click.option(
+    "--password-file",
+    type=click.Path(dir_okay=False),
+    help="read the password from this file ('-': stdin) instead of asking",
+)
+def set_password(db: str | None, password_file: str | None) -> None:
+    """Set the operator password (argon2id); ends every operator session."""
+    from appliance.fleet import store
+
+    if password_file:
+        try:
+            text = sys.stdin.read() if password_file == "-" else Path(password_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ApplianceError(
+                f"{password_file}: cannot read ({e.__class__.__name__})", field="--password-file"
+            )
+        password = text.rstrip("\r\n")
+    else:
+        password = click.prompt(
+            "Operator password", hide_input=True, confirmation_prompt=True, err=True
+        )
+    _open(db)
+    with store.fleet_db.connection_context():
+        store.set_password(password)
+    click.echo("operator password set", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m appliance.fleet ARGS` = `appliance fleet ARGS`, with the CLI's error handling."""
+    from appliance import cli as main_cli
+
+    if "fleet" not in main_cli.cli.commands:
+        main_cli.cli.add_command(fleet)
+    args = list(sys.argv[1:] if argv is None else argv)
+    main_cli.main(["fleet", *args])

@@ -1,0 +1,620 @@
+"""The fleet receiver's database (peewee): units, heartbeats, events, settings.
+
+The models are bound to `fleet_db`, a proxy of the receiver's own (never the
+unit's config/history databases), opened from a URL with playhouse.db_url:
+`sqlite:///fleet.db` (relative to the working directory), `sqlite:////abs/path`
+or a plain path, and `postgresql://user:pass@host/db` for a real fleet (same
+models; needs the psycopg2 driver). One receiver process binds one database.
+
+Heartbeats of one unit may arrive late and out of order (a unit's outbox
+empties after an outage): every one is stored, a repeat of the same
+Idempotency-Key is not, and the unit's state shown (health, revision,
+firmware) is that of the heartbeat with the newest `sent_at`. `last_seen` is
+the receiver's clock at the newest arrival: it says whether the unit is
+reachable now, whatever its own clock says.
+
+Events are unique per unit and event id within one numbering of the unit's
+events: `unit_uid` (the id the unit sends) and `epoch`, which the receiver
+bumps when a heartbeat newer than all others (by `sent_at`) comes with a lower
+`seq`: a factory reset wipes the unit's history, so its heartbeat numbers and
+event ids start again from 1, and without a new epoch its new events would be
+taken for repeats of old ones and lost. (`events_cursor` is no such signal: the
+agent legitimately sends it lower again after heartbeats were dropped.) The
+cursor answered is the highest event id stored in the current numbering, never
+beyond the heartbeat's own `events_cursor` (the agent refuses an
+acknowledgement of events it did not send).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import peewee as pw
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from playhouse import db_url
+
+from appliance.errors import ApplianceError, Conflict, NotFound
+from appliance.fleet.validate import HeartbeatIn, check_token, check_unit_name, token_hash
+
+log = logging.getLogger("appliance.fleet")
+fleet_db = pw.DatabaseProxy()
+
+DEFAULT_DB = "sqlite:///fleet.db"
+MIN_PASSWORD = 10
+_hasher = PasswordHasher()
+
+
+class FleetModel(pw.Model):
+    class Meta:
+        database = fleet_db
+
+
+class Unit(FleetModel):
+    """A unit the fleet knows: its token (hashed), what it last said, what is asked of it."""
+
+    name = pw.CharField(max_length=64, unique=True)
+    token_hash = pw.CharField(max_length=64, unique=True)
+    created_at = pw.FloatField()
+    unit_id = pw.CharField(max_length=100, null=True)  # the id the unit sends (a uuid)
+    unit_name = pw.CharField(max_length=1000, null=True)  # its configured name
+    site = pw.CharField(max_length=1000, null=True)
+    serial = pw.CharField(max_length=1000, null=True)
+    last_seen = pw.FloatField(null=True)  # receiver clock, newest arrival
+    last_sent_at = pw.FloatField(null=True)  # unit clock, newest heartbeat
+    last_seq = pw.BigIntegerField(null=True)
+    last_gap = pw.FloatField(null=True)  # seconds between its two newest heartbeats
+    health = pw.CharField(max_length=32, null=True)
+    reasons = pw.TextField(default="[]")
+    revision_id = pw.BigIntegerField(null=True)
+    revision_sha256 = pw.CharField(max_length=64, null=True)
+    revision_state = pw.CharField(max_length=32, null=True)
+    firmware = pw.CharField(max_length=100, null=True)
+    heartbeat_count = pw.BigIntegerField(default=0)
+    events_cursor = pw.BigIntegerField(null=True)  # of the newest heartbeat
+    epoch = pw.IntegerField(default=0)  # numbering of its event ids (see module doc)
+    interval_request = pw.FloatField(null=True)
+    interval_requested_at = pw.FloatField(null=True)
+    interval_requested_by = pw.CharField(max_length=200, null=True)
+    identify_request = pw.BooleanField(default=False)
+    identify_requested_at = pw.FloatField(null=True)
+    identify_requested_by = pw.CharField(max_length=200, null=True)
+    identify_delivered_at = pw.FloatField(null=True)
+
+    class Meta:
+        table_name = "units"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "created_at": self.created_at,
+            "unit": {
+                "id": self.unit_id,
+                "name": self.unit_name,
+                "site": self.site,
+                "serial": self.serial,
+            },
+            "last_seen": self.last_seen,
+            "last_sent_at": self.last_sent_at,
+            "last_seq": self.last_seq,
+            "last_gap": self.last_gap,
+            "health": {"state": self.health, "reasons": json.loads(self.reasons or "[]")},
+            "revision": {
+                "id": self.revision_id,
+                "sha256": self.revision_sha256,
+                "state": self.revision_state,
+            },
+            "firmware": self.firmware,
+            "heartbeats": self.heartbeat_count,
+            "requests": {
+                "interval": self.interval_request,
+                "interval_requested_at": self.interval_requested_at,
+                "interval_requested_by": self.interval_requested_by,
+                "identify": self.identify_request,
+                "identify_requested_at": self.identify_requested_at,
+                "identify_requested_by": self.identify_requested_by,
+                "identify_delivered_at": self.identify_delivered_at,
+            },
+        }
+
+
+class Heartbeat(FleetModel):
+    """One heartbeat as received (the body kept whole)."""
+
+    unit = pw.ForeignKeyField(Unit, backref="heartbeats", on_delete="CASCADE")
+    received_at = pw.FloatField(index=True)
+    seq = pw.BigIntegerField()
+    idempotency_key = pw.CharField(max_length=200)
+    sent_at = pw.FloatField()
+    health = pw.CharField(max_length=32)
+    revision_id = pw.BigIntegerField(null=True)
+    revision_state = pw.CharField(max_length=32, null=True)
+    firmware = pw.CharField(max_length=100, null=True)
+    body = pw.TextField()
+
+    class Meta:
+        table_name = "heartbeats"
+        indexes = (
+            (("unit", "idempotency_key"), True),
+            (("unit", "sent_at"), False),
+        )
+
+    def as_dict(self, with_body: bool = False) -> dict[str, Any]:
+        body = json.loads(self.body)
+        out = {
+            "id": self.id,
+            "received_at": self.received_at,
+            "sent_at": self.sent_at,
+            "seq": self.seq,
+            "idempotency_key": self.idempotency_key,
+            "health": {
+                "state": self.health,
+                "reasons": (body.get("health") or {}).get("reasons") or [],
+            },
+            "revision": {"id": self.revision_id, "state": self.revision_state},
+            "firmware": self.firmware,
+            "uptime_s": body.get("uptime_s"),
+        }
+        if with_body:
+            out["body"] = body
+        return out
+
+
+class Event(FleetModel):
+    """An event a unit reported (each stored once)."""
+
+    unit = pw.ForeignKeyField(Unit, backref="events", on_delete="CASCADE")
+    unit_uid = pw.CharField(max_length=100)
+    epoch = pw.IntegerField(default=0)
+    event_id = pw.BigIntegerField()
+    at = pw.FloatField()
+    received_at = pw.FloatField(index=True)
+    kind = pw.CharField(max_length=100)
+    severity = pw.CharField(max_length=16, default="info")
+    source = pw.CharField(max_length=32, default="")
+    message = pw.TextField()
+
+    class Meta:
+        table_name = "events"
+        indexes = ((("unit", "unit_uid", "epoch", "event_id"), True),)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.event_id,
+            "at": self.at,
+            "received_at": self.received_at,
+            "kind": self.kind,
+            "severity": self.severity,
+            "source": self.source,
+            "message": self.message,
+        }
+
+
+class Setting(FleetModel):
+    """Receiver-wide values: the operator password hash, the session signing key."""
+
+    key = pw.CharField(max_length=64, primary_key=True)
+    value = pw.TextField()
+
+    class Meta:
+        table_name = "settings"
+
+
+class LoginFailure(FleetModel):
+    """Failed operator logins per address, for throttling across worker processes."""
+
+    address = pw.CharField(max_length=64, index=True)
+    at = pw.FloatField()
+
+    class Meta:
+        table_name = "login_failures"
+
+
+MODELS: list[type[pw.Model]] = [Unit, Heartbeat, Event, Setting, LoginFailure]
+
+
+# -- opening ----------------------------------------------------------------------
+
+
+def normalize_url(url: str | None) -> str:
+    """A database URL with an absolute SQLite path (a plain path means SQLite)."""
+    url = (url or DEFAULT_DB).strip()
+    if "://" not in url:
+        return f"sqlite:///{Path(url).absolute()}"
+    parsed = urlparse(url)
+    if parsed.scheme.startswith("sqlite"):
+        path = parsed.path[1:] if parsed.path.startswith("/") else parsed.path
+        if not path or path == ":memory:":
+            raise ApplianceError(
+                f"{url!r} names no database file (sqlite:///fleet.db or sqlite:////abs/path)",
+                field="--db",
+            )
+        if not Path(path).is_absolute():
+            path = str(Path(path).absolute())
+        query = f"?{parsed.query}" if parsed.query else ""
+        return f"{parsed.scheme}:///{path}{query}"
+    return url
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parsed = urlparse(url)
+    if parsed.password:
+        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+        return parsed._replace(netloc=netloc).geturl()
+    return url
+
+
+def open_db(url: str | None) -> pw.Database:
+    """Open (and create the tables of) the fleet database at `url`; bind the models to it."""
+    url = normalize_url(url)
+    scheme = urlparse(url).scheme
+    params: dict[str, Any] = {}
+    if scheme.startswith("sqlite"):
+        path = Path(urlparse(url).path[1:])  # sqlite:////abs: the path after "///"
+        if not path.parent.is_dir():
+            raise ApplianceError(
+                f"{redact_url(url)}: directory {path.parent} does not exist", field="--db"
+            )
+        params = {
+            "pragmas": {
+                "journal_mode": "wal",
+                "synchronous": 1,
+                "busy_timeout": 10000,
+                "foreign_keys": 1,
+            },
+            "lock_type": "IMMEDIATE",
+        }
+    try:
+        db = db_url.connect(url, **params)
+    except RuntimeError:
+        raise ApplianceError(
+            f"unsupported database URL scheme {scheme!r} (use sqlite:///PATH or "
+            "postgresql://USER:PASS@HOST/DB)",
+            field="--db",
+        )
+    except ValueError as e:
+        raise ApplianceError(str(e), field="--db")
+    fleet_db.initialize(db)
+    try:
+        db.connect(reuse_if_open=True)
+        db.create_tables(MODELS, safe=True)
+    except pw.ImproperlyConfigured as e:
+        driver = "psycopg2" if "postgres" in scheme else "its driver"
+        raise ApplianceError(
+            f"{redact_url(url)}: the database needs {driver}, which is not installed "
+            f"on this machine ({e})",
+            field="--db",
+        )
+    except pw.DatabaseError as e:
+        raise ApplianceError(f"cannot open {redact_url(url)}: {e}", field="--db")
+    finally:
+        if not db.is_closed():
+            db.close()
+    return db
+
+
+# -- units --------------------------------------------------------------------------
+
+
+def new_token() -> str:
+    """A unit token: 32 random bytes, URL-safe base64 (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def add_unit(
+    name: str, token: str | None = None, *, replace: bool = False, now: float | None = None
+) -> str:
+    """Register unit `name` with `token` (or a new one, returned). `replace` rotates a token."""
+    check_unit_name(name, "NAME")
+    token = check_token(token, "token") if token is not None else new_token()
+    digest = token_hash(token)
+    with fleet_db.atomic():
+        other = Unit.get_or_none(Unit.token_hash == digest)
+        if other is not None and other.name != name:
+            raise Conflict(f"this token already belongs to unit {other.name!r}", field="token")
+        existing = Unit.get_or_none(Unit.name == name)
+        if existing is not None:
+            if not replace:
+                raise Conflict(
+                    f"unit {name!r} already exists (--replace gives it a new token)",
+                    field="NAME",
+                )
+            existing.token_hash = digest
+            existing.save()
+        else:
+            Unit.create(name=name, token_hash=digest, created_at=now or time.time())
+    return token
+
+
+def remove_unit(name: str) -> None:
+    unit = get_unit(name)
+    with fleet_db.atomic():
+        Heartbeat.delete().where(Heartbeat.unit == unit).execute()
+        Event.delete().where(Event.unit == unit).execute()
+        unit.delete_instance()
+
+
+def get_unit(name: str) -> Unit:
+    unit = Unit.get_or_none(Unit.name == name)
+    if unit is None:
+        raise NotFound(f"no unit named {name!r}", field="unit")
+    return unit
+
+
+def unit_by_token(token: str) -> Unit | None:
+    return Unit.get_or_none(Unit.token_hash == token_hash(token))
+
+
+def units() -> list[Unit]:
+    return list(Unit.select().order_by(Unit.name))
+
+
+def heartbeats(unit: Unit, limit: int = 100) -> list[Heartbeat]:
+    """The unit's heartbeats, newest `sent_at` first."""
+    q = Heartbeat.select().where(Heartbeat.unit == unit)
+    return list(q.order_by(Heartbeat.sent_at.desc(), Heartbeat.id.desc()).limit(limit))
+
+
+def latest_heartbeat(unit: Unit) -> Heartbeat | None:
+    found = heartbeats(unit, 1)
+    return found[0] if found else None
+
+
+def events(unit: Unit, limit: int = 100) -> list[Event]:
+    """The unit's events, newest first (current incarnation's ids before older ones')."""
+    q = Event.select().where(Event.unit == unit)
+    return list(q.order_by(Event.at.desc(), Event.event_id.desc()).limit(limit))
+
+
+# -- receiving -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the receiver answers a unit."""
+
+    duplicate: bool
+    ack_cursor: int | None
+    interval: float | None
+    identify: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ack_cursor": self.ack_cursor,
+            "interval": self.interval,
+            "identify": self.identify,
+        }
+        if self.duplicate:
+            out["duplicate"] = True
+        return out
+
+
+def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    for i in range(0, len(rows), size):
+        yield rows[i : i + size]
+
+
+def record(unit: Unit, hb: HeartbeatIn, key: str, now: float) -> Receipt:
+    """Store one heartbeat of `unit` (once per idempotency key) and compute the answer."""
+    with fleet_db.atomic():
+        duplicate = False
+        try:
+            with fleet_db.atomic():  # a savepoint: PostgreSQL aborts the rest otherwise
+                Heartbeat.create(
+                    unit=unit.id,
+                    received_at=now,
+                    seq=hb.seq,
+                    idempotency_key=key,
+                    sent_at=hb.sent_at,
+                    health=hb.health,
+                    revision_id=hb.revision_id,
+                    revision_state=hb.revision_state,
+                    firmware=hb.firmware,
+                    body=json.dumps(hb.body, separators=(",", ":")),
+                )
+        except pw.IntegrityError:
+            duplicate = True
+        current = Unit.get_by_id(unit.id)
+        epoch = current.epoch
+        if not duplicate:
+            epoch = _update_state(current, hb)
+            _store_events(current, hb, epoch, now)
+        Unit.update(last_seen=now).where(
+            (Unit.id == unit.id) & (Unit.last_seen.is_null() | (Unit.last_seen < now))
+        ).execute()
+        identify = (
+            Unit.update(identify_request=False, identify_delivered_at=now)
+            .where((Unit.id == unit.id) & (Unit.identify_request == True))  # noqa: E712
+            .execute()
+            == 1
+        )
+        stored = (
+            Event.select(pw.fn.MAX(Event.event_id))
+            .where(
+                (Event.unit == unit.id) & (Event.unit_uid == hb.unit_id) & (Event.epoch == epoch)
+            )
+            .scalar()
+        )
+        interval = Unit.select(Unit.interval_request).where(Unit.id == unit.id).scalar()
+    return Receipt(duplicate, ack_cursor(stored, hb.events_cursor), interval, identify)
+
+
+def ack_cursor(stored_max: int | None, events_cursor: int | None) -> int | None:
+    """The cursor to acknowledge: the highest event id stored, not beyond what the unit sent."""
+    if stored_max is None or events_cursor is None:
+        return stored_max
+    return min(stored_max, events_cursor)
+
+
+def _store_events(unit: Unit, hb: HeartbeatIn, epoch: int, now: float) -> None:
+    rows = [
+        {
+            "unit": unit.id,
+            "unit_uid": hb.unit_id,
+            "epoch": epoch,
+            "event_id": e.id,
+            "at": e.at,
+            "received_at": now,
+            "kind": e.kind,
+            "severity": e.severity,
+            "source": e.source,
+            "message": e.message,
+        }
+        for e in hb.events
+    ]
+    for chunk in _chunks(rows, 100):
+        Event.insert_many(chunk).on_conflict_ignore().execute()
+
+
+def _update_state(current: Unit, hb: HeartbeatIn) -> int:
+    """Count the heartbeat; if it is the newest, the unit's state follows it -> event epoch.
+
+    Runs inside record()'s transaction: on SQLite that holds the write lock
+    (BEGIN IMMEDIATE); on PostgreSQL the conditional UPDATE keeps a late
+    heartbeat from overwriting a newer state.
+    """
+    Unit.update(heartbeat_count=Unit.heartbeat_count + 1).where(Unit.id == current.id).execute()
+    newest = current.last_sent_at is None or hb.sent_at >= current.last_sent_at
+    if not newest:
+        return current.epoch
+    gap = current.last_gap
+    if current.last_sent_at is not None and hb.sent_at > current.last_sent_at:
+        gap = hb.sent_at - current.last_sent_at
+    epoch = current.epoch
+    if current.last_seq is not None and hb.seq < current.last_seq:
+        epoch += 1
+        log.warning(
+            "unit %s: heartbeat numbers went back from %s to %s (factory reset?): "
+            "its event ids start a new numbering (%d)",
+            current.name,
+            current.last_seq,
+            hb.seq,
+            epoch,
+        )
+    Unit.update(
+        unit_id=hb.unit_id,
+        unit_name=hb.unit_name,
+        site=hb.site,
+        serial=hb.serial,
+        last_sent_at=hb.sent_at,
+        last_seq=hb.seq,
+        last_gap=gap,
+        health=hb.health,
+        reasons=json.dumps(list(hb.reasons)),
+        revision_id=hb.revision_id,
+        revision_sha256=hb.revision_sha256,
+        revision_state=hb.revision_state,
+        firmware=hb.firmware,
+        events_cursor=hb.events_cursor,
+        epoch=epoch,
+    ).where(
+        (Unit.id == current.id) & (Unit.last_sent_at.is_null() | (Unit.last_sent_at <= hb.sent_at))
+    ).execute()
+    return epoch
+
+
+# -- operator requests -------------------------------------------------------------------
+
+
+def request_identify(name: str, actor: str, now: float) -> Unit:
+    unit = get_unit(name)
+    Unit.update(
+        identify_request=True, identify_requested_at=now, identify_requested_by=actor
+    ).where(Unit.id == unit.id).execute()
+    return Unit.get_by_id(unit.id)
+
+
+def request_interval(name: str, seconds: float | None, actor: str, now: float) -> Unit:
+    """Ask the unit for another heartbeat interval; None withdraws the request."""
+    unit = get_unit(name)
+    Unit.update(
+        interval_request=seconds, interval_requested_at=now, interval_requested_by=actor
+    ).where(Unit.id == unit.id).execute()
+    return Unit.get_by_id(unit.id)
+
+
+# -- retention ---------------------------------------------------------------------------
+
+
+def prune(before: float) -> tuple[int, int]:
+    """Delete heartbeats and events received before `before` -> (heartbeats, events).
+
+    The newest event of each unit incarnation stays: it carries the acknowledged
+    cursor, and the cursor must never go back (the unit would send old events again).
+    """
+    with fleet_db.atomic():
+        hb = Heartbeat.delete().where(Heartbeat.received_at < before).execute()
+        newer = Event.alias("newer")
+        newest = newer.select(pw.fn.MAX(newer.event_id)).where(
+            (newer.unit == Event.unit)
+            & (newer.unit_uid == Event.unit_uid)
+            & (newer.epoch == Event.epoch)
+        )
+        old = (Event.received_at < before) & (Event.event_id < newest)
+        ev = Event.delete().where(old).execute()
+    return hb, ev
+
+
+# -- settings: operator password, session key ---------------------------------------------
+
+
+def get_setting(key: str) -> str | None:
+    row = Setting.get_or_none(Setting.key == key)
+    return row.value if row else None
+
+
+def secret_key() -> str:
+    """The key Flask signs sessions with: made once, shared by every worker process."""
+    Setting.insert(key="secret_key", value=secrets.token_hex(32)).on_conflict_ignore().execute()
+    value = get_setting("secret_key")
+    assert value is not None
+    return value
+
+
+def set_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise ApplianceError(f"must be at least {MIN_PASSWORD} characters", field="password")
+    digest = _hasher.hash(password)
+    with fleet_db.atomic():  # update-or-insert: portable to PostgreSQL (no REPLACE there)
+        q = Setting.update(value=digest).where(Setting.key == "operator_password")
+        if q.execute() == 0:
+            Setting.create(key="operator_password", value=digest)
+
+
+def password_hash() -> str | None:
+    return get_setting("operator_password")
+
+
+def verify_password(password: str) -> bool:
+    digest = password_hash()
+    if not digest:
+        return False
+    try:
+        _hasher.verify(digest, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    return True
+
+
+def note_login_failure(address: str, now: float) -> None:
+    with fleet_db.atomic():
+        LoginFailure.create(address=address, at=now)
+        LoginFailure.delete().where(LoginFailure.at < now - 86400).execute()
+
+
+def login_failures(address: str, since: float) -> int:
+    q = LoginFailure.select().where((LoginFailure.address == address) & (LoginFailure.at >= since))
+    return q.count()
+
+
+def clear_login_failures(address: str) -> None:
+    LoginFailure.delete().where(LoginFailure.address == address).execute()

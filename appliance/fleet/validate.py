@@ -1,0 +1,365 @@
+"""Checking what units send (pure): heartbeat bodies, tokens, idempotency keys, names.
+
+A heartbeat body is checked twice: against the agent's published JSON Schema
+(appliance/agent/heartbeat.schema.json, the full contract) when it is there,
+and always against `MINIMAL_SCHEMA`, the fields this receiver reads and stores.
+Fields the receiver does not know are kept (in the stored body), not refused:
+a newer agent may report more than this receiver shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError, relevance
+
+from appliance.errors import ApplianceError
+
+SCHEMA_ID = "appliance-heartbeat/1"
+AGENT_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "agent" / "heartbeat.schema.json"
+MAX_EVENTS = 1000  # the agent sends at most 500 per heartbeat
+
+_STR = {"type": "string", "maxLength": 1000}
+_OPT_STR = {"type": ["string", "null"], "maxLength": 1000}
+
+MINIMAL_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "What the fleet receiver reads from a heartbeat",
+    "type": "object",
+    "required": ["schema", "unit", "seq", "sent_at", "health"],
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "unit": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {
+                "id": {"type": "string", "minLength": 1, "maxLength": 100},
+                "name": _OPT_STR,
+                "site": _OPT_STR,
+                "serial": _OPT_STR,
+            },
+        },
+        "seq": {"type": "integer", "minimum": 0, "maximum": 2**62},
+        "sent_at": {"type": "number", "minimum": 0, "maximum": 1e11},
+        "firmware": {"type": ["string", "null"], "maxLength": 100},
+        "uptime_s": {"type": ["number", "null"], "minimum": 0},
+        "health": {
+            "type": "object",
+            "required": ["state"],
+            "properties": {
+                "state": {"type": "string", "pattern": "^[a-z][a-z-]{0,31}$"},
+                "reasons": {
+                    "type": "array",
+                    "maxItems": 200,
+                    "items": {
+                        "type": "object",
+                        "properties": {"code": _STR, "severity": _STR, "message": _STR},
+                    },
+                },
+            },
+        },
+        "revision": {
+            "type": ["object", "null"],
+            "properties": {
+                "id": {"type": ["integer", "null"]},
+                "sha256": {"type": ["string", "null"], "maxLength": 64},
+                "state": {"type": ["string", "null"], "maxLength": 32},
+            },
+        },
+        "events": {
+            "type": "array",
+            "maxItems": MAX_EVENTS,
+            "items": {
+                "type": "object",
+                "required": ["id", "at", "kind", "message"],
+                "properties": {
+                    "id": {"type": "integer", "minimum": 0, "maximum": 2**62},
+                    "at": {"type": "number", "minimum": 0, "maximum": 1e11},
+                    "kind": {"type": "string", "maxLength": 100},
+                    "severity": {"type": ["string", "null"], "maxLength": 16},
+                    "source": {"type": ["string", "null"], "maxLength": 32},
+                    "message": {"type": "string", "maxLength": 4000},
+                },
+            },
+        },
+        "events_cursor": {"type": ["integer", "null"], "minimum": 0},
+        "id": {"type": "string", "minLength": 1, "maxLength": 200},
+    },
+}
+
+TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
+UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+INTERVAL_MIN, INTERVAL_MAX = 5.0, 86400.0
+
+
+class BadRequest(ApplianceError):
+    """A request the receiver refuses; `field` names what is wrong (`events[3].id`)."""
+
+    code = "bad-request"
+    exit_code = 2
+
+    def __init__(self, message: str, field: str | None, errors: Sequence[dict] = ()) -> None:
+        super().__init__(message, field=field)
+        self.errors = list(errors) or [{"path": field, "message": message}]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "field": self.field, "errors": self.errors}
+
+
+@dataclass(frozen=True)
+class EventIn:
+    id: int
+    at: float
+    kind: str
+    severity: str
+    source: str
+    message: str
+
+
+@dataclass(frozen=True)
+class HeartbeatIn:
+    """What the receiver stores and shows of one heartbeat (the body is kept whole too)."""
+
+    unit_id: str
+    unit_name: str | None
+    site: str | None
+    serial: str | None
+    seq: int
+    sent_at: float
+    firmware: str | None
+    health: str
+    reasons: tuple[dict[str, Any], ...]
+    revision_id: int | None
+    revision_sha256: str | None
+    revision_state: str | None
+    events: tuple[EventIn, ...]
+    events_cursor: int | None
+    heartbeat_id: str | None
+    body: dict[str, Any]
+
+
+def field_path(path: Iterable[str | int]) -> str:
+    """`["events", 3, "id"]` -> `events[3].id` (the style config errors use)."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _error_path(err: ValidationError) -> str:
+    path = list(err.absolute_path)
+    if err.validator == "required":
+        # the message names the missing key; the path should too
+        missing = [k for k in err.validator_value if k not in (err.instance or {})]
+        if missing:
+            path.append(missing[0])
+    return field_path(path) or "body"
+
+
+def _error_message(err: ValidationError) -> str:
+    if err.validator == "required":
+        return "is required"
+    if err.validator == "const":
+        return f"must be {json.dumps(err.validator_value)}"
+    if err.validator == "type":
+        expected = err.validator_value
+        kinds = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"must be {kinds} (got {_kind(err.instance)})"
+    return err.message
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def load_agent_schema(path: Path = AGENT_SCHEMA_PATH) -> dict[str, Any] | None:
+    """The agent's published heartbeat schema, or None when this tree has none."""
+    try:
+        schema = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ApplianceError(f"{path}: unreadable heartbeat schema: {e}")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise ApplianceError(f"{path}: not a valid JSON Schema: {e.message}")
+    return schema
+
+
+class HeartbeatValidator:
+    """Validates heartbeat bodies against the agent's schema (if any) and MINIMAL_SCHEMA."""
+
+    def __init__(self, agent_schema: dict[str, Any] | None) -> None:
+        self.validators = []
+        for schema in (agent_schema, MINIMAL_SCHEMA):
+            if schema is not None:
+                cls = jsonschema.validators.validator_for(schema)
+                self.validators.append(cls(schema, format_checker=cls.FORMAT_CHECKER))
+
+    def errors(self, body: Any) -> list[dict[str, str]]:
+        """Every finding as {"path", "message"}, most relevant first, no duplicates."""
+        found: list[ValidationError] = []
+        for v in self.validators:
+            found.extend(v.iter_errors(body))
+        found.sort(key=relevance, reverse=True)
+        out: list[dict[str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        for err in found:
+            item = (_error_path(err), _error_message(err))
+            if item not in seen:
+                seen.add(item)
+                out.append({"path": item[0], "message": item[1]})
+        return out
+
+    def parse(self, raw: bytes) -> HeartbeatIn:
+        """The heartbeat in `raw` (JSON bytes), or BadRequest naming the bad field."""
+        body = parse_json(raw)
+        errors = self.errors(body)
+        if errors:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise BadRequest(f"{first['message']}{more}", first["path"], errors)
+        return _heartbeat(body)
+
+
+def parse_json(raw: bytes) -> Any:
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=no_constants)
+    except UnicodeDecodeError:
+        raise BadRequest("is not UTF-8", "body")
+    except ValueError as e:
+        raise BadRequest(f"is not valid JSON ({e})", "body")
+
+
+def _heartbeat(body: dict[str, Any]) -> HeartbeatIn:
+    unit = body["unit"]
+    health = body["health"]
+    rev = body.get("revision") or {}
+    events = tuple(
+        EventIn(
+            id=int(e["id"]),
+            at=float(e["at"]),
+            kind=e["kind"],
+            severity=e.get("severity") or "info",
+            source=e.get("source") or "",
+            message=e["message"],
+        )
+        for e in body.get("events") or []
+    )
+    sent_at = float(body["sent_at"])
+    if not math.isfinite(sent_at):  # unreachable after parse_json; kept as a guard
+        raise BadRequest("must be a finite number", "sent_at")
+    return HeartbeatIn(
+        unit_id=unit["id"],
+        unit_name=unit.get("name"),
+        site=unit.get("site"),
+        serial=unit.get("serial"),
+        seq=int(body["seq"]),
+        sent_at=sent_at,
+        firmware=body.get("firmware"),
+        health=health["state"],
+        reasons=tuple(health.get("reasons") or ()),
+        revision_id=rev.get("id"),
+        revision_sha256=rev.get("sha256"),
+        revision_state=rev.get("state"),
+        events=events,
+        events_cursor=body.get("events_cursor"),
+        heartbeat_id=body.get("id") if isinstance(body.get("id"), str) else None,
+        body=body,
+    )
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or BadRequest (-> 401)."""
+    if not header:
+        raise BadRequest("missing (Bearer <unit token>)", "Authorization")
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise BadRequest("must be 'Bearer <unit token>'", "Authorization")
+    return token
+
+
+def token_hash(token: str) -> str:
+    """What the receiver stores of a unit's token: its SHA-256 (hex)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def check_token(token: str, field: str = "token") -> str:
+    token = token.strip()
+    if not TOKEN_RE.match(token):
+        raise BadRequest("must be 16-512 characters of letters, digits and . _ ~ + / = -", field)
+    return token
+
+
+def check_unit_name(name: str, field: str = "name") -> str:
+    if not UNIT_NAME_RE.match(name):
+        raise BadRequest(
+            f"{name!r} must be 1-64 characters of letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit",
+            field,
+        )
+    return name
+
+
+def idempotency_key(header: str | None, hb: HeartbeatIn, raw: bytes) -> str:
+    """The heartbeat's Idempotency-Key header, else its body's `id`, else a body digest.
+
+    A unit resends an undelivered heartbeat with the same body and key, so a
+    repeat is recognised even from a client that leaves the header out.
+    """
+    if header is None:
+        if hb.heartbeat_id:
+            return hb.heartbeat_id[:200]
+        return "sha256:" + hashlib.sha256(raw).hexdigest()
+    if not IDEMPOTENCY_RE.match(header):
+        raise BadRequest(
+            "must be 1-200 printable ASCII characters without spaces", "Idempotency-Key"
+        )
+    return header
+
+
+def check_interval(value: Any, field: str = "interval") -> float | None:
+    """A requested heartbeat interval in seconds (5..86400), or None to clear the request."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        raise BadRequest("must be a number of seconds", field)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"must be a number of seconds (got {value!r})", field)
+    if not math.isfinite(seconds) or not INTERVAL_MIN <= seconds <= INTERVAL_MAX:
+        raise BadRequest(
+            f"must be between {INTERVAL_MIN:.0f} and {INTERVAL_MAX:.0f} seconds (got {value})",
+            field,
+        )
+    return seconds

@@ -1,0 +1,439 @@
+"""The fleet receiver through Flask's test client: units' heartbeats and the operator's side."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from argon2 import PasswordHasher
+from flask import Flask
+from flask.testing import FlaskClient
+
+from appliance.errors import ApplianceError
+from appliance.fleet import store
+from appliance.fleet.app import LOGIN_MAX_FAILURES, create_app
+
+from .test_fleet_validate import T0, UNIT_UUID, event, heartbeat
+
+PASSWORD = "correct horse battery"
+HB = "/api/v1/heartbeat"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + 10_000
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """argon2id with small costs: the hash format and checks are the same, ten times faster."""
+    monkeypatch.setattr(store, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make_app(tmp_path: Path, clock: Clock, **kw: Any) -> Flask:
+    app = create_app(f"sqlite:///{tmp_path / 'fleet.db'}", clock=clock, **kw)
+    app.config["TESTING"] = True
+    return app
+
+
+@pytest.fixture
+def app(tmp_path: Path, clock: Clock) -> Iterator[Flask]:
+    app = make_app(tmp_path, clock)
+    with store.fleet_db.connection_context():
+        store.set_password(PASSWORD)
+    yield app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def token(app: Flask) -> str:
+    with store.fleet_db.connection_context():
+        return store.add_unit("press-3", now=T0)
+
+
+def post_hb(client: FlaskClient, token: str, body: Any, key: str | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post(HB, json=body, headers=headers)
+
+
+def unit(name: str = "press-3") -> store.Unit:
+    with store.fleet_db.connection_context():
+        return store.get_unit(name)
+
+
+def count(model: Any) -> int:
+    with store.fleet_db.connection_context():
+        return model.select().count()
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def login(client: FlaskClient, password: str = PASSWORD) -> Any:
+    page = client.get("/login")
+    return client.post("/login", data={"password": password, "csrf_token": csrf_of(page.text)})
+
+
+# -- the unit side ---------------------------------------------------------------------
+
+
+def test_a_heartbeat_without_a_valid_token_is_refused(client: FlaskClient, token: str) -> None:
+    for headers in ({}, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer " + "x" * 43}):
+        r = client.post(HB, json=heartbeat(), headers=headers)
+        assert r.status_code == 401
+        assert r.json["field"] == "Authorization"
+        assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert count(store.Heartbeat) == 0
+    assert unit().last_seen is None
+
+
+def test_a_heartbeat_is_stored_and_answered(client: FlaskClient, token: str, clock: Clock) -> None:
+    r = post_hb(client, token, heartbeat(1, state="degraded", events=[event(1), event(2)]), "k1")
+    assert r.status_code == 200, r.json
+    assert r.json == {"ack_cursor": 2, "interval": None, "identify": False}
+    u = unit()
+    assert (u.health, u.last_seq, u.revision_id, u.firmware) == ("degraded", 1, 3, "0.1.0")
+    assert u.last_seen == clock.now
+    assert u.unit_id == UNIT_UUID and u.site == "Plant 2"
+    assert count(store.Heartbeat) == 1 and count(store.Event) == 2
+
+
+def test_a_bad_body_gets_400_naming_the_field_and_nothing_is_stored(
+    client: FlaskClient, token: str
+) -> None:
+    body = heartbeat()
+    body["health"] = {"state": "exploded", "reasons": []}
+    r = post_hb(client, token, body)
+    assert r.status_code == 400
+    assert r.json["field"] == "health.state"
+    assert r.json["error"].startswith("health.state: ")
+    r = client.post(HB, data=b"{oops", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 400 and r.json["field"] == "body"
+    r = post_hb(client, token, heartbeat(), key="two words")
+    assert r.status_code == 400 and r.json["field"] == "Idempotency-Key"
+    assert count(store.Heartbeat) == 0
+    assert unit().heartbeat_count == 0
+
+
+def test_a_repeat_is_not_stored_twice(client: FlaskClient, token: str) -> None:
+    body = heartbeat(1, events=[event(1), event(2), event(3)])
+    first = post_hb(client, token, body, body["id"])  # the agent's key is the body's id
+    again = post_hb(client, token, body, body["id"])
+    assert first.json == {"ack_cursor": 3, "interval": None, "identify": False}
+    assert again.status_code == 200
+    assert again.json == {"ack_cursor": 3, "interval": None, "identify": False, "duplicate": True}
+    # without the header the body's id is the key
+    assert post_hb(client, token, body).json["duplicate"] is True
+    # another key is another heartbeat, even with the same body
+    assert "duplicate" not in post_hb(client, token, body, "other-key").json
+    assert count(store.Heartbeat) == 2 and count(store.Event) == 3
+    assert unit().heartbeat_count == 2
+
+
+def test_late_heartbeats_are_stored_and_the_newest_sent_at_wins(
+    client: FlaskClient, token: str, clock: Clock
+) -> None:
+    post_hb(client, token, heartbeat(3, state="fault", revision=5))
+    clock.now += 30
+    # the outbox delivers two older ones late, out of order
+    post_hb(client, token, heartbeat(1, state="ok", revision=4))
+    post_hb(client, token, heartbeat(2, state="degraded", revision=4))
+    u = unit()
+    assert (u.health, u.last_seq, u.revision_id) == ("fault", 3, 5)
+    assert u.last_sent_at == T0 + 180
+    assert u.last_seen == clock.now  # heard from it just now, whatever it sent
+    assert u.heartbeat_count == 3
+    with store.fleet_db.connection_context():
+        assert [h.seq for h in store.heartbeats(u)] == [3, 2, 1]
+    clock.now += 30
+    post_hb(client, token, heartbeat(4, state="ok", revision=5))
+    u = unit()
+    assert (u.health, u.last_seq) == ("ok", 4)
+    assert u.last_gap == 60
+
+
+def test_the_ack_cursor_is_the_newest_event_stored_not_beyond_the_heartbeat(
+    client: FlaskClient, token: str
+) -> None:
+    assert post_hb(client, token, heartbeat(1)).json["ack_cursor"] is None
+    r = post_hb(client, token, heartbeat(2, events=[event(i) for i in range(1, 6)]))
+    assert r.json["ack_cursor"] == 5
+    # an older heartbeat arriving late acknowledges only what it carried
+    late = post_hb(client, token, heartbeat(1, sent_at=T0 - 60, events=[event(1), event(2)]))
+    assert late.json["ack_cursor"] == 2
+    # the next one has no new events: the cursor stays
+    assert post_hb(client, token, heartbeat(3, events_cursor=5)).json["ack_cursor"] == 5
+    assert count(store.Event) == 5
+
+
+def test_event_ids_that_start_again_after_a_factory_reset_are_kept(
+    client: FlaskClient, token: str
+) -> None:
+    post_hb(client, token, heartbeat(50, events=[event(i) for i in range(1, 11)]))
+    # a dropped heartbeat's events come again: the cursor goes back, the numbering does not
+    r = post_hb(client, token, heartbeat(51, events=[event(9), event(10)]))
+    assert r.json["ack_cursor"] == 10 and count(store.Event) == 10
+    # the unit's history was wiped: heartbeat numbers and event ids begin at 1 again
+    fresh = [event(1, "agent.factory_reset", at=T0 + 5000), event(2, at=T0 + 5001)]
+    r = post_hb(client, token, heartbeat(1, sent_at=T0 + 6000, events=fresh))
+    assert r.json["ack_cursor"] == 2
+    assert count(store.Event) == 12
+    with store.fleet_db.connection_context():
+        kinds = [e.kind for e in store.events(unit(), 3)]
+    assert kinds[1] == "agent.factory_reset"
+    # and its next heartbeats stay in the new numbering
+    r = post_hb(client, token, heartbeat(2, sent_at=T0 + 6060, events=[event(3)]))
+    assert r.json["ack_cursor"] == 3 and count(store.Event) == 13
+
+
+def test_identify_is_answered_once(client: FlaskClient, token: str) -> None:
+    login(client)
+    page = client.get("/units/press-3")
+    r = client.post("/units/press-3/identify", data={"csrf_token": csrf_of(page.text)})
+    assert r.status_code == 302
+    assert unit().identify_request is True
+    assert post_hb(client, token, heartbeat(1)).json["identify"] is True
+    assert post_hb(client, token, heartbeat(2)).json["identify"] is False
+    u = unit()
+    assert u.identify_request is False and u.identify_delivered_at is not None
+
+
+def test_an_interval_request_is_answered_until_withdrawn(client: FlaskClient, token: str) -> None:
+    login(client)
+    csrf = csrf_of(client.get("/units/press-3").text)
+    r = client.post("/units/press-3/interval", data={"csrf_token": csrf, "interval": "30"})
+    assert r.status_code == 302
+    assert post_hb(client, token, heartbeat(1)).json["interval"] == 30
+    assert post_hb(client, token, heartbeat(2)).json["interval"] == 30
+    bad = client.post("/units/press-3/interval", data={"csrf_token": csrf, "interval": "2"})
+    assert bad.status_code == 400
+    assert 'id="interval"' in bad.text and 'class="invalid"' in bad.text
+    assert "interval: must be between 5 and 86400 seconds" in bad.text
+    assert unit().interval_request == 30
+    client.post("/units/press-3/interval", data={"csrf_token": csrf, "interval": ""})
+    assert post_hb(client, token, heartbeat(3)).json["interval"] is None
+
+
+def test_a_huge_body_is_refused_with_json(client: FlaskClient, token: str) -> None:
+    r = client.post(
+        HB,
+        data=b"x" * (5 * 1024 * 1024),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert r.json["field"] == "body"
+
+
+# -- the operator side ------------------------------------------------------------------
+
+
+def test_pages_need_a_login(client: FlaskClient, token: str) -> None:
+    r = client.get("/")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/login")
+    assert client.get("/units/press-3").status_code == 302
+    assert client.get("/api/v1/units").status_code == 401
+    assert client.post("/units/press-3/identify").status_code == 302
+    assert unit().identify_request is False
+
+
+def test_login_needs_the_csrf_token_and_the_password(client: FlaskClient, token: str) -> None:
+    r = client.post("/login", data={"password": PASSWORD})
+    assert r.status_code == 403 and "CSRF" in r.text
+    r = login(client, "wrong password!")
+    assert r.status_code == 401 and "wrong password" in r.text
+    assert 'class="invalid"' in r.text
+    r = login(client)
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+    cookie = r.headers["Set-Cookie"]
+    for attr in ("Secure", "HttpOnly", "SameSite=Strict"):
+        assert attr in cookie, cookie
+    assert client.get("/").status_code == 200
+
+
+def test_units_list_shows_last_seen_health_revision_firmware(
+    client: FlaskClient, token: str, clock: Clock
+) -> None:
+    post_hb(client, token, heartbeat(1, state="degraded", revision=7))
+    with store.fleet_db.connection_context():
+        store.add_unit("silent-unit", now=T0)
+    clock.now += 42
+    login(client)
+    html = client.get("/").text
+    row = html[html.index("press-3") :]
+    assert "42 s ago" in row
+    assert "degraded" in row and "ot0 is down" in row
+    assert "r7 confirmed abababababab" in row
+    assert "0.1.0" in row
+    assert "no heartbeat yet" in html  # silent-unit
+    assert "<script" not in html and "style=" not in html  # CSP: stylesheet only
+
+
+def test_a_unit_that_stops_reporting_is_marked_overdue(
+    client: FlaskClient, token: str, clock: Clock
+) -> None:
+    post_hb(client, token, heartbeat(1))
+    post_hb(client, token, heartbeat(2))  # 60 s apart
+    login(client)
+    clock.now += 120
+    assert "overdue" not in client.get("/").text
+    clock.now += 120
+    assert "overdue" in client.get("/").text
+
+
+def test_unit_page_shows_history_events_and_latest_report(client: FlaskClient, token: str) -> None:
+    post_hb(client, token, heartbeat(1, state="ok", events=[event(1, "net.applied")]))
+    post_hb(client, token, heartbeat(2, state="fault", events=[event(2, "field.device_down")]))
+    login(client)
+    html = client.get("/units/press-3").text
+    assert html.count('class="tick ') == 2
+    assert html.index('class="tick ok"') < html.index('class="tick bad"')  # oldest first
+    assert "field.device_down" in html and "net.applied" in html
+    report = html[html.index("Latest report") : html.index("Raw heartbeat")]
+    assert "ot0" in report and "it0" in report  # links
+    assert "<dt>down</dt><dd>0</dd>" in report  # devices summary
+    assert "Active alarms" in report
+    assert "<script" not in html and "style=" not in html
+    assert client.get("/units/nope").status_code == 404
+
+
+def test_operator_forms_refuse_a_missing_or_wrong_csrf_token(
+    client: FlaskClient, token: str
+) -> None:
+    login(client)
+    for data in ({}, {"csrf_token": "forged"}):
+        r = client.post("/units/press-3/identify", data=data)
+        assert r.status_code == 403
+    assert unit().identify_request is False
+
+
+def test_a_new_password_ends_old_sessions(client: FlaskClient, token: str) -> None:
+    login(client)
+    assert client.get("/").status_code == 200
+    with store.fleet_db.connection_context():
+        store.set_password("another long password")
+    assert client.get("/").status_code == 302
+
+
+def test_logins_are_throttled(client: FlaskClient, token: str) -> None:
+    for _ in range(LOGIN_MAX_FAILURES):
+        assert login(client, "wrong password!").status_code == 401
+    r = login(client)  # even the right password waits
+    assert r.status_code == 429 and "too many failed logins" in r.text
+
+
+def test_without_a_password_nobody_logs_in(tmp_path: Path, clock: Clock) -> None:
+    client = make_app(tmp_path, clock).test_client()
+    page = client.get("/login")
+    assert "No operator password is set" in page.text
+    r = client.post("/login", data={"password": "", "csrf_token": csrf_of(page.text)})
+    assert r.status_code == 401
+    assert client.get("/").status_code == 302
+
+
+def test_open_mode_needs_no_login_but_forms_keep_csrf(tmp_path: Path, clock: Clock) -> None:
+    app = make_app(tmp_path, clock, open_access=True)
+    with store.fleet_db.connection_context():
+        store.add_unit("lab-unit", now=T0)
+    client = app.test_client()
+    page = client.get("/")
+    assert page.status_code == 200 and "lab-unit" in page.text and "open access" in page.text
+    assert client.post("/units/lab-unit/identify", data={}).status_code == 403
+    csrf = csrf_of(client.get("/units/lab-unit").text)
+    r = client.post("/units/lab-unit/identify", data={"csrf_token": csrf})
+    assert r.status_code == 302
+    assert unit("lab-unit").identify_request is True
+
+
+# -- the JSON twins ---------------------------------------------------------------------------
+
+
+def test_json_api_login_units_and_requests(client: FlaskClient, token: str) -> None:
+    post_hb(client, token, heartbeat(1, state="degraded", events=[event(1)]))
+    r = client.post("/api/v1/session", json={"password": "nope nope nope"})
+    assert r.status_code == 401 and r.json["field"] == "password"
+    r = client.post("/api/v1/session", json={"password": PASSWORD})
+    assert r.status_code == 200
+    csrf = r.json["csrf"]
+    units = client.get("/api/v1/units").json
+    assert [u["name"] for u in units] == ["press-3"]
+    assert units[0]["health"]["state"] == "degraded"
+    assert units[0]["revision"]["id"] == 3
+    detail = client.get("/api/v1/units/press-3").json
+    assert detail["history"][0]["seq"] == 1 and detail["events"][0]["id"] == 1
+    # state changes need the CSRF header and a JSON body
+    r = client.post("/api/v1/units/press-3/interval", json={"interval": 45})
+    assert r.status_code == 403 and r.json["field"] == "csrf"
+    r = client.post(
+        "/api/v1/units/press-3/interval", data="interval=45", headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status_code == 400 and r.json["field"] == "Content-Type"
+    r = client.post(
+        "/api/v1/units/press-3/interval", json={"interval": 1}, headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status_code == 400 and r.json["field"] == "interval"
+    r = client.post(
+        "/api/v1/units/press-3/interval", json={"interval": 45}, headers={"X-CSRF-Token": csrf}
+    )
+    assert r.status_code == 200 and r.json["requests"]["interval"] == 45
+    r = client.post("/api/v1/units/press-3/identify", json={}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json["requests"]["identify"] is True
+    assert post_hb(client, token, heartbeat(2, events_cursor=1)).json == {
+        "ack_cursor": 1,
+        "interval": 45,
+        "identify": True,
+    }
+    r = client.get("/api/v1/units/nope")
+    assert r.status_code == 404 and r.json["field"] == "unit"
+    client.delete("/api/v1/session")
+    assert client.get("/api/v1/units").status_code == 401
+
+
+def test_heartbeats_older_than_the_retention_are_pruned(tmp_path: Path, clock: Clock) -> None:
+    app = make_app(tmp_path, clock, keep_days=1)
+    with store.fleet_db.connection_context():
+        tok = store.add_unit("press-3", now=T0)
+    client = app.test_client()
+    post_hb(client, tok, heartbeat(1, events=[event(1), event(2)]))
+    clock.now += 2 * 86400
+    post_hb(client, tok, heartbeat(2, events_cursor=2))
+    # the old heartbeat is gone; the newest event stays (it carries the cursor)
+    assert count(store.Heartbeat) == 1
+    with store.fleet_db.connection_context():
+        assert [e.event_id for e in store.Event.select()] == [2]
+    assert post_hb(client, tok, heartbeat(3, events_cursor=2)).json["ack_cursor"] == 2
+
+
+def test_each_request_closes_its_database_connection(client: FlaskClient, token: str) -> None:
+    post_hb(client, token, heartbeat(1))
+    client.get("/login")
+    assert store.fleet_db.is_closed()
+
+
+def test_a_broken_heartbeat_schema_is_one_clear_error(tmp_path: Path, clock: Clock) -> None:
+    bad = tmp_path / "schema.json"
+    bad.write_text('{"type": 12}')
+    with pytest.raises(ApplianceError, match="not a valid JSON Schema"):
+        make_app(tmp_path, clock, heartbeat_schema=bad)
+    # without the agent's schema the receiver still checks what it stores
+    app = make_app(tmp_path, clock, heartbeat_schema=tmp_path / "missing.json")
+    assert app.config["FLEET_SCHEMA"] == "minimal"

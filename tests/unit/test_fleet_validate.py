@@ -1,0 +1,255 @@
+"""Heartbeat validation on the fleet receiver: the agent's schema, the receiver's minimum, names."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from appliance.fleet.validate import (
+    AGENT_SCHEMA_PATH,
+    BadRequest,
+    HeartbeatValidator,
+    bearer_token,
+    check_interval,
+    check_token,
+    check_unit_name,
+    field_path,
+    idempotency_key,
+    load_agent_schema,
+)
+
+UNIT_UUID = "0f4c6a8e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
+T0 = 1_790_000_000.0
+
+
+def heartbeat(
+    seq: int = 1,
+    *,
+    sent_at: float | None = None,
+    state: str = "ok",
+    events: list[dict[str, Any]] | None = None,
+    events_cursor: int | None = None,
+    unit_id: str = UNIT_UUID,
+    revision: int = 3,
+    **changes: Any,
+) -> dict[str, Any]:
+    """A heartbeat as the agent makes it (appliance/agent/heartbeat.schema.json)."""
+    events = events or []
+    cursor = events_cursor
+    if cursor is None:
+        cursor = max((e["id"] for e in events), default=0)
+    body: dict[str, Any] = {
+        "schema": "appliance-heartbeat/1",
+        "id": str(uuid.uuid4()),
+        "unit": {"id": unit_id, "name": "press-line-3", "site": "Plant 2", "serial": "SN123"},
+        "seq": seq,
+        "sent_at": T0 + 60 * seq if sent_at is None else sent_at,
+        "firmware": "0.1.0",
+        "uptime_s": 3600.0 + 60 * seq,
+        "health": {
+            "state": state,
+            "reasons": (
+                []
+                if state == "ok"
+                else [{"code": "link.down", "severity": "warning", "message": "ot0 is down"}]
+            ),
+        },
+        "revision": {"id": revision, "sha256": "ab" * 32, "state": "confirmed"},
+        "links": [
+            {"name": "it0", "role": "it", "up": True},
+            {"name": "ot0", "role": "ot", "up": True},
+        ],
+        "conduits": {
+            "count": 1,
+            "drops": {"it_ot": 4},
+            "top": [{"name": "scada", "packets": 10, "bytes": 600}],
+        },
+        "devices": {"total": 2, "ok": 2, "down": 0},
+        "tags": {"total": 10, "good": 10, "bad": 0},
+        "alarms": [],
+        "events": events,
+        "events_cursor": cursor,
+        "outbox": {"queued": 0, "dropped": 0},
+    }
+    body.update(changes)
+    return body
+
+
+def event(i: int, kind: str = "net.applied", at: float | None = None) -> dict[str, Any]:
+    return {
+        "id": i,
+        "at": T0 + i if at is None else at,
+        "kind": kind,
+        "severity": "info",
+        "source": "net",
+        "message": f"event {i}",
+    }
+
+
+def raw(body: Any) -> bytes:
+    return json.dumps(body).encode()
+
+
+@pytest.fixture(scope="module")
+def agent_schema() -> dict[str, Any]:
+    schema = load_agent_schema()
+    assert schema is not None, f"{AGENT_SCHEMA_PATH} is missing: the agent publishes it"
+    return schema
+
+
+@pytest.fixture(scope="module")
+def full(agent_schema: dict[str, Any]) -> HeartbeatValidator:
+    return HeartbeatValidator(agent_schema)
+
+
+@pytest.fixture(scope="module")
+def minimal() -> HeartbeatValidator:
+    return HeartbeatValidator(None)
+
+
+def test_a_heartbeat_as_the_agent_makes_it_is_accepted_by_both(
+    full: HeartbeatValidator, minimal: HeartbeatValidator
+) -> None:
+    body = heartbeat(7, state="degraded", events=[event(1), event(2)])
+    for v in (full, minimal):
+        hb = v.parse(raw(body))
+        assert (hb.seq, hb.health, hb.unit_id, hb.revision_id) == (7, "degraded", UNIT_UUID, 3)
+        assert [e.id for e in hb.events] == [1, 2]
+        assert hb.events_cursor == 2
+        assert hb.heartbeat_id == body["id"]
+        assert hb.reasons[0]["code"] == "link.down"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"seq": "7"}, "seq"),
+        ({"sent_at": "yesterday"}, "sent_at"),
+        ({"schema": "appliance-heartbeat/2"}, "schema"),
+        ({"health": {"reasons": []}}, "health.state"),
+        ({"unit": {"name": "x", "site": "", "serial": None}}, "unit.id"),
+        ({"events": [{"id": "one", "at": T0, "kind": "k", "message": "m"}]}, "events[0].id"),
+    ],
+)
+def test_a_bad_field_is_named(
+    minimal: HeartbeatValidator, full: HeartbeatValidator, change: dict, field: str
+) -> None:
+    body = heartbeat()
+    body.update(change)
+    for v in (minimal, full):
+        with pytest.raises(BadRequest) as exc:
+            v.parse(raw(body))
+        paths = [e["path"] for e in exc.value.errors]
+        assert field in paths, paths
+    # the receiver's own minimum names exactly this field first
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(raw(body))
+    assert exc.value.field == field
+    assert str(exc.value).startswith(f"{field}: ")
+
+
+def test_a_missing_top_level_field_names_the_field_not_the_body(
+    minimal: HeartbeatValidator,
+) -> None:
+    body = heartbeat()
+    del body["seq"]
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(raw(body))
+    assert exc.value.field == "seq"
+    assert exc.value.as_dict()["error"] == "seq: is required"
+
+
+def test_the_agents_schema_is_applied_when_present(
+    full: HeartbeatValidator, minimal: HeartbeatValidator
+) -> None:
+    body = heartbeat()
+    del body["outbox"]  # the receiver does not need it; the contract does
+    minimal.parse(raw(body))
+    with pytest.raises(BadRequest) as exc:
+        full.parse(raw(body))
+    assert exc.value.field == "outbox"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"{not json", "is not valid JSON"),
+        (b"\xff\xfe", "is not UTF-8"),
+        (b'{"seq": NaN}', "is not valid JSON"),
+        (b"[]", "must be object"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_is_refused(
+    minimal: HeartbeatValidator, data: bytes, message: str
+) -> None:
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(data)
+    assert message in str(exc.value)
+    assert exc.value.field == "body"
+
+
+def test_booleans_are_not_numbers(minimal: HeartbeatValidator) -> None:
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(raw(heartbeat(sent_at=True)))  # type: ignore[arg-type]
+    assert exc.value.field == "sent_at"
+
+
+def test_field_path() -> None:
+    assert field_path(["events", 3, "id"]) == "events[3].id"
+    assert field_path([]) == ""
+    assert field_path(["unit", "id"]) == "unit.id"
+
+
+def test_bearer_token() -> None:
+    assert bearer_token("Bearer abc.def") == "abc.def"
+    assert bearer_token("bearer   tok  ") == "tok"
+    for bad in (None, "", "Basic dXNlcg==", "Bearer", "Bearer "):
+        with pytest.raises(BadRequest) as exc:
+            bearer_token(bad)
+        assert exc.value.field == "Authorization"
+
+
+def test_idempotency_key_from_header_body_id_or_digest(minimal: HeartbeatValidator) -> None:
+    body = heartbeat()
+    data = raw(body)
+    hb = minimal.parse(data)
+    assert idempotency_key("k-1", hb, data) == "k-1"
+    assert idempotency_key(None, hb, data) == body["id"]
+    no_id = copy.deepcopy(body)
+    del no_id["id"]
+    data2 = raw(no_id)
+    hb2 = minimal.parse(data2)
+    key = idempotency_key(None, hb2, data2)
+    assert key.startswith("sha256:") and key == idempotency_key(None, hb2, data2)
+    for bad in ("", "has space", "x" * 201, "tab\t"):
+        with pytest.raises(BadRequest) as exc:
+            idempotency_key(bad, hb, data)
+        assert exc.value.field == "Idempotency-Key"
+
+
+def test_interval_bounds() -> None:
+    assert check_interval("30") == 30.0
+    assert check_interval(5) == 5.0
+    assert check_interval(86400) == 86400.0
+    assert check_interval("") is None
+    assert check_interval(None) is None
+    for bad in ("4.9", 86401, "abc", True, "nan", "inf", [1]):
+        with pytest.raises(BadRequest) as exc:
+            check_interval(bad)
+        assert exc.value.field == "interval"
+
+
+def test_tokens_and_unit_names() -> None:
+    assert check_token("  " + "a" * 43 + "\n") == "a" * 43
+    for bad in ("short", "has space in it here!", "x" * 513):
+        with pytest.raises(BadRequest):
+            check_token(bad)
+    assert check_unit_name("press-line-3") == "press-line-3"
+    for bad in ("", "-x", "a/b", "x" * 65, "ü"):
+        with pytest.raises(BadRequest) as exc:
+            check_unit_name(bad, "NAME")
+        assert exc.value.field == "NAME"
