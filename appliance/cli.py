@@ -619,8 +619,20 @@ def lab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     help="configuration committed once the appliance runs ('' for none)",
 )
 @click.option("--no-mgmt", is_flag=True, help="no management link to this machine")
+@click.option(
+    "--no-extras", is_flag=True, help="PLCs only: no slow PLC, RTU line, OPC UA, fleet, syslog"
+)
+@click.option("--roles", default="", help="roles to run (default: all)")
 @lab_options
-def lab_up(plcs: int, config_file: str, no_mgmt: bool, lab_dir: str, prefix: str) -> None:
+def lab_up(
+    plcs: int,
+    config_file: str,
+    no_mgmt: bool,
+    no_extras: bool,
+    roles: str,
+    lab_dir: str,
+    prefix: str,
+) -> None:
     """Build the lab (cleaning leftovers first), start the appliance, commit the config."""
     from appliance.lab import demo
 
@@ -631,6 +643,8 @@ def lab_up(plcs: int, config_file: str, no_mgmt: bool, lab_dir: str, prefix: str
         echo=click.echo,
         prefix=prefix,
         mgmt=not no_mgmt,
+        extras=not no_extras,
+        roles=[r.strip() for r in roles.split(",") if r.strip()] or None,
     )
 
 
@@ -660,11 +674,13 @@ def lab_status(as_json: bool, lab_dir: str, prefix: str) -> None:
 
 @cli.command("demo")
 @click.option("--plcs", default=3, show_default=True, type=click.IntRange(1, 50))
-def demo_cmd(plcs: int) -> None:
+@click.option("--no-mgmt", is_flag=True, help="no management link to this machine")
+@lab_options
+def demo_cmd(plcs: int, no_mgmt: bool, lab_dir: str, prefix: str) -> None:
     """Build the lab, run the appliance in it with the demo configuration, show the way."""
     from appliance.lab import demo
 
-    demo.run_demo(Path(".lab"), plcs=plcs, echo=click.echo)
+    demo.run_demo(Path(lab_dir), plcs=plcs, echo=click.echo, prefix=prefix, mgmt=not no_mgmt)
 
 
 # -- entry point --------------------------------------------------------------------------

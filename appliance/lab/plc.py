@@ -2,11 +2,15 @@
 
 Run as ``python -m appliance.lab.plc --bind 192.168.50.10 --bind 192.168.50.11``: one asyncio
 process serves every bind address. PLC number NN is the position of its ``--bind`` (01 for
-the first). Each PLC has a Modbus TCP server (port 502, ``--port``) and a plain TCP "other
-service" (port 8080, ``--other-port``) that writes ``other-service <addr>`` and a newline on
-connect, then reads until the client closes. Values change once per second; t is seconds since
-start. Any unit id is answered (1 and 0 are the documented ones; pymodbus' device 0 is its
-catch-all). Writes outside the writable areas answer exception 02 (illegal data address).
+the first). ``--slow 192.168.50.19`` adds a PLC with the same map that waits ``--slow-delay``
+seconds (0.8) before it answers each Modbus request (reads and writes alike; a client that
+gives up sooner and asks again gets the late answer to its earlier request, as from a real
+slow device); its name registers say "LAB-PLC-SLOW". Each PLC has a Modbus TCP server (port
+502, ``--port``) and a plain TCP "other service" (port 8080, ``--other-port``) that writes
+``other-service <addr>`` and a newline on connect, then reads until the client closes.
+Values change once per second; t is seconds since start. Any unit id is answered (1 and
+0 are the documented ones; pymodbus' device 0 is its catch-all). Writes outside the
+writable areas answer exception 02 (illegal data address).
 
 | table | address | type | value |
 |---|---|---|---|
@@ -46,18 +50,22 @@ MIRRORED = 32  # holding 0..31, mirrored by input registers 0..31
 SETPOINTS = range(40, 50)
 DISCRETE_INPUTS = [True, False, True, False, False, True, False, True]
 _COIL_WRITES = {5, 15}
+_READS = {1, 2, 3, 4}
+SLOW_DELAY = 0.8  # seconds the slow PLC waits before each answer
+SLOW_NAME = "LAB-PLC-SLOW"
 
 
-def holding_registers(index: int, t: int) -> list[int]:
-    """The 32 dynamic holding registers of PLC number `index` at `t` seconds after start."""
+def holding_registers(index: int, t: int, name: str | None = None) -> list[int]:
+    """The 32 dynamic holding registers of PLC number `index` at `t` seconds after start
+    (`name` replaces "LAB-PLC-NN" in registers 20..27, e.g. for the slow PLC)."""
     phase = 2 * math.pi * (t % 60) / 60
     regs = [0] * MIRRORED
     regs[0] = t & 0xFFFF
     regs[1] = round(1000 * math.sin(phase)) & 0xFFFF
     regs[2:5] = [1234, 5678, 42]
     regs[10:12] = struct.unpack(">HH", struct.pack(">f", 20 + 5 * math.sin(phase)))
-    name = f"LAB-PLC-{index:02d}".encode("ascii").ljust(16, b"\0")
-    regs[20:28] = struct.unpack(">8H", name)
+    label = (name or f"LAB-PLC-{index:02d}").encode("ascii")[:16].ljust(16, b"\0")
+    regs[20:28] = struct.unpack(">8H", label)
     regs[30] = 100 if (t // 10) % 2 else 0
     return regs
 
@@ -73,6 +81,8 @@ class Plc:
 
     index: int
     address: str
+    delay: float = 0.0  # seconds to wait before answering each request (the slow PLC)
+    name: str | None = None
     t: int = 0
     holding: list[int] = field(default_factory=list)
 
@@ -81,7 +91,7 @@ class Plc:
 
     def tick(self, t: int) -> None:
         self.t = t
-        self.holding = holding_registers(self.index, t)
+        self.holding = holding_registers(self.index, t, self.name)
 
     async def action(
         self,
@@ -93,6 +103,8 @@ class Plc:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         """Refresh the block pymodbus is about to read or write from the current state."""
+        if self.delay and (function_code in _READS or set_values is not None):
+            await asyncio.sleep(self.delay)  # once per request: a write's read-back is free
         if function_code in {1, 5, 15}:
             if function_code in _COIL_WRITES and set_values is not None and address < 8:
                 return ExcCodes.ILLEGAL_ADDRESS
@@ -101,11 +113,13 @@ class Plc:
             registers[0:MIRRORED] = self.holding
         return None
 
-    def device(self) -> SimDevice:
-        """Separate blocks: coils, discrete inputs, holding and input registers."""
+    def device(self, device_id: int = 0) -> SimDevice:
+        """Separate blocks: coils, discrete inputs, holding and input registers.
+
+        Device id 0 is pymodbus' catch-all (any unit id); a serial slave uses its own id."""
         regs = DataType.REGISTERS
         return SimDevice(
-            id=0,
+            id=device_id,
             simdata=(
                 [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
                 [SimData(0, values=DISCRETE_INPUTS + [False] * 8, datatype=DataType.BITS)],
@@ -144,13 +158,23 @@ async def ticker(plcs: list[Plc], started: float) -> None:
         await asyncio.sleep(started + t + 1 - time.monotonic())
 
 
-async def serve(binds: list[str], port: int, other_port: int) -> None:
+async def serve(
+    binds: list[str],
+    port: int,
+    other_port: int,
+    slow: list[str] | None = None,
+    slow_delay: float = SLOW_DELAY,
+) -> None:
     """Start every server, run until SIGTERM or SIGINT, then close them."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     plcs = [Plc(i + 1, addr) for i, addr in enumerate(binds)]
+    plcs += [
+        Plc(len(binds) + i + 1, addr, delay=slow_delay, name=SLOW_NAME)
+        for i, addr in enumerate(slow or [])
+    ]
     modbus: list[ModbusTcpServer] = []
     others: list[asyncio.Server] = []
     try:
@@ -163,7 +187,12 @@ async def serve(binds: list[str], port: int, other_port: int) -> None:
                 raise OSError(f"cannot listen on {plc.address}:{port}")
             others.append(await asyncio.start_server(other_service, plc.address, other_port))
             log.info(
-                "PLC %02d on %s: modbus :%d, other :%d", plc.index, plc.address, port, other_port
+                "PLC %02d on %s: modbus :%d, other :%d%s",
+                plc.index,
+                plc.address,
+                port,
+                other_port,
+                f", answers after {plc.delay:g} s" if plc.delay else "",
             )
         tick = asyncio.create_task(ticker(plcs, time.monotonic()))
         log.info("ready: %d PLC(s)", len(plcs))
@@ -182,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m appliance.lab.plc", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--bind", action="append", required=True, help="address of one PLC")
+    parser.add_argument(
+        "--slow", action="append", default=[], help="address of a PLC that answers slowly"
+    )
+    parser.add_argument(
+        "--slow-delay", type=float, default=SLOW_DELAY, help="seconds per answer (0.8)"
+    )
     parser.add_argument("--port", type=int, default=502, help="Modbus TCP port (502)")
     parser.add_argument("--other-port", type=int, default=8080, help="other service (8080)")
     args = parser.parse_args(argv)
@@ -190,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
     try:
-        asyncio.run(serve(args.bind, args.port, args.other_port))
+        asyncio.run(serve(args.bind, args.port, args.other_port, args.slow, args.slow_delay))
     except OSError as exc:
         log.error("%s", exc)
         return 1

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +42,20 @@ MGMT_ROOT_MAC = "02:a0:00:00:99:02"
 
 IT_HOST = "10.10.0.2"
 MGMT_ROOT_ADDRESS = "10.99.0.1"
+# The extras' fixed addresses on the OT side; PLC hosts (.10 upwards) skip them.
+SLOW_PLC_ADDRESS = "192.168.50.19"
+OPCUA_ADDRESS = "192.168.50.20"
+OPCUA_PORT = 4840
+RESERVED_OT = frozenset({SLOW_PLC_ADDRESS, OPCUA_ADDRESS})
+FLEET_PORT = 8443
+SYSLOG_PORT = 514
+SYSLOG_TLS_PORT = 6514
+RTU_UNITS = (1, 2)
+RTU_BAUD = 19200
+RTU_PARITY = "N"  # a pty may refuse even parity on reopen (see appliance.lab.rtu)
+EXTRAS = ("slow_plc", "rtu", "opcua", "fleet", "syslog")
+EXTRA_TIMEOUT = 30.0  # an extra's readiness (asyncua and Flask take a while on a busy VM)
+FLEET_UNIT = "demo-unit"
 # What the lab expects the appliance to configure on its own links (the lab never does).
 APPLIANCE_ADDRESSES = {"it0": "10.10.0.1/24", "ot0": "192.168.50.1/24", "mgmt0": "10.99.0.2/30"}
 
@@ -52,12 +68,23 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 @dataclass(frozen=True)
 class LabSpec:
-    """Which lab: its name prefix, how many PLCs, whether the host gets a management link."""
+    """Which lab: its name prefix, how many PLCs, whether the host gets a management link,
+    and which extras run (all off by default, so tests build a lean lab; `full()` has all):
+    `slow_plc` a PLC at 192.168.50.19 that answers after 0.8 s, `rtu` a Modbus RTU line
+    (socat pty pair, simulator on one end), `opcua` an OPC UA server at 192.168.50.20:4840,
+    `fleet` a fleet receiver at https://10.10.0.2:8443 with a lab CA, `syslog` a syslog
+    sink on 10.10.0.2 (udp/tcp 514, tls 6514 with the lab CA) writing root/logs/syslog.log.
+    """
 
     prefix: str = "lab"
     plcs: int = 1
     mgmt: bool = True
     root: Path = Path(".lab")  # logs in root/logs/NAME.log, pids in root/pids/NAME.pid
+    slow_plc: bool = False
+    rtu: bool = False
+    opcua: bool = False
+    fleet: bool = False
+    syslog: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not _PREFIX.match(self.prefix):
@@ -66,7 +93,19 @@ class LabSpec:
             raise LabError(f"lab plcs {self.plcs!r}: not a whole number")
         if not 1 <= self.plcs <= 100:
             raise LabError(f"lab plcs {self.plcs}: between 1 and 100")
+        for name in ("mgmt", *EXTRAS):
+            if not isinstance(getattr(self, name), bool):
+                raise LabError(f"lab {name} {getattr(self, name)!r}: true or false")
         object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def full(cls, **kwargs: Any) -> LabSpec:
+        """Every extra on (what `appliance lab up` and the demo build); kwargs override."""
+        return cls(**{**dict.fromkeys(EXTRAS, True), **kwargs})
+
+    @property
+    def extras(self) -> list[str]:
+        return [name for name in EXTRAS if getattr(self, name)]
 
     @property
     def ns_it(self) -> str:
@@ -86,7 +125,42 @@ class LabSpec:
 
     @property
     def plc_addresses(self) -> list[str]:
-        return [f"192.168.50.{10 + i}" for i in range(self.plcs)]
+        """192.168.50.10 upwards, skipping the extras' addresses (.19, .20)."""
+        hosts = (f"192.168.50.{n}" for n in range(10, 255))
+        return [a for a in hosts if a not in RESERVED_OT][: self.plcs]
+
+    @property
+    def ot_addresses(self) -> list[str]:
+        """Every address the OT network's hosts hold: PLCs, then the extras'."""
+        extra = [SLOW_PLC_ADDRESS] if self.slow_plc else []
+        return self.plc_addresses + extra + ([OPCUA_ADDRESS] if self.opcua else [])
+
+    @property
+    def rtu_app(self) -> Path:
+        """The serial port the appliance opens (the pty end socat links here)."""
+        return self.root.absolute() / "tty-rtu-app"
+
+    @property
+    def rtu_dev(self) -> Path:
+        """The serial port the RTU simulator holds."""
+        return self.root.absolute() / "tty-rtu-dev"
+
+    @property
+    def fleet_dir(self) -> Path:
+        return self.root.absolute() / "fleet"
+
+    @property
+    def fleet_url(self) -> str:
+        return f"https://{IT_HOST}:{FLEET_PORT}"
+
+    @property
+    def syslog_log(self) -> Path:
+        return self.logs.absolute() / "syslog.log"
+
+    @property
+    def facts_file(self) -> Path:
+        """What `up` built and generated (lab.json), for `status`, the demo and tests."""
+        return self.root / "lab.json"
 
     @property
     def mgmt_root_link(self) -> str:
@@ -104,10 +178,11 @@ class LabSpec:
 # -- the lab as a whole ---------------------------------------------------------------------
 
 
-def up(spec: LabSpec, progress: Callable[[str], None] = lambda s: None) -> None:
-    """Build the lab from scratch (removing leftovers first); return when every PLC listens."""
+def up(spec: LabSpec, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Build the lab from scratch (removing leftovers first); return when every simulator
+    answers, with the facts of what runs (also written to root/lab.json)."""
     _require_root()
-    if exists(spec) or any(spec.pids.glob("*.pid")):
+    if exists(spec) or any(spec.pids.glob("*.pid")) or spec.facts_file.exists():
         progress(f"removing leftovers of lab {spec.prefix!r}")
         down(spec)
     if spec.mgmt:
@@ -115,18 +190,25 @@ def up(spec: LabSpec, progress: Callable[[str], None] = lambda s: None) -> None:
     try:
         progress(f"creating namespaces {', '.join(spec.namespaces)} and their links")
         _create(spec)
-        progress(f"starting the PLC simulator ({spec.plcs} PLC{'s' if spec.plcs > 1 else ''})")
+        slow = " and the slow PLC" if spec.slow_plc else ""
+        plural = "s" if spec.plcs > 1 else ""
+        progress(f"starting the PLC simulator ({spec.plcs} PLC{plural}{slow})")
         spawn(spec, spec.ns_ot, "plc", _plc_argv(spec))
+        facts = _start_extras(spec, progress)
         progress("waiting for the PLCs to listen")
         _wait_plcs(spec)
+        _wait_extras(spec, facts, progress)
+        _write_facts(spec, facts)
     except BaseException:
         down(spec)
         raise
     progress(f"lab {spec.prefix!r} is up")
+    return facts
 
 
 def down(spec: LabSpec) -> None:
-    """Stop every lab process, delete the namespaces and the host's management link."""
+    """Stop every lab process, delete the namespaces, the host's management link, the
+    RTU line's pty links and the generated fleet keys."""
     _require_root()
     for pidfile in sorted(spec.pids.glob("*.pid")):
         stop(spec, pidfile.stem)
@@ -136,6 +218,12 @@ def down(spec: LabSpec) -> None:
         run(["ip", "link", "del", spec.mgmt_root_link], error=LabError)
     for ns in present:
         run(["ip", "netns", "del", ns], error=LabError)
+    for link in (spec.rtu_app, spec.rtu_dev):
+        if link.is_symlink():  # socat removes them on SIGTERM, not when it was killed
+            link.unlink()
+    if spec.fleet_dir.is_dir():
+        shutil.rmtree(spec.fleet_dir)
+    spec.facts_file.unlink(missing_ok=True)
 
 
 def exists(spec: LabSpec) -> bool:
@@ -162,7 +250,17 @@ def status(spec: LabSpec) -> dict[str, Any]:
         "namespaces": namespaces,
         "processes": processes,
         "links": links,
+        "extras": read_facts(spec).get("extras", {}),
     }
+
+
+def read_facts(spec: LabSpec) -> dict[str, Any]:
+    """lab.json as `up` wrote it ({} when the lab is not up or predates it)."""
+    try:
+        data = json.loads(spec.facts_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # -- running things in the lab --------------------------------------------------------------
@@ -285,7 +383,7 @@ def _create(spec: LabSpec) -> None:
     _no_dad(spec.ns_it, "lan0")
     _no_dad(spec.ns_ot, "plcnet0")
     _ip_batch(spec.ns_it, _host("lan0", [f"{IT_HOST}/24"], "10.10.0.1"))
-    _ip_batch(spec.ns_ot, _host("plcnet0", [f"{a}/24" for a in spec.plc_addresses], "192.168.50.1"))
+    _ip_batch(spec.ns_ot, _host("plcnet0", [f"{a}/24" for a in spec.ot_addresses], "192.168.50.1"))
     _ip_batch(app, ["link set lo up"])
 
 
@@ -341,7 +439,8 @@ def _check_mgmt_free(spec: LabSpec) -> None:
 
 def _plc_argv(spec: LabSpec) -> list[str]:
     binds = [arg for addr in spec.plc_addresses for arg in ("--bind", addr)]
-    return [sys.executable, "-m", "appliance.lab.plc", *binds]
+    slow = ["--slow", SLOW_PLC_ADDRESS] if spec.slow_plc else []
+    return [sys.executable, "-m", "appliance.lab.plc", *binds, *slow]
 
 
 def _wait_plcs(spec: LabSpec) -> None:
@@ -352,7 +451,8 @@ def _wait_plcs(spec: LabSpec) -> None:
         if not alive(spec, "plc"):
             raise LabError(f"the PLC simulator exited: {_tail_line(spec, 'plc')}")
 
-    for addr in spec.plc_addresses:
+    addresses = spec.plc_addresses + ([SLOW_PLC_ADDRESS] if spec.slow_plc else [])
+    for addr in addresses:
         for port in (MODBUS_PORT, OTHER_PORT):
             if not _connect_until(spec.ns_ot, addr, port, deadline, watch):
                 raise LabError(
@@ -364,6 +464,203 @@ def _wait_plcs(spec: LabSpec) -> None:
 def _tail_line(spec: LabSpec, name: str) -> str:
     tail = log_tail(spec, name, 5).splitlines()
     return " | ".join(tail) + f" (log: {_logfile(spec, name)})"
+
+
+# -- the extras: slow PLC, RTU line, OPC UA server, fleet receiver, syslog sink -------------
+
+
+def _module_exists(name: str) -> bool:
+    """Whether a module of the package is installed (extras written by others may not be)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def _start_extras(spec: LabSpec, progress: Callable[[str], None]) -> dict[str, Any]:
+    """Spawn the extras the spec asks for (without waiting); their facts, for lab.json."""
+    from appliance.lab.plc import SLOW_DELAY
+
+    extras: dict[str, Any] = {}
+    if spec.slow_plc:
+        extras["slow_plc"] = {"address": SLOW_PLC_ADDRESS, "port": MODBUS_PORT, "delay": SLOW_DELAY}
+    if spec.rtu:
+        progress("starting the RTU line (socat pty pair) and the Modbus RTU simulator")
+        extras["rtu"] = _start_rtu(spec)
+    if spec.opcua:
+        if _module_exists("appliance.lab.opcua_sim"):
+            progress(f"starting the OPC UA simulator on {OPCUA_ADDRESS}:{OPCUA_PORT}")
+            argv = [sys.executable, "-m", "appliance.lab.opcua_sim"]
+            argv += ["--listen", OPCUA_ADDRESS, "--port", str(OPCUA_PORT)]
+            spawn(spec, spec.ns_ot, "opcua", argv)
+            url = f"opc.tcp://{OPCUA_ADDRESS}:{OPCUA_PORT}/"
+            extras["opcua"] = {"address": OPCUA_ADDRESS, "port": OPCUA_PORT, "url": url}
+        else:
+            progress("no OPC UA simulator (appliance.lab.opcua_sim is not installed): skipped")
+    tls = None
+    if spec.fleet or spec.syslog:
+        from appliance.lab import pki
+
+        shutil.rmtree(spec.fleet_dir, ignore_errors=True)
+        tls = pki.make(spec.fleet_dir, IT_HOST, spec.prefix)
+    if spec.fleet and tls is not None:
+        fleet = _start_fleet(spec, tls, progress)
+        if fleet:
+            extras["fleet"] = fleet
+    if spec.syslog and tls is not None:
+        progress(f"starting the syslog sink on {IT_HOST} (udp/tcp {SYSLOG_PORT}, tls 6514)")
+        argv = [sys.executable, "-m", "appliance.lab.sinks", "--listen", IT_HOST]
+        argv += ["--udp-port", str(SYSLOG_PORT), "--tcp-port", str(SYSLOG_PORT)]
+        argv += ["--tls-port", str(SYSLOG_TLS_PORT), "--cert", str(tls.server_cert)]
+        argv += ["--key", str(tls.server_key), "--out", str(spec.syslog_log)]
+        spawn(spec, spec.ns_it, "syslog-sink", argv)  # its own log: logs/syslog-sink.log
+        extras["syslog"] = {
+            "namespace": spec.ns_it,
+            "host": IT_HOST,
+            "udp": SYSLOG_PORT,
+            "tcp": SYSLOG_PORT,
+            "tls": SYSLOG_TLS_PORT,
+            "ca_cert": str(tls.ca_cert),
+            "log": str(spec.syslog_log),
+        }
+    return {
+        "prefix": spec.prefix,
+        "spec": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(spec).items()},
+        "plc_addresses": spec.plc_addresses,
+        "extras": extras,
+    }
+
+
+def _start_rtu(spec: LabSpec) -> dict[str, Any]:
+    """socat's pty pair (links tty-rtu-app, tty-rtu-dev), then the simulator on the dev end."""
+    app, dev = spec.rtu_app, spec.rtu_dev
+    for link in (app, dev):
+        if link.is_symlink():
+            link.unlink()
+    spec.root.mkdir(parents=True, exist_ok=True)
+    pty = "pty,raw,echo=0,link={}"
+    spawn(spec, spec.ns_ot, "socat-rtu", ["socat", "-d", "-d", pty.format(app), pty.format(dev)])
+    deadline = time.monotonic() + 10
+    while not (app.exists() and dev.exists()):
+        if not alive(spec, "socat-rtu"):
+            raise LabError(f"socat (the RTU line) exited: {_tail_line(spec, 'socat-rtu')}")
+        if time.monotonic() > deadline:
+            raise LabError(f"socat made no pty links {app}, {dev} in 10 s")
+        time.sleep(0.02)
+    spawn(spec, spec.ns_ot, "rtu", _rtu_argv(spec))
+    return {
+        "port": str(app),
+        "device_end": str(dev),
+        "units": list(RTU_UNITS),
+        "baud": RTU_BAUD,
+        "parity": RTU_PARITY,
+        "stop_bits": 1,
+    }
+
+
+def _rtu_argv(spec: LabSpec) -> list[str]:
+    argv = [sys.executable, "-m", "appliance.lab.rtu", "--port", str(spec.rtu_dev)]
+    argv += [arg for unit in RTU_UNITS for arg in ("--unit", str(unit))]
+    return [*argv, "--baud", str(RTU_BAUD), "--parity", RTU_PARITY, "--stop-bits", "1"]
+
+
+def _start_fleet(spec: LabSpec, tls: Any, progress: Callable[[str], None]) -> dict[str, Any] | None:
+    """Register the demo unit's token with a fresh fleet database, then start the receiver."""
+    if not _module_exists("appliance.fleet.cli"):
+        progress("no fleet receiver (appliance.fleet.cli is not installed): skipped")
+        return None
+    from appliance.lab import fleetlab
+
+    progress(f"starting the fleet receiver on {spec.fleet_url}")
+    setup = fleetlab.prepare(spec.fleet_dir, unit=FLEET_UNIT, env={"PYTHONPATH": _pythonpath()})
+    argv = fleetlab.serve_argv(
+        setup, listen=f"{IT_HOST}:{FLEET_PORT}", cert=tls.server_cert, key=tls.server_key
+    )
+    spawn(spec, spec.ns_it, "fleet", argv)
+    return {
+        "namespace": spec.ns_it,
+        "url": spec.fleet_url,
+        "heartbeat_url": f"{spec.fleet_url}/api/v1/heartbeat",
+        "ca_cert": str(tls.ca_cert),
+        "unit": FLEET_UNIT,
+        "token_file": str(setup.token_file),
+        "password_file": str(setup.password_file),
+        "db": setup.db_url,
+    }
+
+
+def _wait_extras(spec: LabSpec, facts: dict[str, Any], progress: Callable[[str], None]) -> None:
+    """Each started extra answers, or a LabError naming it with its log's tail."""
+    extras = facts["extras"]
+    checks = [
+        ("opcua", "opcua", spec.ns_ot, OPCUA_ADDRESS, OPCUA_PORT, "the OPC UA simulator"),
+        ("fleet", "fleet", spec.ns_it, IT_HOST, FLEET_PORT, "the fleet receiver"),
+        ("syslog", "syslog-sink", spec.ns_it, IT_HOST, SYSLOG_PORT, "the syslog sink"),
+    ]
+    for extra, name, ns, host, port, what in checks:
+        if extra not in extras:
+            continue
+        progress(f"waiting for {what} ({host}:{port})")
+        _wait_listening(spec, name, ns, host, port, what)
+    if "rtu" in extras:
+        progress("waiting for the RTU units to answer on the serial line")
+        _wait_rtu(spec)
+
+
+def _wait_listening(spec: LabSpec, name: str, ns: str, host: str, port: int, what: str) -> None:
+    def watch() -> None:
+        if not alive(spec, name):
+            raise LabError(f"{what} exited: {_tail_line(spec, name)}")
+
+    if not _connect_until(ns, host, port, time.monotonic() + EXTRA_TIMEOUT, watch):
+        raise LabError(
+            f"{what} is not listening on {host}:{port} after {EXTRA_TIMEOUT:g} s:"
+            f" {_tail_line(spec, name)}"
+        )
+
+
+def _wait_rtu(spec: LabSpec) -> None:
+    """A real Modbus RTU read of each unit's name over the appliance's end of the line."""
+    from pymodbus.client import ModbusSerialClient
+    from pymodbus.exceptions import ModbusException
+
+    deadline = time.monotonic() + EXTRA_TIMEOUT
+    pending = list(RTU_UNITS)
+    last = "no answer"
+    while pending:
+        for name, what in (("socat-rtu", "socat (the RTU line)"), ("rtu", "the RTU simulator")):
+            if not alive(spec, name):
+                raise LabError(f"{what} exited: {_tail_line(spec, name)}")
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"RTU unit {pending[0]} does not answer on {spec.rtu_app} after"
+                f" {EXTRA_TIMEOUT:g} s ({last}): {_tail_line(spec, 'rtu')}"
+            )
+        client = ModbusSerialClient(
+            str(spec.rtu_app), baudrate=RTU_BAUD, parity=RTU_PARITY, timeout=0.5, retries=0
+        )
+        try:
+            if client.connect():
+                reply = client.read_holding_registers(20, count=8, device_id=pending[0])
+                if reply.isError():
+                    last = str(reply)
+                else:
+                    pending.pop(0)
+                    continue
+            else:
+                last = "cannot open the port"
+        except ModbusException as exc:  # no answer yet: the simulator is still starting
+            last = str(exc)
+        finally:
+            client.close()
+        time.sleep(0.2)
+
+
+def _write_facts(spec: LabSpec, facts: dict[str, Any]) -> None:
+    spec.root.mkdir(parents=True, exist_ok=True)
+    tmp = spec.facts_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(facts, indent=2) + "\n")
+    tmp.replace(spec.facts_file)
 
 
 # -- namespaces, links, sockets ------------------------------------------------------------
