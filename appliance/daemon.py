@@ -74,6 +74,9 @@ def setup_logging(debug: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Libraries that narrate every packet at INFO: their warnings are enough in a journal.
+    for noisy in ("asyncua", "pymodbus", "gunicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def run(paths: Paths, roles: list[str]) -> None:
