@@ -389,7 +389,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
     return {
         "version": __version__,
         "unit": unit,
-        "health": _health(paths, live, docs, alive, expect_confirmed=revs.confirmed(store)),
+        "health": _health(docs, alive, paths),
         "roles": {role: alive[role] for role in ROLE_DOCS},
         "net": {"alive": alive["net"], **(docs["net"] or {})},
         "field": {
@@ -424,42 +424,14 @@ def _cert_fingerprint(paths: Paths) -> str | None:
         return None
 
 
-def _health(
-    paths: Paths, live: Any, docs: dict, alive: dict[str, bool], *, expect_confirmed: Any
-) -> dict:
-    """The agent's judgement while it runs; without it, the same pure function here."""
+def _health(docs: dict, alive: dict[str, bool], paths: Paths) -> dict:
+    """The agent's judgement while it runs; without it, the same computation here."""
     agent = docs.get("agent") or {}
     if alive.get("agent") and agent.get("health"):
         return agent["health"]
-    import shutil
+    from appliance.agent.role import compute_health
 
-    from appliance.agent.health import from_live, health
-
-    now = time.time()
-    try:
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        uptime = None
-    try:
-        disk = shutil.disk_usage(paths.data_dir)
-        free, total = disk.free, disk.total
-    except OSError:
-        free = total = None
-    field = docs.get("field") or {}
-    present = {role: doc for role, doc in docs.items() if doc is not None}
-    inputs = from_live(
-        {"net": docs.get("net"), **present},
-        now,
-        expected_roles=("net", *[r for r in present if r != "net"]),
-        alive={role: alive[role] for role in present} | {"net": alive["net"]},
-        uptime_s=uptime,
-        expect_confirmed=expect_confirmed is not None,
-        alarms=(field.get("alarms") or {}).get("counts") or {},
-        comm_loss=field.get("comm_loss") or (),
-        disk_free=free,
-        disk_total=total,
-    )
-    return health(inputs, now).as_dict()
+    return compute_health(paths).as_dict()
 
 
 @cli.command("status")
@@ -687,9 +659,12 @@ def demo_cmd(plcs: int, no_mgmt: bool, lab_dir: str, prefix: str) -> None:
 
 
 # -- the areas' own commands ------------------------------------------------------------
+from appliance.agent.cli import COMMANDS as _AGENT_COMMANDS  # noqa: E402
 from appliance.fleet.cli import fleet  # noqa: E402
 
 cli.add_command(fleet)
+for _command in _AGENT_COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -108,13 +108,21 @@ def run_role(paths: Paths, role: str, stop: threading.Event) -> None:
         _run_net(paths, stop)
         return
     module = importlib.import_module(f"appliance.{role}.role")
-    store = Store(paths.data_dir)
     log.info("%s role starting (data %s, run %s)", role, paths.data_dir, paths.run_dir)
+    # The role opens its own Store: one connection of ours held open here would make its
+    # writes wait on us (BEGIN IMMEDIATE), so ours is closed before and opened after.
+    store = Store(paths.data_dir)
     store.event("role.started", f"{role} role started (pid {os.getpid()})", source=role)
+    store.close()
     try:
         module.main(paths, stop)
     finally:
-        store.event("role.stopped", f"{role} role stopped (pid {os.getpid()})", source=role)
+        try:
+            after = Store(paths.data_dir)
+            after.event("role.stopped", f"{role} role stopped (pid {os.getpid()})", source=role)
+            after.close()
+        except ApplianceError as e:  # e.g. the data directory was wiped by a factory reset
+            log.warning("could not record the stop: %s", e)
         log.info("%s role stopped", role)
 
 
@@ -196,7 +204,33 @@ class Supervisor:
             },
         )
 
+    def _factory_reset_done(self, now: float) -> bool:
+        """After a factory reset (the agent leaves a marker) every role starts afresh, so none
+        keeps the wiped databases open."""
+        marker = self.paths.run_dir / "factory-reset.json"
+        if not marker.exists():
+            return False
+        log.warning("factory reset: restarting every role")
+        self.shutdown(grace=10.0, keep_doc=True)
+        with contextlib.suppress(FileNotFoundError):
+            marker.unlink()
+        self.store.close()
+        self.store = Store(self.paths.data_dir)
+        for child in self.children.values():
+            child.proc = None
+            child.in_a_row = 0
+            child.next_start = now
+        self.store.event(
+            "role.restarted",
+            "factory reset: every role restarted",
+            source="supervisor",
+            severity="warning",
+            data={"roles": self.roles},
+        )
+        return True
+
     def step(self, now: float) -> None:
+        self._factory_reset_done(now)
         for child in self.children.values():
             if child.proc is None:
                 if now >= child.next_start:
@@ -234,7 +268,7 @@ class Supervisor:
         finally:
             self.shutdown()
 
-    def shutdown(self, grace: float = 10.0) -> None:
+    def shutdown(self, grace: float = 10.0, keep_doc: bool = False) -> None:
         running = [c.proc for c in self.children.values() if c.proc and c.proc.poll() is None]
         for proc in running:
             with contextlib.suppress(ProcessLookupError):
@@ -247,5 +281,6 @@ class Supervisor:
                 log.warning("pid %d did not stop in %g s: killing it", proc.pid, grace)
                 proc.kill()
                 proc.wait()
-        with contextlib.suppress(FileNotFoundError):
-            self.live.path("supervisor").unlink()
+        if not keep_doc:
+            with contextlib.suppress(FileNotFoundError):
+                self.live.path("supervisor").unlink()

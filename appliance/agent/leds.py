@@ -96,6 +96,29 @@ LINK_DOWN = (OFF, "an IT or OT link is absent or down: check the cables")
 LINK_DOWN_CODES = frozenset({"it-link-down", "ot-link-down", "it-link-missing", "ot-link-missing"})
 
 
+# The push button's factory reset: LEDs an installer cannot mistake for a health state.
+RESET_WARNING: dict[str, tuple[Pattern, str]] = {
+    STATUS: (
+        Pattern("alternating with link, 5 Hz", ((True, 0.1), (False, 0.1))),
+        "button held: factory reset at 10 s; let go now to cancel",
+    ),
+    LINK: (
+        Pattern("alternating with status, 5 Hz", ((False, 0.1), (True, 0.1))),
+        "(alternates with status)",
+    ),
+}
+FLICKER = Pattern("flicker, 10 Hz", ((True, 0.05), (False, 0.05)))
+RESETTING: dict[str, tuple[Pattern, str]] = {
+    STATUS: (FLICKER, "factory reset under way: do not power off"),
+    LINK: (FLICKER, "(flickers with status)"),
+}
+
+
+def special(patterns: Mapping[str, tuple[Pattern, str]]) -> dict[str, Pattern]:
+    """The patterns of RESET_WARNING or RESETTING, for `LedDriver.show`."""
+    return {led: pattern for led, (pattern, _) in patterns.items()}
+
+
 def patterns_for(health: Health) -> dict[str, Pattern]:
     """The pattern each LED shows for this health."""
     out = {led: pattern for led, (pattern, _) in PATTERNS[health.state].items()}
@@ -114,6 +137,9 @@ def render_table() -> str:
             lines.append(f"| {state} | {led} | {pattern.name} | {meaning} |")
     pattern, meaning = LINK_DOWN
     lines.append(f"| fault, pending-confirm, degraded | {LINK} | {pattern.name} | {meaning} |")
+    for what, leds in (("reset warning", RESET_WARNING), ("resetting", RESETTING)):
+        for led, (pattern, meaning) in leds.items():
+            lines.append(f"| {what} | {led} | {pattern.name} | {meaning} |")
     return "\n".join(lines) + "\n"
 
 

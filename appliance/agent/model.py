@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from appliance.config.base import Strict
+
+SEVERITY_ORDER: tuple[str, ...] = ("debug", "info", "notice", "warning", "error", "critical")
+Severity = Literal["debug", "info", "notice", "warning", "error", "critical"]
+FACILITIES: tuple[str, ...] = tuple(f"local{n}" for n in range(8))
+
+
+def _http_url(v: str, schemes: tuple[str, ...]) -> str:
+    text = v.strip()
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a URL ({e})") from None
+    if parts.scheme not in schemes:
+        raise ValueError(f"{text!r} must start with {' or '.join(s + '://' for s in schemes)}")
+    if not parts.hostname:
+        raise ValueError(f"{text!r} has no host")
+    return text
 
 
 class Button(Strict):
@@ -27,6 +46,15 @@ class Leds(Strict):
     sysfs_root: str = "/sys/class/leds"
     button: Button | None = None
 
+    @model_validator(mode="after")
+    def _backend_needs_a_map(self) -> Leds:
+        if self.backend != "none" and not self.map:
+            raise ValueError(f"backend {self.backend} needs a map, e.g. {{status: 17, link: 27}}")
+        unknown = sorted(set(self.map) - {"status", "link"})
+        if unknown:
+            raise ValueError(f"map: unknown LED {unknown[0]!r} (LEDs: status, link)")
+        return self
+
 
 class Fleet(Strict):
     """Where the heartbeat goes, how often, and how the unit proves who it is."""
@@ -38,6 +66,20 @@ class Fleet(Strict):
     client_cert: str | None = None
     client_key: str | None = Field(None, description="secret")
     outbox_max: int = Field(10_000, ge=10, le=1_000_000, description="heartbeats kept offline")
+    timeout: float = Field(10.0, gt=0, le=60, description="seconds per request")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, ("https",))  # the heartbeat carries a token: TLS only
+
+    @model_validator(mode="after")
+    def _credentials(self) -> Fleet:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if self.token is None and self.client_cert is None:
+            raise ValueError("the unit needs a token or a client_cert/client_key to authenticate")
+        return self
 
 
 class Syslog(Strict):
@@ -47,7 +89,30 @@ class Syslog(Strict):
     port: int | None = Field(None, ge=1, le=65535, description="default 514 (udp/tcp), 6514 tls")
     transport: Literal["udp", "tcp", "tls"] = "udp"
     ca_cert: str | None = None
-    min_severity: Literal["debug", "info", "notice", "warning", "error", "critical"] = "info"
+    min_severity: Severity = "info"
+    facility: Literal[
+        "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
+    ] = "local0"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        v = v.strip()
+        if not v or any(c.isspace() or c in "/[]" for c in v):
+            raise ValueError(f"{v!r} is not a host name or IP address")
+        return v
+
+    @model_validator(mode="after")
+    def _ca_only_with_tls(self) -> Syslog:
+        if self.ca_cert is not None and self.transport != "tls":
+            raise ValueError("ca_cert is only used with transport: tls")
+        return self
+
+    def effective_port(self) -> int:
+        return self.port or (6514 if self.transport == "tls" else 514)
+
+    def label(self) -> str:
+        return f"{self.transport}://{self.host}:{self.effective_port()}"
 
 
 class Webhook(Strict):
@@ -56,3 +121,9 @@ class Webhook(Strict):
     url: str
     token: str | None = Field(None, description="secret: sent as Bearer")
     ca_cert: str | None = None
+    timeout: float = Field(10.0, gt=0, le=60, description="seconds per request")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, ("https", "http"))

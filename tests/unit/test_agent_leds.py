@@ -16,6 +16,8 @@ from appliance.agent.leds import (
     LEDS,
     OFF,
     PATTERNS,
+    RESET_WARNING,
+    RESETTING,
     SOLID_ON,
     GpioBackend,
     LedDriver,
@@ -23,6 +25,7 @@ from appliance.agent.leds import (
     SysfsBackend,
     patterns_for,
     render_table,
+    special,
 )
 
 START = 1000.0  # a small clock value: step boundaries stay exact in floats
@@ -267,10 +270,45 @@ def test_render_table() -> None:
     lines = table.splitlines()
     assert lines[0] == "| state | LED | pattern | meaning |"
     assert lines[1] == "|---|---|---|---|"
-    assert len(lines) == 2 + len(PATTERNS) * len(LEDS) + 1
+    assert len(lines) == 2 + len(PATTERNS) * len(LEDS) + 1 + 2 * len(LEDS)
     assert "| identify | status | fast blink, 4 Hz |" in table
     assert "| pending-confirm | status | double blink every 2 s |" in table
     assert "| booting | status | slow pulse, 0.5 Hz (1 s on, 1 s off) |" in table
     assert "| degraded | status | slow blink, 1 Hz |" in table
     assert "| ok | status | solid on | all well |" in table
-    assert lines[-1].startswith("| fault, pending-confirm, degraded | link | off |")
+    assert lines[-5].startswith("| fault, pending-confirm, degraded | link | off |")
+    assert "| reset warning | status | alternating with link, 5 Hz |" in table
+    assert lines[-1].startswith("| resetting | link | flicker, 10 Hz |")
+
+
+# -- the button's factory reset ---------------------------------------------------------
+
+
+def test_reset_warning_alternates_and_resetting_is_solid(
+    rig: tuple[LedDriver, Callable[[], dict[str, bool]]],
+) -> None:
+    driver, read = rig
+    driver.show(special(RESET_WARNING), START)
+    seen = []
+    for k in range(8):
+        driver.tick(START + k * 0.1 + 0.05)
+        seen.append((read()["status"], read()["link"]))
+    assert seen == [(True, False), (False, True)] * 4
+    driver.show(special(RESETTING), START + 1)
+    flicker = []
+    for k in range(4):
+        driver.tick(START + 1 + k * 0.05 + 0.01)
+        flicker.append(read())
+    on, off = {"status": True, "link": True}, {"status": False, "link": False}
+    assert flicker == [on, off, on, off]
+
+
+def test_reset_patterns_look_like_no_health_state() -> None:
+    health_pairs = {(PATTERNS[s]["status"][0], PATTERNS[s]["link"][0]) for s in PRECEDENCE}
+    assert (RESET_WARNING["status"][0], RESET_WARNING["link"][0]) not in health_pairs
+    assert (RESETTING["status"][0], RESETTING["link"][0]) not in health_pairs
+
+
+def test_the_documented_table_is_the_code_s() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "agent.md").read_text()
+    assert render_table() in doc, "docs/agent.md: paste appliance.agent.leds.render_table()"

@@ -75,3 +75,18 @@ def test_run_stops_children_when_asked(tmp_path: Path) -> None:
     assert not t.is_alive()
     assert all(p.poll() is not None for p in procs)
     assert sup.live.read("supervisor") is None
+
+
+def test_a_factory_reset_restarts_every_role(tmp_path: Path) -> None:
+    sup = Scripted(Paths(tmp_path / "d", tmp_path / "r"), ["agent", "web"])
+    t0 = time.time()
+    sup.step(t0)
+    before = {r: c.proc.pid for r, c in sup.children.items()}
+    sup.paths.run_dir.mkdir(parents=True, exist_ok=True)
+    (sup.paths.run_dir / "factory-reset.json").write_text("{}")
+    sup.step(t0 + 1)
+    after = {r: c.proc.pid for r, c in sup.children.items()}
+    assert all(before[r] != after[r] for r in before)
+    assert not (sup.paths.run_dir / "factory-reset.json").exists()
+    assert Event.select().where(Event.kind == "role.restarted").count() == 1
+    sup.shutdown(grace=5)

@@ -1,0 +1,117 @@
+"""Webhooks: alarm changes only, in order, retried with back-off, bounded, idempotent."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from appliance.agent.heartbeat import FleetError
+from appliance.agent.model import Webhook
+from appliance.agent.webhook import BACKLOG_MAX, WebhookSender, idempotency_key
+from appliance.state.db import Store
+
+UNIT = {"id": "6f1c1f7e-0000-4000-8000-000000000001", "name": "unit-7", "site": "A"}
+HOOK = Webhook(url="https://hooks.example/alarms", token="hook-secret")
+
+
+class FakeEndpoint:
+    def __init__(self) -> None:
+        self.down = False
+        self.status = 200
+        self.posts: list[dict[str, Any]] = []
+
+    def __call__(self, url: str, body: bytes, headers: dict, ctx: Any, timeout: float):
+        if self.down:
+            raise FleetError("unreachable", "refused")
+        self.posts.append({"url": url, "headers": headers, "doc": json.loads(body)})
+        return self.status, b""
+
+
+def make(store: Store, fake: FakeEndpoint) -> tuple[WebhookSender, list[tuple]]:
+    events: list[tuple] = []
+    s = WebhookSender(
+        UNIT, event=lambda k, m, **kw: events.append((k, m)), rand=lambda: 0.0, post=fake
+    )
+    s._contexts[HOOK.url] = None  # type: ignore[assignment]  # no real TLS here
+    s.configure([HOOK], UNIT, 0.0)
+    s._contexts[HOOK.url] = None  # type: ignore[assignment]
+    return s, events
+
+
+def test_only_alarm_events_are_posted_from_configuration_on(store: Store) -> None:
+    store.event("alarm.raised", "before the webhook existed", source="field")
+    fake = FakeEndpoint()
+    s, _ = make(store, fake)
+    store.event("alarm.raised", "plc1.temp high", source="field", severity="warning")
+    store.event("net.drift", "not an alarm", source="net")
+    store.event("alarm.cleared", "plc1.temp normal", source="field")
+    assert s.deliver(1.0) == 2
+    docs = [p["doc"] for p in fake.posts]
+    assert [d["event"]["message"] for d in docs] == ["plc1.temp high", "plc1.temp normal"]
+    assert docs[0]["schema"] == "appliance-alarm/1"
+    assert docs[0]["unit"] == {"id": UNIT["id"], "name": "unit-7", "site": "A"}
+    h = fake.posts[0]["headers"]
+    assert h["Authorization"] == "Bearer hook-secret"
+    assert h["Idempotency-Key"] == idempotency_key(UNIT["id"], HOOK.url, docs[0]["event"]["id"])
+    assert s.deliver(2.0) == 0  # nothing twice
+
+
+def test_failure_retries_later_in_order_with_the_same_key(store: Store) -> None:
+    fake = FakeEndpoint()
+    s, _ = make(store, fake)
+    for k in range(3):
+        store.event("alarm.raised", f"a{k}", source="field")
+    fake.status = 503
+    assert s.deliver(0.0) == 0
+    st = s.status[HOOK.url]
+    assert st["failures"] == 1 and st["next_attempt"] == 1.0  # 2 s ceiling, half of it
+    fake.status = 200
+    assert s.deliver(0.5) == 0  # still backing off
+    assert s.deliver(1.0) == 3
+    msgs = [p["doc"]["event"]["message"] for p in fake.posts]
+    assert msgs == ["a0", "a0", "a1", "a2"]
+    assert fake.posts[0]["headers"] == fake.posts[1]["headers"]
+    assert st["failures"] == 0 and st["sent"] == 3
+
+
+def test_unreachable_backs_off_exponentially(store: Store) -> None:
+    fake = FakeEndpoint()
+    s, _ = make(store, fake)
+    store.event("alarm.raised", "x", source="field")
+    fake.down = True
+    now = 0.0
+    delays = []
+    for _ in range(4):
+        s.deliver(now)
+        nxt = s.status[HOOK.url]["next_attempt"]
+        delays.append(nxt - now)
+        now = nxt
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_refused_event_is_skipped_not_retried(store: Store) -> None:
+    fake = FakeEndpoint()
+    s, _ = make(store, fake)
+    store.event("alarm.raised", "x", source="field")
+    store.event("alarm.raised", "y", source="field")
+    fake.status = 400
+    s.deliver(0.0)
+    assert len(fake.posts) == 2
+    assert s.status[HOOK.url]["dropped"] == 2
+
+
+def test_backlog_is_bounded(store: Store) -> None:
+    fake = FakeEndpoint()
+    s, events = make(store, fake)
+    with store.history.atomic():
+        for k in range(BACKLOG_MAX + 5):
+            store.event("alarm.raised", f"a{k}", source="field")
+    fake.down = True
+    s.deliver(0.0)
+    fake.down = False
+    s.deliver(10_000.0)
+    msgs = [p["doc"]["event"]["message"] for p in fake.posts]
+    assert msgs[0] == "a5" and msgs[-1] == f"a{BACKLOG_MAX + 4}"
+    assert len(msgs) == BACKLOG_MAX
+    assert s.status[HOOK.url]["dropped"] == 5
+    assert events[0][0] == "webhook.dropped"
