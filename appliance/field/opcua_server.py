@@ -1,0 +1,942 @@
+"""The northbound OPC UA server: every tag for IT, read-only unless writable, users required.
+
+`Northbound(cfg, paths, authenticate, on_write)` wraps an asyncua Server listening on
+``opc.tcp://0.0.0.0:<cfg.port>/`` (the net role's input rules decide who can reach it):
+
+- Address space: namespace ``urn:appliance:tags`` (index 2); under Objects a folder per
+  device (``ns=2;s=<device>``) and in it a variable per tag (``ns=2;s=<device>.<tag>``,
+  BrowseName and DisplayName the tag name, Description the tag's description, an
+  ``EngineeringUnits`` property (EUInformation, UNECE code when the unit is a known one)
+  when the tag has a unit). Values carry the StatusCode for their quality (good -> Good,
+  uncertain -> UncertainLastUsableValue, bad -> BadCommunicationError) and SourceTimestamp.
+- Users: a username and password checked by ``authenticate(user, password)`` (-> "admin",
+  "operator", "viewer" or None). Anonymous sessions only when ``cfg.allow_anonymous`` (then
+  as viewer). Certificate (X509) user tokens are not offered.
+- Writes: only to the Value of a tag marked writable, only by a user whose role is admin;
+  they go to ``await on_write("<device>.<tag>", value, username)`` (which writes the device
+  and audits); the node shows the device's value after its next poll. Everyone else gets
+  BadUserAccessDenied (BadNotWritable for a tag that is not writable). Nobody may add or
+  delete nodes or write other attributes.
+- Security: ``cfg.security`` picks the endpoints (None, Basic256Sha256 Sign,
+  Basic256Sha256 SignAndEncrypt). The unit's certificate is generated on first start into
+  ``<data>/secrets/opcua-cert.der`` and ``opcua-key.pem`` (0600), RSA 2048, SHA-256,
+  application URI ``urn:<hostname>:appliance`` in the SubjectAltName. Client application
+  certificates are accepted without a trust list: sessions are authorised by user name.
+
+`update(name, value, quality, source_time)` is cheap: it records the newest value per tag
+and wakes one flusher task, which writes the values straight into the address space
+(subscribed clients are notified from there). `reconfigure(devices)` adds and removes
+folders and variables in place without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import asyncua
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
+from asyncua.server.address_space import AttributeService
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
+from appliance.field.model import Device, Tag
+from appliance.field.model import Northbound as NorthboundConfig
+from appliance.paths import Paths
+
+log = logging.getLogger("field.opcua-server")
+
+NAMESPACE = "urn:appliance:tags"
+CERT_FILE = "opcua-cert.der"
+KEY_FILE = "opcua-key.pem"
+CERT_DAYS = 20 * 365
+WRITE_TIMEOUT = 30.0
+UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+Role = Literal["admin", "operator", "viewer"]
+Authenticate = Callable[[str, str], Role | str | None]
+OnWrite = Callable[[str, Any, str], Awaitable[Any]]
+Quality = Literal["good", "uncertain", "bad"]
+
+STATUS: dict[str, int] = {
+    "good": ua.StatusCodes.Good,
+    "uncertain": ua.StatusCodes.UncertainLastUsableValue,
+    "bad": ua.StatusCodes.BadCommunicationError,
+}
+
+_POLICIES: dict[str, ua.SecurityPolicyType] = {
+    "None": ua.SecurityPolicyType.NoSecurity,
+    "Basic256Sha256-Sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "Basic256Sha256-SignAndEncrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+}
+
+_VTYPE: dict[str, ua.VariantType] = {
+    "bool": ua.VariantType.Boolean,
+    "bit": ua.VariantType.Boolean,
+    "int16": ua.VariantType.Int16,
+    "uint16": ua.VariantType.UInt16,
+    "int32": ua.VariantType.Int32,
+    "uint32": ua.VariantType.UInt32,
+    "int64": ua.VariantType.Int64,
+    "uint64": ua.VariantType.UInt64,
+    "float32": ua.VariantType.Float,
+    "float64": ua.VariantType.Double,
+    "string": ua.VariantType.String,
+}
+_INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
+    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
+    ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
+    ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
+    ua.VariantType.UInt64: (0, 2**64 - 1),
+}
+
+# Units people write in the configuration -> (UNECE common code, description).
+UNITS: dict[str, tuple[str, str]] = {
+    "degc": ("CEL", "degree Celsius"),
+    "°c": ("CEL", "degree Celsius"),
+    "degf": ("FAH", "degree Fahrenheit"),
+    "°f": ("FAH", "degree Fahrenheit"),
+    "k": ("KEL", "kelvin"),
+    "%": ("P1", "percent"),
+    "bar": ("BAR", "bar"),
+    "mbar": ("MBR", "millibar"),
+    "pa": ("PAL", "pascal"),
+    "kpa": ("KPA", "kilopascal"),
+    "psi": ("PS", "pound-force per square inch"),
+    "v": ("VLT", "volt"),
+    "mv": ("2Z", "millivolt"),
+    "a": ("AMP", "ampere"),
+    "ma": ("4K", "milliampere"),
+    "w": ("WTT", "watt"),
+    "kw": ("KWT", "kilowatt"),
+    "kwh": ("KWH", "kilowatt hour"),
+    "hz": ("HTZ", "hertz"),
+    "rpm": ("RPM", "revolutions per minute"),
+    "m": ("MTR", "metre"),
+    "mm": ("MMT", "millimetre"),
+    "m/s": ("MTS", "metre per second"),
+    "s": ("SEC", "second"),
+    "ms": ("C26", "millisecond"),
+    "min": ("MIN", "minute"),
+    "h": ("HUR", "hour"),
+    "l": ("LTR", "litre"),
+    "l/min": ("L2", "litre per minute"),
+    "m3/h": ("MQH", "cubic metre per hour"),
+    "kg": ("KGM", "kilogram"),
+    "g": ("GRM", "gram"),
+    "t": ("TNE", "tonne"),
+}
+
+
+# -- the unit's certificate ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """The unit's OPC UA application instance certificate and where it lives."""
+
+    cert_path: Path
+    key_path: Path
+    application_uri: str
+    thumbprint: str  # SHA-1 of the DER, hex, as OPC UA tools (UaExpert) show it
+    fingerprint: str  # "sha256:AB:CD:..."
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Write atomically with mode 0600 (created so, never widened)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _describe_cert(cert_path: Path, key_path: Path, cert: x509.Certificate) -> Certificate:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    sha256 = hashlib.sha256(der).hexdigest().upper()
+    return Certificate(
+        cert_path=cert_path,
+        key_path=key_path,
+        application_uri=uris[0],
+        thumbprint=hashlib.sha1(der).hexdigest().upper(),
+        fingerprint="sha256:" + ":".join(sha256[i : i + 2] for i in range(0, len(sha256), 2)),
+    )
+
+
+def _load(cert_path: Path, key_path: Path) -> Certificate | None:
+    """The existing pair if both files are there, match, and the certificate is valid now."""
+    try:
+        cert = x509.load_der_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        log.warning("OPC UA certificate or key unreadable (%s): generating a new pair", exc)
+        return None
+    now = datetime.now(UTC)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        log.warning("OPC UA certificate not valid now: generating a new pair")
+        return None
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if cert.public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
+        log.warning("OPC UA certificate and key do not match: generating a new pair")
+        return None
+    try:
+        return _describe_cert(cert_path, key_path, cert)
+    except (x509.ExtensionNotFound, IndexError):
+        log.warning("OPC UA certificate has no application URI: generating a new pair")
+        return None
+
+
+def ensure_certificate(paths: Paths, hostname: str | None = None) -> Certificate:
+    """The unit's certificate, generated on first use (also the client's, towards devices)."""
+    secrets = paths.secrets_dir
+    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(secrets, 0o700)
+    cert_path, key_path = secrets / CERT_FILE, secrets / KEY_FILE
+    existing = _load(cert_path, key_path)
+    if existing is not None:
+        return existing
+    host = hostname or socket.gethostname() or "appliance"
+    uri = f"urn:{host}:appliance"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"appliance@{host}"[:64]),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "IT/OT demarcation appliance"),
+        ]
+    )
+    now = datetime.now(UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=CERT_DAYS))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri), x509.DNSName(host)]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=True,
+                data_encipherment=True,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    _write_secret(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    _write_secret(cert_path, cert.public_bytes(serialization.Encoding.DER))
+    info = _describe_cert(cert_path, key_path, cert)
+    log.info("generated the OPC UA certificate %s (%s)", info.application_uri, info.thumbprint)
+    return info
+
+
+# -- the standard address space, cached on disk ------------------------------------------
+
+_BUILD_SHELF = """
+import asyncio, sys
+from pathlib import Path
+from asyncua.server.internal_server import InternalServer
+asyncio.run(InternalServer().load_standard_address_space(Path(sys.argv[1])))
+"""
+
+
+def shelf_path(paths: Paths) -> Path:
+    """Where the standard address space is cached (per asyncua version; no dots in the name)."""
+    version = asyncua.__version__.replace(".", "_") if hasattr(asyncua, "__version__") else "x"
+    return paths.data_dir / "cache" / f"opcua-aspace-{version}"
+
+
+async def ensure_shelf(paths: Paths) -> Path | None:
+    """The cached standard address space, built once in a child process (about 30 MB on disk).
+
+    asyncua then loads standard nodes lazily: the server starts in a fraction of a second
+    and holds about 50 MB less memory. None (and the in-memory address space) if it fails.
+    """
+    shelf = shelf_path(paths)
+    if shelf.is_file() or shelf.with_suffix(".db").is_file():
+        return shelf
+    shelf.parent.mkdir(parents=True, exist_ok=True)
+    tmp = shelf.with_name(f"tmp-{os.getpid()}-{shelf.name}")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _BUILD_SHELF,
+            str(tmp),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 300)
+        if proc.returncode != 0:
+            raise OSError(err.decode(errors="replace").strip().splitlines()[-1:] or "failed")
+        for part in tmp.parent.glob(tmp.name + "*"):
+            os.replace(part, shelf.with_name(shelf.name + part.name[len(tmp.name) :]))
+    except (OSError, TimeoutError) as exc:
+        log.warning("OPC UA server: no address space cache (%s); building it in memory", exc)
+        for part in tmp.parent.glob(tmp.name + "*"):
+            part.unlink(missing_ok=True)
+        return None
+    return shelf
+
+
+# -- pure helpers -------------------------------------------------------------------------
+
+
+def declared_vtype(tag: Tag) -> ua.VariantType | None:
+    """The variant type a tag's values have (None: not declared, taken from the values)."""
+    if tag.type is None:
+        return None
+    if tag.type in ("bool", "bit", "string"):
+        return _VTYPE[tag.type]
+    if tag.scale != 1 or tag.offset != 0:
+        return ua.VariantType.Double  # scaled numbers are floats (as the decoder makes them)
+    return _VTYPE[tag.type]
+
+
+def inferred_vtype(value: Any) -> ua.VariantType | None:
+    """The variant type for a value whose tag declares none."""
+    if isinstance(value, bool):
+        return ua.VariantType.Boolean
+    if isinstance(value, int):
+        lo, hi = _INT_RANGE[ua.VariantType.Int64]
+        if lo <= value <= hi:
+            return ua.VariantType.Int64
+        return ua.VariantType.UInt64 if 0 <= value < 2**64 else ua.VariantType.Double
+    if isinstance(value, float):
+        return ua.VariantType.Double
+    if isinstance(value, str):
+        return ua.VariantType.String
+    return None
+
+
+def to_variant(vtype: ua.VariantType, value: Any) -> ua.Variant | None:
+    """`value` as a Variant of `vtype`, or None when it cannot be one (no silent truncation)."""
+    if vtype == ua.VariantType.Boolean:
+        if isinstance(value, bool):
+            return ua.Variant(value, vtype)
+        if isinstance(value, int | float) and value in (0, 1):
+            return ua.Variant(bool(value), vtype)
+        return None
+    if vtype == ua.VariantType.String:
+        return ua.Variant(value, vtype) if isinstance(value, str) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if vtype in (ua.VariantType.Float, ua.VariantType.Double):
+        return ua.Variant(float(value), vtype)
+    if vtype in _INT_RANGE:
+        if isinstance(value, float):
+            if not value.is_integer():
+                return None
+            value = int(value)
+        lo, hi = _INT_RANGE[vtype]
+        return ua.Variant(value, vtype) if lo <= value <= hi else None
+    return None
+
+
+def eu_information(unit: str) -> ua.EUInformation:
+    """EUInformation for a unit as configured: UNECE code when known, else UnitId -1."""
+    known = UNITS.get(unit.strip().lower())
+    unit_id = -1
+    description = unit
+    if known:
+        code, description = known
+        unit_id = 0
+        for ch in code:
+            unit_id = (unit_id << 8) | ord(ch)
+    return ua.EUInformation(
+        NamespaceUri=UNECE_NAMESPACE,
+        UnitId=unit_id,
+        DisplayName=ua.LocalizedText(unit),
+        Description=ua.LocalizedText(description),
+    )
+
+
+def _stamp(t: float | None) -> datetime:
+    return datetime.fromtimestamp(t, UTC) if t is not None else datetime.now(UTC)
+
+
+# -- users and permissions ----------------------------------------------------------------
+
+
+@dataclass
+class UaUser(User):
+    """A session's user: asyncua role User for everyone, our role decides writes."""
+
+    app_role: str = "viewer"
+
+
+class _Users:
+    """asyncua user manager: password check through `authenticate`, anonymous if allowed."""
+
+    def __init__(self, authenticate: Authenticate, allow_anonymous: bool) -> None:
+        self.authenticate = authenticate
+        self.allow_anonymous = allow_anonymous
+
+    def get_user(
+        self,
+        iserver: Any,
+        username: str | None = None,
+        password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if username is None:
+            if self.allow_anonymous:
+                return UaUser(role=UserRole.User, name="anonymous", app_role="viewer")
+            log.warning("OPC UA: anonymous log-on refused")
+            return None
+        try:
+            role = self.authenticate(username, password or "")
+        except ApplianceError as exc:  # e.g. throttled after failed log-ons
+            log.warning("OPC UA: log-on refused for %r: %s", username, exc)
+            return None
+        except Exception:  # a broken authenticator must refuse, never let in
+            log.exception("OPC UA: authenticate(%r) failed", username)
+            return None
+        if role not in ("admin", "operator", "viewer"):
+            log.warning("OPC UA: log-on refused for %r", username)
+            return None
+        log.info("OPC UA: %s logged on (%s)", username, role)
+        return UaUser(role=UserRole.User, name=username, app_role=str(role))
+
+
+class _Ruleset(PermissionRuleset):
+    """Sessions may read, browse, subscribe and write (checked per node); nobody may change
+    the address space (AddNodes, DeleteNodes, references), not even an admin."""
+
+    def __init__(self) -> None:
+        self._allowed = {ua.NodeId(t) for t in USER_TYPES}
+
+    def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
+        return isinstance(user, UaUser) and action_type_id in self._allowed
+
+
+_INTERNAL = User(role=UserRole.Admin)
+
+
+class _GuardedAttributes(AttributeService):
+    """Client writes to tags go to the owner's check and on_write; all other writes by
+    clients are refused. The server's own session (plain admin User) writes freely."""
+
+    def __init__(self, aspace: Any, owner: Northbound) -> None:
+        super().__init__(aspace)
+        self.owner = owner
+
+    async def write(
+        self, params: ua.WriteParameters, user: User | None = None
+    ) -> list[ua.StatusCode]:
+        if user is None:  # asyncua's default: the caller is the server itself
+            user = _INTERNAL
+        if not isinstance(user, UaUser):
+            if user.role == UserRole.Admin:  # the server's internal session
+                return await super().write(params, user)
+            return [ua.StatusCode(ua.StatusCodes.BadUserAccessDenied) for _ in params.NodesToWrite]
+        return [await self.owner._client_write(wv, user) for wv in params.NodesToWrite]
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Var:
+    full: str
+    nodeid: ua.NodeId
+    tag: Tag
+    vtype: ua.VariantType | None  # the node's current DataType (None: BaseDataType yet)
+
+
+class Northbound:
+    """The northbound OPC UA server (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: NorthboundConfig,
+        paths: Paths,
+        authenticate: Authenticate,
+        on_write: OnWrite,
+        *,
+        listen: str = "0.0.0.0",
+    ) -> None:
+        self.cfg = cfg
+        self.paths = paths
+        self.authenticate = authenticate
+        self.on_write = on_write
+        self.listen = listen
+        self.certificate: Certificate | None = None
+        self.idx = 2
+        self._server: Server | None = None
+        self._vars: dict[str, _Var] = {}
+        self._by_nodeid: dict[ua.NodeId, _Var] = {}
+        self._devices: dict[str, Device] = {}
+        self._pending: dict[str, tuple[Any, str, float | None]] = {}
+        self._pending_lock = threading.Lock()  # update() may come from another thread
+        self._wake: asyncio.Event | None = None
+        self._kicked = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._type_warned: set[str] = set()
+        self.published = 0
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def server(self) -> Server | None:
+        """The asyncua Server while running (for diagnostics and tests)."""
+        return self._server
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.listen}:{self.cfg.port}/"
+
+    async def start(self, devices: Iterable[Device]) -> None:
+        """Generate/load the certificate, build the address space, listen. No-op if disabled."""
+        if not self.cfg.enabled:
+            log.info("OPC UA server disabled (opcua_server.enabled: false)")
+            return
+        if self._server is not None:
+            raise ApplianceError("the OPC UA server is already running")
+        policies = [_POLICIES[p] for p in dict.fromkeys(self.cfg.security)]
+        if not policies:
+            raise ApplianceError(
+                "at least one security policy is needed", field="opcua_server.security"
+            )
+        self.certificate = await asyncio.to_thread(ensure_certificate, self.paths)
+        server = Server(user_manager=_Users(self.authenticate, self.cfg.allow_anonymous))
+        await server.init(await ensure_shelf(self.paths))
+        server.set_endpoint(self.endpoint)
+        server.set_server_name("IT/OT demarcation appliance")
+        server.product_uri = "urn:appliance:opcua-server"
+        server.manufacturer_name = "appliance"
+        await server.set_application_uri(self.certificate.application_uri)
+        await server.load_certificate(str(self.certificate.cert_path))
+        await server.load_private_key(str(self.certificate.key_path))
+        server.set_security_policy(policies, permission_ruleset=_Ruleset())
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if self.cfg.allow_anonymous:
+            tokens.insert(0, ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        if policies == [ua.SecurityPolicyType.NoSecurity]:
+            log.warning("OPC UA server: security None only, passwords travel in plain text")
+        iserver = server.iserver
+        iserver.attribute_service = _GuardedAttributes(iserver.aspace, self)
+        self.idx = await server.register_namespace(NAMESPACE)
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wake = asyncio.Event()
+        try:
+            await self._apply(list(devices))
+            await server.start()
+        except OSError as exc:
+            self._server = None
+            raise ApplianceError(
+                f"cannot listen on port {self.cfg.port}: {exc.strerror or exc}",
+                field="opcua_server.port",
+            ) from None
+        except BaseException:
+            self._server = None
+            raise
+        self._flusher = asyncio.create_task(self._flush_loop(), name="opcua-northbound-flush")
+        if self._pending:
+            self._wake.set()
+        log.info(
+            "OPC UA server on %s (certificate %s, SHA-1 %s): %d device(s), %d tag(s), "
+            "security %s, anonymous %s",
+            self.endpoint,
+            self.certificate.application_uri,
+            self.certificate.thumbprint,
+            len(self._devices),
+            len(self._vars),
+            ", ".join(self.cfg.security),
+            "allowed" if self.cfg.allow_anonymous else "refused",
+        )
+
+    async def reconfigure(self, devices: Iterable[Device]) -> None:
+        """Make the address space match `devices`: add, remove and update in place."""
+        if self._server is None:
+            self._devices = {d.name: d for d in devices}
+            return
+        await self._apply(list(devices))
+
+    def update(
+        self, name: str, value: Any, quality: Quality | str, source_time: float | None
+    ) -> None:
+        """Record a tag's newest value; one flusher task publishes it (thread-safe, cheap)."""
+        with self._pending_lock:
+            self._pending[name] = (value, quality, source_time)
+            if self._kicked or self._wake is None or self._loop is None:
+                return
+            self._kicked = True
+        if threading.get_ident() == self._loop_thread:
+            self._wake.set()
+        else:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def flush(self) -> None:
+        """Publish everything recorded so far now (tests, shutdown)."""
+        await self._flush_once()
+
+    async def stop(self) -> None:
+        """Stop listening and drop every session."""
+        server, self._server = self._server, None
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except asyncio.CancelledError:
+                pass
+            self._flusher = None
+        if server is not None:
+            await server.stop()
+            log.info("OPC UA server stopped")
+
+    # -- publishing ---------------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            try:
+                await self._flush_once()
+            except Exception:  # one bad value must not stop publishing the others
+                log.exception("OPC UA server: publishing values failed")
+
+    async def _flush_once(self) -> None:
+        assert self._wake is not None
+        self._wake.clear()
+        with self._pending_lock:
+            self._kicked = False
+            batch, self._pending = self._pending, {}
+        if not batch or self._server is None:
+            return
+        async with self._lock:
+            for name, (value, quality, source_time) in batch.items():
+                var = self._vars.get(name)
+                if var is not None:
+                    await self._publish(var, value, quality, source_time)
+
+    async def _publish(
+        self, var: _Var, value: Any, quality: str, source_time: float | None
+    ) -> None:
+        server = self._server
+        assert server is not None
+        now = datetime.now(UTC)
+        code = STATUS.get(quality, ua.StatusCodes.BadCommunicationError)
+        if value is None or quality == "bad":
+            if value is None and quality != "bad":
+                code = ua.StatusCodes.BadNoData
+            dv = ua.DataValue(ua.Variant(None), ua.StatusCode(code), _stamp(source_time), now)
+            await server.write_attribute_value(var.nodeid, dv)
+            self.published += 1
+            return
+        variant = to_variant(var.vtype, value) if var.vtype is not None else None
+        if variant is None:
+            vtype = inferred_vtype(value)
+            if vtype is None or (var.vtype is not None and var.tag.type is not None):
+                if var.full not in self._type_warned:
+                    self._type_warned.add(var.full)
+                    log.warning("OPC UA server: %s: %r does not fit %s", var.full, value, var.vtype)
+                dv = ua.DataValue(
+                    ua.Variant(None), ua.StatusCode(ua.StatusCodes.BadTypeMismatch), now, now
+                )
+                await server.write_attribute_value(var.nodeid, dv)
+                return
+            await self._retype(var, vtype)
+            variant = to_variant(vtype, value)
+            assert variant is not None
+        dv = ua.DataValue(variant, ua.StatusCode(code), _stamp(source_time), now)
+        await server.write_attribute_value(var.nodeid, dv)
+        self.published += 1
+
+    async def _retype(self, var: _Var, vtype: ua.VariantType) -> None:
+        """Change the DataType of a variable whose tag declares no type to its values' type."""
+        server = self._server
+        assert server is not None
+        empty = ua.DataValue(
+            ua.Variant(None), ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+        )
+        await server.write_attribute_value(var.nodeid, empty)
+        await server.write_attribute_value(
+            var.nodeid,
+            ua.DataValue(ua.Variant(ua.NodeId(vtype.value), ua.VariantType.NodeId)),
+            ua.AttributeIds.DataType,
+        )
+        var.vtype = vtype
+
+    # -- client writes ------------------------------------------------------------------
+
+    async def _client_write(self, wv: ua.WriteValue, user: UaUser) -> ua.StatusCode:
+        var = self._by_nodeid.get(wv.NodeId)
+        who = user.name or "anonymous"
+        if var is None:
+            log.warning("OPC UA: %s may not write %s", who, wv.NodeId.to_string())
+            return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+        if wv.AttributeId != ua.AttributeIds.Value or not var.tag.writable:
+            log.warning("OPC UA: %s tried to write %s (not writable)", who, var.full)
+            return ua.StatusCode(ua.StatusCodes.BadNotWritable)
+        if wv.IndexRange:
+            return ua.StatusCode(ua.StatusCodes.BadWriteNotSupported)
+        if user.app_role != "admin" or user.name in (None, "anonymous"):
+            log.warning("OPC UA: %s (%s) may not write %s", who, user.app_role, var.full)
+            return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+        dv = wv.Value
+        value = dv.Value.Value if dv is not None and dv.Value is not None else None
+        if value is None or isinstance(value, list | tuple):
+            return ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+        try:
+            await asyncio.wait_for(self.on_write(var.full, value, who), WRITE_TIMEOUT)
+        except NotFound:
+            return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)
+        except PermissionDenied:
+            return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+        except (Timeout, TimeoutError):
+            return ua.StatusCode(ua.StatusCodes.BadTimeout)
+        except ApplianceError as exc:
+            log.warning("OPC UA: %s writing %s = %r: %s", who, var.full, value, exc)
+            if exc.field == "value":
+                return ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+            return ua.StatusCode(ua.StatusCodes.BadCommunicationError)
+        except Exception:  # the write hook failing must answer the client, not kill the server
+            log.exception("OPC UA: writing %s failed", var.full)
+            return ua.StatusCode(ua.StatusCodes.BadInternalError)
+        log.info("OPC UA: %s wrote %s = %r", who, var.full, value)
+        return ua.StatusCode()
+
+    # -- address space ------------------------------------------------------------------
+
+    async def _apply(self, devices: list[Device]) -> None:
+        server = self._server
+        assert server is not None
+        async with self._lock:
+            want_devices = {d.name: d for d in devices}
+            want_tags = {f"{d.name}.{t.name}": (d, t) for d in devices for t in d.tags}
+            isession = server.iserver.isession
+            # removed tags and devices
+            gone_tags = [n for n in self._vars if n not in want_tags]
+            changed = [
+                n
+                for n in self._vars
+                if n in want_tags
+                and declared_vtype(want_tags[n][1]) != declared_vtype(self._vars[n].tag)
+            ]
+            doomed = [server.get_node(self._vars[n].nodeid) for n in gone_tags + changed]
+            gone_devices = [n for n in self._devices if n not in want_devices]
+            doomed += [server.get_node(self._folder_id(n)) for n in gone_devices]
+            if doomed:
+                await server.delete_nodes(doomed, recursive=True)
+            for n in gone_tags + changed:
+                var = self._vars.pop(n)
+                self._by_nodeid.pop(var.nodeid, None)
+            # new devices: folders
+            items = []
+            for name, dev in want_devices.items():
+                if name not in self._devices:
+                    items.append(self._folder_item(dev))
+                elif dev.description != self._devices[name].description:
+                    await self._set_text(
+                        self._folder_id(name), ua.AttributeIds.Description, dev.description or name
+                    )
+            await self._add(isession, items)
+            # new tags: variables (+ EngineeringUnits)
+            items = []
+            fresh: list[_Var] = []
+            for full, (dev, tag) in want_tags.items():
+                old = self._vars.get(full)
+                if old is None:
+                    var = _Var(full, ua.NodeId(full, self.idx), tag, declared_vtype(tag))
+                    items.extend(self._variable_items(dev, var))
+                    fresh.append(var)
+                elif old.tag != tag:
+                    await self._update_attributes(isession, old, tag)
+                    old.tag = tag
+            await self._add(isession, items)
+            waiting = ua.DataValue(
+                ua.Variant(None), ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+            )
+            for var in fresh:
+                await server.write_attribute_value(var.nodeid, waiting)
+                self._vars[var.full] = var
+                self._by_nodeid[var.nodeid] = var
+            self._devices = want_devices
+        if self._wake is not None and self._pending:
+            self._wake.set()
+
+    def _folder_id(self, device: str) -> ua.NodeId:
+        return ua.NodeId(device, self.idx)
+
+    def _folder_item(self, dev: Device) -> ua.AddNodesItem:
+        item = ua.AddNodesItem()
+        item.RequestedNewNodeId = self._folder_id(dev.name)
+        item.BrowseName = ua.QualifiedName(dev.name, self.idx)
+        item.NodeClass = ua.NodeClass.Object
+        item.ParentNodeId = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+        item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.Organizes)
+        item.TypeDefinition = ua.NodeId(ua.ObjectIds.FolderType)
+        attrs = ua.ObjectAttributes()
+        attrs.DisplayName = ua.LocalizedText(dev.name)
+        attrs.Description = ua.LocalizedText(dev.description or dev.name)
+        attrs.EventNotifier = 0
+        attrs.WriteMask = 0
+        attrs.UserWriteMask = 0
+        item.NodeAttributes = attrs
+        return item
+
+    def _variable_items(self, dev: Device, var: _Var) -> list[ua.AddNodesItem]:
+        tag = var.tag
+        item = ua.AddNodesItem()
+        item.RequestedNewNodeId = var.nodeid
+        item.BrowseName = ua.QualifiedName(tag.name, self.idx)
+        item.NodeClass = ua.NodeClass.Variable
+        item.ParentNodeId = self._folder_id(dev.name)
+        item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.Organizes)
+        item.TypeDefinition = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
+        attrs = ua.VariableAttributes()
+        attrs.DisplayName = ua.LocalizedText(tag.name)
+        attrs.Description = ua.LocalizedText(tag.description or var.full)
+        attrs.DataType = (
+            ua.NodeId(var.vtype.value) if var.vtype else ua.NodeId(ua.ObjectIds.BaseDataType)
+        )
+        attrs.Value = ua.Variant(None)
+        attrs.ValueRank = ua.ValueRank.Scalar
+        attrs.ArrayDimensions = None
+        attrs.WriteMask = 0
+        attrs.UserWriteMask = 0
+        attrs.Historizing = False
+        attrs.MinimumSamplingInterval = 0.0
+        attrs.AccessLevel = self._access(tag)
+        attrs.UserAccessLevel = self._access(tag)
+        item.NodeAttributes = attrs
+        items = [item]
+        if tag.unit:
+            items.append(self._eu_item(var))
+        return items
+
+    def _eu_item(self, var: _Var) -> ua.AddNodesItem:
+        item = ua.AddNodesItem()
+        item.RequestedNewNodeId = ua.NodeId(f"{var.full}.EngineeringUnits", self.idx)
+        item.BrowseName = ua.QualifiedName("EngineeringUnits", 0)
+        item.NodeClass = ua.NodeClass.Variable
+        item.ParentNodeId = var.nodeid
+        item.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HasProperty)
+        item.TypeDefinition = ua.NodeId(ua.ObjectIds.PropertyType)
+        attrs = ua.VariableAttributes()
+        attrs.DisplayName = ua.LocalizedText("EngineeringUnits")
+        attrs.Description = ua.LocalizedText(f"engineering unit of {var.full}")
+        attrs.DataType = ua.NodeId(ua.ObjectIds.EUInformation)
+        attrs.Value = ua.Variant(eu_information(var.tag.unit), ua.VariantType.ExtensionObject)
+        attrs.ValueRank = ua.ValueRank.Scalar
+        attrs.ArrayDimensions = None
+        attrs.WriteMask = 0
+        attrs.UserWriteMask = 0
+        attrs.AccessLevel = ua.AccessLevel.CurrentRead.mask
+        attrs.UserAccessLevel = ua.AccessLevel.CurrentRead.mask
+        item.NodeAttributes = attrs
+        return item
+
+    @staticmethod
+    def _access(tag: Tag) -> int:
+        mask = ua.AccessLevel.CurrentRead.mask
+        if tag.writable:
+            mask |= ua.AccessLevel.CurrentWrite.mask
+        return mask
+
+    async def _add(self, isession: Any, items: list[ua.AddNodesItem]) -> None:
+        if not items:
+            return
+        results = await isession.add_nodes(items)
+        for item, result in zip(items, results, strict=True):
+            if not result.StatusCode.is_good():
+                raise ApplianceError(
+                    f"OPC UA server: cannot add {item.RequestedNewNodeId.to_string()}: "
+                    f"{result.StatusCode.name}"
+                )
+
+    async def _set_text(self, nodeid: ua.NodeId, attr: ua.AttributeIds, text: str) -> None:
+        assert self._server is not None
+        await self._server.write_attribute_value(
+            nodeid,
+            ua.DataValue(ua.Variant(ua.LocalizedText(text), ua.VariantType.LocalizedText)),
+            attr,
+        )
+
+    async def _update_attributes(self, isession: Any, var: _Var, tag: Tag) -> None:
+        """Same type, other description/unit/writable: change the node in place."""
+        server = self._server
+        assert server is not None
+        old = var.tag
+        if tag.description != old.description:
+            await self._set_text(
+                var.nodeid, ua.AttributeIds.Description, tag.description or var.full
+            )
+        if tag.writable != old.writable:
+            level = ua.DataValue(ua.Variant(self._access(tag), ua.VariantType.Byte))
+            await server.write_attribute_value(var.nodeid, level, ua.AttributeIds.AccessLevel)
+            await server.write_attribute_value(var.nodeid, level, ua.AttributeIds.UserAccessLevel)
+        if tag.unit != old.unit:
+            eu_id = ua.NodeId(f"{var.full}.EngineeringUnits", self.idx)
+            if old.unit and tag.unit:
+                value = ua.Variant(eu_information(tag.unit), ua.VariantType.ExtensionObject)
+                await server.write_attribute_value(eu_id, ua.DataValue(value))
+            elif old.unit:
+                await server.delete_nodes([server.get_node(eu_id)])
+            else:
+                await self._add(isession, [self._eu_item(dataclasses.replace(var, tag=tag))])
