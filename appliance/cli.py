@@ -660,9 +660,15 @@ def demo_cmd(plcs: int, no_mgmt: bool, lab_dir: str, prefix: str) -> None:
 
 # -- the areas' own commands ------------------------------------------------------------
 from appliance.agent.cli import COMMANDS as _AGENT_COMMANDS  # noqa: E402
+from appliance.field.cli import alarms as _alarms  # noqa: E402
+from appliance.field.cli import sql as _sql  # noqa: E402
+from appliance.field.cli import tags as _tags  # noqa: E402
 from appliance.fleet.cli import fleet  # noqa: E402
 
 cli.add_command(fleet)
+cli.add_command(_tags)
+cli.add_command(_alarms)
+cli.add_command(_sql)
 for _command in _AGENT_COMMANDS:
     cli.add_command(_command)
 

@@ -19,8 +19,11 @@ def test_a_new_data_dir_gets_both_databases(tmp_path: Path) -> None:
         assert s.config.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # FULL
         assert s.history.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert s.history.execute_sql("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-        assert set(s.config.get_tables()) == {"revision", "audit"}
-        assert set(s.history.get_tables()) == {"event"}
+        assert {"revision", "audit"} <= set(s.config.get_tables())
+        history_tables = {"event", "tag_name", "sample", "sample_recent", "alarm", "history_meta"}
+        assert history_tables <= set(s.history.get_tables())
+        views = {"samples", "tags", "alarms", "events"}
+        assert views <= {v.name for v in s.history.get_views()}
     finally:
         s.close()
 

@@ -1,0 +1,232 @@
+"""Read-only SQL over the documented views: what it answers, what it refuses, its limits."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
+from appliance.field import api
+from appliance.field.alarms import AlarmEngine
+from appliance.field.history import HistoryWriter
+from appliance.field.model import Device, Tag
+from appliance.paths import Paths
+from appliance.state.db import Store
+
+T0 = 1_790_000_000.0
+
+
+@pytest.fixture
+def paths(store: Store, tmp_path: Path) -> Paths:
+    w = HistoryWriter(store)
+    for i in range(100):
+        w.add("plc1.counter", T0 + i, i, "good")
+    w.add("plc1.temp", T0, 21.5, "uncertain")
+    w.add("plc1.flag", T0, True, "bad")
+    w.flush()
+    w.compact()
+    w.add("plc1.counter", T0 + 100, 100, "good")  # one in the hot table too
+    w.flush()
+    dev = Device(
+        name="plc1",
+        protocol="modbus-tcp",
+        address="192.168.50.10",
+        tags=[
+            Tag(
+                name="temp",
+                table="holding",
+                address=10,
+                type="float32",
+                unit="degC",
+                alarms={"high": 30},
+            )
+        ],
+    )
+    w.describe([dev])
+    e = AlarmEngine(store)
+    e.configure([dev], t=T0)
+    e.update("plc1.temp", 31, "good", T0 + 5)
+    store.event("config.commit", "revision 1 committed", source="cli", at=T0)
+    return Paths(store.data_dir, tmp_path / "run")
+
+
+def counts(store: Store) -> tuple[int, ...]:
+    return tuple(
+        store.history.execute_sql(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("sample", "sample_recent", "tag_name", "alarm", "event")
+    )
+
+
+def test_samples_view_has_names_times_and_quality_text(paths: Paths) -> None:
+    r = api.sql_query(
+        paths, "SELECT tag, device, time, t, value, quality FROM samples ORDER BY t, tag LIMIT 3"
+    )
+    assert r["columns"] == ["tag", "device", "time", "t", "value", "quality"]
+    assert r["rows"] == [
+        ["plc1.counter", "plc1", "2026-09-21T14:13:20.000Z", T0, 0, "good"],
+        ["plc1.flag", "plc1", "2026-09-21T14:13:20.000Z", T0, 1, "bad"],
+        ["plc1.temp", "plc1", "2026-09-21T14:13:20.000Z", T0, 21.5, "uncertain"],
+    ]
+    assert r["truncated"] is False and r["elapsed_ms"] >= 0
+
+
+def test_aggregates_over_hot_and_cold_samples(paths: Paths) -> None:
+    r = api.sql_query(
+        paths,
+        "SELECT tag, count(*), min(value), max(value) FROM samples "
+        "WHERE tag = 'plc1.counter' AND t >= ? GROUP BY tag".replace("?", str(T0 + 50)),
+    )
+    assert r["rows"] == [["plc1.counter", 51, 50, 100]]
+    assert api.sql_query(paths, "SELECT count(*) FROM samples")["rows"] == [[103]]
+
+
+def test_tags_alarms_events_views(paths: Paths) -> None:
+    tags = api.sql_query(paths, "SELECT tag, device, unit FROM tags ORDER BY tag")
+    assert ["plc1.temp", "plc1", "degC"] in tags["rows"]
+    alarms = api.sql_query(paths, "SELECT key, severity, state, raised_time, value FROM alarms")
+    assert alarms["rows"] == [
+        ["plc1.temp:high", "warning", "active", "2026-09-21T14:13:25.000Z", 31]
+    ]
+    ev = api.sql_query(paths, "SELECT kind, time FROM events WHERE source = 'cli'")
+    assert ev["rows"] == [["config.commit", "2026-09-21T14:13:20.000Z"]]
+    joined = api.sql_query(
+        paths,
+        "WITH last AS (SELECT tag, max(t) AS t FROM samples GROUP BY tag) "
+        "SELECT s.tag, s.value, g.unit FROM samples s JOIN last USING (tag, t) "
+        "LEFT JOIN tags g USING (tag) ORDER BY s.tag",
+    )
+    assert joined["rows"] == [
+        ["plc1.counter", 100, ""],
+        ["plc1.flag", 1, ""],
+        ["plc1.temp", 21.5, "degC"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sql", "says"),
+    [
+        ("INSERT INTO samples (tag) VALUES ('x')", "only SELECT"),
+        ("INSERT INTO sample (tag, t) VALUES (1, 2)", "INSERT"),
+        ("UPDATE alarm SET acked = 1", "UPDATE"),
+        ("DELETE FROM sample", "DELETE"),
+        ("DELETE FROM event WHERE id > 0", "DELETE"),
+        ("DROP TABLE sample", "not schema changes"),
+        ("DROP VIEW samples", "not schema changes"),
+        ("CREATE TABLE x (a)", "not schema changes"),
+        ("CREATE TEMP TABLE x (a)", "not schema changes"),
+        ("CREATE TEMP VIEW v AS SELECT 1", "not schema changes"),
+        ("ATTACH DATABASE '/tmp/x.db' AS x", "ATTACH"),
+        ("PRAGMA user_version = 5", "PRAGMA"),
+        ("PRAGMA journal_mode = DELETE", "PRAGMA"),
+        ("PRAGMA table_info(sample)", "PRAGMA"),
+        ("SELECT * FROM sample", "'sample' is not one of the views"),
+        ("SELECT * FROM sample_recent", "not one of the views"),
+        ("SELECT name FROM tag_name", "not one of the views"),
+        ("SELECT * FROM sqlite_master", "not one of the views"),
+        ("SELECT * FROM history_meta", "not one of the views"),
+        ("SELECT * FROM pragma_table_info('sample')", "nor virtual tables"),
+        ("WITH events AS (SELECT * FROM sample) SELECT * FROM events", "not one of the views"),
+        ("WITH samples AS (SELECT * FROM alarm) SELECT * FROM samples", "not one of the views"),
+        ("SELECT load_extension('/tmp/x.so')", "load_extension"),
+        ("SELECT * FROM dbstat", "nor virtual tables"),
+        ("SELECT * FROM json_each('[1]')", "nor virtual tables"),
+        ("ALTER TABLE sample ADD COLUMN x", "not ALTER TABLE"),
+        ("BEGIN", "TRANSACTION"),
+        ("SAVEPOINT a", "SAVEPOINT"),
+        ("ANALYZE", "not schema changes"),
+        ("VACUUM", ""),
+        ("REINDEX", ""),
+    ],
+)
+def test_everything_but_reading_the_views_is_refused(
+    paths: Paths, store: Store, sql: str, says: str
+) -> None:
+    before = counts(store)
+    with pytest.raises(ApplianceError) as exc:
+        api.sql_query(paths, sql)
+    assert says in str(exc.value)
+    if says:
+        assert isinstance(exc.value, PermissionDenied)
+    assert exc.value.field == "sql"
+    assert counts(store) == before
+
+
+def test_refusals_are_permission_denied(paths: Paths) -> None:
+    with pytest.raises(PermissionDenied, match="only SELECT queries are allowed, not DELETE"):
+        api.sql_query(paths, "DELETE FROM sample")
+    with pytest.raises(PermissionDenied, match="only SELECT queries are allowed"):
+        api.sql_query(paths, "DELETE FROM samples")
+    with pytest.raises(PermissionDenied, match="not one of the views"):
+        api.sql_query(paths, "SELECT * FROM alarms, tag_name")
+
+
+def test_the_connection_is_read_only_even_without_the_authorizer(
+    paths: Paths, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api._Authorizer, "__call__", lambda self, *a: sqlite3.SQLITE_OK)
+    before = counts(store)
+    with pytest.raises(ApplianceError, match="readonly"):
+        api.sql_query(paths, "DELETE FROM sample")
+    assert counts(store) == before
+
+
+def test_row_limit(paths: Paths) -> None:
+    r = api.sql_query(paths, "SELECT value FROM samples WHERE tag = 'plc1.counter'", max_rows=10)
+    assert len(r["rows"]) == 10 and r["truncated"] is True
+    r = api.sql_query(paths, "SELECT value FROM samples WHERE tag = 'plc1.counter'", max_rows=101)
+    assert len(r["rows"]) == 101 and r["truncated"] is False
+
+
+def test_time_limit_stops_a_runaway_query(paths: Paths) -> None:
+    started = time.monotonic()
+    with pytest.raises(Timeout, match=r"longer than 0\.2 s"):
+        api.sql_query(
+            paths,
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+            "SELECT count(*) FROM n",
+            timeout_s=0.2,
+        )
+    assert time.monotonic() - started < 30  # generous: the point is that it stops
+
+
+def test_huge_values_are_refused(paths: Paths) -> None:
+    with pytest.raises(ApplianceError, match="too big"):
+        api.sql_query(paths, "SELECT zeroblob(100000000)")
+
+
+@pytest.mark.parametrize(
+    ("sql", "says"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("SELEC 1", "SQL error"),
+        ("SELECT 1; DELETE FROM sample", "one statement"),
+        ("SELECT nope FROM samples", "no such column"),
+    ],
+)
+def test_bad_queries_get_clear_errors(paths: Paths, sql: str, says: str) -> None:
+    with pytest.raises(ApplianceError, match=says) as exc:
+        api.sql_query(paths, sql)
+    assert exc.value.field == "sql"
+
+
+def test_bad_limits(paths: Paths) -> None:
+    with pytest.raises(ApplianceError) as exc:
+        api.sql_query(paths, "SELECT 1", max_rows=0)
+    assert exc.value.field == "max_rows"
+    with pytest.raises(ApplianceError) as exc:
+        api.sql_query(paths, "SELECT 1", timeout_s=0)
+    assert exc.value.field == "timeout_s"
+
+
+def test_no_database(tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="no history database"):
+        api.sql_query(Paths(tmp_path / "none", tmp_path / "run"), "SELECT 1")
+
+
+def test_csv_of_a_result(paths: Paths) -> None:
+    r = api.sql_query(paths, "SELECT tag, value FROM samples WHERE tag = 'plc1.temp'")
+    assert api.sql_csv(r) == "tag,value\nplc1.temp,21.5\n"
