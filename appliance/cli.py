@@ -184,7 +184,7 @@ def config_commit(
         detail=f"confirm_within={confirm_within}" + (f" {comment}" if comment else ""),
     )
     live = LiveState(paths.run_dir)
-    live.ring("net")
+    live.ring("net", "field", "agent")
     click.echo(out.message)
     if no_wait:
         return
@@ -238,7 +238,7 @@ def config_rollback(rev: str | None, paths: Paths) -> None:
         detail=f"to {rev or 'previous'}",
     )
     live = LiveState(paths.run_dir)
-    live.ring("net")
+    live.ring("net", "field", "agent")
     click.echo(out.message)
     if out.revision.state == "pending":
         _wait_applied(live, out.revision.id)

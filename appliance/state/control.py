@@ -143,7 +143,10 @@ def call(path: Path, method: str, timeout: float = 10.0, **params: Any) -> Any:
     except ValueError:
         raise ApplianceError(f"garbled answer from {path}") from None
     if not answer.get("ok"):
-        raise _error_class(answer.get("code", "error"))(answer.get("error", "failed"))
+        code = answer.get("code", "error")
+        err = _error_class(code)(answer.get("error", "failed"))
+        err.code = code  # kept even where no class of ours has it (e.g. device-error)
+        raise err
     return answer.get("result")
 
 

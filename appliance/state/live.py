@@ -60,7 +60,7 @@ class LiveState:
     # -- doorbell: a datagram that wakes a role's loop at once ----------------
 
     def doorbell_path(self, role: str) -> Path:
-        return self.run_dir / f"{role}.sock"
+        return self.run_dir / f"{role}.bell"  # <role>.sock is the control socket
 
     def bind_doorbell(self, role: str) -> socket.socket:
         self.ensure()
@@ -72,13 +72,17 @@ class LiveState:
         sock.setblocking(False)
         return sock
 
-    def ring(self, role: str) -> bool:
-        """Wake `role` if it listens; False if nobody is there (it polls anyway)."""
+    def ring(self, *roles: str) -> bool:
+        """Wake each role that listens; False if nobody was there (they poll anyway)."""
+        woken = False
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            sock.sendto(b"wake", str(self.doorbell_path(role)))
-            return True
-        except OSError:
-            return False
+            for role in roles:
+                try:
+                    sock.sendto(b"wake", str(self.doorbell_path(role)))
+                    woken = True
+                except OSError:
+                    pass
         finally:
             sock.close()
+        return woken

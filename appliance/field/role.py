@@ -1,0 +1,585 @@
+"""The field role: poll the configured devices, keep live values, alarms and history, serve IT.
+
+`main(paths, stop)` runs one asyncio loop in this process until `stop` is set:
+
+- it reads the desired revision (`revisions.desired`) at start, when woken (the
+  `reload` control method, or the doorbell where it has its own socket) and every 2 s,
+  and reconfigures when the revision id changed: device tasks start, stop or take their
+  new tags without losing their schedule;
+- one task per device: `DevicePoller` for Modbus TCP/RTU (devices on one serial port
+  share a `Bus`), `OpcUaDevice` for OPC UA;
+- values go to the live tag table, the publisher (deadband / publish policy) and from
+  it to the history writer, to the alarm engine (tags with limits; comm loss per
+  device) and to the northbound OPC UA server;
+- it writes ``<run_dir>/field.json`` once a second (the contract in the shared brief)
+  and serves ``<run_dir>/field.sock``: ``write(tag, value, actor)`` (audited; the same bus
+  lock as the polls) and ``ack_alarm(id, actor)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance.config.model import Config
+from appliance.errors import ApplianceError, NotFound, Timeout
+from appliance.field.alarms import AlarmEngine
+from appliance.field.history import HistoryWriter
+from appliance.field.modbus import rtu_link, tcp_link
+from appliance.field.model import Device, History
+from appliance.field.poller import Bus, DevicePoller, Sample, SplitMemory
+from appliance.field.publish import Publisher
+from appliance.paths import Paths
+from appliance.state import revisions
+from appliance.state.control import ControlServer, socket_path
+from appliance.state.db import Store
+from appliance.state.live import LiveState
+
+log = logging.getLogger("field")
+
+PUBLISH_EVERY_S = 1.0
+TICK_EVERY_S = 0.5
+RELOAD_EVERY_S = 2.0
+WRITE_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 2.0
+LOOP_S = 0.2  # how often the main loop looks at the stop flag and its timers
+SOON_S = 0.2  # an alarm change is in field.json this soon after the last write
+
+
+def _authenticate() -> Callable[[str, str], str | None]:
+    try:
+        from appliance.web.accounts import authenticate  # type: ignore[attr-defined]
+
+        return authenticate  # type: ignore[no-any-return]
+    except ImportError:
+
+        def nobody(_user: str, _password: str) -> str | None:
+            return None
+
+        return nobody
+
+
+@dataclass
+class _Runner:
+    """One device's task and what drives it."""
+
+    device: Device
+    task: asyncio.Task[None] | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    poller: DevicePoller | None = None
+    opcua: Any = None
+    status: dict[str, Any] = field(default_factory=dict)
+
+
+def _identity(dev: Device) -> tuple[Any, ...]:
+    """What makes a device's connection: a change here restarts its task."""
+    serial = dev.serial.model_dump() if dev.serial else None
+    sec = dev.security.model_dump() if dev.security else None
+    return (dev.protocol, dev.address, json.dumps(serial), dev.unit_id, json.dumps(sec))
+
+
+class FieldRole:
+    """The field role's state and loop (see the module docstring)."""
+
+    def __init__(self, paths: Paths, store: Store, live: LiveState) -> None:
+        self.paths = paths
+        self.store = store
+        self.live = live
+        self.started_at = time.time()
+        self.splits = SplitMemory(paths.run_dir / "field-splits.json")
+        self.runners: dict[str, _Runner] = {}
+        self.buses: dict[tuple[str, ...], Bus] = {}
+        self.tags: dict[str, dict[str, Any]] = {}
+        # per device: tag name -> (full name, live entry, has limit alarms)
+        self._tagmap: dict[str, dict[str, tuple[str, dict[str, Any], bool]]] = {}
+        self.revision_id: int | None = None
+        self.config: Config | None = None
+        self.publisher: Publisher
+        self.history: HistoryWriter
+        self.alarms: AlarmEngine
+        self.northbound: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._alarms_changed = False
+
+    # -- the other helpers' engines -----------------------------------------------------
+
+    def _start_engines(self) -> None:
+        self.publisher = Publisher([])
+        self.history = HistoryWriter(self.store)
+        self.history.start()
+        self.alarms = AlarmEngine(self.store)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: threading.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        self._start_engines()
+        control = ControlServer(
+            socket_path(self.paths.run_dir, "field"),
+            {"write": self.rpc_write, "ack_alarm": self.rpc_ack_alarm, "reload": self.rpc_reload},
+        )
+        control.start()
+        bell = self._bind_doorbell()
+        try:
+            await self.reload(force=True)
+            self.publish()
+            next_publish = next_tick = time.monotonic()
+            next_reload = time.monotonic() + RELOAD_EVERY_S
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), LOOP_S)
+                now = time.monotonic()
+                if self._wake.is_set():
+                    self._wake.clear()
+                    await self.reload()
+                    next_reload = now + RELOAD_EVERY_S
+                if now >= next_reload:
+                    await self.reload()
+                    next_reload = now + RELOAD_EVERY_S
+                if now >= next_tick:
+                    self._alarm_changes(self.alarms.tick(time.time()))
+                    next_tick = now + TICK_EVERY_S
+                if now >= next_publish or (
+                    self._alarms_changed and now >= next_publish - PUBLISH_EVERY_S + SOON_S
+                ):
+                    self.publish()
+                    next_publish = now + PUBLISH_EVERY_S
+        finally:
+            if bell is not None:
+                self.loop.remove_reader(bell.fileno())
+                bell.close()
+            control.stop()
+            await self._shutdown()
+
+    def _bind_doorbell(self) -> Any:
+        # The doorbell and the control socket may be the same path (<role>.sock); the
+        # control socket is the contract, so only a doorbell of its own is bound.
+        if self.live.doorbell_path("field") == socket_path(self.paths.run_dir, "field"):
+            return None
+        bell = self.live.bind_doorbell("field")
+
+        def ring() -> None:
+            with contextlib.suppress(OSError):
+                while bell.recv(64):
+                    pass
+            self._wake.set()
+
+        assert self.loop is not None
+        self.loop.add_reader(bell.fileno(), ring)
+        return bell
+
+    async def _shutdown(self) -> None:
+        for runner in self.runners.values():
+            runner.stop.set()
+        tasks = [r.task for r in self.runners.values() if r.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+        for bus in self.buses.values():
+            bus.close()
+        if self.northbound is not None:
+            with contextlib.suppress(Exception):  # best effort: we are stopping anyway
+                await asyncio.wait_for(self.northbound.stop(), STOP_TIMEOUT_S)
+        await asyncio.to_thread(self.history.stop, STOP_TIMEOUT_S)
+
+    # -- configuration ------------------------------------------------------------------
+
+    async def reload(self, force: bool = False) -> None:
+        try:
+            rev = await asyncio.to_thread(revisions.desired, self.store)
+        except Exception as e:  # a busy or broken DB: keep running what we have
+            log.warning("cannot read the desired revision: %s", e)
+            return
+        rev_id = rev.id if rev is not None else None
+        if rev_id == self.revision_id and not force:
+            return
+        self.revision_id = rev_id
+        try:
+            config = revisions.config_of(rev) if rev is not None else Config()
+        except ValueError as e:  # stored under older rules: keep what runs, say why
+            log.error("revision %s does not validate: %s", rev_id, e)
+            self.event(
+                "field.config_invalid",
+                f"revision {rev_id} does not validate; the field role keeps its devices: "
+                + str(e).splitlines()[0],
+                "error",
+                {"revision": rev_id},
+            )
+            return
+        log.info("configuration: revision %s, %d device(s)", rev_id, len(config.devices))
+        await self.apply(config)
+
+    async def apply(self, config: Config) -> None:
+        """Make the running devices, tags and engines match `config`."""
+        self.config = config
+        wanted = {d.name: d for d in config.devices}
+        for name in list(self.runners):
+            new = wanted.get(name)
+            old = self.runners[name]
+            if new is None or _identity(new) != _identity(old.device) or not new.enabled:
+                await self._stop_runner(name)
+            elif old.poller is not None and new != old.device:
+                old.poller.configure(new)
+                old.device = new
+            elif old.opcua is not None and new != old.device:
+                await self._stop_runner(name)
+        self._rebuild_tags(config.devices)
+        devices = list(config.devices)
+        self.publisher.reconfigure(devices)
+        self.alarms.configure(devices)
+        self.history.configure(config.history if config.history else History())
+        if hasattr(self.history, "describe"):
+            try:
+                await asyncio.to_thread(self.history.describe, devices)
+            except Exception as e:  # tag metadata for the SQL views; polling goes on
+                log.warning("cannot record tag descriptions: %s", e)
+        # buses of stopped devices go first: a device that moved gets a new connection
+        for key in [k for k in self.buses if not self._bus_used(k)]:
+            self.buses.pop(key).close()
+        for dev in devices:
+            if dev.name not in self.runners:
+                self._start_runner(dev)
+        await self._northbound(config)
+
+    async def _northbound(self, config: Config) -> None:
+        cfg = config.opcua_server
+        devices = list(config.devices)
+        if self.northbound is not None and self.northbound.cfg != cfg:
+            with contextlib.suppress(Exception):  # restarting with new settings
+                await self.northbound.stop()
+            self.northbound = None
+        if self.northbound is None and cfg.enabled:
+            from appliance.field.opcua_server import Northbound
+
+            nb = Northbound(cfg, self.paths, _authenticate(), self._northbound_write)
+            try:
+                await nb.start(devices)
+            except ApplianceError as e:
+                log.error("northbound OPC UA server: %s", e)
+                self.store.event(
+                    "opcua.server_failed", f"OPC UA server: {e}", source="field", severity="error"
+                )
+                return
+            self.northbound = nb
+            for full, e in self.tags.items():
+                if e["value"] is not None:
+                    nb.update(full, e["value"], e["quality"], e["source_time"])
+        elif self.northbound is not None:
+            await self.northbound.reconfigure(devices)
+
+    def _bus_used(self, key: tuple[str, ...]) -> bool:
+        return any(
+            r.poller is not None and r.poller.bus is self.buses[key] for r in self.runners.values()
+        )
+
+    def _rebuild_tags(self, devices: list[Device]) -> None:
+        old = self.tags
+        self.tags = {}
+        self._tagmap = {}
+        for dev in devices:
+            m: dict[str, tuple[str, dict[str, Any], bool]] = {}
+            for tag in dev.tags:
+                full = f"{dev.name}.{tag.name}"
+                prev = old.get(full)
+                entry = {
+                    "value": prev["value"] if prev else None,
+                    "quality": prev["quality"] if prev else "bad",
+                    "source_time": prev["source_time"] if prev else None,
+                    "poll_time": prev["poll_time"] if prev else None,
+                    "unit": tag.unit,
+                    "device": dev.name,
+                    "writable": tag.writable,
+                    "description": tag.description,
+                }
+                self.tags[full] = entry
+                m[tag.name] = (full, entry, tag.alarms is not None)
+            self._tagmap[dev.name] = m
+
+    def _bus_for(self, dev: Device) -> Bus:
+        if dev.protocol == "modbus-rtu":
+            s = dev.serial
+            assert s is not None
+            key = ("rtu", s.port, str(s.baud), s.parity, str(s.stop_bits), str(s.data_bits))
+            if key not in self.buses:
+                link = rtu_link(
+                    s.port,
+                    baud=s.baud,
+                    parity=s.parity,
+                    stop_bits=s.stop_bits,
+                    data_bits=s.data_bits,
+                    timeout=dev.timeout,
+                )
+                self.buses[key] = Bus(link, gap=s.frame_gap(), shared=True)
+            return self.buses[key]
+        host, port = dev.host_port()
+        key = ("tcp", dev.name)
+        if key not in self.buses:
+            self.buses[key] = Bus(tcp_link(host, port, dev.timeout))
+        return self.buses[key]
+
+    def _start_runner(self, dev: Device) -> None:
+        runner = _Runner(dev)
+        self.runners[dev.name] = runner
+        if not dev.enabled:
+            runner.status = _status(dev, "disabled")
+            return
+        if dev.protocol == "opcua":
+            self._start_opcua(runner)
+            return
+        runner.poller = DevicePoller(dev, self._bus_for(dev), self, self.splits)
+        runner.task = asyncio.create_task(runner.poller.run(runner.stop), name=f"poll:{dev.name}")
+
+    def _start_opcua(self, runner: _Runner) -> None:
+        from appliance.field.opcua_client import OpcUaDevice
+
+        dev = runner.device
+        runner.status = _status(dev, "connecting")
+        try:
+            runner.opcua = OpcUaDevice(dev, paths=self.paths)
+        except ApplianceError as e:
+            runner.status.update(state="down", last_error=str(e))
+            log.error("%s: %s", dev.name, e)
+            return
+        st = runner.status
+        was_down = [False]
+
+        def on_value(tag: str, value: Any, quality: str, source_time: float | None) -> None:
+            t = time.time()
+            st["polls"] += 1
+            self._deliver(dev.name, [(tag, value, quality)], t, source_time)
+
+        def on_state(ok: bool, error: str | None) -> None:
+            t = time.time()
+            if ok:
+                if was_down[0]:
+                    self.event("device.recovered", f"{dev.name}: answers again", "info", {})
+                was_down[0] = False
+                st.update(state="ok", last_ok=t, last_error=None)
+            else:
+                if not was_down[0]:
+                    self.event("device.down", f"{dev.name}: {error}", "warning", {})
+                was_down[0] = True
+                st.update(state="down", last_error=error, error_count=st["error_count"] + 1)
+            self.state(dev.name, ok, error, t)
+
+        runner.task = asyncio.create_task(
+            runner.opcua.run(on_value, on_state, runner.stop), name=f"opcua:{dev.name}"
+        )
+
+    async def _stop_runner(self, name: str) -> None:
+        runner = self.runners.pop(name)
+        runner.stop.set()
+        if runner.task is not None:
+            runner.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(runner.task, STOP_TIMEOUT_S)
+
+    # -- the sink: what pollers report --------------------------------------------------
+
+    def values(self, device: str, batch: list[Sample], t: float) -> None:
+        self._deliver(device, batch, t, None)
+
+    def _deliver(
+        self, device: str, batch: list[Sample], t: float, source_time: float | None
+    ) -> None:
+        tagmap = self._tagmap.get(device)
+        if tagmap is None:
+            return
+        offer = self.publisher.offer
+        add = self.history.add
+        nb = self.northbound
+        st = t if source_time is None else source_time
+        changes: list[dict[str, Any]] = []
+        for name, value, quality in batch:
+            item = tagmap.get(name)
+            if item is None:
+                continue
+            full, e, has_alarms = item
+            old = e["value"]
+            if value is None and quality != "good":
+                value = old  # no new value: the last one is held with the new quality
+                changed = quality != e["quality"]
+            else:
+                e["value"] = value
+                e["source_time"] = st
+                changed = value != old or quality != e["quality"]
+            e["quality"] = quality
+            e["poll_time"] = t
+            if offer(full, value, quality, t):
+                add(full, t, value, quality)
+            if has_alarms:
+                changes.extend(self.alarms.update(full, value, quality, t))
+            if changed and nb is not None:
+                nb.update(full, value, quality, e["source_time"])
+        if changes:
+            self._alarm_changes(changes)
+
+    def state(self, device: str, ok: bool, error: str | None, t: float) -> None:
+        self._alarm_changes(self.alarms.comm(device, ok, t, error=error))
+
+    def event(self, kind: str, message: str, severity: str, data: dict[str, Any]) -> None:
+        """Record an event off the loop: a busy history DB must not hold up any poll."""
+        at = time.time()
+
+        def record() -> None:
+            try:
+                self.store.event(kind, message, source="field", severity=severity, data=data, at=at)
+            except Exception as e:  # a locked or full history DB: the log still has it
+                log.warning("cannot record event %s: %s", kind, e)
+
+        if self.loop is not None and self.loop.is_running():
+            self.loop.run_in_executor(None, record)
+        else:
+            record()
+
+    def _alarm_changes(self, changes: list[dict[str, Any]]) -> None:
+        # The engine records its own events; an alarm change is published within SOON_S
+        # rather than at the next regular write of field.json.
+        if changes:
+            self._alarms_changed = True
+
+    # -- live state ---------------------------------------------------------------------
+
+    def device_status(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for name, r in self.runners.items():
+            out[name] = r.poller.status() if r.poller is not None else dict(r.status)
+        return out
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "role": "field",
+            "started_at": self.started_at,
+            "revision": self.revision_id,
+            "devices": self.device_status(),
+            "tags": self.tags,
+            "alarms": {"active": self.alarms.active(), "counts": self.alarms.counts()},
+            "comm_loss": self.alarms.comm_loss(),
+            "history": self.history.stats(),
+        }
+
+    def publish(self) -> None:
+        self._alarms_changed = False
+        self.live.write("field", self.document())
+
+    # -- control socket (called on its threads) -----------------------------------------
+
+    def _call(self, coro: Any, timeout: float) -> Any:
+        assert self.loop is not None
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise Timeout(f"no answer within {timeout:g} s") from None
+
+    def rpc_write(self, tag: str, value: Any, actor: str, source: str = "api") -> dict[str, Any]:
+        return self._call(self.write(tag, value, actor, source), WRITE_TIMEOUT_S)  # type: ignore[no-any-return]
+
+    def rpc_ack_alarm(self, id: int, actor: str) -> dict[str, Any]:
+        async def ack() -> dict[str, Any]:
+            result: dict[str, Any] = self.alarms.ack(int(id), actor, time.time())
+            return result
+
+        return self._call(ack(), 5.0)  # type: ignore[no-any-return]
+
+    def rpc_reload(self) -> dict[str, Any]:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._wake.set)
+        return {"ok": True}
+
+    async def _northbound_write(self, tag: str, value: Any, actor: str) -> None:
+        await self.write(tag, value, actor, "opcua")
+
+    async def write(self, tag: str, value: Any, actor: str, source: str = "api") -> dict[str, Any]:
+        """Write a tag's device, audited whatever the outcome."""
+        detail = json.dumps({"value": value}, default=str)
+        try:
+            if not isinstance(tag, str) or "." not in tag:
+                raise NotFound(f"no tag {tag!r} (tags are named device.tag)", field="tag")
+            device, name = tag.split(".", 1)
+            runner = self.runners.get(device)
+            if runner is None or tag not in self.tags:
+                raise NotFound(f"no tag {tag}", field="tag")
+            dev = runner.device
+            if runner.poller is not None:
+                written = await runner.poller.write(name, value)
+            elif runner.opcua is not None:
+                written = await runner.opcua.write(name, value)
+            else:
+                raise ApplianceError(f"{dev.name} is disabled", field="tag")
+        except ApplianceError as e:
+            await asyncio.to_thread(
+                self.store.audit,
+                actor,
+                "tag.write",
+                target=str(tag),
+                result="failed",
+                detail=f"{detail}: {e}",
+                source=source,
+            )
+            raise
+        await asyncio.to_thread(
+            self.store.audit, actor, "tag.write", target=tag, detail=detail, source=source
+        )
+        log.info("%s wrote %s = %r", actor, tag, written)
+        return {"tag": tag, "value": written, "written_at": time.time()}
+
+
+def _status(dev: Device, state: str) -> dict[str, Any]:
+    return {
+        "protocol": dev.protocol,
+        "state": state,
+        "last_ok": None,
+        "last_error": None,
+        "error_count": 0,
+        "requests_per_cycle": 0,
+        "ideal_requests": 0,
+        "cycle_ms": 0.0,
+        "poll_interval": dev.poll_interval,
+        "polls": 0,
+    }
+
+
+def main(paths: Paths, stop: threading.Event) -> None:
+    """The field role (see the module docstring); returns soon after `stop` is set."""
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our adapter reports errors
+    store, own = _open_store(paths)
+    live = LiveState(paths.run_dir)
+    role = FieldRole(paths, store, live)
+    try:
+        asyncio.run(role.run(stop))
+    finally:
+        if own:
+            store.close()
+
+
+def _open_store(paths: Paths) -> tuple[Store, bool]:
+    """This process's Store: the one already open on `paths.data_dir` (the daemon's), else
+    a new one. A second Store would re-bind the models' global database proxies, and the
+    first one's transactions (BEGIN IMMEDIATE on its own connection) would then wait on
+    writes made through the proxy's other connection: a self-deadlock until busy_timeout.
+    """
+    from appliance.state import db
+
+    current = getattr(db.config_db, "obj", None)
+    history = getattr(db.history_db, "obj", None)
+    same = current is not None and (
+        Path(current.database).parent.resolve() == paths.data_dir.resolve()
+    )
+    if same and history is not None:
+        store = Store.__new__(Store)
+        store.data_dir = paths.data_dir
+        store.config, store.history = current, history
+        return store, False
+    return Store(paths.data_dir), True
