@@ -664,11 +664,13 @@ from appliance.field.cli import alarms as _alarms  # noqa: E402
 from appliance.field.cli import sql as _sql  # noqa: E402
 from appliance.field.cli import tags as _tags  # noqa: E402
 from appliance.fleet.cli import fleet  # noqa: E402
+from appliance.web.setup import setup_code_cmd  # noqa: E402
 
 cli.add_command(fleet)
 cli.add_command(_tags)
 cli.add_command(_alarms)
 cli.add_command(_sql)
+cli.add_command(setup_code_cmd)
 for _command in _AGENT_COMMANDS:
     cli.add_command(_command)
 

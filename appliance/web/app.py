@@ -1,0 +1,155 @@
+"""The web app factory: one blueprint per area, security headers, JSON errors under /api.
+
+`create_app(paths, testing=False, now=time.time)` opens the unit's Store in this
+process and registers the API blueprints and, when it is importable, the UI's
+(`appliance.web.ui.bp`). Every response carries a strict Content-Security-Policy
+(no inline script or style), HSTS, nosniff, no referrer and DENY framing; API
+answers are never cached. Errors under /api and /metrics are JSON
+(`{"error", "field"}`), never HTML and never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.routing import IntegerConverter
+
+from appliance.errors import ApplianceError
+from appliance.paths import Paths
+from appliance.state.db import Store
+from appliance.web.api import error_response, http_error_response
+from appliance.web.context import LiveCache, WebContext
+from appliance.web.schemas import MAX_ID
+
+log = logging.getLogger(__name__)
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=31536000",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), usb=(), serial=()",
+}
+MAX_BODY = 4 * 1024 * 1024
+
+BLUEPRINTS = (
+    "appliance.web.auth:bp",
+    "appliance.web.views.system:bp",  # status
+    "appliance.web.views.config:bp",
+    "appliance.web.views.conduits:bp",
+    "appliance.web.views.field:bp",
+    "appliance.web.views.field:alarms_bp",
+    "appliance.web.views.events:bp",
+    "appliance.web.views.events:audit_bp",
+    "appliance.web.views.field:sql_bp",
+    "appliance.web.views.users:bp",
+    "appliance.web.views.system:system_bp",
+    "appliance.web.metrics:bp",
+    "appliance.web.openapi:bp",
+)
+
+
+class BoundedInt(IntegerConverter):
+    """`<int:...>` in our routes: ids are SQLite integers, so larger numbers match no route
+    (404) instead of overflowing the database driver."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def _load(spec: str) -> Any:
+    module, attr = spec.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def is_api(path: str) -> bool:
+    return path.startswith("/api/") or path == "/api" or path == "/metrics"
+
+
+def create_app(
+    paths: Paths,
+    *,
+    testing: bool = False,
+    now: Callable[[], float] = time.time,
+    store: Store | None = None,
+) -> Flask:
+    app = Flask("appliance.web", static_folder=None)
+    app.config.update(
+        TESTING=testing,
+        MAX_CONTENT_LENGTH=MAX_BODY,
+        JSON_SORT_KEYS=False,
+        PROPAGATE_EXCEPTIONS=False,
+        TRAP_HTTP_EXCEPTIONS=False,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["int"] = BoundedInt
+    store = store or Store(paths.data_dir)
+    app.extensions["appliance"] = WebContext(
+        paths=paths, store=store, live=LiveCache(paths.run_dir), clock=now, testing=testing
+    )
+    for spec in BLUEPRINTS:
+        app.register_blueprint(_load(spec))
+    try:
+        ui = importlib.import_module("appliance.web.ui")
+    except ImportError as e:  # the API works without the pages
+        log.warning("web UI pages not available: %s", e)
+    else:
+        app.register_blueprint(ui.bp)
+
+    from appliance.web.auth import csrf_token, current_user
+
+    app.jinja_env.globals["csrf_token"] = csrf_token
+
+    @app.context_processor
+    def _user() -> dict[str, Any]:
+        return {"current_user": current_user()}
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        for k, v in SECURITY_HEADERS.items():
+            resp.headers.setdefault(k, v)
+        if not request.path.startswith("/assets/"):
+            resp.headers["Cache-Control"] = "no-store"
+            resp.headers["Pragma"] = "no-cache"
+        return resp
+
+    @app.errorhandler(ApplianceError)
+    def _appliance_error(e: ApplianceError) -> Any:
+        resp, status = error_response(e)
+        if is_api(request.path):
+            return resp, status
+        return Response(str(e), status=status, mimetype="text/plain")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(e: HTTPException) -> Any:
+        if is_api(request.path):
+            return http_error_response(e)
+        return e
+
+    @app.errorhandler(Exception)
+    def _internal(e: Exception) -> Any:  # the one place an unexpected error becomes JSON
+        log.exception("%s %s failed", request.method, request.path)
+        if is_api(request.path):
+            from flask import jsonify
+
+            return jsonify(
+                {"error": "internal error (the unit's log has the details)", "field": None}
+            ), 500
+        return InternalServerError()
+
+    return app

@@ -1,0 +1,335 @@
+"""Request and response models of the REST API: they validate the bodies and query
+strings, and the OpenAPI document is generated from them (one source)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["viewer", "operator", "admin"]
+MAX_ID = 2**62  # ids are SQLite integers
+REV_REF = r"^(running|pending|confirmed|draft|[0-9]{1,18})$"
+
+
+class In(BaseModel):
+    """A request body or query: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    """An answer: documented keys, more may come in later versions."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class FieldError(Out):
+    path: str
+    message: str
+    line: int | None = None
+
+
+class Error(Out):
+    """Every 4xx/5xx answer under /api."""
+
+    error: str = Field(description="one line for a person")
+    field: str | None = Field(None, description="path of the bad field, when one is to blame")
+    errors: list[FieldError] | None = Field(None, description="every error of a document")
+
+
+# -- session and setup --------------------------------------------------------------
+
+
+class LoginIn(In):
+    username: str = Field(min_length=1, max_length=48)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(Out):
+    user: str
+    role: Role
+    csrf: str | None = Field(description="send as X-CSRF-Token on every non-GET request")
+    idle_expires_at: float | None
+    expires_at: float | None
+    via: Literal["session", "token"]
+
+
+class PasswordIn(In):
+    current_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class SetupState(Out):
+    required: bool
+
+
+class SetupIn(In):
+    code: str = Field(min_length=1, max_length=64)
+    username: str = Field(min_length=1, max_length=48)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserOut(Out):
+    name: str
+    role: Role
+    created_at: float
+    created_by: str
+    disabled: bool
+    last_login_at: float | None
+    last_login_from: str | None
+    password_changed_at: float | None
+
+
+# -- users and tokens -----------------------------------------------------------------
+
+
+class UserIn(In):
+    name: str = Field(min_length=1, max_length=48)
+    role: Role
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserPatch(In):
+    role: Role | None = None
+    password: str | None = Field(None, min_length=1, max_length=1024)
+    disabled: bool | None = None
+
+
+class TokenIn(In):
+    name: str = Field("", max_length=100, description="what the token is for")
+    role: Role | None = Field(None, description="default: your role; at most your role")
+    expires_at: float | None = Field(None, description="epoch seconds; default: never")
+
+
+class TokenOut(Out):
+    id: int
+    user: str
+    name: str
+    role: Role
+    prefix: str
+    created_at: float
+    expires_at: float | None
+    last_used_at: float | None
+    last_used_from: str | None
+    revoked_at: float | None
+    revoked_by: str | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the secret: shown this once, send as `Bearer <token>`")
+
+
+# -- configuration ------------------------------------------------------------------
+
+
+class RevisionOut(Out):
+    id: int
+    state: str
+    author: str
+    comment: str
+    created_at: float
+    committed_at: float | None
+    committed_by: str | None
+    confirmed_at: float | None
+    confirmed_by: str | None
+    confirm_deadline: float | None
+    sha256: str
+    reason: str
+
+
+class RevisionDoc(RevisionOut):
+    document: dict[str, Any]
+    yaml: str
+
+
+class ConfigDoc(Out):
+    revision: RevisionOut
+    document: dict[str, Any] = Field(description="the configuration (JSON)")
+    yaml: str = Field(description="the text as stored (YAML)")
+
+
+class DraftSaved(Out):
+    revision: RevisionOut
+    warnings: list[str]
+
+
+class Section(Out):
+    revision: RevisionOut
+    section: str
+
+
+class DiffQuery(In):
+    a: str = Field(
+        "running",
+        pattern=REV_REF,
+        description="revision number or running, pending, confirmed, draft",
+    )
+    b: str = Field("draft", pattern=REV_REF)
+
+
+class DiffOut(Out):
+    a: RevisionOut
+    b: RevisionOut
+    diff: str
+    changes: list[str]
+
+
+class CommitIn(In):
+    confirm_within: float | None = Field(
+        None, ge=10, le=86400, description="seconds; without confirmation it reverts"
+    )
+    comment: str = Field("", max_length=500)
+
+
+class CommitOut(Out):
+    revision: RevisionOut
+    confirm_deadline: float | None
+
+
+class RollbackIn(In):
+    revision: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="go back to this revision; none: drop the pending one, "
+        "else the previous confirmed",
+    )
+
+
+class ExportQuery(In):
+    revision: str = Field("running", pattern=REV_REF)
+
+
+# -- field data ---------------------------------------------------------------------------
+
+
+class HistoryQuery(In):
+    from_: float | None = Field(None, alias="from", description="epoch seconds")
+    to: float | None = Field(None, description="epoch seconds")
+    limit: int = Field(1000, ge=1, le=100_000)
+    format: Literal["json", "csv"] = "json"
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Sample(Out):
+    t: float
+    value: Any
+    quality: str
+
+
+class WriteIn(In):
+    value: float | int | bool | str
+
+
+class AlarmsQuery(In):
+    active: Literal["0", "1", "true", "false"] = "0"
+    limit: int = Field(200, ge=1, le=10_000)
+
+
+class AckIn(In):
+    comment: str = Field("", max_length=500)
+
+
+class SqlIn(In):
+    query: str = Field(min_length=1, max_length=20_000)
+    max_rows: int = Field(1000, ge=1, le=10_000)
+
+
+class SqlOut(Out):
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool
+    elapsed_ms: float
+
+
+# -- events and audit ---------------------------------------------------------------
+
+
+class EventsQuery(In):
+    kind: str | None = Field(None, max_length=48, description="kinds starting with this")
+    severity: str | None = Field(None, max_length=8)
+    source: str | None = Field(None, max_length=16)
+    before_id: int | None = Field(None, ge=1, le=MAX_ID)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class EventOut(Out):
+    id: int
+    at: float
+    source: str
+    kind: str
+    severity: str
+    message: str
+    data: Any
+
+
+class EventsPage(Out):
+    items: list[EventOut]
+    next_before_id: int | None
+
+
+class AuditQuery(In):
+    actor: str | None = Field(None, max_length=100)
+    action: str | None = Field(None, max_length=100, description="actions starting with this")
+    before_id: int | None = Field(None, ge=1, le=MAX_ID)
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class AuditOut(Out):
+    id: int
+    at: float
+    actor: str
+    source: str
+    action: str
+    target: str
+    result: str
+    detail: str
+
+
+class AuditPage(Out):
+    items: list[AuditOut]
+    next_before_id: int | None
+
+
+# -- system -------------------------------------------------------------------------------
+
+
+class IdentifyIn(In):
+    seconds: int = Field(15, ge=1, le=3600)
+
+
+class IdentifyOut(Out):
+    until: float
+
+
+class Status(Out):
+    unit: dict[str, Any]
+    version: str
+    uptime_s: float | None
+    health: dict[str, Any]
+    revision: dict[str, Any] | None
+    links: list[dict[str, Any]]
+    conduits: list[dict[str, Any]]
+    drops: dict[str, Any]
+    denied: list[dict[str, Any]]
+    devices: list[dict[str, Any]]
+    alarms: dict[str, Any]
+    identify_until: float | None
+    cert_fingerprint: str | None
+
+
+class System(Out):
+    version: str
+    uptime_s: float | None
+    disk: dict[str, Any]
+    cert_fingerprint: str | None
+    cert_not_after: float | None
+    fleet: dict[str, Any] | None
+    syslog: list[Any]
+    history: dict[str, Any] | None
+    roles: dict[str, bool]

@@ -1,0 +1,1 @@
+"""The REST API's blueprints, one per area (see docs/api.md)."""

@@ -1,0 +1,52 @@
+"""Helpers the API's views share: revision answers, redaction, the doorbells."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from appliance.config.model import Config
+from appliance.state.db import Revision
+from appliance.web.auth import principal
+from appliance.web.context import ctx
+
+# Roles to wake after a change of what runs (they also poll).
+CHANGE_DOORBELLS = ("net", "field", "agent")
+
+
+def rev_out(rev: Revision) -> dict[str, Any]:
+    return rev.as_dict()
+
+
+def is_admin() -> bool:
+    p = principal()
+    return bool(p and p.at_least("admin"))
+
+
+def document(cfg: Config, *, admin: bool) -> dict[str, Any]:
+    """The configuration as JSON data; secrets only for admins."""
+    data = cfg.canonical()
+    if admin:
+        return data
+    from appliance.agent.diagnostics import redact
+
+    return redact(data)
+
+
+def text_of(rev: Revision, cfg: Config, *, admin: bool) -> str:
+    """The revision's text as stored (comments kept) for admins, a redacted dump otherwise."""
+    if admin:
+        return rev.source
+    return yaml.safe_dump(document(cfg, admin=False), sort_keys=False)
+
+
+def ring_changed() -> None:
+    ctx().live.ring(*CHANGE_DOORBELLS)
+
+
+def int_or_none(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None

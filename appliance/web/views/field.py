@@ -1,0 +1,214 @@
+"""Field data API: devices, tags (live, history as JSON/CSV, writes), alarms, SQL.
+
+Reads go through `appliance.field.api` (live state + history DB); writes and
+acknowledgements are requests to the field role over its control socket, which
+does the work (and refuses what is not writable).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from types import ModuleType
+from typing import Any
+
+from flask import Blueprint, Response
+
+from appliance.errors import ApplianceError
+from appliance.state.control import call, socket_path
+from appliance.web.api import Unavailable, endpoint
+from appliance.web.auth import audit, principal
+from appliance.web.context import ctx
+from appliance.web.schemas import (
+    AckIn,
+    AlarmsQuery,
+    HistoryQuery,
+    Sample,
+    SqlIn,
+    SqlOut,
+    WriteIn,
+)
+
+bp = Blueprint("field", __name__, url_prefix="/api")
+alarms_bp = Blueprint("alarms", __name__, url_prefix="/api")
+sql_bp = Blueprint("sql", __name__, url_prefix="/api")
+
+
+def field_api() -> ModuleType:
+    try:
+        return importlib.import_module("appliance.field.api")
+    except ImportError:
+        raise Unavailable("field data is not available in this build") from None
+
+
+def field_call(method: str, **params: Any) -> Any:
+    path = socket_path(ctx().paths.run_dir, "field")
+    if not path.exists():
+        raise Unavailable("the field role is not running")
+    return call(path, method, **params)
+
+
+def _actor() -> str:
+    p = principal()
+    return f"web:{p.actor}" if p else "web"
+
+
+def devices_list() -> list[dict[str, Any]]:
+    """Configured devices with what the field role reports about each."""
+    c = ctx()
+    _, cfg = c.desired()
+    live = (c.live.read("field") or {}).get("devices") or {}
+    out = []
+    seen = set()
+    for d in cfg.devices if cfg else []:
+        seen.add(d.name)
+        obs = live.get(d.name) or {}
+        out.append(
+            {
+                "name": d.name,
+                "protocol": d.protocol,
+                "address": d.address,
+                "tags": len(d.tags) if hasattr(d, "tags") else None,
+                "state": obs.get("state", "disabled" if not getattr(d, "enabled", True) else None),
+                **{k: v for k, v in obs.items() if k not in ("protocol", "state")},
+            }
+        )
+    for name, obs in sorted(live.items()):
+        if name not in seen:
+            out.append({"name": name, **obs})
+    return out
+
+
+@endpoint(
+    bp,
+    "/devices",
+    "GET",
+    role="viewer",
+    summary="Field devices and their health",
+    response={"type": "array", "items": {"type": "object"}},
+)
+def devices() -> Any:
+    return devices_list()
+
+
+@endpoint(
+    bp,
+    "/tags",
+    "GET",
+    role="viewer",
+    summary="Every tag's live value and quality",
+    response={"type": "array", "items": {"type": "object"}},
+)
+def tags() -> Any:
+    c = ctx()
+    try:
+        api = field_api()
+    except Unavailable:
+        live = (c.live.read("field") or {}).get("tags") or {}
+        return [{"name": n, **t} for n, t in sorted(live.items())]
+    return api.list_tags(c.live.live)
+
+
+@endpoint(
+    bp,
+    "/tags/<name>/history",
+    "GET",
+    role="viewer",
+    query=HistoryQuery,
+    summary="A tag's stored samples (JSON, or CSV with format=csv)",
+    response={"type": "array", "items": {"$ref": "#/components/schemas/Sample"}},
+    extra_schemas=(Sample,),
+    errors=(404, 422, 503),
+)
+def history(name: str, query: HistoryQuery) -> Any:
+    c = ctx()
+    api = field_api()
+    end = query.to if query.to is not None else c.now()
+    start = query.from_ if query.from_ is not None else end - 3600.0
+    if query.format == "csv":
+        text = api.history_csv(c.store, name, start, end, query.limit)
+        return Response(
+            text,
+            mimetype="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+        )
+    return api.tag_history(c.store, name, start, end, query.limit)
+
+
+@endpoint(
+    bp,
+    "/tags/<name>/write",
+    "POST",
+    role="admin",
+    body=WriteIn,
+    response={"type": "object"},
+    errors=(400, 403, 404, 422, 503, 504),
+    summary="Write a value to a writable tag (audited)",
+)
+def write(name: str, body: WriteIn) -> Any:
+    try:
+        result = field_call("write", tag=name, value=body.value, actor=_actor())
+    except ApplianceError as e:
+        audit("tag.write", target=name, result="failed", detail=f"value={body.value!r}: {e}")
+        raise
+    audit("tag.write", target=name, detail=f"value={body.value!r}")
+    return result
+
+
+@endpoint(
+    alarms_bp,
+    "/alarms",
+    "GET",
+    role="viewer",
+    query=AlarmsQuery,
+    summary="Alarms (active=1: only active ones), newest first",
+    response={"type": "array", "items": {"type": "object"}},
+)
+def alarms(query: AlarmsQuery) -> Any:
+    c = ctx()
+    active_only = query.active in ("1", "true")
+    try:
+        api = field_api()
+    except Unavailable:
+        doc = (c.live.read("field") or {}).get("alarms") or {}
+        return list(doc.get("active") or [])[: query.limit]
+    return api.list_alarms(c.store, c.live.live, active_only, query.limit)
+
+
+@endpoint(
+    alarms_bp,
+    "/alarms/<int:alarm_id>/ack",
+    "POST",
+    role="operator",
+    body=AckIn,
+    body_optional=True,
+    response={"type": "object"},
+    errors=(400, 404, 422, 503, 504),
+    summary="Acknowledge an alarm",
+)
+def ack(alarm_id: int, body: AckIn) -> Any:
+    try:
+        result = field_call("ack_alarm", id=alarm_id, actor=_actor())
+    except ApplianceError as e:
+        audit("alarm.ack", target=f"alarm {alarm_id}", result="failed", detail=str(e))
+        raise
+    audit("alarm.ack", target=f"alarm {alarm_id}", detail=body.comment)
+    return result
+
+
+@endpoint(
+    sql_bp,
+    "/sql",
+    "POST",
+    role="viewer",
+    body=SqlIn,
+    response=SqlOut,
+    errors=(400, 422, 503, 504),
+    summary="A read-only SQL query over the views samples, tags, alarms, events",
+)
+def sql(body: SqlIn) -> Any:
+    api = field_api()
+    started = time.monotonic()
+    result = api.sql_query(ctx().paths, body.query, max_rows=body.max_rows, timeout_s=5)
+    result.setdefault("elapsed_ms", (time.monotonic() - started) * 1000)
+    return result

@@ -1,0 +1,441 @@
+"""Sessions, CSRF, throttling, timeouts, setup code, tokens, password policy, headers."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+from click.testing import CliRunner
+
+from appliance.errors import PermissionDenied
+from appliance.state.db import Audit
+from appliance.web import accounts, setup
+from appliance.web.auth import COOKIE
+
+from .test_web_kit import PASSWORD, Web, error_of, ready_fixture, web_fixture  # noqa: F401
+
+
+def audit_rows(action: str) -> list[Audit]:
+    return list(Audit.select().where(Audit.action == action).order_by(Audit.id))
+
+
+# -- CSRF -------------------------------------------------------------------------------
+
+
+def test_csrf_required_with_a_session(ready: Web) -> None:
+    c = ready.login("admin")
+    body = {"name": "x1", "role": "viewer", "password": "long-enough-secret-1"}
+    r = c.post("/api/users", json=body)
+    assert r.status_code == 403 and "CSRF" in error_of(r)
+    r = c.post("/api/users", json=body, headers={"X-CSRF-Token": "wrong"})
+    assert r.status_code == 403 and "CSRF" in error_of(r)
+    r = c.post("/api/users", json=body, headers=ready.h(c))
+    assert r.status_code == 201
+
+
+def test_no_csrf_with_a_token(ready: Web) -> None:
+    secret = ready.token("admin")
+    c = ready.client()
+    r = c.post(
+        "/api/users",
+        json={"name": "x2", "role": "viewer", "password": "long-enough-secret-2"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert r.status_code == 201, r.json
+
+
+def test_csrf_of_another_session_is_refused(ready: Web) -> None:
+    a, b = ready.login("admin"), ready.login("admin")
+    r = a.post("/api/config/confirm", headers=ready.h(b))
+    assert r.status_code == 403 and "CSRF" in error_of(r)
+
+
+# -- login, rotation, logout ----------------------------------------------------------------
+
+
+def test_login_rotates_the_session_id(ready: Web) -> None:
+    c = ready.login("viewer")
+    first = c.get_cookie(COOKIE).value
+    r = c.post("/api/session", json={"username": "viewer", "password": PASSWORD})
+    assert r.status_code == 200
+    second = c.get_cookie(COOKIE).value
+    assert first != second
+    # the old id is dead: a client holding it is not logged in
+    other = ready.client()
+    other.set_cookie(COOKIE, first)
+    assert other.get("/api/session").status_code == 401
+    assert c.get("/api/session").json["user"] == "viewer"
+
+
+def test_session_cookie_flags(ready: Web) -> None:
+    r = ready.client().post("/api/session", json={"username": "admin", "password": PASSWORD})
+    cookie = r.headers["Set-Cookie"]
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Path=/"):
+        assert flag in cookie
+    assert cookie.startswith("__Host-")
+
+
+def test_wrong_password_and_audit(ready: Web) -> None:
+    c = ready.client()
+    r = c.post("/api/session", json={"username": "admin", "password": "nope-nope-nope"})
+    assert r.status_code == 401 and error_of(r) == "wrong user name or password"
+    r = c.post("/api/session", json={"username": "ghost", "password": "nope-nope-nope"})
+    assert r.status_code == 401 and error_of(r) == "wrong user name or password"
+    ready.login("admin")
+    rows = audit_rows("login")
+    assert [(a.actor, a.result) for a in rows] == [
+        ("admin", "failed"),
+        ("ghost", "failed"),
+        ("admin", "ok"),
+    ]
+    assert all(a.source.startswith("web:") for a in rows)
+
+
+def test_logout_ends_the_session(ready: Web) -> None:
+    c = ready.login("viewer")
+    assert c.delete("/api/session", headers=ready.h(c)).status_code == 204
+    assert c.get("/api/status").status_code == 401
+
+
+def test_disabled_user_is_logged_out(ready: Web) -> None:
+    v = ready.login("viewer")
+    a = ready.login("admin")
+    r = a.patch("/api/users/viewer", json={"disabled": True}, headers=ready.h(a))
+    assert r.status_code == 200
+    assert v.get("/api/status").status_code == 401
+    r = ready.client().post("/api/session", json={"username": "viewer", "password": PASSWORD})
+    assert r.status_code == 401
+
+
+# -- throttling ---------------------------------------------------------------------------
+
+
+def _fail(web: Web, user: str, addr: str = "10.0.0.1") -> int:
+    c = web.client()
+    r = c.post(
+        "/api/session",
+        json={"username": user, "password": "wrong-password-x"},
+        environ_base={"REMOTE_ADDR": addr},
+    )
+    return r.status_code
+
+
+def test_account_lockout_and_back_off(ready: Web) -> None:
+    free = accounts.FREE_FAILURES["user"]
+    # from different addresses, so only the account's count matters
+    codes = [_fail(ready, "admin", f"10.0.1.{i}") for i in range(free)]
+    assert codes[: free - 1] == [401] * (free - 1)
+    # the free-th failure locks for LOCK_BASE_S: even the right password is refused
+    c = ready.client()
+    r = c.post(
+        "/api/session",
+        json={"username": "admin", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.0.2.1"},
+    )
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["Retry-After"]) <= accounts.LOCK_BASE_S
+    ready.clock.advance(accounts.LOCK_BASE_S + 1)
+    # one more failure: locked twice as long
+    assert _fail(ready, "admin", "10.0.3.1") == 401
+    ready.clock.advance(accounts.LOCK_BASE_S + 1)
+    r = c.post(
+        "/api/session",
+        json={"username": "admin", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.0.2.1"},
+    )
+    assert r.status_code == 429, "the second lock lasts 2 x LOCK_BASE_S"
+    ready.clock.advance(accounts.LOCK_BASE_S)
+    r = c.post(
+        "/api/session",
+        json={"username": "admin", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.0.2.1"},
+    )
+    assert r.status_code == 200
+    # a success clears the account's count
+    assert _fail(ready, "admin", "10.0.4.1") == 401
+    assert audit_rows("login")[-2].result == "ok"
+    assert any(a.result == "throttled" for a in audit_rows("login"))
+
+
+def test_address_lockout(ready: Web) -> None:
+    free = accounts.FREE_FAILURES["addr"]
+    for i in range(free):
+        assert _fail(ready, f"user{i}", "10.9.9.9") in (401, 429)
+    # a different (valid) account from the same address is refused too
+    r = ready.client().post(
+        "/api/session",
+        json={"username": "viewer", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.9.9.9"},
+    )
+    assert r.status_code == 429
+    # another address is not affected
+    r = ready.client().post(
+        "/api/session",
+        json={"username": "viewer", "password": PASSWORD},
+        environ_base={"REMOTE_ADDR": "10.9.9.10"},
+    )
+    assert r.status_code == 200
+
+
+def test_lock_schedule() -> None:
+    free = accounts.FREE_FAILURES["user"]
+    assert accounts._lock_for("user", free - 1) == 0
+    assert accounts._lock_for("user", free) == accounts.LOCK_BASE_S
+    assert accounts._lock_for("user", free + 1) == 2 * accounts.LOCK_BASE_S
+    assert accounts._lock_for("user", free + 50) == accounts.LOCK_MAX_S
+
+
+def test_authenticate_for_other_services(ready: Web) -> None:
+    with ready.app.app_context():
+        assert accounts.authenticate("operator", PASSWORD, now=ready.clock()) == "operator"
+        assert accounts.authenticate("operator", "wrong-one-here", now=ready.clock()) is None
+        assert accounts.authenticate("nobody", PASSWORD, now=ready.clock()) is None
+
+
+# -- timeouts (injected clock) --------------------------------------------------------------
+
+
+def test_idle_timeout(ready: Web) -> None:
+    c = ready.login("viewer")
+    ready.clock.advance(29 * 60)
+    assert c.get("/api/status").status_code == 200  # activity moves the idle deadline
+    ready.clock.advance(29 * 60)
+    assert c.get("/api/status").status_code == 200
+    ready.clock.advance(30 * 60 + 1)
+    r = c.get("/api/status")
+    assert r.status_code == 401 and "ended" in error_of(r)
+
+
+def test_absolute_timeout(ready: Web) -> None:
+    c = ready.login("viewer")
+    for _ in range(12 * 60 // 20 + 2):
+        ready.clock.advance(20 * 60)
+        if c.get("/api/status").status_code != 200:
+            break
+    else:
+        pytest.fail("the session outlived 12 h")
+    assert 12 * 3600 - 20 * 60 < ready.clock() - 1_800_000_000.0 <= 12 * 3600 + 20 * 60
+
+
+def test_session_answer_has_deadlines(ready: Web) -> None:
+    c = ready.login("viewer")
+    s = c.get("/api/session").json
+    assert s["idle_expires_at"] == pytest.approx(ready.clock() + 30 * 60)
+    assert s["expires_at"] == pytest.approx(ready.clock() + 12 * 3600)
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def test_setup_code_single_use(web: Web) -> None:
+    code = setup.setup_code(web.paths, create=True)
+    assert code and setup.setup_code(web.paths) == code  # stable until used
+    mode = stat.S_IMODE(os.stat(web.paths.secrets_dir / "setup-code").st_mode)
+    assert mode == 0o600
+    c = web.client()
+    assert c.get("/api/setup").json == {"required": True}
+    body = {"code": "WRONG-CODE", "username": "boss", "password": "a-good-long-secret"}
+    r = c.post("/api/setup", json=body)
+    assert r.status_code == 403 and r.json["field"] == "code"
+    body["code"] = code.lower().replace("-", " ")  # as people type it
+    r = c.post("/api/setup", json=body)
+    assert r.status_code == 201 and r.json["role"] == "admin"
+    assert setup.setup_code(web.paths, create=False) is None
+    assert c.get("/api/setup").json == {"required": False}
+    body.update(code=code, username="boss2")
+    assert c.post("/api/setup", json=body).status_code == 409
+    assert web.login("boss", "a-good-long-secret").get("/api/status").status_code == 200
+
+
+def test_setup_needs_a_code_and_a_good_password(web: Web) -> None:
+    c = web.client()
+    body = {"code": "ABCD-EFGH", "username": "boss", "password": "a-good-long-secret"}
+    assert c.post("/api/setup", json=body).status_code == 403  # no code exists yet
+    code = setup.setup_code(web.paths)
+    r = c.post("/api/setup", json={**body, "code": code, "password": "short"})
+    assert r.status_code == 422 and r.json["field"] == "password"
+    assert setup.setup_code(web.paths, create=False) == code  # not used up by a failure
+
+
+def test_setup_code_cli_root_only(web: Web) -> None:
+    with pytest.raises(PermissionDenied):
+        setup.code_for_cli(web.paths, euid=lambda: 1000)
+    code = setup.code_for_cli(web.paths, euid=lambda: 0)
+    assert code and code == setup.setup_code(web.paths, create=False)
+    web.user("root-admin", "admin")
+    assert setup.code_for_cli(web.paths, euid=lambda: 0) is None
+    r = CliRunner().invoke(
+        setup.setup_code_cmd, ["--data-dir", str(web.paths.data_dir), "--run-dir", "/tmp"]
+    )
+    if os.geteuid() == 0:
+        assert r.exit_code == 0 and "an admin exists" in r.output
+    else:
+        assert isinstance(r.exception, PermissionDenied)
+
+
+# -- passwords and users -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["short", "password1234", "Password1234", "qwertyuiop12", "operator-one", "aaaaaaaaaaaaaaaa"],
+)
+def test_password_policy_refuses(password: str) -> None:
+    with pytest.raises(accounts.Invalid) as e:
+        accounts.check_password(password, "operator-one")
+    assert e.value.field == "password"
+
+
+def test_password_policy_accepts() -> None:
+    accounts.check_password("ramp-7-valve-orange", "alice")
+
+
+def test_common_password_list_is_shipped() -> None:
+    words = accounts.common_passwords()
+    assert len(words) >= 1000
+    assert "password1234" in words
+
+
+def test_last_admin_is_kept(ready: Web) -> None:
+    a = ready.login("admin")
+    h = ready.h(a)
+    assert a.delete("/api/users/viewer", headers=h).status_code == 204
+    r = a.patch("/api/users/admin", json={"role": "viewer"}, headers=h)
+    assert r.status_code == 409
+    assert a.delete("/api/users/admin", headers=h).status_code == 409
+    assert a.patch("/api/users/admin", json={"disabled": True}, headers=h).status_code == 409
+
+
+def test_change_own_password(ready: Web) -> None:
+    c = ready.login("viewer")
+    other = ready.login("viewer")
+    r = c.put(
+        "/api/session/password",
+        headers=ready.h(c),
+        json={"current_password": "wrong-one-xx", "new_password": "another-long-one"},
+    )
+    assert r.status_code == 403
+    r = c.put(
+        "/api/session/password",
+        headers=ready.h(c),
+        json={"current_password": PASSWORD, "new_password": "another-long-one"},
+    )
+    assert r.status_code == 200
+    assert other.get("/api/status").status_code == 401  # other sessions end
+    assert c.get("/api/status").status_code == 200  # this one got a new session
+    ready.login("viewer", "another-long-one")
+
+
+# -- tokens -----------------------------------------------------------------------------------
+
+
+def test_token_lifecycle(ready: Web) -> None:
+    v = ready.login("viewer")
+    r = v.post("/api/tokens", json={"name": "grafana", "role": "admin"}, headers=ready.h(v))
+    assert r.status_code == 422 and r.json["field"] == "role"
+    r = v.post("/api/tokens", json={"name": "grafana"}, headers=ready.h(v))
+    assert r.status_code == 201
+    secret, tid = r.json["token"], r.json["id"]
+    assert r.json["role"] == "viewer" and secret[4:12] == r.json["prefix"]
+    listed = v.get("/api/tokens").json
+    assert [t["id"] for t in listed] == [tid] and "token" not in listed[0]
+    auth = {"Authorization": f"Bearer {secret}"}
+    c = ready.client()
+    assert c.get("/api/status", headers=auth).status_code == 200
+    assert c.get("/api/status", headers=auth).status_code == 200
+    uses = audit_rows("token.use")
+    assert len(uses) == 1 and uses[0].actor == "viewer"  # once a minute, not per request
+    ready.clock.advance(accounts.TOKEN_AUDIT_EVERY_S)
+    assert c.get("/api/status", headers=auth).status_code == 200
+    assert len(audit_rows("token.use")) == 2
+    # others cannot see or revoke it; the owner can
+    o = ready.login("operator")
+    assert o.delete(f"/api/tokens/{tid}", headers=ready.h(o)).status_code == 404
+    assert v.delete(f"/api/tokens/{tid}", headers=ready.h(v)).status_code == 204
+    r = c.get("/api/status", headers=auth)
+    assert r.status_code == 401 and "token" in error_of(r)
+    assert audit_rows("token.invalid")[-1].result == "denied"
+
+
+def test_token_expiry_and_demotion(ready: Web) -> None:
+    with ready.app.app_context():
+        _, secret = accounts.create_token(
+            "operator", role="operator", name="t", now=ready.clock(), expires_at=ready.clock() + 60
+        )
+    c = ready.client()
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert c.get("/api/audit", headers=auth).status_code == 200
+    with ready.app.app_context():
+        accounts.update_user("operator", role="viewer", now=ready.clock())
+    assert c.get("/api/audit", headers=auth).status_code == 403  # the user's role caps it
+    ready.clock.advance(61)
+    assert c.get("/api/status", headers=auth).status_code == 401
+
+
+# -- headers and errors ------------------------------------------------------------------
+
+
+def test_security_headers(ready: Web) -> None:
+    c = ready.login("viewer")
+    for path in ("/api/status", "/api/nothing-here", "/login", "/"):
+        r = c.get(path)
+        csp = r.headers["Content-Security-Policy"]
+        for part in (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+            "base-uri 'none'",
+        ):
+            assert part in csp
+        assert "unsafe-inline" not in csp
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+    assert c.get("/api/status").headers["Cache-Control"] == "no-store"
+
+
+def test_api_errors_are_json(ready: Web) -> None:
+    c = ready.login("admin")
+    r = c.get("/api/nothing-here")
+    assert r.status_code == 404 and r.is_json and r.json["error"]
+    r = c.delete("/api/status", headers=ready.h(c))
+    assert r.status_code == 405 and r.is_json
+    r = c.post("/api/sql", data="not json", headers={**ready.h(c), "Content-Type": "text/plain"})
+    assert r.status_code == 400 and r.is_json
+    r = c.post(
+        "/api/users", json={"name": "x", "role": "boss", "password": "p"}, headers=ready.h(c)
+    )
+    assert r.status_code == 422 and r.json["field"] == "role"
+    r = c.get("/api/events?limit=0")
+    assert r.status_code == 422 and r.json["field"] == "limit"
+    r = c.get("/api/events?bogus=1")
+    assert r.status_code == 422 and r.json["field"] == "bogus"
+
+
+def test_internal_errors_are_json_without_traceback(
+    ready: Web, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.web.views import system
+
+    def boom(c: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(system, "status_doc", boom)
+    r = ready.login("viewer").get("/api/status")
+    assert r.status_code == 500 and r.is_json
+    assert "secret internals" not in r.get_data(as_text=True)
+    assert "Traceback" not in r.get_data(as_text=True)
+
+
+def test_setup_code_not_made_once_an_admin_exists(web: Web) -> None:
+    code = setup.setup_code(web.paths)
+    assert code
+    web.user("boss", "admin")
+    assert setup.admin_exists(web.paths)
+    assert setup.setup_code(web.paths) is None  # a leftover is deleted, none is made
+    assert not (web.paths.secrets_dir / "setup-code").exists()

@@ -1,0 +1,105 @@
+"""Where the web role listens (pure) and the unit's certificate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from appliance.config.load import validate_data
+from appliance.config.model import Config
+from appliance.paths import Paths
+from appliance.web import serve, tls
+
+from . import factory
+
+
+def cfg(**web: Any) -> Config:
+    doc = factory.base()
+    doc["interfaces"].append(
+        {"name": "mgmt0", "role": "mgmt", "addresses": ["10.99.0.2/30", "fd00:99::2/64"]}
+    )
+    doc["web"] = web
+    return validate_data(doc).config
+
+
+def test_listens_on_mgmt_only_by_default() -> None:
+    addrs, why = serve.listen_addresses(cfg(), None)
+    assert addrs == ["10.99.0.2", "fd00:99::2"]
+    assert "mgmt" in why
+
+
+def test_listen_it_adds_it_never_ot() -> None:
+    addrs, _ = serve.listen_addresses(cfg(listen_it=True), None)
+    assert addrs == ["10.99.0.2", "fd00:99::2", "10.10.0.1"]
+    assert "192.168.50.1" not in addrs
+
+
+def test_without_config_mgmt_nics_found_by_the_net_role() -> None:
+    net = {
+        "links": [
+            {"name": "mgmt0", "role": "mgmt", "addresses": ["10.99.0.2/30", "fe80::1/64"]},
+            {"name": "ot0", "role": "ot", "addresses": ["192.168.50.1/24"]},
+        ]
+    }
+    addrs, why = serve.listen_addresses(None, net)
+    assert addrs == ["10.99.0.2"]  # link-local skipped, OT never
+    assert "mgmt-role" in why
+
+
+def test_nothing_known_is_loopback_only() -> None:
+    doc = factory.base()  # IT and OT, no mgmt interface
+    addrs, why = serve.listen_addresses(validate_data(doc).config, None)
+    assert addrs == ["127.0.0.1"] and "127.0.0.1" in why
+    assert serve.listen_addresses(None, None)[0] == ["127.0.0.1"]
+
+
+def test_bind_specs_and_urls() -> None:
+    assert serve.bind_spec("10.0.0.1", 443) == "10.0.0.1:443"
+    assert serve.bind_spec("fd00::1", 8443) == "[fd00::1]:8443"
+    assert serve.url("10.0.0.1", 443) == "https://10.0.0.1/"
+    assert serve.url("fd00::1", 8443) == "https://[fd00::1]:8443/"
+    assert serve.can_bind("127.0.0.1")
+    assert not serve.can_bind("192.0.2.123")  # TEST-NET: not on this host
+
+
+def test_certificate_made_once(tmp_path: Path) -> None:
+    paths = Paths(tmp_path / "data", tmp_path / "run")
+    assert tls.fingerprint(paths) is None and tls.not_after(paths) is None
+    cert_file, key_file = tls.ensure_cert(paths, unit_name="unit-7", addresses=["10.99.0.2"])
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(paths.secrets_dir).st_mode) == 0o700
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
+    assert cert.public_key().curve.name == "secp256r1"
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {"unit-7", "localhost"}
+    ips = set(san.get_values_for_type(x509.IPAddress))
+    assert ipaddress.ip_address("10.99.0.2") in ips and ipaddress.ip_address("127.0.0.1") in ips
+    fp = tls.fingerprint(paths)
+    assert fp and fp.startswith("sha256:") and len(fp.split(":")) == 33
+    # a second start keeps it (same fingerprint), even with other addresses
+    tls.ensure_cert(paths, unit_name="unit-7", addresses=["10.99.9.9"])
+    assert tls.fingerprint(paths) == fp
+
+
+def test_certificate_renewed_near_expiry_or_broken(tmp_path: Path) -> None:
+    paths = Paths(tmp_path / "data", tmp_path / "run")
+    tls.ensure_cert(paths)
+    fp = tls.fingerprint(paths)
+    end = tls.not_after(paths)
+    assert end is not None
+    tls.ensure_cert(paths, now=end - 10 * 86400)  # within 30 days of expiry
+    assert tls.fingerprint(paths) != fp
+    fp2 = tls.fingerprint(paths)
+    tls.key_path(paths).write_text("garbage")
+    tls.ensure_cert(paths)
+    assert tls.fingerprint(paths) not in (fp, fp2)
+    start = dt.datetime.now(dt.UTC).timestamp()
+    assert tls.not_after(paths) > start + 9 * 365 * 86400
