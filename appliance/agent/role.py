@@ -101,6 +101,21 @@ def cert_not_after(paths: Paths) -> float | None:
     return min(found) if found else None
 
 
+def daemon_uptime(live: LiveState, now: float) -> float | None:
+    """Seconds since the appliance started: the machine's uptime, or less when a supervisor
+    started the roles later (a restarted daemon boots again: its roles have not reported
+    yet, which is booting, not a fault)."""
+    up = uptime_s()
+    sup = live.read("supervisor")
+    if sup and live.alive("supervisor", now):
+        try:
+            since = max(0.0, now - float(sup["started_at"]))
+        except (KeyError, TypeError, ValueError):
+            return up
+        return since if up is None else min(up, since)
+    return up
+
+
 def expected_roles(live: LiveState, now: float) -> tuple[str, ...]:
     """The roles the supervisor runs, else those that have published a live document."""
     sup = live.read("supervisor")
@@ -138,7 +153,7 @@ def gather_inputs(
         now,
         expected_roles=roles,
         alive=alive,
-        uptime_s=uptime_s(),
+        uptime_s=daemon_uptime(live, now),
         expect_confirmed=expect_confirmed,
         alarms=alarms,
         comm_loss=comm_loss,

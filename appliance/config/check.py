@@ -311,7 +311,8 @@ def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -
                 errors.append(
                     Finding(
                         f"nat.port_forwards[{n}].port",
-                        f"{p.protocol}/{p.port} is a management service on the IT side",
+                        f"{p.protocol}/{p.port} is a service the appliance itself answers on "
+                        "the IT side",
                     )
                 )
         if not config.interfaces_by_role("it"):

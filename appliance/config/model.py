@@ -36,7 +36,7 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 ROLE_DEFAULT_ALLOW_IN: dict[str, tuple[str, ...]] = {
     "mgmt": ("ssh", "https", "http", "ping"),
-    "it": ("https", "http", "ping"),
+    "it": ("ping",),  # plus the UI's ports with web.listen_it, OPC UA with opcua_server
     "ot": (),
 }
 
@@ -124,7 +124,8 @@ class Interface(Strict):
     allow_in: list[ServiceSpec] | None = Field(
         None,
         description="services the appliance itself answers on this NIC; default by role: "
-        "mgmt ssh/https/http/ping, it https/http/ping, ot nothing",
+        "mgmt ssh/https/http/ping, it ping (plus the web UI with web.listen_it and the OPC "
+        "UA server when enabled), ot nothing",
     )
     description: str = ""
 

@@ -162,8 +162,9 @@ def json_body(model: type[BaseModel], *, allow_empty: bool = False) -> BaseModel
 
 def query_args(model: type[BaseModel]) -> BaseModel:
     data: dict[str, Any] = {}
+    known = {f.alias or n for n, f in model.model_fields.items()}
     for key in request.args:
-        if key not in model.model_fields:
+        if key not in known:
             raise ConfigInvalid([(key, "unknown query parameter", None)])
         data[key] = request.args.get(key)
     try:

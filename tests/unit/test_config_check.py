@@ -368,9 +368,25 @@ def test_port_forward_other_protocol_is_not_covered(valid, base) -> None:
 
 
 def test_port_forward_on_a_management_port(invalid, base) -> None:
-    data = nat(base, port_forwards=[pf(port=443)])
+    data = nat(base, port_forwards=[pf(port=4840)])  # the OPC UA server for IT
     assert invalid(data) == [
-        ("nat.port_forwards[0].port", "tcp/443 is a management service on the IT side", None)
+        (
+            "nat.port_forwards[0].port",
+            "tcp/4840 is a service the appliance itself answers on the IT side",
+            None,
+        )
+    ]
+
+
+def test_port_forward_on_the_ui_port_when_the_ui_listens_on_it(invalid, base) -> None:
+    data = nat(base, port_forwards=[pf(port=443)])
+    data["web"] = {"listen_it": True}
+    assert invalid(data) == [
+        (
+            "nat.port_forwards[0].port",
+            "tcp/443 is a service the appliance itself answers on the IT side",
+            None,
+        )
     ]
 
 

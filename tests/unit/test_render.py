@@ -423,12 +423,8 @@ def test_input_dispatches_per_interface() -> None:
     # OT answers nothing by default: its chain only counts and drops
     assert rules_of(rs, "in_ot0") == [[{"counter": "drop_in_ot0"}, {"drop": None}]]
     it_ports = rules_of(rs, "in_it0")[0][0]["match"]["right"]["set"]
-    # IT: the UI's defaults plus the northbound OPC UA server (on by default)
-    assert it_ports == [
-        {"concat": ["tcp", 80]},
-        {"concat": ["tcp", 443]},
-        {"concat": ["tcp", 4840]},
-    ]
+    # IT: the northbound OPC UA server (on by default); the UI only with web.listen_it
+    assert it_ports == [{"concat": ["tcp", 4840]}]
     mgmt_ports = rules_of(rs, "in_mgmt0")[0][0]["match"]["right"]["set"]
     assert mgmt_ports == [
         {"concat": ["tcp", 22]},
@@ -443,11 +439,7 @@ def test_services_the_document_turns_on_are_answered_where_they_listen() -> None
     data["web"] = {"listen_it": True, "https_port": 8443, "http_port": None}
     rs = render(cfg(data), NOW)
     it_ports = rules_of(rs, "in_it0")[0][0]["match"]["right"]["set"]
-    assert it_ports == [
-        {"concat": ["tcp", 80]},
-        {"concat": ["tcp", 443]},
-        {"concat": ["tcp", 8443]},
-    ]
+    assert it_ports == [{"concat": ["tcp", 8443]}]
     assert rules_of(rs, "in_ot0") == [[{"counter": "drop_in_ot0"}, {"drop": None}]]
 
 
