@@ -304,14 +304,15 @@ class Device(Strict):
         "default twice the poll interval, so recovery is seen within two intervals",
     )
 
-    def backoff_cap(self) -> float:
-        """The longest wait between attempts at a dead device."""
-        cap = 2 * self.poll_interval if self.reconnect_max is None else self.reconnect_max
-        return max(self.poll_interval, cap)
     security: OpcUaSecurity | None = None
     enabled: bool = True
     description: str = ""
     tags: list[Tag] = Field(default_factory=list)
+
+    def backoff_cap(self) -> float:
+        """The longest wait between attempts at a dead device."""
+        cap = 2 * self.poll_interval if self.reconnect_max is None else self.reconnect_max
+        return max(self.poll_interval, cap)
 
     @field_validator("name")
     @classmethod
