@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup setup-test demo demo-down test unit integration lint bench clean
+.PHONY: setup setup-test demo demo-down test unit browser lint bench clean
 
 setup:
 	@scripts/setup-host
@@ -26,6 +26,9 @@ test: setup-test lint
 
 unit: setup
 	$(BIN)/python -m pytest -q tests/unit
+
+browser: setup-test
+	$(BIN)/python -m pytest -q tests/browser
 
 bench: setup
 	$(BIN)/python bench/apply.py

@@ -148,9 +148,12 @@ def _findings(i: HealthInputs, now: float) -> list[tuple[str, Reason]]:
             )
 
     # -- roles -----------------------------------------------------------------
+    starting = i.uptime_s is not None and i.uptime_s < BOOT_GRACE_S
     for role in i.expected_roles:
         if i.roles_alive.get(role, False):
             continue
+        if starting and role != NET:
+            continue  # still starting: booting says so, it is not dead
         if role == NET:
             if net is not None:  # never published: covered above
                 add(FAULT, "role-dead-net", "fault", "the net role is not running")

@@ -198,9 +198,8 @@ class AlarmEngine:
             return []
         self._pending.pop(key, None)
         op = "≥" if lim.kind in HIGH_KINDS else "≤"
-        message = (
-            f"{lim.tag} {LABEL[lim.kind]}: {_fmt(v)}{lim.unit} {op} {_fmt(lim.limit)}{lim.unit}"
-        )
+        u = f" {lim.unit}" if lim.unit else ""
+        message = f"{lim.tag} {LABEL[lim.kind]}: {_fmt(v)}{u} {op} {_fmt(lim.limit)}{u}"
         return [self._raise(key, lim.tag, lim.device, lim.kind, t, v, lim.limit, message)]
 
     def comm(self, device: str, ok: bool, t: float, error: str | None = None) -> list[dict]:

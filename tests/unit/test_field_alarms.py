@@ -77,7 +77,7 @@ def test_high_limit_raises_with_the_contract_shape(engine: AlarmEngine, seen: li
     assert (alarm["tag"], alarm["device"], alarm["kind"]) == ("plc1.temp", "plc1", "high")
     assert (alarm["severity"], alarm["state"], alarm["acked"]) == ("warning", "active", False)
     assert (alarm["raised_at"], alarm["value"], alarm["limit"]) == (2.0, 80.0, 80.0)
-    assert "plc1.temp high: 80degC ≥ 80degC" in alarm["message"]
+    assert "plc1.temp high: 80 degC ≥ 80 degC" in alarm["message"]
     assert engine.counts() == {"critical": 0, "warning": 1}
     row = AlarmRow.get_by_id(alarm["id"])
     assert row.as_dict() == alarm

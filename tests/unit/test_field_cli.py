@@ -225,7 +225,7 @@ def test_alarms_active_from_the_live_document_and_all_from_the_table(
     lines = r.output.splitlines()
     assert lines[0].split()[:5] == ["ID", "SEVERITY", "STATE", "ACK", "RAISED"]
     assert len(lines) == 2 and lines[1].split()[1:4] == ["warning", "active", "no"]
-    assert "plc1.temp high: 45degC ≥ 30degC" in lines[1]
+    assert "plc1.temp high: 45 degC ≥ 30 degC" in lines[1]
     r = run(alarms, ["--all", "--json"], dirs)
     got = json.loads(r.output)
     assert [(a["kind"], a["state"]) for a in got] == [("high", "active"), ("high_high", "cleared")]

@@ -169,7 +169,7 @@ def system() -> Any:
     with contextlib.suppress(ImportError, ApplianceError, OSError):
         from appliance.field.api import history_capacity  # type: ignore[import-not-found]
 
-        capacity = history_capacity(c.paths, c.config())
+        capacity = history_capacity(c.paths, c.config(), store=c.store)
     return {
         "version": __version__,
         "uptime_s": uptime_s(),

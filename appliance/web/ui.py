@@ -1,0 +1,147 @@
+"""The web UI's HTML pages: thin templates whose JavaScript reads and changes everything
+through the REST API under /api (the same API scripts use), so the UI can do nothing the
+API does not allow. Static files are served from /assets by this blueprint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, redirect, render_template, request
+from werkzeug.wrappers import Response
+
+from appliance import __version__
+from appliance.web.auth import require
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint(
+    "ui",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/assets",
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    path: str
+    page: str  # template name and JS module name (templates/<page>.html, js/pages/<page>.js)
+    title: str
+    role: str  # the least role that may open it (the API decides again for every call)
+    nav: str | None  # nav group, None: not in the nav
+
+
+PAGES: tuple[Page, ...] = (
+    Page("/", "overview", "Overview", "viewer", "Status"),
+    Page("/alarms", "alarms", "Alarms", "viewer", "Status"),
+    Page("/events", "events", "Events", "viewer", "Status"),
+    Page("/conduits", "conduits", "Conduits", "viewer", "Network"),
+    Page("/nat", "nat", "NAT", "viewer", "Network"),
+    Page("/interfaces", "interfaces", "Interfaces", "viewer", "Network"),
+    Page("/devices", "devices", "Devices and tags", "viewer", "Field data"),
+    Page("/sql", "sql", "SQL console", "viewer", "Field data"),
+    Page("/config", "config", "Configuration", "viewer", "Configuration"),
+    Page("/revisions", "revisions", "Revisions", "viewer", "Configuration"),
+    Page("/users", "users", "Users", "admin", "Administration"),
+    Page("/tokens", "tokens", "API tokens", "viewer", "Administration"),
+    Page("/audit", "audit", "Audit log", "operator", "Administration"),
+    Page("/system", "system", "System", "viewer", "Administration"),
+)
+
+NAV_GROUPS = ("Status", "Network", "Field data", "Configuration", "Administration")
+
+
+def nav() -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """[(group, [(href, label, role)])] in display order."""
+    return [
+        (group, [(p.path, p.title, p.role) for p in PAGES if p.nav == group])
+        for group in NAV_GROUPS
+    ]
+
+
+def unit_context() -> dict[str, Any]:
+    """The unit's name and login banner from the desired revision ('' when there is none)."""
+    try:
+        from appliance.web.context import ctx
+
+        _rev, cfg = ctx().desired()
+    except Exception:  # a page must render even when the config DB cannot be read
+        log.exception("cannot read the desired revision for the page frame")
+        return {"unit_name": "", "banner": ""}
+    if cfg is None:
+        return {"unit_name": "", "banner": ""}
+    return {"unit_name": cfg.unit.name, "banner": cfg.web.banner}
+
+
+def render(page: str, title: str, **extra: Any) -> str:
+    return render_template(
+        f"{page}.html",
+        page=page,
+        title=title,
+        nav=nav(),
+        version=__version__,
+        **unit_context(),
+        **extra,
+    )
+
+
+def _view(p: Page) -> Callable[..., str]:
+    def view() -> str:
+        return render(p.page, p.title)
+
+    view.__name__ = p.page
+    view.__doc__ = f"The {p.title} page."
+    return view
+
+
+for _p in PAGES:
+    bp.add_url_rule(_p.path, _p.page, require(_p.role, page=True)(_view(_p)))
+
+
+@bp.get("/tags/<name>")
+@require("viewer", page=True)
+def tag(name: str) -> str:
+    """One tag: live value, history chart, CSV download, write (admin)."""
+    if len(name) > 200:
+        abort(404)
+    return render("tag", name, tag_name=name)
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after login: only a local path, never another site."""
+    if not target:
+        return "/"
+    parts = urlsplit(target)
+    if (
+        parts.scheme
+        or parts.netloc
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target  # browsers read a backslash as a slash
+    ):
+        return "/"
+    return target
+
+
+@bp.get("/login")
+def login() -> str:
+    """Sign in (no session needed); the banner is the unit's configured login banner."""
+    return render("login", "Sign in", next=safe_next(request.args.get("next")))
+
+
+@bp.get("/setup")
+def setup() -> str:
+    """First boot: the one-time setup code and the first admin account."""
+    return render("setup", "First-time setup")
+
+
+@bp.get("/logout")
+def logout() -> Response:
+    """The page that ends a session with the API (the nav's button does the same)."""
+    return redirect("/login?logout=1")
