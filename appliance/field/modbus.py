@@ -150,7 +150,11 @@ class ModbusLink:
             raise DeviceError(
                 "timeout", f"{self.name}: no answer to connect within {self.timeout:g} s"
             )
-        reason = getattr(err, "strerror", None) or str(err or "failed")
+        reason = (
+            (getattr(err, "strerror", None) or str(err) or type(err).__name__)
+            if err is not None
+            else "refused or unreachable"
+        )
         raise DeviceError("refused", f"{self.name}: cannot connect: {reason}")
 
     def close(self) -> None:
