@@ -33,6 +33,9 @@ browser: setup-test
 bench: setup
 	$(BIN)/python bench/apply.py
 	$(BIN)/python bench/forwarding.py
+	$(BIN)/python bench/poll.py
+	$(BIN)/python bench/history.py
+	$(BIN)/python bench/web.py
 
 clean:
 	-$(BIN)/appliance lab down
