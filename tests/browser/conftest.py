@@ -30,7 +30,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSpec]:
     if os.geteuid() != 0:
         pytest.skip("browser tests need root: they build the lab in network namespaces")
@@ -44,7 +44,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSpec]:
         topology.down(spec)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def unit(lab: LabSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Unit]:
     u = Unit(lab, tmp_path_factory.mktemp("brunit"))
     u.start()
@@ -56,7 +56,7 @@ def unit(lab: LabSpec, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Uni
         u.store.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_in_it(lab: LabSpec, tmp_path_factory: pytest.TempPathFactory) -> str:
     """An executable that starts chromium inside the lab's IT host namespace."""
     wrapper = tmp_path_factory.mktemp("chromium") / "chromium-in-it"
@@ -65,7 +65,7 @@ def chromium_in_it(lab: LabSpec, tmp_path_factory: pytest.TempPathFactory) -> st
     return str(wrapper)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_in_it: str) -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
@@ -77,7 +77,7 @@ def browser(chromium_in_it: str) -> Iterator[object]:
             b.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def context(browser, unit: Unit) -> Iterator[object]:
     ctx = browser.new_context(
         ignore_https_errors=True,
@@ -93,7 +93,7 @@ def context(browser, unit: Unit) -> Iterator[object]:
         ctx.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def page(context) -> Iterator[object]:
     """One tab for the whole story (setup, login, changes): tests run in file order and
     each also brings the tab to the state it needs, so any one runs alone too."""
