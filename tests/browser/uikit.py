@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +27,13 @@ ABSENT = "192.168.50.30"  # no host: a device that never answers
 ROLES = ("net", "field", "agent", "web")
 ADMIN, PASSWORD = "installer", "blue-cable-ot-gate-42"
 BANNER = "Authorised plant staff only. Activity is logged."
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# The README's screenshots are rewritten only when asked (UPDATE_SCREENSHOTS=1), so a
+# test run never dirties the checkout; otherwise they go to a scratch directory.
+SHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1"
+    else Path(os.environ.get("TMPDIR", "/tmp")) / "appliance-screenshots"
+)
 
 CONFIG: dict[str, Any] = {
     "version": 1,
