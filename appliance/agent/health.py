@@ -54,6 +54,7 @@ SEVERITIES: tuple[str, ...] = ("fault", "warning", "info")
 BOOT_GRACE_S = 30.0  # below this uptime the unit says "booting" whatever it sees
 BOOT_TIMEOUT_S = 120.0  # a net role still silent after this is a fault, not a slow boot
 DRIFT_RECENT_S = 600.0
+RESTART_RECENT_S = 600.0  # a role restarted by the supervisor is reported this long
 DISK_FAULT_FRACTION = 0.02
 DISK_DEGRADED_FRACTION = 0.10
 CERT_WARN_S = 14 * 86400.0
@@ -105,6 +106,7 @@ class HealthInputs:
     disk_total: int | None = None  # bytes
     cert_not_after: float | None = None  # epoch seconds
     identify_until: float | None = None  # epoch seconds
+    restarted: Mapping[str, float] = field(default_factory=dict)  # role -> last restart
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -209,6 +211,15 @@ def _findings(i: HealthInputs, now: float) -> list[tuple[str, Reason]]:
         add(PENDING, "pending-confirm", "warning", msg)
 
     # -- degradations ----------------------------------------------------------
+    for role, at in sorted(i.restarted.items()):
+        if 0 <= now - at <= RESTART_RECENT_S:
+            ago = _fmt_duration(now - at)
+            add(
+                DEGRADED,
+                f"role-restarted-{role}",
+                "warning",
+                f"the {role} role died and was restarted {ago} ago",
+            )
     if i.drift_last_at is not None and 0 <= now - i.drift_last_at <= DRIFT_RECENT_S:
         ago = _fmt_duration(now - i.drift_last_at)
         add(DEGRADED, "drift", "warning", f"ruleset drift repaired {ago} ago")
@@ -284,7 +295,7 @@ def from_live(
     and the drift time come from the net role's document.
     """
     net = live.get(NET)
-    roles = set(expected_roles) | set(live)
+    roles = set(expected_roles) | (set(live) - {"supervisor"})
     roles_alive = {
         r: (alive[r] if alive is not None and r in alive else _alive(live.get(r), now))
         for r in roles
@@ -297,7 +308,16 @@ def from_live(
             pending_deadline = float(applied["confirm_deadline"])
         last = (net.get("drift") or {}).get("last_at")
         drift_last_at = float(last) if last is not None else None
+    restarted: dict[str, float] = {}
+    sup = live.get("supervisor") or {}
+    for role, child in (sup.get("children") or {}).items():
+        try:
+            if int(child.get("restarts") or 0) > 0 and child.get("started_at"):
+                restarted[str(role)] = float(child["started_at"])
+        except (TypeError, ValueError, AttributeError):
+            continue
     return HealthInputs(
+        restarted=restarted,
         roles_alive=roles_alive,
         expected_roles=tuple(expected_roles),
         net=net,

@@ -148,8 +148,11 @@ def gather_inputs(
         free, total = disk.free, disk.total
     except OSError:
         free = total = None
+    shown = {r: d for r, d in docs.items() if r in roles or r == "net"}
+    if live.alive("supervisor", now):
+        shown["supervisor"] = live.read("supervisor")  # which roles it had to restart
     return from_live(
-        {r: d for r, d in docs.items() if r in roles or r == "net"},
+        shown,
         now,
         expected_roles=roles,
         alive=alive,

@@ -249,7 +249,22 @@ def up(
     if cfg is not None and rendered is not None:
         rev = commit_file(paths, rendered)
         echo(f"lab: {cfg} committed as revision {rev} and running")
+    if "web" in run_roles:
+        code = _wait_setup_code(paths)
+        where = "https://10.99.0.2/" if spec.mgmt else "the web UI"
+        if code:
+            echo(f"lab: first login at {where}: setup code {code} (works once)")
     return spec
+
+
+def _wait_setup_code(paths: Paths, timeout: float = 15.0) -> str | None:
+    """The web role makes the one-time setup code on its first start; wait for it briefly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = web_login_facts(paths)["setup_code"]
+        if code or time.monotonic() > deadline:
+            return code
+        time.sleep(0.3)
 
 
 def down(lab_dir: Path, *, echo: Echo = print, prefix: str = "lab") -> None:

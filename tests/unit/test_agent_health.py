@@ -279,3 +279,29 @@ def test_pending_only_when_the_applied_revision_is_pending() -> None:
     doc = net_doc()
     doc["applied"] = {**doc["applied"], "confirm_deadline": T0 + 120}  # confirmed: kept
     assert from_live({"net": doc}, T0).pending_deadline is None
+
+
+def test_a_restarted_role_is_reported_for_ten_minutes() -> None:
+    from appliance.agent.health import from_live, health
+
+    now = 10_000.0
+    net = {"updated_at": now, "applied": {"revision": 1, "state": "confirmed"}}
+    sup = {
+        "roles": ["net", "field"],
+        "children": {
+            "net": {"restarts": 0, "started_at": now - 3000},
+            "field": {"restarts": 2, "started_at": now - 120},
+        },
+    }
+    inputs = from_live(
+        {"net": net, "field": {"updated_at": now}, "supervisor": sup},
+        now,
+        expected_roles=("net", "field"),
+        uptime_s=5000,
+    )
+    codes = [r.code for r in health(inputs, now).reasons]
+    assert "role-restarted-field" in codes
+    assert "role-restarted-net" not in codes
+    assert "role-dead-supervisor" not in codes
+    later = health(inputs, now + 601).reasons
+    assert "role-restarted-field" not in [r.code for r in later]
