@@ -74,7 +74,35 @@ def _fmt_bytes(n: int) -> str:
     return f"{n:.1f} PB"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# -- the areas' own commands ------------------------------------------------------------
+# Imported only when used: `appliance run --roles field` must not carry the web's TLS
+# stack (cryptography) and Flask in a role that polls devices (memory is a goal there).
+LAZY_COMMANDS = {
+    "tags": "appliance.field.cli:tags",
+    "alarms": "appliance.field.cli:alarms",
+    "sql": "appliance.field.cli:sql",
+    "identify": "appliance.agent.cli:identify",
+    "diagnostics": "appliance.agent.cli:diagnostics",
+    "factory-reset": "appliance.agent.cli:factory_reset",
+    "setup-code": "appliance.web.setup:setup_code_cmd",
+    "fleet": "appliance.fleet.cli:fleet",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            import importlib
+
+            module, attr = LAZY_COMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="appliance")
 @click.option("--debug", is_flag=True, help="show tracebacks and debug logs")
 def cli(debug: bool) -> None:
@@ -184,7 +212,7 @@ def config_commit(
         detail=f"confirm_within={confirm_within}" + (f" {comment}" if comment else ""),
     )
     live = LiveState(paths.run_dir)
-    live.ring("net", "field", "agent")
+    live.ring("net", "field", "opcua", "agent")
     click.echo(out.message)
     if no_wait:
         return
@@ -238,7 +266,7 @@ def config_rollback(rev: str | None, paths: Paths) -> None:
         detail=f"to {rev or 'previous'}",
     )
     live = LiveState(paths.run_dir)
-    live.ring("net", "field", "agent")
+    live.ring("net", "field", "opcua", "agent")
     click.echo(out.message)
     if out.revision.state == "pending":
         _wait_applied(live, out.revision.id)
@@ -368,7 +396,7 @@ def _parse_time(text: str | None) -> datetime:
 # -- status and events ----------------------------------------------------------
 
 
-ROLE_DOCS = ("net", "field", "agent", "web")
+ROLE_DOCS = ("net", "field", "opcua", "agent", "web")
 
 
 def status_data(paths: Paths) -> dict[str, Any]:
@@ -455,7 +483,7 @@ def status(as_json: bool, paths: Paths) -> None:
         )
     else:
         click.echo("net role:  NOT RUNNING")
-    others = [r for r in ("field", "agent", "web") if data["roles"][r]]
+    others = [r for r in ("field", "opcua", "agent", "web") if data["roles"][r]]
     if others:
         click.echo(
             f"roles:     net {'up' if net.get('alive') else 'DOWN'}, "
@@ -656,23 +684,6 @@ def demo_cmd(plcs: int, no_mgmt: bool, lab_dir: str, prefix: str) -> None:
 
 
 # -- entry point --------------------------------------------------------------------------
-
-
-# -- the areas' own commands ------------------------------------------------------------
-from appliance.agent.cli import COMMANDS as _AGENT_COMMANDS  # noqa: E402
-from appliance.field.cli import alarms as _alarms  # noqa: E402
-from appliance.field.cli import sql as _sql  # noqa: E402
-from appliance.field.cli import tags as _tags  # noqa: E402
-from appliance.fleet.cli import fleet  # noqa: E402
-from appliance.web.setup import setup_code_cmd  # noqa: E402
-
-cli.add_command(fleet)
-cli.add_command(_tags)
-cli.add_command(_alarms)
-cli.add_command(_sql)
-cli.add_command(setup_code_cmd)
-for _command in _AGENT_COMMANDS:
-    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

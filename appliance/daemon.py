@@ -19,7 +19,7 @@ from appliance.paths import Paths
 from appliance.state.db import Store
 from appliance.state.live import LiveState
 
-ROLES = ("net", "field", "agent", "web")
+ROLES = ("net", "field", "opcua", "agent", "web")
 log = logging.getLogger("appliance")
 
 

@@ -1,5 +1,9 @@
 """Polling 1000 points on 10 devices every second: requests, CPU, memory of the field role.
 
+The northbound OPC UA server is enabled, as on a unit: it runs in the opcua role's own
+process (started here too, fed by the field role's value stream), and its memory and
+CPU are reported separately; the field role's figures are the field role's alone.
+
 Ten simulated Modbus TCP devices (pymodbus servers in one separate process) listen on
 127.0.0.1:15020-15029 inside a namespace of our own (``fa-bench``, loopback only). Each
 has 100 points (holding and input registers of several types, coils) with gaps between
@@ -15,7 +19,9 @@ Figures, measured after a warm-up:
   the same run (a plain pymodbus poller, one read per point, against the same devices;
   it keeps no history, so its CPU figure flatters it);
 - CPU seconds of the field role process per 1000 points per cycle (goal <= 0.04);
-- resident memory of the field role process (goal <= 60 MB).
+- resident memory of the field role process (goal <= 60 MB);
+- resident memory and CPU of the opcua role process (the northbound server publishing
+  every change of the 1000 values; no client subscribed), reported, no goal.
 
 ``--seconds`` shortens the measured window (default 60).
 """
@@ -45,6 +51,7 @@ POINTS = 100
 INTERVAL = 1.0
 WARMUP_S = 4.0
 MAX_GAP = 16
+OPCUA_PORT = 4840
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -84,7 +91,8 @@ def config_yaml() -> str:
         }
         for d in range(DEVICES)
     ]
-    return yaml.safe_dump({"version": 1, "opcua_server": {"enabled": False}, "devices": devices})
+    server = {"enabled": True, "port": OPCUA_PORT}
+    return yaml.safe_dump({"version": 1, "opcua_server": server, "devices": devices})
 
 
 # -- the simulator process ----------------------------------------------------------------
@@ -234,7 +242,7 @@ def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
         ["ip", "netns", "exec", NS, *me, "--simulate", str(counts_path)],
         env=env, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    role = None
+    role = opcua = None
     try:
         assert sim.stdout is not None
         if sim.stdout.readline().strip() != "ready":
@@ -249,12 +257,17 @@ def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
             ideal_request_count(d.points(), DeviceLimits(max_gap=d.max_gap)) for d in devices
         )
         role_env = {**env, "APPLIANCE_DATA_DIR": str(data), "APPLIANCE_RUN_DIR": str(run)}
-        log = (tmp / "field.log").open("wb")
-        role = subprocess.Popen(
-            ["ip", "netns", "exec", NS, sys.executable, "-m", "appliance", "run",
-             "--roles", "field"],
-            env=role_env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+
+        def start(name: str) -> subprocess.Popen[bytes]:
+            log = (tmp / f"{name}.log").open("wb")
+            return subprocess.Popen(
+                ["ip", "netns", "exec", NS, sys.executable, "-m", "appliance", "run",
+                 "--roles", name],
+                env=role_env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+        role = start("field")
+        opcua = start("opcua")
         live = LiveState(run)
 
         def all_ok() -> bool:
@@ -262,11 +275,20 @@ def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
             devs = doc.get("devices", {})
             return len(devs) == DEVICES and all(v["state"] == "ok" for v in devs.values())
 
+        def serving() -> bool:
+            doc = live.read("opcua") or {}
+            return bool(doc.get("running") and doc.get("connected"))
+
         wait_for(all_ok, 30, "all devices polled")
-        print(f"  field role up (pid {role.pid}); warming up {WARMUP_S:g} s", flush=True)
+        wait_for(serving, 60, "the opcua role serving the values")
+        print(
+            f"  field role up (pid {role.pid}), opcua role up (pid {opcua.pid}); "
+            f"warming up {WARMUP_S:g} s",
+            flush=True,
+        )
         time.sleep(WARMUP_S)
 
-        def snapshot() -> tuple[float, float, int, int, int]:
+        def snapshot() -> tuple[float, float, int, int, int, float]:
             # the devices count requests and cycles (a cycle starts with holding 0)
             doc = live.read("field") or {}
             written = doc.get("history", {}).get("written", 0)
@@ -277,13 +299,16 @@ def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
                 sum(sim["counts"]),
                 sum(sim["cycles"]),
                 written,
+                cpu_seconds(opcua.pid),
             )
 
-        t0, cpu0, req0, polls0, w0 = snapshot()
+        t0, cpu0, req0, polls0, w0, ua0 = snapshot()
         print(f"  measuring {seconds:g} s", flush=True)
         time.sleep(seconds)
-        t1, cpu1, req1, polls1, w1 = snapshot()
+        t1, cpu1, req1, polls1, w1, ua1 = snapshot()
         mem = memory(role.pid)
+        ua_mem = memory(opcua.pid)
+        ua_doc = live.read("opcua") or {}
         doc = live.read("field") or {}
         planned = sum(v["requests_per_cycle"] for v in doc["devices"].values())
         reported_ideal = sum(v["ideal_requests"] for v in doc["devices"].values())
@@ -292,9 +317,11 @@ def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
         per_cycle = requests / cycles
         points = DEVICES * POINTS
         cpu_per = (cpu1 - cpu0) / cycles / (points / 1000)
-        role.send_signal(signal.SIGTERM)
-        role.wait(15)
-        role = None
+        ua_cpu_per = (ua1 - ua0) / cycles / (points / 1000)
+        for p in (opcua, role):
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+        role = opcua = None
 
         base_s = min(seconds, 20.0)
         print(f"  baseline: one request per point, {base_s:g} s", flush=True)
@@ -306,7 +333,7 @@ def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
         base_per_cycle = base["requests"] / base["cycles"]
         base_cpu_per = base["cpu"] / base["cycles"] / (points / 1000)
     finally:
-        for p in (role, sim):
+        for p in (opcua, role, sim):
             if p is not None and p.poll() is None:
                 p.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -328,6 +355,10 @@ def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
         "history_samples_per_cycle": (w1 - w0) / cycles,
         "rss_mb": mem.get("VmRSS"),
         "peak_rss_mb": mem.get("VmHWM"),
+        "opcua_rss_mb": ua_mem.get("VmRSS"),
+        "opcua_peak_rss_mb": ua_mem.get("VmHWM"),
+        "opcua_cpu_s_per_1000_points_per_cycle": ua_cpu_per,
+        "opcua_values": ua_doc.get("values"),
         "baseline_requests_per_cycle": base_per_cycle,
         "baseline_cpu_s_per_1000_points_per_cycle": base_cpu_per,
     }

@@ -65,7 +65,7 @@ PEM_PRIVATE = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL
 )
 MIN_SCRUB_LEN = 8  # shorter values are redacted by key only (scrubbing "1234" would garble)
-ROLES = ("net", "field", "agent", "web")
+ROLES = ("net", "field", "opcua", "agent", "web")
 JOURNAL_SINCE = "-6h"
 EVENTS_LIMIT = 1000
 AUDIT_LIMIT = 500

@@ -51,7 +51,7 @@ from appliance.state.live import LiveState
 log = logging.getLogger("appliance.agent")
 
 ROLE = "agent"
-ALL_ROLES = ("net", "field", "agent", "web")
+ALL_ROLES = ("net", "field", "opcua", "agent", "web")
 LOOP_S = 0.25
 PUBLISH_S = 1.0
 CONFIG_CHECK_S = 1.0

@@ -1,5 +1,8 @@
 """The northbound OPC UA server: every tag for IT, read-only unless writable, users required.
 
+It runs in the opcua role's process (appliance/opcua/role.py), never in the field role's:
+the stack that parses what the IT network sends is kept apart from the OT connections.
+
 `Northbound(cfg, paths, authenticate, on_write)` wraps an asyncua Server listening on
 ``opc.tcp://0.0.0.0:<cfg.port>/`` (the net role's input rules decide who can reach it):
 
@@ -542,6 +545,12 @@ class Northbound:
     def server(self) -> Server | None:
         """The asyncua Server while running (for diagnostics and tests)."""
         return self._server
+
+    @property
+    def sessions(self) -> int:
+        """Clients connected now (each holds one session)."""
+        bserver = self._server.bserver if self._server is not None else None
+        return len(bserver.clients) if bserver is not None else 0
 
     @property
     def endpoint(self) -> str:

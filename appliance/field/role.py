@@ -10,10 +10,14 @@
   share a `Bus`), `OpcUaDevice` for OPC UA;
 - values go to the live tag table, the publisher (deadband / publish policy) and from
   it to the history writer, to the alarm engine (tags with limits; comm loss per
-  device) and to the northbound OPC UA server;
+  device) and to the value stream;
 - it writes ``<run_dir>/field.json`` once a second (the contract in the shared brief)
   and serves ``<run_dir>/field.sock``: ``write(tag, value, actor)`` (audited; the same bus
-  lock as the polls) and ``ack_alarm(id, actor)``.
+  lock as the polls) and ``ack_alarm(id, actor)``;
+- it serves ``<run_dir>/field-values.sock`` (`ValueStream`): the opcua role's feed of
+  changed values. The northbound OPC UA server runs in that role's own process, not here:
+  the stack that parses what the IT network sends never shares a process with the OT
+  connections, and this role stays small.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -50,21 +55,10 @@ TICK_EVERY_S = 0.5
 RELOAD_EVERY_S = 2.0
 WRITE_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 2.0
+STREAM_FILE = "field-values.sock"
+STREAM_BUFFER_MAX = 1 << 20  # a reader this far behind is cut off (it gets a snapshot again)
 LOOP_S = 0.2  # how often the main loop looks at the stop flag and its timers
 SOON_S = 0.2  # an alarm change is in field.json this soon after the last write
-
-
-def _authenticate() -> Callable[[str, str], str | None]:
-    try:
-        from appliance.web.accounts import authenticate  # type: ignore[attr-defined]
-
-        return authenticate  # type: ignore[no-any-return]
-    except ImportError:
-
-        def nobody(_user: str, _password: str) -> str | None:
-            return None
-
-        return nobody
 
 
 @dataclass
@@ -105,7 +99,7 @@ class FieldRole:
         self.publisher: Publisher
         self.history: HistoryWriter
         self.alarms: AlarmEngine
-        self.northbound: Any = None
+        self.stream = ValueStream(paths.run_dir / STREAM_FILE, self.tags_snapshot)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._alarms_changed = False
@@ -130,6 +124,7 @@ class FieldRole:
         control.start()
         bell = self._bind_doorbell()
         try:
+            await self.stream.start()
             await self.reload(force=True)
             self.publish()
             next_publish = next_tick = time.monotonic()
@@ -158,6 +153,7 @@ class FieldRole:
                 self.loop.remove_reader(bell.fileno())
                 bell.close()
             control.stop()
+            self.stream.stop()
             await self._shutdown()
 
     def _bind_doorbell(self) -> Any:
@@ -187,9 +183,6 @@ class FieldRole:
             await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
         for bus in self.buses.values():
             bus.close()
-        if self.northbound is not None:
-            with contextlib.suppress(Exception):  # best effort: we are stopping anyway
-                await asyncio.wait_for(self.northbound.stop(), STOP_TIMEOUT_S)
         await asyncio.to_thread(self.history.stop, STOP_TIMEOUT_S)
 
     # -- configuration ------------------------------------------------------------------
@@ -234,6 +227,7 @@ class FieldRole:
             elif old.opcua is not None and new != old.device:
                 await self._stop_runner(name)
         self._rebuild_tags(config.devices)
+        self.stream.resnapshot()
         devices = list(config.devices)
         self.publisher.reconfigure(devices)
         self.alarms.configure(devices)
@@ -249,33 +243,6 @@ class FieldRole:
         for dev in devices:
             if dev.name not in self.runners:
                 self._start_runner(dev)
-        await self._northbound(config)
-
-    async def _northbound(self, config: Config) -> None:
-        cfg = config.opcua_server
-        devices = list(config.devices)
-        if self.northbound is not None and self.northbound.cfg != cfg:
-            with contextlib.suppress(Exception):  # restarting with new settings
-                await self.northbound.stop()
-            self.northbound = None
-        if self.northbound is None and cfg.enabled:
-            from appliance.field.opcua_server import Northbound
-
-            nb = Northbound(cfg, self.paths, _authenticate(), self._northbound_write)
-            try:
-                await nb.start(devices)
-            except ApplianceError as e:
-                log.error("northbound OPC UA server: %s", e)
-                self.store.event(
-                    "opcua.server_failed", f"OPC UA server: {e}", source="field", severity="error"
-                )
-                return
-            self.northbound = nb
-            for full, e in self.tags.items():
-                if e["value"] is not None:
-                    nb.update(full, e["value"], e["quality"], e["source_time"])
-        elif self.northbound is not None:
-            await self.northbound.reconfigure(devices)
 
     def _bus_used(self, key: tuple[str, ...]) -> bool:
         return any(
@@ -397,7 +364,7 @@ class FieldRole:
             return
         offer = self.publisher.offer
         add = self.history.add
-        nb = self.northbound
+        stream = self.stream if self.stream.readers else None
         st = t if source_time is None else source_time
         changes: list[dict[str, Any]] = []
         for name, value, quality in batch:
@@ -419,8 +386,8 @@ class FieldRole:
                 add(full, t, value, quality)
             if has_alarms:
                 changes.extend(self.alarms.update(full, value, quality, t))
-            if changed and nb is not None:
-                nb.update(full, value, quality, e["source_time"])
+            if changed and stream is not None:
+                stream.change(full, value, quality, e["source_time"])
         if changes:
             self._alarm_changes(changes)
 
@@ -468,6 +435,10 @@ class FieldRole:
             "history": self.history.stats(),
         }
 
+    def tags_snapshot(self) -> dict[str, list[Any]]:
+        """Every tag's newest value for the value stream: name -> [value, quality, time]."""
+        return {n: [e["value"], e["quality"], e["source_time"]] for n, e in self.tags.items()}
+
     def publish(self) -> None:
         self._alarms_changed = False
         self.live.write("field", self.document())
@@ -497,9 +468,6 @@ class FieldRole:
         assert self.loop is not None
         self.loop.call_soon_threadsafe(self._wake.set)
         return {"ok": True}
-
-    async def _northbound_write(self, tag: str, value: Any, actor: str) -> None:
-        await self.write(tag, value, actor, "opcua")
 
     async def write(self, tag: str, value: Any, actor: str, source: str = "api") -> dict[str, Any]:
         """Write a tag's device, audited whatever the outcome."""
@@ -534,6 +502,92 @@ class FieldRole:
         )
         log.info("%s wrote %s = %r", actor, tag, written)
         return {"tag": tag, "value": written, "written_at": time.time()}
+
+
+def _line(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+class ValueStream:
+    """``<run_dir>/field-values.sock``: changed values for the opcua role, as JSON lines.
+
+    A reader gets ``{"snapshot": {name: [value, quality, source_time]}, "t": t}`` when it
+    connects (and again after a reconfiguration), then ``{"values": {...}, "t": t}`` with
+    the tags that changed: the changes of one loop iteration (a device's poll cycle) are
+    one line, one write per reader. Nothing here waits for a reader: one whose unsent
+    buffer passes STREAM_BUFFER_MAX is cut off, and gets a fresh snapshot when it
+    reconnects. With no reader connected nothing is collected at all.
+    """
+
+    def __init__(self, path: Path, snapshot: Callable[[], dict[str, list[Any]]]) -> None:
+        self.path = path
+        self._snapshot = snapshot
+        self.readers: list[asyncio.StreamWriter] = []
+        self._pending: dict[str, list[Any]] = {}
+        self._scheduled = False
+        self._server: asyncio.base_events.Server | None = None
+        self.lines = 0
+        self.cut_off = 0
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
+        os.chmod(self.path, 0o660)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for w in self.readers:
+            w.transport.abort()
+        self.readers.clear()
+        self.path.unlink(missing_ok=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(_line({"snapshot": self._snapshot(), "t": time.time()}))
+        self.readers.append(writer)
+        log.info("value stream: a reader connected (%d)", len(self.readers))
+        try:
+            while await reader.read(4096):  # readers send nothing; this waits for EOF
+                pass
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if writer in self.readers:
+                self.readers.remove(writer)
+            writer.transport.abort()
+
+    def change(self, name: str, value: Any, quality: str, source_time: float | None) -> None:
+        """Queue one changed value; the loop's next turn sends everything queued."""
+        self._pending[name] = [value, quality, source_time]
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def resnapshot(self) -> None:
+        """Send every reader the whole table again (the tags changed)."""
+        self._pending.clear()
+        if self.readers:
+            self._send(_line({"snapshot": self._snapshot(), "t": time.time()}))
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, {}
+        if batch and self.readers:
+            self._send(_line({"values": batch, "t": time.time()}))
+
+    def _send(self, line: bytes) -> None:
+        self.lines += 1
+        for w in list(self.readers):
+            if w.is_closing() or w.transport.get_write_buffer_size() > STREAM_BUFFER_MAX:
+                if not w.is_closing():
+                    log.warning("value stream: a reader fell behind; it gets a snapshot anew")
+                    self.cut_off += 1
+                self.readers.remove(w)
+                w.transport.abort()
+                continue
+            w.write(line)
 
 
 def _status(dev: Device, state: str) -> dict[str, Any]:

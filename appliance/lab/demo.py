@@ -33,7 +33,7 @@ from appliance.paths import Paths
 Echo = Callable[[str], None]
 REPO = Path(__file__).resolve().parents[2]
 DAEMON = "appliance"
-ALL_ROLES = ("net", "field", "agent", "web")
+ALL_ROLES = ("net", "field", "opcua", "agent", "web")
 RENDERED = "config.yaml"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 # placeholder -> the lab extra that provides it (what to leave out without that extra)
@@ -196,7 +196,7 @@ def commit_file(paths: Paths, config_file: Path, author: str = "lab", timeout: f
     )
     revs.commit(store, author=author, now=time.time(), ref=draft.revision.id)
     live = LiveState(paths.run_dir)
-    live.ring("net")
+    live.ring("net", "field", "opcua", "agent")
     try:
         return revs.wait_applied(live, draft.revision.id, timeout).id
     except ApplianceError as e:

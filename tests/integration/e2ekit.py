@@ -63,7 +63,7 @@ def wait_until(
 
 @dataclass
 class E2E:
-    """One full lab with `appliance run --roles net,field,agent,web` running in it."""
+    """One full lab with `appliance run --roles net,field,opcua,agent,web` running in it."""
 
     spec: LabSpec
     paths: Paths

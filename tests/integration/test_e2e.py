@@ -1,4 +1,4 @@
-"""End to end: the whole appliance (`appliance run --roles net,field,agent,web`) in the full
+"""End to end: the whole appliance (`appliance run --roles net,field,opcua,agent,web`) in the full
 lab (prefix "e2", no management link) with the demo configuration committed, checked
 through what people and machines see: the conduit, `appliance tags` and its history,
 the fleet receiver (heartbeats, events, identify), the syslog sink, the web UI (setup,
@@ -594,7 +594,7 @@ def test_status_shows_every_role_up_and_health(e2e: E2E) -> None:
     cp = e2e.cli("status")
     assert cp.returncode == 0, cp.stderr
     assert "health:    ok" in cp.stdout or "health:    degraded" in cp.stdout, cp.stdout
-    assert "roles:     net up, field up, agent up, web up" in cp.stdout, cp.stdout
+    assert "roles:     net up, field up, opcua up, agent up, web up" in cp.stdout, cp.stdout
     ui = [ln for ln in cp.stdout.splitlines() if ln.startswith("web UI:")]
     assert ui, cp.stdout
     for url in ui[0].removeprefix("web UI:").strip().split(", "):

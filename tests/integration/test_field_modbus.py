@@ -87,6 +87,12 @@ def in_ns(fn: Callable[[], T]) -> T:
     return box["value"]
 
 
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
 def ip(*args: str, check: bool = True) -> None:
     subprocess.run(["ip", *args], check=check, capture_output=True)
 
@@ -383,7 +389,8 @@ def role_config(plc: str, *, with_dead: bool = True, dead_at: str = "127.0.0.1:1
                 "tags": [{"name": "x", "table": "holding", "address": 0}],
             }
         )
-    return yaml.safe_dump({"version": 1, "opcua_server": {"enabled": False}, "devices": devices})
+    # the OPC UA server stays on (the default): it is the opcua role's, not this role's
+    return yaml.safe_dump({"version": 1, "devices": devices})
 
 
 def test_the_field_role(plc: str, tmp_path: Path) -> None:
@@ -428,6 +435,10 @@ def test_the_field_role(plc: str, tmp_path: Path) -> None:
         wait_for(ready, 15, "plc1 read and dead in comm loss", doc)
         d = doc()
         assert d["role"] == "field" and d["pid"] == proc.pid
+        # the northbound server is enabled, but not here: nothing listens on 4840, and the
+        # value stream for the opcua role is served
+        assert not in_ns(lambda: _listening(4840))
+        assert (paths.run_dir / "field-values.sock").is_socket()
         t = d["tags"]["plc1.temp"]
         assert t["quality"] == "good" and t["unit"] == "degC" and 14.9 < t["value"] < 25.1
         assert t["source_time"] and t["poll_time"] and t["device"] == "plc1"

@@ -246,3 +246,48 @@ def test_no_security_policy_is_an_error_naming_the_field(paths: Paths) -> None:
         asyncio.run(nb.start([]))
     assert exc.value.field == "opcua_server.security"
     assert not nb.running
+
+
+# -- the opcua role's side of the value stream -------------------------------------------
+
+
+class FakeNorthbound:
+    running = True
+    sessions = 2
+    endpoint = "opc.tcp://0.0.0.0:4840/"
+    cfg = NorthboundConfig(security=["None"])
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, Any, str, float | None]] = []
+
+    def update(self, name: str, value: Any, quality: str, source_time: float | None) -> None:
+        self.updates.append((name, value, quality, source_time))
+
+
+def test_opcua_role_applies_snapshots_changes_and_goes_bad_when_the_stream_drops(
+    tmp_path: Path,
+) -> None:
+    from appliance.opcua.role import OpcUaRole
+    from appliance.state.live import LiveState
+
+    paths = Paths(tmp_path / "data", tmp_path / "run")
+    role = OpcUaRole(paths, None, LiveState(paths.run_dir), lambda u, p: None)  # type: ignore[arg-type]
+    nb = FakeNorthbound()
+    role.northbound = nb  # type: ignore[assignment]
+    role.handle(b'{"snapshot": {"p.a": [1, "good", 5.0], "p.b": [null, "bad", null]}, "t": 6}\n')
+    assert role.connected and role.last_update is not None
+    assert sorted(nb.updates) == [("p.a", 1, "good", 5.0), ("p.b", None, "bad", None)]
+    nb.updates.clear()
+    role.handle(b'{"values": {"p.b": [2.5, "uncertain", 7.0]}, "t": 7}\n')
+    assert nb.updates == [("p.b", 2.5, "uncertain", 7.0)]
+    assert role.values["p.b"] == [2.5, "uncertain", 7.0]
+    nb.updates.clear()
+    for garbage in (b"not json\n", b'{"values": {"p.a": 3}}\n', b"[1, 2]\n", b'{"snapshot": 5}\n'):
+        role.handle(garbage)  # logged and skipped, never raises
+    role.disconnected()
+    assert not role.connected
+    assert sorted(nb.updates) == [("p.a", 1, "bad", 5.0), ("p.b", 2.5, "bad", 7.0)]
+    doc = role.document()
+    assert doc["connected"] is False and doc["values"] == 2 and doc["sessions"] == 2
+    assert doc["running"] is True and doc["enabled"] is False  # no configuration read yet
+    assert doc["endpoints"] == [{"url": "opc.tcp://0.0.0.0:4840/", "security": "None"}]

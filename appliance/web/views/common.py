@@ -12,7 +12,7 @@ from appliance.web.auth import principal
 from appliance.web.context import ctx
 
 # Roles to wake after a change of what runs (they also poll).
-CHANGE_DOORBELLS = ("net", "field", "agent")
+CHANGE_DOORBELLS = ("net", "field", "opcua", "agent")
 
 
 def rev_out(rev: Revision) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from appliance.web.views.conduits import conduits_with_counters
 bp = Blueprint("status", __name__, url_prefix="/api")
 system_bp = Blueprint("system", __name__, url_prefix="/api")
 
-ROLES = ("net", "field", "agent", "web")
+ROLES = ("net", "field", "opcua", "agent", "web")
 _cert_cache: dict[str, Any] = {}
 
 

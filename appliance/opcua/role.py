@@ -1,0 +1,365 @@
+"""The opcua role: the northbound OPC UA server, in its own process, fed by the field role.
+
+Why a process of its own: the OPC UA stack listens to the IT network and parses what
+anyone there sends; the field role holds the connections to the PLCs and can write to
+them. Kept apart, a flaw in the stack reaches a process that has no OT connection and
+no device access (it can only ask the field role to write, over the field role's
+control socket, as an admin user would through the API, audited there). It also keeps
+the field role small (asyncua's server costs tens of MB).
+
+`main(paths, stop)` runs one asyncio loop until `stop` is set:
+
+- it reads the desired revision (`revisions.desired`) at start, when its doorbell rings
+  and every 2 s; it runs `Northbound(config.opcua_server, ...)` while
+  ``opcua_server.enabled`` (restarted when those settings change, stopped when disabled)
+  and makes the address space follow the devices and tags;
+- values: it reads ``<run_dir>/field-values.sock`` (the field role's `ValueStream`): a
+  snapshot of every tag, then the changes, as JSON lines. While that stream is down (the
+  field role stopped or restarting) every value shows Bad (BadCommunicationError); it
+  reconnects with back-off (0.2 s doubling to 2 s) and the snapshot makes them good again;
+- users: `appliance.web.accounts.authenticate` (the web UI's accounts; this process
+  opens its own Store for it); writes by admins go to the field role's ``write`` method
+  (``source="opcua"``), on a thread so the loop never waits on a device;
+- it writes ``<run_dir>/opcua.json`` every second: {"role": "opcua", "enabled",
+  "running", "port", "endpoints": [{"url", "security"}], "sessions": n, "values": n,
+  "connected": bool (the value stream), "last_update": t|null, "error": str|null,
+  "revision": id}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.config.model import Config
+from appliance.errors import ApplianceError, NotFound
+from appliance.field.model import Device
+from appliance.field.opcua_server import Authenticate, Northbound
+from appliance.paths import Paths
+from appliance.state import control, revisions
+from appliance.state.db import Store
+from appliance.state.live import LiveState
+
+log = logging.getLogger("opcua")
+
+STREAM_FILE = "field-values.sock"  # served by the field role (appliance/field/role.py)
+PUBLISH_EVERY_S = 1.0
+RELOAD_EVERY_S = 2.0
+LOOP_S = 0.2
+STOP_TIMEOUT_S = 2.0
+WRITE_TIMEOUT_S = 20.0  # the field role gives a device 15 s
+BACKOFF_FIRST_S = 0.2
+BACKOFF_CAP_S = 2.0
+LINE_LIMIT = 1 << 24  # a snapshot of every tag is one line
+
+
+def _authenticate() -> Authenticate:
+    try:
+        from appliance.web.accounts import authenticate
+    except ImportError:  # a build without the web UI's accounts: nobody logs on
+
+        def nobody(_user: str, _password: str) -> str | None:
+            return None
+
+        return nobody
+    return authenticate
+
+
+class OpcUaRole:
+    """The opcua role's state and loop (see the module docstring)."""
+
+    def __init__(
+        self, paths: Paths, store: Store, live: LiveState, authenticate: Authenticate
+    ) -> None:
+        self.paths = paths
+        self.store = store
+        self.live = live
+        self.authenticate = authenticate
+        self.stream_path = paths.run_dir / STREAM_FILE
+        self.field_socket = control.socket_path(paths.run_dir, "field")
+        self.revision_id: int | None = None
+        self.config: Config | None = None
+        self.northbound: Northbound | None = None
+        self.error: str | None = None
+        # tag -> [value, quality, source_time] as the field role last said
+        self.values: dict[str, list[Any]] = {}
+        self.connected = False
+        self.last_update: float | None = None
+        self._wake = asyncio.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: threading.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        bell = self._bind_doorbell()
+        feed = asyncio.create_task(self._feed(), name="opcua:values")
+        try:
+            self.publish()
+            await self.reload(force=True)
+            self.publish()
+            next_publish = time.monotonic() + PUBLISH_EVERY_S
+            next_reload = time.monotonic() + RELOAD_EVERY_S
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), LOOP_S)
+                now = time.monotonic()
+                if self._wake.is_set() or now >= next_reload:
+                    self._wake.clear()
+                    await self.reload()
+                    next_reload = now + RELOAD_EVERY_S
+                if now >= next_publish:
+                    self.publish()
+                    next_publish = now + PUBLISH_EVERY_S
+        finally:
+            self.loop.remove_reader(bell.fileno())
+            bell.close()
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(feed, 0.5)
+            await self._stop_server()
+            self.publish()
+
+    def _bind_doorbell(self) -> Any:
+        bell = self.live.bind_doorbell("opcua")
+
+        def ring() -> None:
+            with contextlib.suppress(OSError):
+                while bell.recv(64):
+                    pass
+            self._wake.set()
+
+        assert self.loop is not None
+        self.loop.add_reader(bell.fileno(), ring)
+        return bell
+
+    # -- configuration ------------------------------------------------------------------
+
+    async def reload(self, force: bool = False) -> None:
+        try:
+            rev = await asyncio.to_thread(revisions.desired, self.store)
+        except Exception as e:  # a busy or broken DB: keep running what we have
+            log.warning("cannot read the desired revision: %s", e)
+            return
+        rev_id = rev.id if rev is not None else None
+        if rev_id == self.revision_id and not force:
+            if self.config is not None and self.config.opcua_server.enabled and not self.running:
+                await self.apply(self.config)  # it failed to start: try again
+            return
+        self.revision_id = rev_id
+        try:
+            config = revisions.config_of(rev) if rev is not None else Config()
+        except ValueError as e:  # stored under older rules: keep what runs, say why
+            log.error("revision %s does not validate: %s", rev_id, e)
+            return
+        await self.apply(config)
+
+    @property
+    def running(self) -> bool:
+        return self.northbound is not None and self.northbound.running
+
+    async def apply(self, config: Config) -> None:
+        """Run, restart, stop or reconfigure the server to match `config`."""
+        self.config = config
+        cfg = config.opcua_server
+        devices: list[Device] = list(config.devices)
+        nb = self.northbound
+        if nb is not None and (not cfg.enabled or nb.cfg != cfg):
+            log.info("OPC UA server: %s", "restarting" if cfg.enabled else "disabled, stopping")
+            await self._stop_server()
+            nb = None
+        if not cfg.enabled:
+            self.error = None
+            return
+        if nb is None:
+            nb = Northbound(cfg, self.paths, self.authenticate, self.on_write)
+            try:
+                await nb.start(devices)
+            except ApplianceError as e:
+                if str(e) != self.error:
+                    log.error("OPC UA server: %s", e)
+                    await self._event("opcua.server_failed", f"OPC UA server: {e}", "error")
+                self.error = str(e)
+                return
+            self.error = None
+            self.northbound = nb
+        else:
+            await nb.reconfigure(devices)
+        self._push_all()  # new variables get the values known already
+
+    async def _stop_server(self) -> None:
+        nb, self.northbound = self.northbound, None
+        if nb is not None:
+            with contextlib.suppress(Exception):  # best effort: a new one or none follows
+                await asyncio.wait_for(nb.stop(), STOP_TIMEOUT_S)
+
+    async def _event(self, kind: str, message: str, severity: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self.store.event, kind, message, source="opcua", severity=severity
+            )
+        except Exception as e:  # a locked history DB: the log has it
+            log.warning("cannot record event %s: %s", kind, e)
+
+    # -- values from the field role -----------------------------------------------------
+
+    def _push_all(self) -> None:
+        nb = self.northbound
+        if nb is None:
+            return
+        for name, (value, quality, source_time) in self.values.items():
+            nb.update(name, value, quality if self.connected else "bad", source_time)
+
+    async def _feed(self) -> None:
+        """Read the field role's value stream for ever; reconnect with back-off."""
+        backoff = BACKOFF_FIRST_S
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(
+                    str(self.stream_path), limit=LINE_LIMIT
+                )
+            except OSError:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_CAP_S)
+                continue
+            backoff = BACKOFF_FIRST_S
+            log.info("value stream: connected to the field role")
+            try:
+                while line := await reader.readline():
+                    self.handle(line)
+            except (OSError, ValueError) as e:  # a reset, or a line past LINE_LIMIT
+                log.warning("value stream: %s", e)
+            finally:
+                writer.transport.abort()
+                self.disconnected()
+            await asyncio.sleep(BACKOFF_FIRST_S)
+
+    def handle(self, line: bytes) -> None:
+        """One line of the value stream: a snapshot or a batch of changes; a line that is
+        not one is logged and skipped (the stream goes on)."""
+        try:
+            self._handle(json.loads(line))
+        except (ValueError, TypeError, AttributeError) as e:
+            log.warning("value stream: a line that does not parse, ignored: %s", e)
+
+    def _handle(self, doc: dict[str, Any]) -> None:
+        nb = self.northbound
+        if "snapshot" in doc:
+            self.values = _entries(doc["snapshot"])
+            self.connected = True
+            self._push_all()
+        else:
+            changes = _entries(doc.get("values") or {})
+            self.values.update(changes)
+            if nb is not None:
+                for name, (value, quality, source_time) in changes.items():
+                    nb.update(name, value, quality, source_time)
+        self.last_update = time.time()
+
+    def disconnected(self) -> None:
+        """The field role is gone: every value is bad until it answers again."""
+        if self.connected:
+            log.warning("value stream: the field role went away; values are bad")
+        self.connected = False
+        self._push_all()
+
+    # -- writes to the field role ------------------------------------------------------
+
+    async def on_write(self, tag: str, value: Any, actor: str) -> Any:
+        """An admin's OPC UA write: the field role writes the device and audits it."""
+        assert self.loop is not None
+        call = functools.partial(
+            control.call,
+            self.field_socket,
+            "write",
+            timeout=WRITE_TIMEOUT_S,
+            tag=tag,
+            value=value,
+            actor=actor,
+            source="opcua",
+        )
+        try:
+            return await self.loop.run_in_executor(None, call)
+        except NotFound as e:
+            if not self.field_socket.exists() or "role is not running" in str(e):
+                raise ApplianceError("the field role is not running") from None
+            raise
+
+    # -- live state ---------------------------------------------------------------------
+
+    def document(self) -> dict[str, Any]:
+        cfg = self.config.opcua_server if self.config is not None else None
+        nb = self.northbound
+        return {
+            "role": "opcua",
+            "enabled": bool(cfg and cfg.enabled),
+            "running": self.running,
+            "port": cfg.port if cfg else None,
+            "endpoints": (
+                [{"url": nb.endpoint, "security": p} for p in nb.cfg.security]
+                if nb is not None
+                else []
+            ),
+            "sessions": nb.sessions if nb is not None else 0,
+            "values": len(self.values),
+            "connected": self.connected,
+            "last_update": self.last_update,
+            "error": self.error,
+            "revision": self.revision_id,
+        }
+
+    def publish(self) -> None:
+        try:
+            self.live.write("opcua", self.document())
+        except OSError as e:  # a full or vanished run dir: try again next second
+            log.warning("cannot write opcua.json: %s", e)
+
+
+def _entries(raw: Any) -> dict[str, list[Any]]:
+    """`{name: [value, quality, source_time]}` from a stream line, checked (TypeError)."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"expected an object of tags, got {type(raw).__name__}")
+    out: dict[str, list[Any]] = {}
+    for name, entry in raw.items():
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], str)):
+            raise TypeError(f"{name}: expected [value, quality, source_time]")
+        out[str(name)] = entry
+    return out
+
+
+def main(paths: Paths, stop: threading.Event) -> None:
+    """The opcua role (see the module docstring); returns soon after `stop` is set."""
+    store, own = _open_store(paths)
+    live = LiveState(paths.run_dir)
+    role = OpcUaRole(paths, store, live, _authenticate())
+    try:
+        asyncio.run(role.run(stop))
+    finally:
+        if own:
+            store.close()
+
+
+def _open_store(paths: Paths) -> tuple[Store, bool]:
+    """This process's Store: the one already open on `paths.data_dir`, else a new one
+    (a second Store would re-bind the models' global database proxies; see the field
+    role's `_open_store`). The accounts `authenticate` checks need it bound."""
+    from appliance.state import db
+
+    current = getattr(db.config_db, "obj", None)
+    history = getattr(db.history_db, "obj", None)
+    same = current is not None and (
+        Path(current.database).parent.resolve() == paths.data_dir.resolve()
+    )
+    if same and history is not None:
+        store = Store.__new__(Store)
+        store.data_dir = paths.data_dir
+        store.config, store.history = current, history
+        return store, False
+    return Store(paths.data_dir), True
