@@ -27,7 +27,7 @@ from appliance.paths import Paths
 from appliance.state.live import LiveState
 
 PREFIX = "e2"
-ROLES = ("net", "field", "agent", "web")
+ROLES = ("net", "field", "opcua", "agent", "web")
 DEMO_DEVICES = ("plc1", "plc-slow", "rtu1", "rtu2", "opcua1")
 # devices with a counter tag that counts up once a second in every simulator
 COUNTERS = ("plc1.counter", "plc-slow.counter", "rtu2.counter", "opcua1.counter")
