@@ -6,10 +6,7 @@ Errors are one line on stderr and a non-zero exit (codes in appliance.errors);
 
 from __future__ import annotations
 
-import functools
-import getpass
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +17,7 @@ from typing import Any
 import click
 
 from appliance import __version__
+from appliance.cli_options import actor, paths_options
 from appliance.errors import ApplianceError, ConfigInvalid
 from appliance.paths import Paths
 
@@ -27,31 +25,8 @@ EXIT_INTERNAL = 70
 DEBUG = {"on": False}
 
 
-def _actor() -> str:
-    user = os.environ.get("SUDO_USER") or getpass.getuser()
-    return f"cli:{user}"
-
-
-def common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--data-dir and --run-dir on every command (also from APPLIANCE_DATA_DIR/RUN_DIR)."""
-
-    @click.option(
-        "--data-dir",
-        envvar="APPLIANCE_DATA_DIR",
-        type=click.Path(file_okay=False),
-        help="configuration and history databases [default: /var/lib/appliance]",
-    )
-    @click.option(
-        "--run-dir",
-        envvar="APPLIANCE_RUN_DIR",
-        type=click.Path(file_okay=False),
-        help="live state of the roles (tmpfs) [default: /run/appliance]",
-    )
-    @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: str | None, run_dir: str | None, **kw: Any) -> Any:
-        return fn(*args, paths=Paths.resolve(data_dir, run_dir), **kw)
-
-    return wrapper
+_actor = actor
+common = paths_options  # the name the commands here use
 
 
 def _store(paths: Paths):

@@ -7,45 +7,19 @@ an import cycle when appliance.cli imports this module).
 
 from __future__ import annotations
 
-import functools
-import getpass
 import os
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import click
 
+from appliance.cli_options import actor, paths_options
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
 
-
-def _actor() -> str:
-    user = os.environ.get("SUDO_USER") or getpass.getuser()
-    return f"cli:{user}"
-
-
-def paths_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @click.option(
-        "--data-dir",
-        envvar="APPLIANCE_DATA_DIR",
-        type=click.Path(file_okay=False),
-        help="configuration and history databases [default: /var/lib/appliance]",
-    )
-    @click.option(
-        "--run-dir",
-        envvar="APPLIANCE_RUN_DIR",
-        type=click.Path(file_okay=False),
-        help="live state of the roles (tmpfs) [default: /run/appliance]",
-    )
-    @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: str | None, run_dir: str | None, **kw: Any) -> Any:
-        return fn(*args, paths=Paths.resolve(data_dir, run_dir), **kw)
-
-    return wrapper
+_actor = actor
 
 
 @click.command("identify")

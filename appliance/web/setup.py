@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import click
 
+from appliance.cli_options import paths_options
 from appliance.errors import PermissionDenied
 from appliance.paths import Paths
 from appliance.web.tls import ensure_secrets_dir, match_owner
@@ -116,21 +117,10 @@ def code_for_cli(paths: Paths, euid: Callable[[], int] = os.geteuid) -> str | No
 
 
 @click.command("setup-code")
-@click.option(
-    "--data-dir",
-    envvar="APPLIANCE_DATA_DIR",
-    type=click.Path(file_okay=False),
-    help="configuration and history databases [default: /var/lib/appliance]",
-)
-@click.option(
-    "--run-dir",
-    envvar="APPLIANCE_RUN_DIR",
-    type=click.Path(file_okay=False),
-    help="live state of the roles (tmpfs) [default: /run/appliance]",
-)
-def setup_code_cmd(data_dir: str | None, run_dir: str | None) -> None:
+@paths_options
+def setup_code_cmd(paths: Paths) -> None:
     """Print the one-time code that creates the first admin in the web UI (root only)."""
-    code = code_for_cli(Paths.resolve(data_dir, run_dir))
+    code = code_for_cli(paths)
     if code is None:
         click.echo("an admin exists: no setup code is needed (log in at the web UI)")
         return
