@@ -188,7 +188,8 @@ class AlarmEngine:
         if key in self._active:
             self._pending.pop(key, None)
             if lim.cleared(v):
-                return [self._clear(key, t, f"back to {_fmt(v)}{lim.unit}", value=v)]
+                u = f" {lim.unit}" if lim.unit else ""
+                return [self._clear(key, t, f"back to {_fmt(v)}{u}", value=v)]
             return []
         if not lim.violated(v):
             self._pending.pop(key, None)
