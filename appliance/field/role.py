@@ -157,21 +157,8 @@ class FieldRole:
             await self._shutdown()
 
     def _bind_doorbell(self) -> Any:
-        # The doorbell and the control socket may be the same path (<role>.sock); the
-        # control socket is the contract, so only a doorbell of its own is bound.
-        if self.live.doorbell_path("field") == socket_path(self.paths.run_dir, "field"):
-            return None
-        bell = self.live.bind_doorbell("field")
-
-        def ring() -> None:
-            with contextlib.suppress(OSError):
-                while bell.recv(64):
-                    pass
-            self._wake.set()
-
         assert self.loop is not None
-        self.loop.add_reader(bell.fileno(), ring)
-        return bell
+        return self.live.watch_doorbell("field", self.loop, self._wake.set)
 
     async def _shutdown(self) -> None:
         for runner in self.runners.values():

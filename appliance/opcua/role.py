@@ -128,17 +128,8 @@ class OpcUaRole:
             self.publish()
 
     def _bind_doorbell(self) -> Any:
-        bell = self.live.bind_doorbell("opcua")
-
-        def ring() -> None:
-            with contextlib.suppress(OSError):
-                while bell.recv(64):
-                    pass
-            self._wake.set()
-
         assert self.loop is not None
-        self.loop.add_reader(bell.fileno(), ring)
-        return bell
+        return self.live.watch_doorbell("opcua", self.loop, self._wake.set)
 
     # -- configuration ------------------------------------------------------------------
 

@@ -72,6 +72,20 @@ class LiveState:
         sock.setblocking(False)
         return sock
 
+    def watch_doorbell(self, role: str, loop: Any, wake: Any) -> socket.socket:
+        """Bind `role`'s doorbell and call `wake()` from the asyncio `loop` at each ring
+        (several rings in a row wake it once). Keep the returned socket; close it to stop."""
+        bell = self.bind_doorbell(role)
+
+        def ring() -> None:
+            with contextlib.suppress(OSError):
+                while bell.recv(64):
+                    pass
+            wake()
+
+        loop.add_reader(bell.fileno(), ring)
+        return bell
+
     def ring(self, *roles: str) -> bool:
         """Wake each role that listens; False if nobody was there (they poll anyway)."""
         woken = False
