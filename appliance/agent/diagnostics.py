@@ -300,11 +300,11 @@ def journal(role: str) -> str:
 
 
 def configuration(paths: Paths, secrets: set[str]) -> dict[str, Any]:
-    from appliance.agent.role import borrowed_store
     from appliance.state import revisions as revs
+    from appliance.state.db import borrowed_store
 
     out: dict[str, Any] = {}
-    with borrowed_store(paths) as store:
+    with borrowed_store(paths.data_dir) as store:
         for label, finder in (("running", revs.desired), ("pending", revs.pending)):
             rev = finder(store)
             if rev is None:

@@ -22,11 +22,9 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import peewee as pw
 
 from appliance.agent import button as btn
 from appliance.agent import leds as leds_mod
@@ -45,7 +43,7 @@ from appliance.errors import ApplianceError, Conflict, PermissionDenied
 from appliance.paths import Paths
 from appliance.state import revisions as revs
 from appliance.state.control import ControlServer, socket_path
-from appliance.state.db import Store, config_db, history_db
+from appliance.state.db import Store, borrowed_store, open_store
 from appliance.state.live import LiveState
 
 log = logging.getLogger("appliance.agent")
@@ -170,7 +168,7 @@ def gather_inputs(
 def compute_health(paths: Paths, now: float | None = None) -> Health:
     """Health as the agent would compute it (for `status`/diagnostics without the agent)."""
     now = time.time() if now is None else now
-    with borrowed_store(paths) as store:
+    with borrowed_store(paths.data_dir) as store:
         expect = revs.confirmed(store) is not None
     live = LiveState(paths.run_dir)
     inputs = gather_inputs(
@@ -618,52 +616,7 @@ class Agent:
 
 def main(paths: Paths, stop: threading.Event) -> None:
     """Run the agent role until `stop` is set (or a factory reset)."""
-    store = _store(paths)
+    store, _ = open_store(paths.data_dir)
     live = LiveState(paths.run_dir)
     agent = Agent(paths, store, live, hostname=socket.gethostname())
     agent.run(stop)
-
-
-def _bound_store(paths: Paths) -> Store | None:
-    """A Store over the databases the models are bound to, if they are this data directory's.
-
-    Opening a second Store re-binds the models' database proxies; a Store the
-    process still holds (the daemon's, the web role's) would then open its
-    transactions on one connection and write through the other, and wait for
-    itself until SQLite's busy timeout. Sharing the bound databases avoids that.
-    """
-    bound = history_db.obj
-    if (
-        isinstance(bound, pw.SqliteDatabase)
-        and config_db.obj is not None
-        and Path(bound.database) == Path(paths.data_dir) / "history.db"
-    ):
-        store = Store.__new__(Store)
-        store.data_dir = Path(paths.data_dir)
-        store.config = config_db.obj
-        store.history = bound
-        return store
-    return None
-
-
-def _store(paths: Paths) -> Store:
-    return _bound_store(paths) or Store(paths.data_dir)
-
-
-@contextlib.contextmanager
-def borrowed_store(paths: Paths) -> Iterator[Store]:
-    """The process's Store for `paths` if it has one, else a new one, closed afterwards and
-    the models bound back to what they were bound to before (see `_bound_store`)."""
-    shared = _bound_store(paths)
-    if shared is not None:
-        yield shared
-        return
-    before = (config_db.obj, history_db.obj)
-    store = Store(paths.data_dir)
-    try:
-        yield store
-    finally:
-        store.close()
-        if before[0] is not None and before[1] is not None:
-            config_db.initialize(before[0])
-            history_db.initialize(before[1])

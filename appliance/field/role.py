@@ -45,7 +45,7 @@ from appliance.field.publish import Publisher
 from appliance.paths import Paths
 from appliance.state import revisions
 from appliance.state.control import ControlServer, socket_path
-from appliance.state.db import Store
+from appliance.state.db import Store, open_store
 from appliance.state.live import LiveState
 
 log = logging.getLogger("field")
@@ -595,7 +595,7 @@ def _status(dev: Device, state: str) -> dict[str, Any]:
 def main(paths: Paths, stop: threading.Event) -> None:
     """The field role (see the module docstring); returns soon after `stop` is set."""
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our adapter reports errors
-    store, own = _open_store(paths)
+    store, own = open_store(paths.data_dir)
     live = LiveState(paths.run_dir)
     role = FieldRole(paths, store, live)
     try:
@@ -603,24 +603,3 @@ def main(paths: Paths, stop: threading.Event) -> None:
     finally:
         if own:
             store.close()
-
-
-def _open_store(paths: Paths) -> tuple[Store, bool]:
-    """This process's Store: the one already open on `paths.data_dir` (the daemon's), else
-    a new one. A second Store would re-bind the models' global database proxies, and the
-    first one's transactions (BEGIN IMMEDIATE on its own connection) would then wait on
-    writes made through the proxy's other connection: a self-deadlock until busy_timeout.
-    """
-    from appliance.state import db
-
-    current = getattr(db.config_db, "obj", None)
-    history = getattr(db.history_db, "obj", None)
-    same = current is not None and (
-        Path(current.database).parent.resolve() == paths.data_dir.resolve()
-    )
-    if same and history is not None:
-        store = Store.__new__(Store)
-        store.data_dir = paths.data_dir
-        store.config, store.history = current, history
-        return store, False
-    return Store(paths.data_dir), True

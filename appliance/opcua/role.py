@@ -35,7 +35,6 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from appliance.config.model import Config
@@ -44,7 +43,7 @@ from appliance.field.model import Device
 from appliance.field.opcua_server import Authenticate, Northbound
 from appliance.paths import Paths
 from appliance.state import control, revisions
-from appliance.state.db import Store
+from appliance.state.db import Store, open_store
 from appliance.state.live import LiveState
 
 log = logging.getLogger("opcua")
@@ -327,7 +326,7 @@ def _entries(raw: Any) -> dict[str, list[Any]]:
 
 def main(paths: Paths, stop: threading.Event) -> None:
     """The opcua role (see the module docstring); returns soon after `stop` is set."""
-    store, own = _open_store(paths)
+    store, own = open_store(paths.data_dir)
     live = LiveState(paths.run_dir)
     role = OpcUaRole(paths, store, live, _authenticate())
     try:
@@ -335,22 +334,3 @@ def main(paths: Paths, stop: threading.Event) -> None:
     finally:
         if own:
             store.close()
-
-
-def _open_store(paths: Paths) -> tuple[Store, bool]:
-    """This process's Store: the one already open on `paths.data_dir`, else a new one
-    (a second Store would re-bind the models' global database proxies; see the field
-    role's `_open_store`). The accounts `authenticate` checks need it bound."""
-    from appliance.state import db
-
-    current = getattr(db.config_db, "obj", None)
-    history = getattr(db.history_db, "obj", None)
-    same = current is not None and (
-        Path(current.database).parent.resolve() == paths.data_dir.resolve()
-    )
-    if same and history is not None:
-        store = Store.__new__(Store)
-        store.data_dir = paths.data_dir
-        store.config, store.history = current, history
-        return store, False
-    return Store(paths.data_dir), True

@@ -7,9 +7,11 @@ the CLI, the web role and the net role serialise their writes instead of failing
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +209,50 @@ class Store:
         if kind_prefix:
             q = q.where(Event.kind.startswith(kind_prefix))
         return list(q)
+
+
+# -- one Store per process ------------------------------------------------------------
+# The models are bound to the databases through module-wide proxies, so a second Store
+# in a process re-binds them: a Store still held elsewhere in the process would then open
+# its transactions (BEGIN IMMEDIATE) on one connection and write through the other, and
+# wait for itself until SQLite's busy timeout. Roles and helpers that may run in a
+# process which already has a Store share it through these functions.
+
+
+def bound_store(data_dir: Path) -> Store | None:
+    """A Store over the databases the models are bound to now, if they are `data_dir`'s."""
+    config, history = config_db.obj, history_db.obj
+    if not (isinstance(config, pw.SqliteDatabase) and isinstance(history, pw.SqliteDatabase)):
+        return None
+    if Path(history.database).resolve() != (Path(data_dir) / "history.db").resolve():
+        return None
+    store = Store.__new__(Store)
+    store.data_dir = Path(data_dir)
+    store.config, store.history = config, history
+    return store
+
+
+def open_store(data_dir: Path) -> tuple[Store, bool]:
+    """The process's Store for `data_dir` if it has one, else a new one; and whether the
+    caller opened it (and so closes it)."""
+    shared = bound_store(data_dir)
+    return (shared, False) if shared is not None else (Store(data_dir), True)
+
+
+@contextlib.contextmanager
+def borrowed_store(data_dir: Path) -> Iterator[Store]:
+    """The process's Store for `data_dir`, or a new one that is closed afterwards, the
+    models bound back to what they were bound to before."""
+    shared = bound_store(data_dir)
+    if shared is not None:
+        yield shared
+        return
+    before = (config_db.obj, history_db.obj)
+    store = Store(data_dir)
+    try:
+        yield store
+    finally:
+        store.close()
+        if before[0] is not None and before[1] is not None:
+            config_db.initialize(before[0])
+            history_db.initialize(before[1])
