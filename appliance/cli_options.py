@@ -20,7 +20,8 @@ def actor() -> str:
 
 
 def paths_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--data-dir and --run-dir (also APPLIANCE_DATA_DIR/RUN_DIR), passed on as `paths`."""
+    """--data-dir and --run-dir (also APPLIANCE_DATA_DIR/RUN_DIR, or the parent group's, so
+    `tags --data-dir D history X` works too), passed on as `paths`."""
 
     @click.option(
         "--data-dir",
@@ -36,6 +37,10 @@ def paths_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     )
     @functools.wraps(fn)
     def wrapper(*args: Any, data_dir: str | None, run_dir: str | None, **kw: Any) -> Any:
+        parent = click.get_current_context().parent
+        if parent is not None:
+            data_dir = data_dir or parent.params.get("data_dir")
+            run_dir = run_dir or parent.params.get("run_dir")
         return fn(*args, paths=Paths.resolve(data_dir, run_dir), **kw)
 
     return wrapper

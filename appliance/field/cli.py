@@ -6,19 +6,19 @@ ApplianceError subclasses; appliance.cli.main prints them as one line.
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from appliance.cli_options import paths_options
 from appliance.errors import ApplianceError, NotFound
 from appliance.paths import Paths
 
@@ -95,30 +95,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(headers)] + [line(r) for r in rows]
 
 
-def dirs(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--data-dir/--run-dir (also APPLIANCE_DATA_DIR/RUN_DIR, or the parent group's)."""
-
-    @click.option(
-        "--data-dir",
-        envvar="APPLIANCE_DATA_DIR",
-        type=click.Path(file_okay=False),
-        help="configuration and history databases [default: /var/lib/appliance]",
-    )
-    @click.option(
-        "--run-dir",
-        envvar="APPLIANCE_RUN_DIR",
-        type=click.Path(file_okay=False),
-        help="live state of the roles (tmpfs) [default: /run/appliance]",
-    )
-    @functools.wraps(fn)
-    def wrapper(*args: Any, data_dir: str | None, run_dir: str | None, **kw: Any) -> Any:
-        parent = click.get_current_context().parent
-        if parent is not None:
-            data_dir = data_dir or parent.params.get("data_dir")
-            run_dir = run_dir or parent.params.get("run_dir")
-        return fn(*args, paths=Paths.resolve(data_dir, run_dir), **kw)
-
-    return wrapper
+dirs = paths_options  # the name this module's commands use
 
 
 def _store(paths: Paths) -> Any:
