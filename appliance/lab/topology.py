@@ -702,7 +702,7 @@ def _links(selector: list[str]) -> list[dict[str, Any]]:
     ]
 
 
-def _in_netns(ns: str | None, fn: Callable[[], T]) -> T:
+def in_netns(ns: str | None, fn: Callable[[], T]) -> T:
     """Call fn in a short-lived thread that has joined ns (the process itself never moves)."""
     if ns is None:
         return fn()
@@ -743,7 +743,7 @@ def _connect_until(
             raise LabError(f"network namespace {ns} does not exist (is the lab up?)")
         remaining = deadline - time.monotonic()
         attempt = min(1.0, max(0.1, remaining))
-        if _in_netns(ns, functools.partial(_can_connect, host, port, attempt)):
+        if in_netns(ns, functools.partial(_can_connect, host, port, attempt)):
             return True
         watch()
         if time.monotonic() >= deadline:

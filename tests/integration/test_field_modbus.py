@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
 import json
 import logging
@@ -24,7 +23,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,11 +30,13 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from labkit import wait_for
 
 from appliance.errors import NotFound, PermissionDenied
 from appliance.field.modbus import DeviceError, tcp_link
 from appliance.field.model import Device
 from appliance.field.poller import Bus, DevicePoller, SplitMemory
+from appliance.lab.topology import in_netns
 from appliance.paths import Paths
 from appliance.state import revisions as revs
 from appliance.state.control import call, socket_path
@@ -47,44 +47,15 @@ T = TypeVar("T")
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the adapter reports errors
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, detail: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            seen = f"; last seen: {detail()}" if detail else ""
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{seen}")
-        time.sleep(0.05)
-
-
 NS = "fa-poll"
 PLC_PORT = 1502
 FUZZ_PORT = 1503
 ROOT = Path(__file__).resolve().parents[2]
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def in_ns(fn: Callable[[], T]) -> T:
     """Run fn in a thread that joined NS: its sockets live there, the process stays put."""
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            with open(f"/run/netns/{NS}", "rb") as f:
-                if _libc.setns(f.fileno(), 0x40000000) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            box["value"] = fn()
-        except BaseException as e:  # handed to the test thread
-            box["error"] = e
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return in_netns(NS, fn)
 
 
 def _listening(port: int) -> bool:

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,8 +28,10 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from asyncua import Client, ua
+from labkit import wait_for
 
 from appliance.field.role import STREAM_BUFFER_MAX, ValueStream
+from appliance.lab.topology import in_netns
 from appliance.paths import Paths
 from appliance.state import revisions as revs
 from appliance.state.db import Audit, Store
@@ -46,19 +46,6 @@ URL = f"opc.tcp://127.0.0.1:{UA_PORT}/"
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = ("alice", "Oven-Admin-Password-7")
 VIEWER = ("vic", "Oven-Viewer-Password-7")
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, detail: Any = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            seen = f"; last seen: {detail()}" if detail else ""
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{seen}")
-        time.sleep(0.1)
 
 
 async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -74,23 +61,7 @@ async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def in_ns(fn: Callable[[], T]) -> T:
     """Run fn in a thread that joined NS: its sockets live there, the process stays put."""
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            with open(f"/run/netns/{NS}", "rb") as f:
-                if _libc.setns(f.fileno(), 0x40000000) != 0:
-                    raise OSError(ctypes.get_errno(), "setns")
-            box["value"] = fn()
-        except BaseException as e:  # handed to the test thread
-            box["error"] = e
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    return in_netns(NS, fn)
 
 
 def ip(*args: str, check: bool = True) -> None:
