@@ -25,10 +25,6 @@ EXIT_INTERNAL = 70
 DEBUG = {"on": False}
 
 
-_actor = actor
-common = paths_options  # the name the commands here use
-
-
 def _store(paths: Paths):
     from appliance.state.db import Store
 
@@ -107,7 +103,7 @@ def _read_file(path: str) -> str:
 @config.command("validate")
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-@common
+@paths_options
 def config_validate(file: str, as_json: bool, paths: Paths) -> None:
     """Check FILE without storing it; every error names the field path and line."""
     from appliance.config.load import load_text, sha256_of
@@ -145,7 +141,7 @@ def config_validate(file: str, as_json: bool, paths: Paths) -> None:
 @config.command("import")
 @click.argument("file")
 @click.option("--comment", "-m", default="", help="why this change")
-@common
+@paths_options
 def config_import(file: str, comment: str, paths: Paths) -> None:
     """Validate FILE and store it as the draft revision."""
     from appliance.state import revisions as revs
@@ -153,9 +149,9 @@ def config_import(file: str, comment: str, paths: Paths) -> None:
     text = _read_file(file)
     store = _store(paths)
     out = revs.import_text(
-        store, text, author=_actor(), comment=comment, source=file, now=time.time()
+        store, text, author=actor(), comment=comment, source=file, now=time.time()
     )
-    store.audit(_actor(), "config.import", target=f"revision {out.revision.id}", detail=comment)
+    store.audit(actor(), "config.import", target=f"revision {out.revision.id}", detail=comment)
     click.echo(out.message)
 
 
@@ -168,7 +164,7 @@ def config_import(file: str, comment: str, paths: Paths) -> None:
 )
 @click.option("--comment", "-m", default="", help="note for the audit log")
 @click.option("--no-wait", is_flag=True, help="do not wait for the net role to apply it")
-@common
+@paths_options
 def config_commit(
     rev: str | None, confirm_within: float | None, comment: str, no_wait: bool, paths: Paths
 ) -> None:
@@ -178,10 +174,10 @@ def config_commit(
 
     store = _store(paths)
     out = revs.commit(
-        store, author=_actor(), now=time.time(), ref=rev, confirm_within=confirm_within
+        store, author=actor(), now=time.time(), ref=rev, confirm_within=confirm_within
     )
     store.audit(
-        _actor(),
+        actor(),
         "config.commit",
         target=f"revision {out.revision.id}",
         detail=f"confirm_within={confirm_within}" + (f" {comment}" if comment else ""),
@@ -213,29 +209,29 @@ def _wait_applied(live: Any, rev_id: int) -> None:
 
 
 @config.command("confirm")
-@common
+@paths_options
 def config_confirm(paths: Paths) -> None:
     """Confirm the pending revision: it becomes the running configuration."""
     from appliance.state import revisions as revs
 
     store = _store(paths)
-    out = revs.confirm(store, author=_actor(), now=time.time())
-    store.audit(_actor(), "config.confirm", target=f"revision {out.revision.id}")
+    out = revs.confirm(store, author=actor(), now=time.time())
+    store.audit(actor(), "config.confirm", target=f"revision {out.revision.id}")
     click.echo(out.message)
 
 
 @config.command("rollback")
 @click.argument("rev", required=False)
-@common
+@paths_options
 def config_rollback(rev: str | None, paths: Paths) -> None:
     """Drop the pending revision, or go back to REV (default: the previous confirmed one)."""
     from appliance.state import revisions as revs
     from appliance.state.live import LiveState
 
     store = _store(paths)
-    out = revs.rollback(store, author=_actor(), now=time.time(), ref=rev)
+    out = revs.rollback(store, author=actor(), now=time.time(), ref=rev)
     store.audit(
-        _actor(),
+        actor(),
         "config.rollback",
         target=f"revision {out.revision.id}",
         detail=f"to {rev or 'previous'}",
@@ -250,7 +246,7 @@ def config_rollback(rev: str | None, paths: Paths) -> None:
 @config.command("diff")
 @click.argument("a", required=False)
 @click.argument("b", required=False)
-@common
+@paths_options
 def config_diff(a: str | None, b: str | None, paths: Paths) -> None:
     """Show what changes from A (default: running) to B (default: draft)."""
     from appliance.config.diff import summary, unified
@@ -275,7 +271,7 @@ def config_diff(a: str | None, b: str | None, paths: Paths) -> None:
 @config.command("export")
 @click.argument("rev", required=False)
 @click.option("--canonical", is_flag=True, help="the validated document, not the text as written")
-@common
+@paths_options
 def config_export(rev: str | None, canonical: bool, paths: Paths) -> None:
     """Print REV (default: running) as YAML."""
     from appliance.config.load import to_yaml
@@ -288,7 +284,7 @@ def config_export(rev: str | None, canonical: bool, paths: Paths) -> None:
 @config.command("log")
 @click.option("--limit", "-n", default=20, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--json", "as_json", is_flag=True)
-@common
+@paths_options
 def config_log(limit: int, as_json: bool, paths: Paths) -> None:
     """List revisions, newest first."""
     from appliance.state import revisions as revs
@@ -439,7 +435,7 @@ def _health(docs: dict, alive: dict[str, bool], paths: Paths) -> dict:
 
 @cli.command("status")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
-@common
+@paths_options
 def status(as_json: bool, paths: Paths) -> None:
     """What the unit is doing: revision, links, conduits, drops, recent events."""
     data = status_data(paths)
@@ -534,7 +530,7 @@ def status(as_json: bool, paths: Paths) -> None:
 @click.option("--limit", "-n", default=30, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--kind", help="only kinds starting with this (e.g. net., config.)")
 @click.option("--json", "as_json", is_flag=True)
-@common
+@paths_options
 def events(limit: int, kind: str | None, as_json: bool, paths: Paths) -> None:
     """Recent events, newest first."""
     rows = _store(paths).events(limit, kind)
@@ -550,7 +546,7 @@ def events(limit: int, kind: str | None, as_json: bool, paths: Paths) -> None:
 
 @cli.command("run")
 @click.option("--roles", default="net", show_default=True, help="comma-separated roles to run")
-@common
+@paths_options
 def run_cmd(roles: str, paths: Paths) -> None:
     """Run the daemon roles in the foreground (systemd starts one unit per role)."""
     from appliance import daemon

@@ -1,8 +1,7 @@
 """CLI commands of the agent: `identify`, `diagnostics` and `factory-reset`.
 
-The lead registers them on the `appliance` group (see COMMANDS). They take
---data-dir/--run-dir themselves (not `appliance.cli.common`, which would make
-an import cycle when appliance.cli imports this module).
+`appliance.cli` loads them when one is used (see COMMANDS). Their --data-dir and
+--run-dir are `appliance.cli_options.paths_options`, as everywhere.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ from appliance.cli_options import actor, paths_options
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
 
-_actor = actor
-
 
 @click.command("identify")
 @click.option(
@@ -35,7 +32,7 @@ def identify(seconds: float, paths: Paths) -> None:
     """Blink the unit's LEDs so an installer can find it in the cabinet."""
     from appliance.state.control import call, socket_path
 
-    result = call(socket_path(paths.run_dir, "agent"), "identify", seconds=seconds, actor=_actor())
+    result = call(socket_path(paths.run_dir, "agent"), "identify", seconds=seconds, actor=actor())
     until = datetime.fromtimestamp(float(result["until"]), UTC).strftime("%H:%M:%S UTC")
     click.echo(f"identifying until {until} ({seconds:g} s)")
 
@@ -87,7 +84,7 @@ def factory_reset(yes: bool, paths: Paths) -> None:
     from appliance.state.control import call, socket_path
     from appliance.state.live import LiveState
 
-    actor = _actor()
+    who = actor()
     live = LiveState(paths.run_dir)
     if live.alive("agent"):
         try:
@@ -98,14 +95,14 @@ def factory_reset(yes: bool, paths: Paths) -> None:
             socket_path(paths.run_dir, "agent"),
             "factory_reset",
             timeout=60.0,
-            actor=actor,
+            actor=who,
             proof=proof,
         )
         how = "by the agent; the roles restart"
     else:
         from appliance.agent.reset import factory_reset as do_reset
 
-        result = do_reset(paths, actor, now=time.time())
+        result = do_reset(paths, who, now=time.time())
         how = "(the agent is not running)"
     click.echo(f"factory reset done {how}: {len(result.get('removed', []))} entries removed")
 

@@ -6,9 +6,7 @@ ApplianceError subclasses; appliance.cli.main prints them as one line.
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import re
 import sys
 import time
@@ -18,16 +16,12 @@ from typing import Any
 
 import click
 
-from appliance.cli_options import paths_options
+from appliance.cli_options import actor, paths_options
 from appliance.errors import ApplianceError, NotFound
 from appliance.paths import Paths
 
 _RELATIVE = re.compile(r"^-?\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)$")
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def _actor() -> str:
-    return f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"
 
 
 def parse_time(text: str, now: float, field: str) -> float:
@@ -95,9 +89,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return [line(headers)] + [line(r) for r in rows]
 
 
-dirs = paths_options  # the name this module's commands use
-
-
 def _store(paths: Paths) -> Any:
     from appliance.state.db import Store
 
@@ -109,7 +100,7 @@ def _store(paths: Paths) -> Any:
 
 @click.group("tags", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
-@dirs
+@paths_options
 @click.pass_context
 def tags(ctx: click.Context, as_json: bool, paths: Paths) -> None:
     """Live tag values (name, value, unit, quality, age); `tags history` for the past."""
@@ -151,7 +142,7 @@ def tags(ctx: click.Context, as_json: bool, paths: Paths) -> None:
 @click.option("--limit", "-n", default=10000, show_default=True, type=click.IntRange(1, 1000000))
 @click.option("--csv", "as_csv", is_flag=True, help="CSV: time, t, tag, value, quality")
 @click.option("--json", "as_json", is_flag=True, help="JSON list of {t, value, quality}")
-@dirs
+@paths_options
 def tags_history(
     name: str, start: str, end: str, limit: int, as_csv: bool, as_json: bool, paths: Paths
 ) -> None:
@@ -193,7 +184,7 @@ def tags_history(
 @click.option("--all", "show_all", is_flag=True, help="also cleared alarms (newest first)")
 @click.option("--limit", "-n", default=100, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
-@dirs
+@paths_options
 @click.pass_context
 def alarms(ctx: click.Context, show_all: bool, limit: int, as_json: bool, paths: Paths) -> None:
     """Active alarms (--all: every alarm); `alarms ack ID` acknowledges one."""
@@ -232,12 +223,12 @@ def alarms(ctx: click.Context, show_all: bool, limit: int, as_json: bool, paths:
 
 @alarms.command("ack")
 @click.argument("alarm_id", metavar="ID", type=int)
-@dirs
+@paths_options
 def alarms_ack(alarm_id: int, paths: Paths) -> None:
     """Acknowledge alarm ID (through the running field role, which records who)."""
     from appliance.state.control import call, socket_path
 
-    alarm = call(socket_path(paths.run_dir, "field"), "ack_alarm", id=alarm_id, actor=_actor())
+    alarm = call(socket_path(paths.run_dir, "field"), "ack_alarm", id=alarm_id, actor=actor())
     click.echo(f"alarm {alarm['id']} acknowledged by {alarm['acked_by']}: {alarm['message']}")
 
 
@@ -250,7 +241,7 @@ def alarms_ack(alarm_id: int, paths: Paths) -> None:
 @click.option("--json", "as_json", is_flag=True, help="{columns, rows, truncated, elapsed_ms}")
 @click.option("--max-rows", default=10000, show_default=True, type=click.IntRange(1, 100000))
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.01, 300))
-@dirs
+@paths_options
 def sql(
     query: str, as_csv: bool, as_json: bool, max_rows: int, timeout: float, paths: Paths
 ) -> None:
