@@ -1,0 +1,104 @@
+"""The one secret writer: no symlink followed, no predictable name, mode and owner by fd."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from appliance import secretfile
+from appliance.secretfile import UnsafeSecretPath
+
+
+def test_write_creates_the_directory_0700_and_the_file_0600(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    assert secretfile.write(d, "key.pem", b"KEY")
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert stat.S_IMODE((d / "key.pem").stat().st_mode) == 0o600
+    assert secretfile.read(d / "key.pem") == b"KEY"
+    assert sorted(os.listdir(d)) == ["key.pem"]  # no temporary left behind
+
+
+def test_a_wide_directory_is_narrowed(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    d.mkdir(mode=0o755)
+    secretfile.write(d, "cert.pem", b"C", mode=0o644)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert stat.S_IMODE((d / "cert.pem").stat().st_mode) == 0o644
+
+
+def test_a_symlinked_directory_is_refused_and_its_target_untouched(tmp_path: Path) -> None:
+    target = tmp_path / "etc"
+    target.mkdir(mode=0o755)
+    (tmp_path / "secrets").symlink_to(target)
+    with pytest.raises(UnsafeSecretPath, match="not a directory"):
+        secretfile.write(tmp_path / "secrets", "setup-code", b"1234")
+    assert list(target.iterdir()) == []
+    assert stat.S_IMODE(target.stat().st_mode) == 0o755
+
+
+def test_a_symlink_at_the_target_name_is_replaced_not_followed(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    d.mkdir(mode=0o700)
+    victim = tmp_path / "passwd"
+    victim.write_text("root:x:0:0\n")
+    (d / "key.pem").symlink_to(victim)
+    secretfile.write(d, "key.pem", b"NEW")
+    assert victim.read_text() == "root:x:0:0\n"
+    assert not (d / "key.pem").is_symlink()
+    assert (d / "key.pem").read_bytes() == b"NEW"
+
+
+def test_replace_false_keeps_what_another_process_made_first(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    assert secretfile.write(d, "setup-code", b"first", replace=False)
+    assert not secretfile.write(d, "setup-code", b"second", replace=False)
+    assert (d / "setup-code").read_bytes() == b"first"
+    assert sorted(os.listdir(d)) == ["setup-code"]
+
+
+def test_a_dangling_symlink_at_the_name_does_not_count_as_made(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    d.mkdir(mode=0o700)
+    (d / "setup-code").symlink_to(tmp_path / "elsewhere")
+    assert not secretfile.write(d, "setup-code", b"x", replace=False)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_read_refuses_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real").write_bytes(b"s")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(UnsafeSecretPath):
+        secretfile.read(tmp_path / "link")
+    with pytest.raises(FileNotFoundError):
+        secretfile.read(tmp_path / "missing")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root (CI runs as root)")
+def test_root_gives_the_secret_to_the_data_directorys_owner(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 4242, 4242)
+    owner = secretfile.owner_for(data)
+    assert owner == (4242, 4242)
+    secretfile.write(data / "secrets", "key.pem", b"K", owner=owner)
+    for p in (data / "secrets", data / "secrets" / "key.pem"):
+        st = p.stat()
+        assert (st.st_uid, st.st_gid) == (4242, 4242)
+
+
+def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a directory of another user (CI runs as root)")
+    d = tmp_path / "secrets"
+    d.mkdir(mode=0o700)
+    os.chown(d, 4343, 4343)
+    with pytest.raises(UnsafeSecretPath, match="belongs to uid 4343"):
+        secretfile.write(d, "k", b"x", owner=(4242, 4242))
+
+
+def test_a_bad_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        secretfile.write(tmp_path, "../x", b"")
