@@ -106,10 +106,51 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
+MAX_DOCUMENT_CHARS = 4 * 1024 * 1024  # a plant's configuration is kilobytes; 4 MiB is room
+MAX_DEPTH = 32  # the model nests 6 levels; anything deeper is not a configuration
+REQUIRED = ("version", "interfaces")  # every real document has these: an empty one is a mistake
+
+
+def _refuse_expansion(text: str, source: str | None) -> None:
+    """Refuse what makes YAML cost more than its length: anchors and aliases (a few
+    hundred bytes of nested aliases expand to gigabytes, "billion laughs") and deep
+    nesting. One pass over the parser's events: linear in the text."""
+    depth = 0
+    for ev in yaml.parse(
+        text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    ):
+        line = ev.start_mark.line + 1 if ev.start_mark else None
+        if isinstance(ev, yaml.AliasEvent):
+            raise ConfigInvalid(
+                [("", f"YAML aliases (*{ev.anchor}) are not allowed: write the value out", line)],
+                source,
+            )
+        if getattr(ev, "anchor", None):
+            raise ConfigInvalid(
+                [("", f"YAML anchors (&{ev.anchor}) are not allowed: write the value out", line)],
+                source,
+            )
+        if isinstance(ev, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigInvalid(
+                    [("", f"the document nests deeper than {MAX_DEPTH} levels", line)], source
+                )
+        elif isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+
+
 def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | None]:
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise ConfigInvalid(
+            [("", f"the document is larger than {MAX_DOCUMENT_CHARS // (1024 * 1024)} MiB", None)],
+            source,
+        )
+    loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
+        _refuse_expansion(text, source)
+        node = yaml.compose(text, Loader=loader)
+        data = loader("").construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e)
@@ -152,6 +193,14 @@ def _duplicate_keys(
     return out
 
 
+_MISSING = {
+    "version": "is required: a configuration document starts with `version: 1` "
+    "(an empty or truncated document is refused, so that it cannot remove everything)",
+    "interfaces": "is required and may not be empty: a configuration names the unit's "
+    "interfaces (an empty or truncated document is refused, so that it cannot remove everything)",
+}
+
+
 def validate_data(
     data: Any,
     *,
@@ -162,6 +211,11 @@ def validate_data(
     def line(path_loc: tuple[Any, ...]) -> int | None:
         return _line_of(node, path_loc) if node is not None else None
 
+    if isinstance(data, dict):
+        # the first one only: an empty upload is one mistake, not two
+        missing = next((k for k in REQUIRED if data.get(k) in (None, "", [], {})), None)
+        if missing:
+            raise ConfigInvalid([(missing, _MISSING[missing], line(()))], source)
     try:
         config = Config.model_validate(data)
     except ValidationError as e:

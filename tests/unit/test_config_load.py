@@ -221,10 +221,68 @@ def test_document_must_be_a_mapping() -> None:
     assert e.errors == [("", "the document must be a mapping of sections", 1)]
 
 
-def test_empty_document_is_the_defaults() -> None:
-    loaded = load_text("", now=NOW)
-    assert loaded.config == Config()
-    assert loaded.config.conduits == []
+@pytest.mark.parametrize("text", ["", "{}", "---\n", "# nothing but a comment\n", "version: 1\n"])
+def test_an_empty_or_truncated_document_is_refused(text: str) -> None:
+    # a truncated upload must never become a revision that removes every conduit
+    e = errors_of(text)
+    paths = [p for p, _, _ in e.errors]
+    assert paths == (["interfaces"] if "version" in text else ["version"])
+    assert "is required" in e.errors[0][1]
+    assert "truncated" in e.errors[0][1]
+
+
+def test_a_document_with_empty_interfaces_is_refused() -> None:
+    e = errors_of("version: 1\ninterfaces: []\nconduits: []\n")
+    assert [(p, ln) for p, _, ln in e.errors] == [("interfaces", 1)]
+
+
+def test_model_defaults_still_describe_no_configuration() -> None:
+    # inside the package Config() stands for "nothing committed yet"
+    assert Config().conduits == []
+
+
+def _laughs(levels: int) -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels + 1):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    return "version: 1\n" + "\n".join(lines) + "\n"
+
+
+def test_billion_laughs_is_refused_at_once() -> None:
+    import time
+
+    text = _laughs(9)  # under 1 kB, 9**10 strings once expanded
+    assert len(text) < 1000
+    t0 = time.perf_counter()
+    e = errors_of(text)
+    assert time.perf_counter() - t0 < 0.5
+    assert e.errors == [("", "YAML anchors (&a0) are not allowed: write the value out", 2)]
+
+
+def test_aliases_and_merge_keys_are_refused() -> None:
+    e = errors_of("version: 1\nunit: {name: x}\nweb: *x\n")
+    assert "not valid YAML" in e.errors[0][1] or "aliases" in e.errors[0][1]
+    e = errors_of("version: 1\nbase: &b {name: x}\nunit:\n  <<: *b\n")
+    assert e.errors[0][1].startswith("YAML anchors (&b)")
+
+
+def test_deep_nesting_and_size_are_bounded() -> None:
+    import time
+
+    from appliance.config import load
+
+    t0 = time.perf_counter()
+    e = errors_of("version: 1\nunit: " + "[" * 40 + "]" * 40 + "\n")
+    assert e.errors == [("", "the document nests deeper than 32 levels", 2)]
+    e = errors_of("version: 1\nunit: " + "[" * 50000 + "]" * 50000 + "\n")
+    assert e.errors[0][1] in (
+        "the document nests deeper than 32 levels",
+        "not valid YAML: exceeded maximum nesting depth",  # libyaml's own bound, first
+    )
+    e = errors_of("version: 1\n#" + "x" * load.MAX_DOCUMENT_CHARS + "\n")
+    assert e.errors == [("", "the document is larger than 4 MiB", None)]
+    assert time.perf_counter() - t0 < 1.0
 
 
 def test_without_source_lines_say_line() -> None:

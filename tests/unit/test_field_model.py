@@ -285,6 +285,8 @@ def test_cross_device_warnings(base: dict[str, Any], valid: Callable[..., Loaded
 
 def test_errors_carry_the_yaml_line() -> None:
     text = """\
+version: 1
+interfaces: [{name: ot0, role: ot, addresses: [192.168.50.1/24]}]
 devices:
   - name: plc1
     protocol: modbus-tcp
@@ -303,7 +305,7 @@ devices:
             "devices[0].tags[1].type",
             "type int32 lives in the input or holding table, not coil; coils and discrete "
             "inputs are type bool",
-            10,
+            12,
         )
     ]
 
