@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from appliance import __version__
-from appliance.cli_options import actor, paths_options
+from appliance.cli_options import actor, has_unit_state, paths_options
 from appliance.errors import ApplianceError, ConfigInvalid
 from appliance.paths import Paths
 
@@ -438,11 +438,18 @@ def _health(docs: dict, alive: dict[str, bool], paths: Paths) -> dict:
 @paths_options
 def status(as_json: bool, paths: Paths) -> None:
     """What the unit is doing: revision, links, conduits, drops, recent events."""
+    found = has_unit_state(paths)
     data = status_data(paths)
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         return
     net = data["net"]
+    if not found:
+        click.echo(
+            f"state:     none found in {paths.data_dir} and {paths.run_dir}: for the lab's "
+            "unit run `make demo` in the checkout, or export APPLIANCE_DATA_DIR and "
+            "APPLIANCE_RUN_DIR (the demo prints both)"
+        )
     click.echo(f"unit:      {data['unit'] or '(no configuration yet)'}   appliance {__version__}")
     click.echo(f"health:    {data['health']['state']}")
     for reason in data["health"]["reasons"]:
