@@ -9,12 +9,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from appliance import __version__
+from appliance.redirects import safe_next
 from appliance.web.auth import require
 
 log = logging.getLogger(__name__)
@@ -111,22 +111,6 @@ def tag(name: str) -> str:
     if len(name) > 200:
         abort(404)
     return render("tag", name, tag_name=name)
-
-
-def safe_next(target: str | None) -> str:
-    """Where to go after login: only a local path, never another site."""
-    if not target:
-        return "/"
-    parts = urlsplit(target)
-    if (
-        parts.scheme
-        or parts.netloc
-        or not target.startswith("/")
-        or target.startswith("//")
-        or "\\" in target  # browsers read a backslash as a slash
-    ):
-        return "/"
-    return target
 
 
 @bp.get("/login")
