@@ -10,7 +10,6 @@ bodies. Errors map to HTTP statuses in one place (`_status`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import secrets
@@ -26,6 +25,7 @@ from flask import (
     Flask,
     Response,
     flash,
+    g,
     jsonify,
     redirect,
     render_template,
@@ -47,6 +47,7 @@ from appliance.fleet.validate import (
     idempotency_key,
     load_agent_schema,
 )
+from appliance.redirects import safe_next
 
 log = logging.getLogger("appliance.fleet")
 
@@ -209,9 +210,12 @@ def create_app(
             raise
         now = clock()
         receipt = store.record(unit, hb, key, now)
-        if keep_days and now - prune_state["last"] > PRUNE_EVERY_S:
+        if now - prune_state["last"] > PRUNE_EVERY_S:
             prune_state["last"] = now
-            store.prune(now - keep_days * 86400)
+            if keep_days:
+                store.prune(now - keep_days * 86400)
+            store.prune_sessions(now)
+            store.prune_login_failures(now)
         return jsonify(receipt.as_dict())
 
     @app.get("/api/v1/ping")
@@ -220,16 +224,19 @@ def create_app(
 
     # -- operator access ------------------------------------------------------------------
 
-    def _pw_stamp() -> str | None:
-        digest = store.password_hash()
-        return hashlib.sha256(digest.encode()).hexdigest()[:16] if digest else None
-
     def _logged_in() -> bool:
+        """Whether the cookie names a live server-side session (logout, expiry and a new
+        password end it there; the signed cookie alone proves nothing)."""
         if open_access:
             return True
-        stamp = session.get("pw")
-        # a new password (set-password) ends every session made with the old one
-        return bool(session.get("op")) and stamp is not None and stamp == _pw_stamp()
+        if "fleet_logged_in" not in g:
+            g.fleet_logged_in = store.session_valid(session.get("sid"), clock())
+        return bool(g.fleet_logged_in)
+
+    def _logout() -> None:
+        store.end_session(session.get("sid"))
+        session.clear()
+        g.fleet_logged_in = False
 
     def _csrf() -> str:
         token = session.get("csrf")
@@ -302,17 +309,16 @@ def create_app(
             log.warning("failed operator login from %s", address)
             raise Unauthorized("wrong password", field="password")
         store.clear_login_failures(address)
+        store.end_session(session.get("sid"))
         session.clear()
         session.permanent = True
-        session["op"] = True
-        session["pw"] = _pw_stamp()
+        session["sid"] = store.open_session(now, SESSION_HOURS * 3600, address)
         session["csrf"] = secrets.token_urlsafe(32)
+        g.fleet_logged_in = True
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
-        nxt = request.values.get("next") or "/"
-        if not nxt.startswith("/") or nxt.startswith("//"):
-            nxt = "/"
+        nxt = safe_next(request.values.get("next"))
         if open_access or _logged_in():
             return redirect(nxt)
         error = None
@@ -338,7 +344,7 @@ def create_app(
     @app.post("/logout")
     def logout() -> Any:
         _check_csrf(request.form.get("csrf_token"))
-        session.clear()
+        _logout()
         return redirect(url_for("login"))
 
     @app.get("/api/v1/session")
@@ -356,7 +362,7 @@ def create_app(
 
     @app.delete("/api/v1/session")
     def session_delete() -> Any:
-        session.clear()
+        _logout()
         return jsonify({"authenticated": False})
 
     def _json_body() -> dict[str, Any]:

@@ -27,8 +27,10 @@ acknowledgement of events it did not send).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -218,7 +220,21 @@ class LoginFailure(FleetModel):
         table_name = "login_failures"
 
 
-MODELS: list[type[pw.Model]] = [Unit, Heartbeat, Event, Setting, LoginFailure]
+class OperatorSession(FleetModel):
+    """A logged-in operator's session: the cookie carries a random id, the receiver keeps
+    its SHA-256 with an expiry, so that logging out (or a new password) really ends it,
+    whatever copy of the signed cookie is still around."""
+
+    sid_hash = pw.CharField(max_length=64, primary_key=True)
+    created_at = pw.FloatField()
+    expires_at = pw.FloatField(index=True)
+    address = pw.CharField(max_length=64)
+
+    class Meta:
+        table_name = "sessions"
+
+
+MODELS: list[type[pw.Model]] = [Unit, Heartbeat, Event, Setting, LoginFailure, OperatorSession]
 
 
 # -- opening ----------------------------------------------------------------------
@@ -588,6 +604,7 @@ def set_password(password: str) -> None:
         q = Setting.update(value=digest).where(Setting.key == "operator_password")
         if q.execute() == 0:
             Setting.create(key="operator_password", value=digest)
+        OperatorSession.delete().execute()  # a new password ends every session
 
 
 def password_hash() -> str | None:
@@ -608,7 +625,7 @@ def verify_password(password: str) -> bool:
 def note_login_failure(address: str, now: float) -> None:
     with fleet_db.atomic():
         LoginFailure.create(address=address, at=now)
-        LoginFailure.delete().where(LoginFailure.at < now - 86400).execute()
+        prune_login_failures(now)
 
 
 def login_failures(address: str, since: float) -> int:
@@ -618,3 +635,55 @@ def login_failures(address: str, since: float) -> int:
 
 def clear_login_failures(address: str) -> None:
     LoginFailure.delete().where(LoginFailure.address == address).execute()
+
+
+def prune_login_failures(now: float) -> int:
+    """Forget failed logins older than a day (the throttle looks back minutes)."""
+    return LoginFailure.delete().where(LoginFailure.at < now - 86400).execute()
+
+
+# -- operator sessions ------------------------------------------------------------------------
+
+SID_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
+
+
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def open_session(now: float, lifetime_s: float, address: str) -> str:
+    """A new operator session valid for `lifetime_s` -> its id (for the signed cookie).
+
+    Expired sessions are pruned here, so the table holds about one row per live login.
+    """
+    sid = secrets.token_urlsafe(32)
+    with fleet_db.atomic():
+        prune_sessions(now)
+        OperatorSession.create(
+            sid_hash=_sid_hash(sid),
+            created_at=now,
+            expires_at=now + lifetime_s,
+            address=address[:64],
+        )
+    return sid
+
+
+def session_valid(sid: Any, now: float) -> bool:
+    """Whether `sid` (from a cookie: any type) names a session that is neither ended nor
+    expired."""
+    if not isinstance(sid, str) or not SID_RE.match(sid):
+        return False
+    q = OperatorSession.select().where(
+        (OperatorSession.sid_hash == _sid_hash(sid)) & (OperatorSession.expires_at > now)
+    )
+    return q.exists()
+
+
+def end_session(sid: Any) -> None:
+    """Log a session out (nothing happens for an unknown or malformed id)."""
+    if isinstance(sid, str) and SID_RE.match(sid):
+        OperatorSession.delete().where(OperatorSession.sid_hash == _sid_hash(sid)).execute()
+
+
+def prune_sessions(now: float) -> int:
+    return OperatorSession.delete().where(OperatorSession.expires_at <= now).execute()

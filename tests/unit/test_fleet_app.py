@@ -14,9 +14,10 @@ from flask.testing import FlaskClient
 
 from appliance.errors import ApplianceError
 from appliance.fleet import store
-from appliance.fleet.app import LOGIN_MAX_FAILURES, create_app
+from appliance.fleet.app import LOGIN_MAX_FAILURES, SESSION_HOURS, create_app
 
 from .test_fleet_validate import T0, UNIT_UUID, event, heartbeat
+from .test_redirects import HOSTILE
 
 PASSWORD = "correct horse battery"
 HB = "/api/v1/heartbeat"
@@ -437,3 +438,85 @@ def test_a_broken_heartbeat_schema_is_one_clear_error(tmp_path: Path, clock: Clo
     # without the agent's schema the receiver still checks what it stores
     app = make_app(tmp_path, clock, heartbeat_schema=tmp_path / "missing.json")
     assert app.config["FLEET_SCHEMA"] == "minimal"
+
+
+# -- where a login sends its user, and how long a session lasts ----------------------------
+
+
+@pytest.mark.parametrize("target", HOSTILE, ids=lambda t: repr(t)[:30])
+def test_login_only_sends_back_to_a_local_page(client: FlaskClient, target: str | None) -> None:
+    query = {} if target is None else {"next": target}
+    page = client.get("/login", query_string=query)
+    assert page.status_code == 200
+    assert 'name="next" value="/"' in page.text
+    form = {"password": PASSWORD, "csrf_token": csrf_of(page.text)}
+    if target is not None:
+        form["next"] = target
+    r = client.post("/login", data=form)
+    assert r.status_code == 302 and r.headers["Location"] == "/", r.headers.get("Location")
+    r = client.get("/login", query_string=query)  # logged in already: straight on
+    assert r.status_code == 302 and r.headers["Location"] == "/"
+
+
+def test_login_goes_back_to_the_page_that_asked(client: FlaskClient, token: str) -> None:
+    r = client.get("/units/press-3?limit=5")
+    assert r.status_code == 302
+    page = client.get(r.headers["Location"])
+    assert 'name="next" value="/units/press-3"' in page.text
+    r = client.post(
+        "/login",
+        data={"password": PASSWORD, "csrf_token": csrf_of(page.text), "next": "/units/press-3"},
+    )
+    assert r.headers["Location"] == "/units/press-3"
+
+
+def _cookie(client: FlaskClient) -> str:
+    cookie = client.get_cookie("fleet_session")
+    assert cookie is not None
+    return cookie.value
+
+
+def test_logout_ends_the_session_for_good(app: Flask, client: FlaskClient, token: str) -> None:
+    login(client)
+    stolen = _cookie(client)  # a copy of the cookie, as a proxy log or a shared PC keeps it
+    csrf = csrf_of(client.get("/").text)
+    r = client.post("/logout", data={"csrf_token": csrf})
+    assert r.status_code == 302
+    other = app.test_client()
+    other.set_cookie("fleet_session", stolen)
+    assert other.get("/").status_code == 302
+    assert other.get("/api/v1/units").status_code == 401
+
+
+def test_api_logout_ends_the_session_for_good(app: Flask, client: FlaskClient) -> None:
+    r = client.post("/api/v1/session", json={"password": PASSWORD})
+    assert r.status_code == 200
+    stolen = _cookie(client)
+    assert client.delete("/api/v1/session").status_code == 200
+    other = app.test_client()
+    other.set_cookie("fleet_session", stolen)
+    assert other.get("/api/v1/units").status_code == 401
+    assert other.get("/api/v1/session").json["authenticated"] is False
+
+
+def test_a_session_expires_on_the_server_and_is_pruned(
+    app: Flask, client: FlaskClient, clock: Clock
+) -> None:
+    login(client)
+    assert client.get("/").status_code == 200
+    clock.now += SESSION_HOURS * 3600 - 60
+    assert client.get("/").status_code == 200
+    clock.now += 120
+    assert client.get("/").status_code == 302  # the cookie is still signed; the server says no
+    assert count(store.OperatorSession) == 1
+    login(app.test_client())  # a new login prunes the expired one
+    assert count(store.OperatorSession) == 1
+    with store.fleet_db.connection_context():
+        assert store.OperatorSession.select().first().expires_at > clock.now
+
+
+def test_a_forged_or_tampered_session_id_is_refused(app: Flask, client: FlaskClient) -> None:
+    login(client)
+    with client.session_transaction() as sess:
+        sess["sid"] = "x" * 43
+    assert client.get("/").status_code == 302
