@@ -13,7 +13,12 @@ So every step here works on file descriptors:
   relative to that directory's descriptor, fsynced, fchmod/fchown'ed, then renamed
   over the target (rename replaces a symlink, it never follows one) or, with
   `replace=False`, linked to it only if nothing is there yet;
-- reads open with O_NOFOLLOW too.
+- reads open the directory and the file with O_NOFOLLOW, and O_NONBLOCK so a FIFO
+  planted at the name cannot hang root; only a regular file of bounded size is read;
+- removal unlinks relative to the checked directory's descriptor too.
+
+Directories above the secrets directory are not checked: the data directory's parent
+(/var/lib) is root's, so the service user cannot swap the data directory itself.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from pathlib import Path
 from appliance.errors import ApplianceError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+READ_LIMIT = 1 << 20  # a key, a code, a token: far below; a planted huge file is refused
 
 
 class UnsafeSecretPath(ApplianceError):
@@ -54,12 +61,23 @@ def owner_for(data_dir: Path) -> tuple[int, int] | None:
 
 @contextlib.contextmanager
 def open_dir(
-    directory: Path, *, owner: tuple[int, int] | None = None, create: bool = True
+    directory: Path,
+    *,
+    owner: tuple[int, int] | None = None,
+    create: bool = True,
+    dir_mode: int | None = 0o700,
 ) -> Iterator[int]:
-    """A checked descriptor of `directory` (made 0700 when missing), closed on exit."""
+    """A checked descriptor of `directory`, closed on exit.
+
+    Made (with its missing parents) when `create`; narrowed to `dir_mode` (None: its mode
+    is left alone, e.g. the run directory others read, but it must not be writable by
+    group or others) and, with `owner`, given to that owner.
+    """
+    directory = Path(directory)
     if create:
         try:
-            os.mkdir(directory, 0o700)
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(directory, 0o700 if dir_mode is None else dir_mode)
         except FileExistsError:
             pass
         except OSError as e:
@@ -68,16 +86,19 @@ def open_dir(
         fd = os.open(directory, _DIR_FLAGS)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeSecretPath(f"{directory} is not a directory (a symlink?): refusing")
+            raise UnsafeSecretPath(
+                f"{directory} is not a directory (a symlink?): refusing"
+            ) from None
         raise ApplianceError(f"cannot open {directory}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
         allowed = {0, os.geteuid()} | ({owner[0]} if owner else set())
         if st.st_uid not in allowed:
             raise UnsafeSecretPath(f"{directory} belongs to uid {st.st_uid}: refusing")
-        if st.st_uid == os.geteuid() or os.geteuid() == 0:
-            if stat.S_IMODE(st.st_mode) != 0o700:
-                os.fchmod(fd, 0o700)
+        mine = st.st_uid == os.geteuid() or os.geteuid() == 0
+        if dir_mode is not None and mine:
+            if stat.S_IMODE(st.st_mode) != dir_mode:
+                os.fchmod(fd, dir_mode)
         elif st.st_mode & 0o022:
             raise UnsafeSecretPath(f"{directory} is writable by others: refusing")
         if owner is not None and (st.st_uid, st.st_gid) != owner:
@@ -95,57 +116,118 @@ def write(
     mode: int = 0o600,
     owner: tuple[int, int] | None = None,
     replace: bool = True,
+    dir_mode: int | None = 0o700,
 ) -> bool:
     """Write `data` to `directory/name` atomically with `mode` (and `owner`).
 
     With `replace=False` an existing file is kept (another process made it first) and
-    False is returned; otherwise True.
+    False is returned; otherwise True. UnsafeSecretPath when the directory is not safe,
+    ApplianceError naming the file when the system refuses (no space, a directory there).
     """
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"{name!r} is not a file name")
-    with open_dir(directory, owner=owner) as dfd:
+    with open_dir(directory, owner=owner, dir_mode=dir_mode) as dfd:
         tmp = f".{name}.{secrets.token_hex(8)}.tmp"
-        fd = os.open(
-            tmp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            mode,
-            dir_fd=dfd,
-        )
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, mode)
-                if owner is not None:
-                    os.fchown(fd, *owner)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if replace:
-                os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-                made = True
-            else:
-                try:
-                    os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
-                    made = True
-                except FileExistsError:
-                    made = False
+            made = _write_at(dfd, tmp, name, data, mode, owner, replace)
+        except OSError as e:
+            raise ApplianceError(
+                f"cannot write {Path(directory) / name}: {e.strerror or e}"
+            ) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=dfd)
-        os.fsync(dfd)
         return made
 
 
-def read(path: Path) -> bytes:
-    """The bytes of the secret at `path`; never through a symlink (UnsafeSecretPath).
-    FileNotFoundError when it does not exist."""
+def _write_at(
+    dfd: int,
+    tmp: str,
+    name: str,
+    data: bytes,
+    mode: int,
+    owner: tuple[int, int] | None,
+    replace: bool,
+) -> bool:
+    fd = os.open(
+        tmp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        mode,
+        dir_fd=dfd,
+    )
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if replace:
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        made = True
+    else:
+        try:
+            os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+            made = True
+        except FileExistsError:
+            made = False
+    os.fsync(dfd)
+    return made
+
+
+def read(path: Path, *, limit: int = READ_LIMIT) -> bytes:
+    """The bytes of the secret at `path`; never through a symlink, neither the file nor its
+    directory (UnsafeSecretPath), only a regular file of at most `limit` bytes.
+    FileNotFoundError when it (or its directory) does not exist."""
+    path = Path(path)
+    try:
+        dfd = os.open(path.parent, _DIR_FLAGS)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeSecretPath(
+                f"{path.parent} is not a directory (a symlink?): refusing to read {path.name}"
+            ) from None
+        raise
+    try:
+        fd = os.open(path.name, _READ_FLAGS, dir_fd=dfd)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise UnsafeSecretPath(f"{path} is a symlink: refusing to read it") from None
         raise
+    finally:
+        os.close(dfd)
     with os.fdopen(fd, "rb") as f:
-        return f.read()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafeSecretPath(f"{path} is not a regular file: refusing to read it")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeSecretPath(f"{path} is larger than {limit} bytes: refusing to read it")
+    return data
+
+
+def remove(directory: Path, name: str) -> bool:
+    """Delete `directory/name` (never through a symlinked directory); False if absent."""
+    if "/" in name or name in ("", ".", ".."):
+        raise ValueError(f"{name!r} is not a file name")
+    try:
+        dfd = os.open(directory, _DIR_FLAGS)
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeSecretPath(
+                f"{directory} is not a directory (a symlink?): refusing to delete {name}"
+            ) from None
+        raise ApplianceError(f"cannot open {directory}: {e.strerror}") from None
+    try:
+        os.unlink(name, dir_fd=dfd)
+        return True
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise ApplianceError(f"cannot delete {Path(directory) / name}: {e.strerror}") from None
+    finally:
+        os.close(dfd)

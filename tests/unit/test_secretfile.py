@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from appliance import secretfile
+from appliance.errors import ApplianceError
 from appliance.secretfile import UnsafeSecretPath
 
 
@@ -102,3 +103,58 @@ def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
 def test_a_bad_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         secretfile.write(tmp_path, "../x", b"")
+
+
+def test_dir_mode_none_keeps_a_shared_directory_as_it_is(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir(mode=0o755)
+    os.chmod(run, 0o755)
+    secretfile.write(run, "agent.reset-key", b"k", dir_mode=None)
+    assert stat.S_IMODE(run.stat().st_mode) == 0o755  # others still read the status files
+    assert stat.S_IMODE((run / "agent.reset-key").stat().st_mode) == 0o600
+    os.chmod(run, 0o777)
+    with pytest.raises(UnsafeSecretPath, match="writable by others"):
+        secretfile.write(run, "agent.reset-key", b"k2", dir_mode=None)
+    assert (run / "agent.reset-key").read_bytes() == b"k"
+
+
+def test_missing_parents_are_made(tmp_path: Path) -> None:
+    secretfile.write(tmp_path / "data" / "secrets", "k", b"x")
+    assert (tmp_path / "data" / "secrets" / "k").read_bytes() == b"x"
+
+
+def test_a_directory_at_the_name_is_a_clear_error(tmp_path: Path) -> None:
+    d = tmp_path / "secrets"
+    (d / "key.pem").mkdir(parents=True)
+    with pytest.raises(ApplianceError, match=r"cannot write .*key\.pem"):
+        secretfile.write(d, "key.pem", b"x")
+    assert sorted(os.listdir(d)) == ["key.pem"]  # the temporary is gone
+
+
+def test_read_refuses_a_symlinked_directory_a_fifo_and_a_huge_file(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "k").write_bytes(b"s")
+    (tmp_path / "secrets").symlink_to(real)
+    with pytest.raises(UnsafeSecretPath, match="not a directory"):
+        secretfile.read(tmp_path / "secrets" / "k")
+    os.mkfifo(real / "fifo")
+    with pytest.raises(UnsafeSecretPath, match="not a regular file"):
+        secretfile.read(real / "fifo")  # O_NONBLOCK: no writer, no hang
+    (real / "big").write_bytes(b"x" * 11)
+    with pytest.raises(UnsafeSecretPath, match="larger than 10 bytes"):
+        secretfile.read(real / "big", limit=10)
+    assert secretfile.read(real / "big", limit=11) == b"x" * 11
+
+
+def test_remove_never_goes_through_a_symlinked_directory(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "setup-code").write_text("keep")
+    (tmp_path / "secrets").symlink_to(real)
+    with pytest.raises(UnsafeSecretPath):
+        secretfile.remove(tmp_path / "secrets", "setup-code")
+    assert (real / "setup-code").read_text() == "keep"
+    assert secretfile.remove(real, "setup-code") and not (real / "setup-code").exists()
+    assert not secretfile.remove(real, "setup-code")
+    assert not secretfile.remove(tmp_path / "missing", "setup-code")
