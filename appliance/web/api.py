@@ -12,7 +12,6 @@ Errors map to HTTP statuses in one place, `status_of`.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import HTTPException
 
+from appliance import jsontext
 from appliance.config.load import format_path
 from appliance.errors import ApplianceError, ConfigInvalid
 
@@ -132,28 +132,33 @@ class RouteDoc:
 ROUTES: list[RouteDoc] = []
 
 
+def _parse(raw: bytes) -> Any:
+    """Untrusted JSON text as data: `jsontext.loads` (bounded depth and size, no NaN or
+    Infinity, which the json module accepts), BadRequest (400, field `body`) otherwise."""
+    try:
+        return jsontext.loads(raw)
+    except jsontext.BadJson as e:
+        why = str(e)  # "is not UTF-8", "nests deeper than ...", "NaN is not a JSON number"
+        text = f"the body {why}" if why.startswith(("is ", "nests ")) else f"the body: {why}"
+        raise BadRequest(text, field="body") from None
+
+
 def raw_json() -> Any:
     """The JSON body as data (the view validates it in a wider context)."""
     if request.mimetype != "application/json":
-        raise BadRequest("the body must be JSON (Content-Type: application/json)")
-    try:
-        return json.loads(request.get_data(cache=True))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
+        raise BadRequest("the body must be JSON (Content-Type: application/json)", field="body")
+    return _parse(request.get_data(cache=True))
 
 
 def json_body(model: type[BaseModel], *, allow_empty: bool = False) -> BaseModel:
     if request.mimetype != "application/json":
         if allow_empty and not request.get_data(cache=True):
             return model.model_validate({})
-        raise BadRequest("the body must be JSON (Content-Type: application/json)")
+        raise BadRequest("the body must be JSON (Content-Type: application/json)", field="body")
     raw = request.get_data(cache=True)
     if not raw and allow_empty:
         return model.model_validate({})
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from None
+    data = _parse(raw)
     try:
         return model.model_validate(data)
     except ValidationError as e:

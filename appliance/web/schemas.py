@@ -1,21 +1,32 @@
 """Request and response models of the REST API: they validate the bodies and query
-strings, and the OpenAPI document is generated from them (one source)."""
+strings, and the OpenAPI document is generated from them (one source).
+
+Every number a request carries has bounds: NaN and Infinity are refused (`In` sets
+`allow_inf_nan=False`; a query string's `nan`/`inf` would otherwise parse), times are
+epoch seconds of the years 1970..9999 (`Epoch`), ids fit SQLite's integers (`MAX_ID`),
+counts and durations have a documented range. A value outside is a 422 naming the field,
+never a 500 further down nor a NaN stored as "never".
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Role = Literal["viewer", "operator", "admin"]
 MAX_ID = 2**62  # ids are SQLite integers
+MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z: datetime and every client can show it
+MAX_TEXT_VALUE = 4096  # characters of a text tag's value
 REV_REF = r"^(running|pending|confirmed|draft|[0-9]{1,18})$"
+
+Epoch = Annotated[float, Field(ge=0, le=MAX_EPOCH, allow_inf_nan=False)]
 
 
 class In(BaseModel):
-    """A request body or query: unknown keys are errors."""
+    """A request body or query: unknown keys are errors, no NaN or Infinity."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Out(BaseModel):
@@ -96,13 +107,22 @@ class UserIn(In):
 class UserPatch(In):
     role: Role | None = None
     password: str | None = Field(None, min_length=1, max_length=1024)
+    current_password: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1024,
+        description="required to change your own password (also with a token)",
+    )
     disabled: bool | None = None
 
 
 class TokenIn(In):
     name: str = Field("", max_length=100, description="what the token is for")
     role: Role | None = Field(None, description="default: your role; at most your role")
-    expires_at: float | None = Field(None, description="epoch seconds; default: never")
+    expires_at: Epoch | None = Field(
+        None,
+        description="epoch seconds; default: never (with a token: at most the token's own)",
+    )
 
 
 class TokenOut(Out):
@@ -180,7 +200,11 @@ class DiffOut(Out):
 
 class CommitIn(In):
     confirm_within: float | None = Field(
-        None, ge=10, le=86400, description="seconds; without confirmation it reverts"
+        None,
+        ge=10,
+        le=86400,
+        allow_inf_nan=False,
+        description="seconds; without confirmation it reverts",
     )
     comment: str = Field("", max_length=500)
 
@@ -208,12 +232,12 @@ class ExportQuery(In):
 
 
 class HistoryQuery(In):
-    from_: float | None = Field(None, alias="from", description="epoch seconds")
-    to: float | None = Field(None, description="epoch seconds")
+    from_: Epoch | None = Field(None, alias="from", description="epoch seconds")
+    to: Epoch | None = Field(None, description="epoch seconds")
     limit: int = Field(1000, ge=1, le=100_000)
     format: Literal["json", "csv"] = "json"
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class Sample(Out):
@@ -223,7 +247,21 @@ class Sample(Out):
 
 
 class WriteIn(In):
+    """The field role checks a value against its tag's type and range; this bounds what
+    any tag could hold: finite floats, integers of 64 bits (signed or unsigned), short text."""
+
     value: float | int | bool | str
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _bounded(cls, v: Any) -> Any:
+        # before the union: an int too large would otherwise become a float, and a union's
+        # errors name each member (value.float, value.str ...), not the field
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+            raise ValueError("integers must fit in 64 bits")
+        if isinstance(v, str) and len(v) > MAX_TEXT_VALUE:
+            raise ValueError(f"text must be at most {MAX_TEXT_VALUE} characters")
+        return v
 
 
 class AlarmsQuery(In):
