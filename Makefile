@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup setup-test demo demo-down test unit browser lint bench clean
+.PHONY: setup setup-test demo demo-down test fuzz unit browser lint bench clean
 
 setup:
 	@scripts/setup-host
@@ -23,6 +23,12 @@ lint: setup
 
 test: setup-test lint
 	scripts/run-tests
+
+# The property tests (hypothesis, schemathesis) with random seeds and 20x the examples
+# (APPLIANCE_FUZZ_FACTOR): the long search `make test` leaves out to stay repeatable.
+fuzz: setup-test
+	APPLIANCE_FUZZ=1 $(BIN)/python -m pytest -q -p no:cacheprovider \
+		$$(grep -rl --include='test_*.py' -e '^from hypothesis' -e '^import schemathesis' tests)
 
 unit: setup
 	$(BIN)/python -m pytest -q tests/unit

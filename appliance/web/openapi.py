@@ -91,7 +91,7 @@ def _error_codes(r: RouteDoc) -> list[int]:
     if r.body is not None or r.method in ("PUT", "POST", "PATCH"):
         codes |= {400, 413, 415, 422}
     if r.query is not None:
-        codes |= {422}
+        codes |= {400, 422}  # 422: a parameter is invalid; 400: they disagree (end before start)
     if "<" in r.path:
         codes |= {404}
     codes |= {429} if r.role is not None else set()

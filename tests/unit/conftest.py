@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 from appliance.config.load import Loaded, validate_data
 from appliance.errors import ConfigInvalid
@@ -18,17 +17,8 @@ from appliance.state.db import Store
 from . import factory
 from .factory import NOW
 
-# No example database: each run stands alone, on a laptop as in CI (a failure
-# prints the blob that replays it). Example counts keep the suite to seconds.
-settings.register_profile(
-    "unit",
-    max_examples=200,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.load_profile("unit")
+# The hypothesis profile (repeatable in `make test`, random in `make fuzz`) is loaded by
+# tests/conftest.py from tests/propkit.py, for every folder.
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from propkit import examples
 
 from appliance.config.check import Element, conduit_elements, find_overlaps
 from appliance.config.model import Conduit
@@ -578,7 +579,7 @@ def test_find_overlaps_agrees_with_brute_force_on_one_axis(
     test_find_overlaps_agrees_with_brute_force.hypothesis.inner_test(items)
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(st.lists(st.tuples(st.integers(0, 5), elements()), min_size=1, max_size=10))
 def test_find_overlaps_reports_each_pair_once_and_never_an_element_with_itself(
     items: list[tuple[int, Element]],

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from propkit import examples
 
 from appliance.field.decode import DecodeError, EncodeError, decode, encode
 from appliance.field.points import Point, register_count
@@ -171,7 +172,7 @@ def points(draw: st.DrawFn) -> Point:
     return pt(type_, **kw)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(points(), st.data())
 def test_registers_round_trip_through_decode_and_encode(point: Point, data: st.DataObject):
     n = register_count(point)
@@ -209,14 +210,14 @@ def _values(point: Point) -> st.SearchStrategy[Any]:
     return st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(points(), st.data())
 def test_values_round_trip_through_encode_and_decode(point: Point, data: st.DataObject):
     value = data.draw(_values(point))
     assert decode(point, encode(point, value)) == value
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(
     st.sampled_from(["int16", "int32", "uint16", "uint32"]),
     st.sampled_from([0.1, 0.01, 0.5, 2.0, 10.0, -1.0]),

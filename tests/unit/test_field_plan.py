@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from propkit import examples
 
 from appliance.field.plan import Request, ideal_request_count, plan, split_request
 from appliance.field.points import BIT_TABLES, DeviceLimits, Point, register_count
@@ -288,7 +289,7 @@ def _valid(
     return start, end
 
 
-@settings(max_examples=250)
+@settings(max_examples=examples(250))
 @given(cases())
 def test_plan_reads_each_point_once_within_limits_and_is_optimal(case: tuple) -> None:
     points, limits, splits = case
@@ -312,7 +313,7 @@ def test_plan_reads_each_point_once_within_limits_and_is_optimal(case: tuple) ->
     assert len(requests) == ideal_request_count(points, limits, splits)
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(cases(max_points=7, tables=["holding"]))
 def test_ideal_request_count_agrees_with_brute_force(case: tuple) -> None:
     points, limits, splits = case
@@ -336,7 +337,7 @@ def test_ideal_request_count_agrees_with_brute_force(case: tuple) -> None:
     assert len(requests) == ideal_request_count(points, limits, splits) == (best or 0)
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(cases())
 def test_split_request_learns_a_boundary_that_splits_the_failed_request(case: tuple) -> None:
     points, limits, splits = case
