@@ -5,9 +5,14 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from appliance.config.base import Strict
+from appliance.config.redact import redact_url
+
+# a URL that may carry credentials: user info, query values and token-like path segments are
+# redacted wherever a non-admin or support reads it (appliance.config.redact)
+SECRET_URL = {"x-secret": "url"}
 
 SEVERITY_ORDER: tuple[str, ...] = ("debug", "info", "notice", "warning", "error", "critical")
 Severity = Literal["debug", "info", "notice", "warning", "error", "critical"]
@@ -59,7 +64,10 @@ class Leds(Strict):
 class Fleet(Strict):
     """Where the heartbeat goes, how often, and how the unit proves who it is."""
 
-    url: str = Field(description="https://fleet.example/api/v1/heartbeat")
+    url: str = Field(
+        description="https://fleet.example/api/v1/heartbeat",
+        json_schema_extra=SECRET_URL,
+    )
     interval: float = Field(60, ge=5, le=86400)
     ca_cert: str | None = Field(None, description="PEM text or a file path of the CA to trust")
     token: str | None = Field(None, description="secret: the unit's token")
@@ -118,8 +126,11 @@ class Syslog(Strict):
 class Webhook(Strict):
     """An HTTP(S) POST of each alarm change."""
 
-    url: str
-    token: str | None = Field(None, description="secret: sent as Bearer")
+    url: str = Field(
+        description="where alarm changes are POSTed (http:// only without a token)",
+        json_schema_extra=SECRET_URL,
+    )
+    token: str | None = Field(None, description="secret: sent as Bearer, over https:// only")
     ca_cert: str | None = None
     timeout: float = Field(10.0, gt=0, le=60, description="seconds per request")
 
@@ -127,3 +138,14 @@ class Webhook(Strict):
     @classmethod
     def _url(cls, v: str) -> str:
         return _http_url(v, ("https", "http"))
+
+    @field_validator("token")
+    @classmethod
+    def _token_needs_tls(cls, v: str | None, info: ValidationInfo) -> str | None:
+        url = info.data.get("url")  # absent when the URL itself was refused
+        if v and isinstance(url, str) and not url.startswith("https://"):
+            raise ValueError(
+                "a bearer token needs https:// (it would cross the network in clear text "
+                f"to {redact_url(url)})"
+            )
+        return v

@@ -5,8 +5,11 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import yaml
+
 from appliance.config.load import to_yaml
 from appliance.config.model import Config
+from appliance.config.redact import redact_pair
 
 
 def _by_name(items: list[dict[str, Any]], key: str = "name") -> dict[str, dict[str, Any]]:
@@ -39,13 +42,28 @@ def summary(old: Config, new: Config) -> list[str]:
     return sorted(out, key=lambda line: (line[2:], line[0]))
 
 
-def unified(old: Config, new: Config, old_label: str, new_label: str) -> list[str]:
+def unified(
+    old: Config, new: Config, old_label: str, new_label: str, *, redacted: bool = False
+) -> list[str]:
+    """The YAML of both documents, line by line. `redacted` (for whoever may not read
+    secrets): both documents are redacted by key first, then rendered and compared, so no
+    secret is in the text whatever its length or however YAML wraps it; a secret that
+    changed reads "[redacted, changed]"."""
+    if redacted:
+        a, b = redact_pair(old, new)
+        old_text, new_text = _yaml(a), _yaml(b)
+    else:
+        old_text, new_text = to_yaml(old), to_yaml(new)
     return list(
         difflib.unified_diff(
-            to_yaml(old).splitlines(),
-            to_yaml(new).splitlines(),
+            old_text.splitlines(),
+            new_text.splitlines(),
             fromfile=old_label,
             tofile=new_label,
             lineterm="",
         )
     )
+
+
+def _yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

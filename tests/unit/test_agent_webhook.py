@@ -115,3 +115,29 @@ def test_backlog_is_bounded(store: Store) -> None:
     assert len(msgs) == BACKLOG_MAX
     assert s.status[HOOK.url]["dropped"] == 5
     assert events[0][0] == "webhook.dropped"
+
+
+# -- validation: a bearer token never crosses the network in clear text ---------------------
+
+
+def test_a_token_over_http_is_refused_with_the_field_path() -> None:
+    import pytest
+
+    from appliance.config.load import validate_data
+    from appliance.errors import ConfigInvalid
+
+    from .factory import base
+
+    doc = base()
+    doc["webhooks"] = [
+        {"url": "https://hooks.example/a", "token": "fine"},
+        {"url": "http://user:pw12@10.10.0.9:8080/alarm", "token": "s3cr3t"},
+    ]
+    with pytest.raises(ConfigInvalid) as exc:
+        validate_data(doc)
+    path, message, _ = exc.value.errors[0]
+    assert path == "webhooks[1].token"
+    assert "a bearer token needs https://" in message
+    assert "s3cr3t" not in message and "pw12" not in message  # the error names no secret
+    doc["webhooks"][1].pop("token")  # without a token, http:// is still fine
+    assert validate_data(doc).config.webhooks[1].token is None

@@ -25,13 +25,13 @@ def is_admin() -> bool:
 
 
 def document(cfg: Config, *, admin: bool) -> dict[str, Any]:
-    """The configuration as JSON data; secrets only for admins."""
-    data = cfg.canonical()
+    """The configuration as JSON data; secrets only for admins (others get it redacted by
+    the model's secret fields, before anything is rendered from it)."""
     if admin:
-        return data
-    from appliance.agent.diagnostics import redact
+        return cfg.canonical()
+    from appliance.config.redact import redact_config
 
-    return redact(data)
+    return redact_config(cfg)
 
 
 def text_of(rev: Revision, cfg: Config, *, admin: bool) -> str:
