@@ -8,12 +8,11 @@ caller reports, never a connection it makes anyway.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import ssl
 import tempfile
 from pathlib import Path
 
+from appliance import secretfile
 from appliance.errors import ApplianceError
 
 PEM_MARK = "-----BEGIN"
@@ -47,26 +46,19 @@ def client_context(
 
 
 def _load_chain(ctx: ssl.SSLContext, cert: str, key: str) -> None:
-    """Client certificate and key, each a file path or PEM text (written to a 0600 temp file)."""
-    tmp: list[str] = []
-    try:
+    """Client certificate and key, each a file path or PEM text (written 0600 by
+    `appliance.secretfile` in a private 0700 temporary directory, removed at once)."""
+    with tempfile.TemporaryDirectory(prefix="appliance-tls-") as scratch:
 
-        def as_file(value: str) -> str:
+        def as_file(value: str, name: str) -> str:
             if not is_pem(value):
                 return value
-            fd, name = tempfile.mkstemp(prefix="appliance-tls-", suffix=".pem")
-            tmp.append(name)
-            with os.fdopen(fd, "w") as f:
-                f.write(value)
-            return name
+            secretfile.write(Path(scratch), name, value.encode())
+            return str(Path(scratch) / name)
 
         try:
-            ctx.load_cert_chain(as_file(cert), as_file(key))
+            ctx.load_cert_chain(as_file(cert, "cert.pem"), as_file(key, "key.pem"))
         except (OSError, ssl.SSLError, ValueError) as e:
             raise ApplianceError(
                 f"cannot load the client certificate/key: {e}", field="client_cert"
             ) from None
-    finally:
-        for name in tmp:
-            with contextlib.suppress(OSError):
-                Path(name).unlink()

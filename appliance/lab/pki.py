@@ -3,14 +3,14 @@
 Generated fresh by every `lab up` with the `cryptography` package (ECDSA P-256), valid
 for 30 days, the server certificate naming its IP address as subjectAltName so that a
 verifying client (the appliance's agent) accepts it for that address and nothing else.
-Private keys are written 0600.
+Private keys are written 0600 in a 0700 directory, through `appliance.secretfile` like
+every other secret of the package (no symlink followed, no predictable temporary name).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from appliance import secretfile
 
 VALID_DAYS = 30
 
@@ -51,10 +53,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Write a file with the given mode from its creation on (no window with a wider one)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    secretfile.write(path.parent, path.name, data, mode=mode)
 
 
 def make(directory: Path, host: str, label: str, now: dt.datetime | None = None) -> LabPki:
@@ -62,8 +61,8 @@ def make(directory: Path, host: str, label: str, now: dt.datetime | None = None)
     address = ipaddress.ip_address(host)
     now = now or dt.datetime.now(dt.UTC)
     start, end = now - dt.timedelta(hours=1), now + dt.timedelta(days=VALID_DAYS)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
+    with secretfile.open_dir(directory):  # made 0700 (or refused) before any key exists
+        pass
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(f"appliance lab CA {label}")

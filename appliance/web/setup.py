@@ -5,12 +5,16 @@ code (stored 0600 in the secrets directory) and every page leads to the setup
 page, which needs it. Only root can read it: `appliance setup-code` prints it
 (`lab up` prints it too). It is deleted when the first admin is created, so it
 works once; wrong codes count against the caller's address like failed logins.
+
+Root writes and reads it in a directory the service user owns, so every access goes
+through `appliance.secretfile`: no symlink followed, no predictable temporary name, the
+file given to the data directory's owner by descriptor.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
+import logging
 import os
 import secrets
 import sqlite3
@@ -18,10 +22,13 @@ from collections.abc import Callable
 
 import click
 
+from appliance import secretfile
 from appliance.cli_options import paths_options
 from appliance.errors import PermissionDenied
 from appliance.paths import Paths
-from appliance.web.tls import ensure_secrets_dir, match_owner
+from appliance.secretfile import UnsafeSecretPath
+
+log = logging.getLogger(__name__)
 
 CODE_FILE = "setup-code"
 ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read off a console
@@ -62,51 +69,49 @@ def admin_exists(paths: Paths) -> bool:
         conn.close()
 
 
+def _read_code(paths: Paths) -> str | None:
+    """The stored code; None when there is none (or an empty file). UnsafeSecretPath when
+    the file or the secrets directory is a symlink, a FIFO or another non-file."""
+    try:
+        return secretfile.read(_path(paths)).decode("ascii", "replace").strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def setup_code(paths: Paths, create: bool = True) -> str | None:
     """The current setup code; with `create`, make one when there is none and no admin
     exists. None once an admin exists (a code left over is deleted then)."""
     if admin_exists(paths):
         consume(paths)
         return None
-    path = _path(paths)
-    try:
-        text = path.read_text().strip()
-        if text:
-            return text
-    except FileNotFoundError:
-        pass
-    if not create:
-        return None
-    ensure_secrets_dir(paths)
-    code = new_code()
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, (code + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    match_owner(paths, tmp)
-    try:
-        os.link(tmp, path)  # never replace a code another process made meanwhile
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-    return path.read_text().strip()
+    code = _read_code(paths)
+    if code or not create:
+        return code
+    secretfile.write(
+        paths.secrets_dir,
+        CODE_FILE,
+        (new_code() + "\n").encode(),
+        owner=secretfile.owner_for(paths.data_dir),
+        # an empty file is replaced; a code another process made meanwhile never is
+        replace=os.path.lexists(_path(paths)),
+    )
+    return _read_code(paths)
 
 
 def code_matches(paths: Paths, offered: str) -> bool:
-    code = setup_code(paths, create=False)
+    try:
+        code = setup_code(paths, create=False)
+    except UnsafeSecretPath as e:  # the log says why; the caller learns no path
+        log.warning("setup code refused: %s", e)
+        return False
     if not code or not offered:
         return False
     return hmac.compare_digest(normalize(code).encode(), normalize(offered).encode())
 
 
 def consume(paths: Paths) -> None:
-    """The code has been used: delete it."""
-    with contextlib.suppress(FileNotFoundError):
-        _path(paths).unlink()
+    """The code has been used: delete it (never through a symlinked directory)."""
+    secretfile.remove(paths.secrets_dir, CODE_FILE)
 
 
 def code_for_cli(paths: Paths, euid: Callable[[], int] = os.geteuid) -> str | None:

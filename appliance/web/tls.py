@@ -2,7 +2,8 @@
 
 ECDSA P-256, valid for `VALID_DAYS`, with the unit's name, `localhost`, the
 loopback addresses and the management/IT addresses known at first start as
-subject alternative names. The key is 0600 in the secrets directory. The
+subject alternative names. The key is 0600 in the secrets directory, written and read
+through `appliance.secretfile` (no symlink followed: root may write it). The
 certificate is kept across address changes on purpose: people compare its
 fingerprint (shown by `appliance status` and on the System page) and a new one
 would look like an attack; it is made again only when missing, unreadable, not
@@ -15,7 +16,6 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
-import os
 from pathlib import Path
 
 from cryptography import x509
@@ -23,8 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from appliance.errors import ApplianceError
+from appliance import secretfile
 from appliance.paths import Paths
+from appliance.secretfile import UnsafeSecretPath
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +43,13 @@ def key_path(paths: Paths) -> Path:
     return paths.secrets_dir / KEY_FILE
 
 
-def ensure_secrets_dir(paths: Paths) -> Path:
-    """The secrets directory (0700), owned like the data directory when made by root."""
-    d = paths.secrets_dir
-    try:
-        d.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(d, 0o700)
-    except OSError as e:
-        raise ApplianceError(f"cannot create {d}: {e.strerror}")
-    match_owner(paths, d)
-    return d
-
-
-def match_owner(paths: Paths, target: Path) -> None:
-    """Root making a secret for a role that runs as the data directory's owner: chown it."""
-    if os.geteuid() != 0:
-        return
-    with contextlib.suppress(OSError):
-        st = paths.data_dir.stat()
-        if st.st_uid != 0:
-            os.chown(target, st.st_uid, st.st_gid)
-
-
 def _load(paths: Paths) -> x509.Certificate | None:
     try:
-        cert = x509.load_pem_x509_certificate(cert_path(paths).read_bytes())
-        key = serialization.load_pem_private_key(key_path(paths).read_bytes(), password=None)
+        cert = x509.load_pem_x509_certificate(secretfile.read(cert_path(paths)))
+        key = serialization.load_pem_private_key(secretfile.read(key_path(paths)), password=None)
+    except UnsafeSecretPath as e:  # a planted symlink or FIFO: replaced by a new pair
+        log.warning("%s", e)
+        return None
     except (OSError, ValueError, TypeError):
         return None
     if cert.public_key().public_bytes(
@@ -93,7 +75,6 @@ def ensure_cert(
         RENEW_BEFORE_S
     ):
         return cert_path(paths), key_path(paths)
-    ensure_secrets_dir(paths)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
@@ -136,32 +117,17 @@ def ensure_cert(
         .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
     )
     cert = builder.sign(key, hashes.SHA256())
-    _write(
-        paths,
-        key_path(paths),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        0o600,
+    owner = secretfile.owner_for(paths.data_dir)  # root making it for the roles' user
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    _write(paths, cert_path(paths), cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    secretfile.write(paths.secrets_dir, KEY_FILE, key_pem, mode=0o600, owner=owner)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    secretfile.write(paths.secrets_dir, CERT_FILE, cert_pem, mode=0o644, owner=owner)
     log.info("made a new HTTPS certificate: %s", _fingerprint_of(cert))
     return cert_path(paths), key_path(paths)
-
-
-def _write(paths: Paths, target: Path, data: bytes, mode: int) -> None:
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    match_owner(paths, tmp)
-    os.replace(tmp, target)
 
 
 def _fingerprint_of(cert: x509.Certificate) -> str:
@@ -172,8 +138,8 @@ def _fingerprint_of(cert: x509.Certificate) -> str:
 def fingerprint(paths: Paths) -> str | None:
     """'sha256:AB:CD:...' of the unit's certificate, None before it exists."""
     try:
-        cert = x509.load_pem_x509_certificate(cert_path(paths).read_bytes())
-    except (OSError, ValueError):
+        cert = x509.load_pem_x509_certificate(secretfile.read(cert_path(paths)))
+    except (OSError, ValueError, UnsafeSecretPath):
         return None
     return _fingerprint_of(cert)
 
@@ -181,7 +147,7 @@ def fingerprint(paths: Paths) -> str | None:
 def not_after(paths: Paths) -> float | None:
     """When the certificate expires (epoch seconds), None before it exists."""
     try:
-        cert = x509.load_pem_x509_certificate(cert_path(paths).read_bytes())
-    except (OSError, ValueError):
+        cert = x509.load_pem_x509_certificate(secretfile.read(cert_path(paths)))
+    except (OSError, ValueError, UnsafeSecretPath):
         return None
     return cert.not_valid_after_utc.timestamp()
