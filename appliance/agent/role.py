@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import secrets
 import shutil
 import socket
@@ -250,14 +249,13 @@ class Agent:
             log.warning("event %s not written: %s", kind, e)
 
     def _make_reset_key(self) -> str:
+        """The proof `appliance factory-reset` (root) reads: 0600 in the run directory,
+        which keeps its mode (others read the status files there)."""
+        from appliance import secretfile
+
         self.live.ensure()
         key = secrets.token_urlsafe(32)
-        path = self.paths.run_dir / RESET_KEY
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key)
+        secretfile.write(self.paths.run_dir, RESET_KEY, key.encode(), dir_mode=None)
         return key
 
     # -- control socket ----------------------------------------------------------
