@@ -6,14 +6,20 @@ back from the kernel, the links (``ip -j addr``), recent events, audit lines
 and alarms, the last 6 hours of each role's journal, and disk and database
 figures (sizes and row counts only: no table of users or tokens is dumped).
 
-Secrets are kept out twice: `redact` replaces every value whose key names a
-secret (password, token, secret, hash, salt, ..._key, setup_code ...) and every
-PEM private key wherever it appears; then `scrub` removes, from every file of
-the archive, each secret value known to the unit (those of the configuration,
-the contents of the secrets directory, and any column of the databases whose
-name says it holds a secret), should one have slipped into a log line or an
-event message. A part that cannot be read becomes a note in the archive, not
-an error: support wants the rest anyway.
+Secrets are kept out twice. First every document is redacted by key before it
+is rendered: the configurations with `appliance.config.redact.redact_data`,
+which knows each secret field from the models (and keeps a webhook URL's host
+but not its credentials), every other document (events, audit, live state) by
+the names of its keys (password, token, secret, hash, salt, ..._key,
+setup_code ...) and the shapes of its strings (PEM private keys, URL user info,
+``key=``/``token=``/``sig=`` query values). Then, as a second belt, `scrub`
+removes from every file of the archive the same shapes and each secret value
+known to the unit of 8 characters or more (those of the configuration, the
+contents of the secrets directory, and any column of the databases whose name
+says it holds a secret), should one have slipped into a log line or an event
+message; a shorter value is not searched for, as replacing it would garble the
+text, and needs no search: it was redacted by key. A part that cannot be read
+becomes a note in the archive, not an error: support wants the rest anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +29,6 @@ import io
 import json
 import os
 import platform
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -39,31 +44,15 @@ from typing import Any
 import yaml
 
 from appliance import __version__
+from appliance.config.redact import (
+    REDACTED,
+    is_secret_key,
+    redact_any,
+    redact_data,
+    redact_text,
+)
 from appliance.paths import Paths
 
-REDACTED = "[redacted]"
-SECRET_WORDS = frozenset(
-    {
-        "password",
-        "passwd",
-        "passphrase",
-        "token",
-        "tokens",
-        "secret",
-        "secrets",
-        "hash",
-        "salt",
-        "credential",
-        "credentials",
-        "cookie",
-        "otp",
-        "totp",
-    }
-)
-SECRET_NAMES = frozenset({"setup_code", "private_key", "privkey", "client_key", "api_key"})
-PEM_PRIVATE = re.compile(
-    r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL
-)
 MIN_SCRUB_LEN = 8  # shorter values are redacted by key only (scrubbing "1234" would garble)
 ROLES = ("net", "field", "opcua", "agent", "web")
 JOURNAL_SINCE = "-6h"
@@ -74,50 +63,19 @@ AUDIT_LIMIT = 500
 # -- redaction (pure) ----------------------------------------------------------------
 
 
-def is_secret_key(name: str) -> bool:
-    """Whether a field of this name holds a secret (password, client_key, token_hash ...)."""
-    n = name.lower().replace("-", "_")
-    if n in SECRET_NAMES or n.endswith("_key"):
-        return True
-    return any(part in SECRET_WORDS for part in n.split("_"))
-
-
 def redact(obj: Any, secrets: set[str] | None = None) -> Any:
-    """A copy of `obj` with every secret value replaced; found values go into `secrets`."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if is_secret_key(str(k)) and v not in (None, "", [], {}):
-                _collect(v, secrets)
-                out[k] = REDACTED
-            else:
-                out[k] = redact(v, secrets)
-        return out
-    if isinstance(obj, list | tuple):
-        return [redact(v, secrets) for v in obj]
-    if isinstance(obj, str) and PEM_PRIVATE.search(obj):
-        if secrets is not None:
-            secrets.update(m.group(0) for m in PEM_PRIVATE.finditer(obj))
-        return PEM_PRIVATE.sub(REDACTED, obj)
-    return obj
-
-
-def _collect(value: Any, secrets: set[str] | None) -> None:
-    if secrets is None:
-        return
-    if isinstance(value, dict):
-        for v in value.values():
-            _collect(v, secrets)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            _collect(v, secrets)
-    elif value is not None and not isinstance(value, bool):
-        secrets.add(str(value))
+    """A copy of `obj` (any JSON data) with every secret value replaced, by the name of its
+    key (password, token, ..._key ...) and by its shape (PEM private keys, a URL's user info
+    and sensitive query values); found values go into `secrets`. A configuration document
+    is redacted with `redact_data`, which knows its secret fields from the models."""
+    return redact_any(obj, secrets)
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """`text` without any of the known secret values (longest first) or PEM private keys."""
-    text = PEM_PRIVATE.sub(REDACTED, text)
+    """`text` without PEM private keys, URL credentials (by their shape) and any of the known
+    secret values of 8 characters or more (longest first): the second belt, for free text
+    (events, journals) a secret may have slipped into; documents are redacted by key."""
+    text = redact_text(text)
     for s in sorted({s for s in secrets if len(s) >= MIN_SCRUB_LEN}, key=len, reverse=True):
         text = text.replace(s, REDACTED)
         # the same value as JSON would escape it
@@ -312,7 +270,10 @@ def configuration(paths: Paths, secrets: set[str]) -> dict[str, Any]:
                 continue
             doc = json.loads(rev.document)
             meta = rev.as_dict()
-            out[label] = {"revision": redact(meta, secrets), "config": redact(doc, secrets)}
+            out[label] = {
+                "revision": redact(meta, secrets),
+                "config": redact_data(doc, None, secrets),
+            }
         out["events"] = [e.as_dict() for e in store.events(EVENTS_LIMIT)]
         from appliance.state.db import Audit
 
@@ -420,7 +381,8 @@ def build(paths: Paths, now: float | None = None) -> bytes:
     top = f"appliance-diagnostics-{stamp}"
     files["README.txt"] = (
         f"appliance {__version__} diagnostics, made {datetime.fromtimestamp(at, UTC)}\n"
-        "Secrets (passwords, tokens, keys, hashes, setup code, the secrets directory) are "
+        "Secrets (passwords, tokens, keys, hashes, setup code, the secrets directory, "
+        "credentials in URLs) are "
         f"replaced by {REDACTED}.\nFiles:\n" + "".join(f"  {n}\n" for n in sorted(files))
     )
     buf = io.BytesIO()

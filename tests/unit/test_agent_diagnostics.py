@@ -244,3 +244,58 @@ def test_building_for_another_data_dir_binds_the_models_back(store: Store, tmp_p
     assert (config_db.obj, history_db.obj) == before
     store.event("test.after", "still mine", source="test")
     assert store.events(1)[0].message == "still mine"
+
+
+# -- the reproductions: short values, folded values, credentials in URLs -------------------
+
+SHORT_PASSWORD = "pw12"
+SHORT_TOKEN = "s3cr3t"
+LONG_TOKEN = "correct horse battery staple " * 3 + "tr0ub4dor end"  # YAML folds it
+HOOK_URL = "https://hookuser:hookpass99@hooks.example/alarm?key=k3yk3y&x=1"
+REPRODUCTIONS = (
+    SHORT_PASSWORD,
+    SHORT_TOKEN,
+    "tr0ub4dor",
+    "correct horse",
+    "hookuser",
+    "hookpass99",
+    "k3yk3y",
+)
+
+
+def reproduction_config(n: int) -> dict[str, Any]:
+    doc = secret_config()
+    doc["unit"]["site"] = f"hall {n}"
+    doc["fleet"]["token"] = SHORT_TOKEN
+    doc["webhooks"] = [
+        {"url": "https://hooks.example/long", "token": LONG_TOKEN},
+        {"url": HOOK_URL},
+    ]
+    doc["devices"][0]["security"]["password"] = SHORT_PASSWORD
+    return doc
+
+
+def test_short_folded_and_url_secrets_are_in_no_file(store: Store, tmp_path: Path) -> None:
+    paths = Paths(store.data_dir, tmp_path / "run")
+    for n in (1, 2):  # a running (confirmed) and a pending revision
+        revs.import_text(store, yaml.safe_dump(reproduction_config(n)), author="test", now=T0)
+        revs.commit(store, author="test", now=T0)
+        if n == 1:
+            revs.confirm(store, author="net", now=T0, automatic=True)
+    # the agent's live document and an old event name the webhook by its URL
+    store.event("webhook.dropped", f"webhook {HOOK_URL}: 3 skipped", source="agent")
+    paths.run_dir.mkdir()
+    (paths.run_dir / "agent.json").write_text(
+        json.dumps({"role": "agent", "webhooks": [{"url": HOOK_URL, "sent": 1}]})
+    )
+    files = members(build(paths, now=T0))
+    assert "config/pending.yaml" in files and "live/agent.json" in files
+    for name, text in files.items():
+        for secret in REPRODUCTIONS:
+            assert secret not in text, f"{secret!r} leaked in {name}"
+    running = yaml.safe_load(files["config/running.yaml"])
+    assert running["webhooks"][0]["token"] == REDACTED
+    assert running["webhooks"][1]["url"].startswith("https://[redacted]@hooks.example/alarm?")
+    assert running["devices"][0]["security"]["password"] == REDACTED
+    live = json.loads(files["live/agent.json"])
+    assert "hooks.example" in live["webhooks"][0]["url"]
