@@ -1,4 +1,13 @@
-"""`appliance run`: the roles in the foreground, stopped cleanly by SIGTERM/SIGINT."""
+"""`appliance run`: the roles in the foreground, stopped cleanly by SIGTERM/SIGINT.
+
+One role (`appliance run --roles net`, what each systemd unit runs) runs in this
+process; several run as one child process each under a `Supervisor`. Either way a
+role goes through `run_role`, which also watches the reset generation
+(`appliance.agent.reset`): when a factory reset raises it, the role stops as on
+SIGTERM and the process exits with `EXIT_RESET`, so that whatever runs it (systemd's
+`Restart=always` / `RestartForceExitStatus=75`, or the supervisor) starts it again
+on the fresh databases. Nothing has to know who runs the roles.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
@@ -20,6 +30,11 @@ from appliance.state.db import Store
 from appliance.state.live import LiveState
 
 ROLES = ("net", "field", "opcua", "agent", "web")
+# EX_TEMPFAIL: "stopped for a factory reset, start me again". The units list it in
+# SuccessExitStatus= (not a failure) and RestartForceExitStatus= (restarted whatever
+# Restart= says); the supervisor restarts such a role at once, without back-off.
+EXIT_RESET = 75
+RESET_WATCH_S = 0.5
 log = logging.getLogger("appliance")
 
 
@@ -98,15 +113,82 @@ def run(paths: Paths, roles: list[str]) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if len(roles) == 1:
-        run_role(paths, roles[0], stop)
+        if run_role(paths, roles[0], stop):
+            log.warning("%s role: exiting to be started afresh after the factory reset", roles[0])
+            raise SystemExit(EXIT_RESET)
     else:
         Supervisor(paths, roles).run(stop)
 
 
-def run_role(paths: Paths, role: str, stop: threading.Event) -> None:
-    if role == "net":
-        _run_net(paths, stop)
-        return
+class ResetWatch:
+    """Whether a factory reset happened since this process started: the reset generation
+    in the data directory is no longer the one read at the start (read it before any
+    database is opened, so a reset in between is not missed)."""
+
+    def __init__(self, data_dir: Path, every: float = RESET_WATCH_S) -> None:
+        from appliance.agent.reset import generation
+
+        self._read = generation
+        self.data_dir = Path(data_dir)
+        self.every = every
+        self.seen = self._read_or(None)
+        self.now = self.seen
+        self.tripped = False
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _read_or(self, default: str | None) -> str | None:
+        try:
+            return self._read(self.data_dir)
+        except OSError as e:  # unreadable for a moment: no reason to restart every role
+            log.debug("reset generation unreadable: %s", e)
+            return default
+
+    def changed(self) -> bool:
+        if not self.tripped:
+            self.now = self._read_or(self.seen)
+            self.tripped = self.now != self.seen
+        return self.tripped
+
+    def start(self, stop: threading.Event) -> None:
+        """Set `stop` when the generation changes (checked every `every` seconds)."""
+
+        def loop() -> None:
+            while not self._done.wait(self.every):
+                if self.changed():
+                    log.warning(
+                        "factory reset (reset generation %s -> %s): stopping to start afresh",
+                        self.seen,
+                        self.now,
+                    )
+                    stop.set()
+                    return
+
+        self._thread = threading.Thread(target=loop, name="reset-watch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+
+def run_role(paths: Paths, role: str, stop: threading.Event) -> bool:
+    """Run one role until `stop` (or until it returns); True if it stopped because of a
+    factory reset, and so must be started again."""
+    watch = ResetWatch(paths.data_dir)
+    watch.start(stop)
+    try:
+        if role == "net":
+            _run_net(paths, stop, watch)
+        else:
+            _run_module(paths, role, stop)
+    finally:
+        watch.close()
+    return watch.changed()
+
+
+def _run_module(paths: Paths, role: str, stop: threading.Event) -> None:
     module = importlib.import_module(f"appliance.{role}.role")
     log.info("%s role starting (data %s, run %s)", role, paths.data_dir, paths.run_dir)
     # The role opens its own Store: one connection of ours held open here would make its
@@ -126,7 +208,26 @@ def run_role(paths: Paths, role: str, stop: threading.Event) -> None:
         log.info("%s role stopped", role)
 
 
-def _run_net(paths: Paths, stop: threading.Event) -> None:
+def close_gate_if_unconfigured(store: Store, nft: Any) -> bool:
+    """With no desired revision (first boot, or the databases wiped by a factory reset)
+    the gate is fail-closed, whatever table the kernel still holds: the net role adopts
+    a table it finds (a restart must not cut traffic), and after a reset that table is
+    the wiped configuration's, conduits and all. True if the gate was closed here."""
+    from appliance.state import revisions as revs
+
+    if revs.desired(store) is not None:
+        return False
+    nft.apply(_fail_closed())
+    return True
+
+
+def _fail_closed() -> dict[str, Any]:
+    from appliance.net.render import render_fail_closed
+
+    return render_fail_closed().document()
+
+
+def _run_net(paths: Paths, stop: threading.Event, watch: ResetWatch | None = None) -> None:
     store = Store(paths.data_dir)
     live = LiveState(paths.run_dir)
     from appliance.net.conntrack import Conntrack
@@ -134,13 +235,26 @@ def _run_net(paths: Paths, stop: threading.Event) -> None:
     from appliance.net.nft import Nft, NftMonitor
     from appliance.net.role import NetRole
 
-    role = NetRole(store, live, Nft(), Links(), monitor=NftMonitor(), conntrack=Conntrack())
+    nft = Nft()
+    role = NetRole(store, live, nft, Links(), monitor=NftMonitor(), conntrack=Conntrack())
     log.info("net role starting (data %s, run %s)", paths.data_dir, paths.run_dir)
     store.event("role.started", f"net role started (pid {os.getpid()})", source="net")
     try:
+        if close_gate_if_unconfigured(store, nft):
+            log.info("no configuration: the fail-closed ruleset is loaded")
         role.run(stop.is_set)
     finally:
+        if watch is not None and watch.changed():
+            # the conduits were wiped: the gate closes now, not only once started again
+            try:
+                nft.apply(_fail_closed())
+                log.warning("factory reset: the fail-closed ruleset is loaded")
+            except ApplianceError as e:
+                log.error("factory reset: could not load the fail-closed ruleset: %s", e)
+            store.close()
+            store = Store(paths.data_dir)  # the fresh databases, for the event below
         store.event("role.stopped", f"net role stopped (pid {os.getpid()})", source="net")
+        store.close()
         log.info("net role stopped")
 
 
@@ -169,6 +283,7 @@ class Supervisor:
     def __init__(self, paths: Paths, roles: list[str]) -> None:
         self.paths = paths
         self.roles = roles
+        self.reset_watch = ResetWatch(paths.data_dir)
         self.store = Store(paths.data_dir)
         self.live = LiveState(paths.run_dir)
         self.children = {r: Child(r) for r in roles}
@@ -205,15 +320,14 @@ class Supervisor:
         )
 
     def _factory_reset_done(self, now: float) -> bool:
-        """After a factory reset (the agent leaves a marker) every role starts afresh, so none
-        keeps the wiped databases open."""
-        marker = self.paths.run_dir / "factory-reset.json"
-        if not marker.exists():
+        """After a factory reset (the reset generation changed) every role starts afresh,
+        so none keeps the wiped databases open. The roles see the change too and exit
+        with EXIT_RESET; those still running are stopped here, and all started again."""
+        if not self.reset_watch.changed():
             return False
         log.warning("factory reset: restarting every role")
         self.shutdown(grace=10.0, keep_doc=True)
-        with contextlib.suppress(FileNotFoundError):
-            marker.unlink()
+        self.reset_watch = ResetWatch(self.paths.data_dir)
         self.store.close()
         self.store = Store(self.paths.data_dir)
         for child in self.children.values():
@@ -244,6 +358,19 @@ class Supervisor:
             child.proc = None
             child.last_exit = code
             child.restarts += 1
+            if code == EXIT_RESET:  # it saw a factory reset: again at once, no back-off
+                child.next_start = now
+                self.store.event(
+                    "role.restarted",
+                    f"{child.role} role stopped for a factory reset; restarting "
+                    f"(restart {child.restarts})",
+                    source="supervisor",
+                    severity="warning",
+                    data={"role": child.role, "exit": code, "restarts": child.restarts},
+                )
+                log.warning("%s role stopped for a factory reset; restarting", child.role)
+                self._spawn(child, now)
+                continue
             child.in_a_row += 1
             delay = restart_delay(child.in_a_row)
             child.next_start = now + delay

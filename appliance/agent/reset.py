@@ -8,9 +8,22 @@ the run directory. Before it wipes, it writes an event, an audit line and a
 log line (and the agent flushes syslog, so the SIEM sees it); after, the
 fresh history holds one event saying that the unit was reset.
 
-The agent then returns from its role and leaves `<run_dir>/factory-reset.json`:
-the supervisor restarts every role, so that none keeps the deleted databases
-open and the net role starts fail-closed, as on first boot.
+Last, it raises the *reset generation*, a counter in `<data_dir>/reset-generation`.
+Every role process watches it (`appliance.daemon.ResetWatch`, in the one runner
+every role goes through) and, when it changes, stops and exits with
+`daemon.EXIT_RESET`; whatever runs it starts it again (systemd: `Restart=always`,
+`RestartForceExitStatus=75` in each unit; `appliance run`: its supervisor). So no
+role keeps the deleted databases open whoever runs the roles: the net role comes
+back fail-closed with no conduit, the web role with no account (the setup code
+again), as on first boot. `<run_dir>/factory-reset.json` records who reset and when.
+
+Why the data directory and not the run directory: the counter lies with what it
+stands for (the databases) and survives a reboot, so it only ever grows and a role
+cannot miss a reset by seeing a value again; every role's unit can read and write it
+(`StateDirectory=appliance`), the CLI's reset as root (the agent not running) too;
+and it does not depend on the run directory being kept (`RuntimeDirectoryPreserve=`)
+or on the reset's own wipe of the run directory. The file is written by rename over
+a fresh name made with O_EXCL|O_NOFOLLOW, so root follows no link planted there.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -27,14 +41,59 @@ from typing import Any
 
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
+from appliance.secretfile import owner_for
 from appliance.state.db import Store, config_db, history_db
 
 log = logging.getLogger(__name__)
 
-KEEP_IN_DATA = frozenset({"unit-id"})
+GENERATION = "reset-generation"
+KEEP_IN_DATA = frozenset({"unit-id", GENERATION})
 KEEP_IN_RUN = frozenset({"supervisor.json"})
 MARKER = "factory-reset.json"
-RECOGNISED = ("config.db", "history.db", "secrets", "unit-id")
+RECOGNISED = ("config.db", "history.db", "secrets", "unit-id", GENERATION)
+
+
+def generation(data_dir: Path) -> str | None:
+    """The reset generation (None before the first reset). Raises OSError if the file is
+    there but cannot be read."""
+    try:
+        with open(Path(data_dir) / GENERATION, "rb") as f:
+            return f.read(64).decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        return None
+
+
+def bump_generation(data_dir: Path) -> int:
+    """Raise the reset generation by one (atomically, fsynced); returns the new value."""
+    data_dir = Path(data_dir)
+    try:
+        old = generation(data_dir)
+    except OSError:
+        old = None
+    new = int(old) + 1 if old and old.isdigit() else 1
+    dfd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tmp = f".{GENERATION}.{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o644, dir_fd=dfd)
+        try:
+            try:
+                os.write(fd, f"{new}\n".encode())
+                os.fchmod(fd, 0o644)  # every role reads it, whatever the umask
+                owner = owner_for(data_dir)
+                if owner is not None:  # root (the CLI): the roles' user may replace it later
+                    os.fchown(fd, *owner)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, GENERATION, src_dir_fd=dfd, dst_dir_fd=dfd)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return new
 
 
 def _check_data_dir(data_dir: Path) -> None:
@@ -57,6 +116,55 @@ def _remove(path: Path) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def _wipe(paths: Paths, removed: list[str]) -> None:
+    data_dir = Path(paths.data_dir)
+    try:
+        if data_dir.is_dir():
+            for entry in sorted(data_dir.iterdir()):
+                if entry.name in KEEP_IN_DATA:
+                    continue
+                _remove(entry)
+                removed.append(str(entry))
+        run_dir = Path(paths.run_dir)
+        if run_dir.is_dir():
+            for entry in sorted(run_dir.iterdir()):
+                if entry.name in KEEP_IN_RUN:
+                    continue
+                _remove(entry)
+                removed.append(str(entry))
+    except PermissionError as e:
+        raise PermissionDenied(f"factory reset: cannot remove {e.filename} (root?)") from None
+    except OSError as e:
+        raise ApplianceError(f"factory reset: cannot remove {e.filename}: {e.strerror}") from None
+
+
+def _first_boot_history(data_dir: Path, actor: str, at: float) -> None:
+    fresh = Store(data_dir)  # the empty databases of a first boot
+    try:
+        fresh.event(
+            "unit.factory_reset",
+            f"this unit was reset to its first-boot state by {actor}",
+            source="agent",
+            severity="warning",
+            data={"actor": actor, "at": at},
+        )
+    finally:
+        fresh.close()
+
+
+def _restart_roles(data_dir: Path) -> int | None:
+    """Raise the reset generation: every role process sees it and starts afresh."""
+    if not data_dir.is_dir():
+        return None
+    try:
+        return bump_generation(data_dir)
+    except OSError as e:
+        raise ApplianceError(
+            f"factory reset: cannot write {data_dir / GENERATION}: {e.strerror}; the roles "
+            "keep the wiped state open until they restart (reboot the unit)"
+        ) from None
 
 
 def factory_reset(
@@ -89,45 +197,27 @@ def factory_reset(
         store.close()
     removed: list[str] = []
     try:
-        if data_dir.is_dir():
-            for entry in sorted(data_dir.iterdir()):
-                if entry.name in KEEP_IN_DATA:
-                    continue
-                _remove(entry)
-                removed.append(str(entry))
-        run_dir = Path(paths.run_dir)
-        if run_dir.is_dir():
-            for entry in sorted(run_dir.iterdir()):
-                if entry.name in KEEP_IN_RUN:
-                    continue
-                _remove(entry)
-                removed.append(str(entry))
-    except PermissionError as e:
-        raise PermissionDenied(f"factory reset: cannot remove {e.filename} (root?)") from None
-    except OSError as e:
-        raise ApplianceError(f"factory reset: cannot remove {e.filename}: {e.strerror}") from None
-    fresh = Store(data_dir)  # the empty databases of a first boot
-    try:
-        fresh.event(
-            "unit.factory_reset",
-            f"this unit was reset to its first-boot state by {actor}",
-            source="agent",
-            severity="warning",
-            data={"actor": actor, "at": at},
-        )
+        _wipe(paths, removed)
+        _first_boot_history(data_dir, actor, at)
     finally:
-        fresh.close()
         if not own_store:
             # the caller goes on with its Store (the daemon writes "role.stopped"): bind the
             # models back to it, else its transactions and the models' writes would use two
             # connections and wait for each other
             config_db.initialize(store.config)
             history_db.initialize(store.history)
+        # Even a wipe that failed half-way has deleted files the roles hold open: every
+        # role starts again on what is there now, rather than going on with the old.
+        gen = _restart_roles(data_dir)
     run_dir = Path(paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / MARKER
     tmp = marker.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"at": at, "actor": actor, "pid": os.getpid()}))
+    tmp.write_text(json.dumps({"at": at, "actor": actor, "pid": os.getpid(), "generation": gen}))
     os.replace(tmp, marker)
-    log.warning("factory reset done: %d entries removed; roles must restart", len(removed))
+    log.warning(
+        "factory reset done: %d entries removed; reset generation %s: every role restarts",
+        len(removed),
+        gen,
+    )
     return {"at": at, "actor": actor, "removed": removed}

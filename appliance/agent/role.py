@@ -594,7 +594,9 @@ class Agent:
                     reset_by = self._reset_request
                 if reset_by is not None:
                     self._do_reset(reset_by)
-                    return  # the supervisor restarts every role (see reset.py)
+                    # the process exits with EXIT_RESET and is started again, as every
+                    # other role is (the reset generation: see reset.py)
+                    return
                 wake = now + LOOP_S
                 if self.leds is not None:
                     wake = min(wake, self.leds.next_change(now))

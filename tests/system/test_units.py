@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance import daemon
 from appliance.net.render import render_fail_closed
 
 SYSTEM = Path(__file__).resolve().parents[2] / "system"
@@ -46,3 +47,42 @@ def test_net_unit_keeps_only_net_admin() -> None:
     assert "CapabilityBoundingSet=CAP_NET_ADMIN\n" in text
     assert "APPLIANCE_OWNS_HOST=1" in text  # the guard in appliance.daemon needs it on a unit
     assert "User=appliance" in text
+
+
+ROLE_UNITS = {f"appliance-{role}.service": role for role in daemon.ROLES}
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """Each `Key=value` of a unit file (every value of a key given several times)."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_every_role_has_its_unit() -> None:
+    assert sorted(ROLE_UNITS) == sorted(
+        u.name for u in UNITS if u.name != "appliance-failclosed.service"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(ROLE_UNITS))
+def test_a_role_unit_restarts_its_role_after_a_factory_reset(name: str) -> None:
+    """A factory reset makes each role process exit with EXIT_RESET (appliance.daemon);
+    only systemd starts it again, on the fresh databases: the unit must restart it
+    whatever Restart= says, and not count it as a failure."""
+    role = ROLE_UNITS[name]
+    unit = unit_settings(SYSTEM / "systemd" / name)
+    (exec_start,) = unit["ExecStart"]
+    assert exec_start.split()[1:] == ["run", "--roles", role]  # one role, in the runner
+    assert unit["Restart"] == ["always"]
+    code = str(daemon.EXIT_RESET)
+    assert code in " ".join(unit.get("RestartForceExitStatus", [])).split(), unit
+    assert code in " ".join(unit.get("SuccessExitStatus", [])).split(), unit
+    # the reset generation lies in the data directory: the unit's own, read-write
+    env = " ".join(unit["Environment"]).split()
+    assert "APPLIANCE_DATA_DIR=/var/lib/appliance" in env
+    assert unit["StateDirectory"] == ["appliance"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from appliance import daemon
+from appliance.agent import reset
 from appliance.errors import ApplianceError
 from appliance.paths import Paths
 from appliance.state.db import Event
@@ -82,11 +84,48 @@ def test_a_factory_reset_restarts_every_role(tmp_path: Path) -> None:
     t0 = time.time()
     sup.step(t0)
     before = {r: c.proc.pid for r, c in sup.children.items()}
-    sup.paths.run_dir.mkdir(parents=True, exist_ok=True)
-    (sup.paths.run_dir / "factory-reset.json").write_text("{}")
+    reset.bump_generation(sup.paths.data_dir)  # what the reset does last
     sup.step(t0 + 1)
     after = {r: c.proc.pid for r, c in sup.children.items()}
     assert all(before[r] != after[r] for r in before)
-    assert not (sup.paths.run_dir / "factory-reset.json").exists()
+    assert all(before_pid_gone(pid) for pid in before.values())
     assert Event.select().where(Event.kind == "role.restarted").count() == 1
+    sup.step(t0 + 2)  # once: the new children belong to the new generation
+    assert {r: c.proc.pid for r, c in sup.children.items()} == after
+    assert Event.select().where(Event.kind == "role.restarted").count() == 1
+    sup.shutdown(grace=5)
+
+
+def before_pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+class ResetExits(daemon.Supervisor):
+    """`agent` exits with EXIT_RESET (it saw the reset first), the others sleep."""
+
+    def _spawn(self, child: daemon.Child, now: float) -> None:
+        code = (
+            f"import sys; sys.exit({daemon.EXIT_RESET})"
+            if child.role == "agent" and child.restarts == 0
+            else "import time; time.sleep(60)"
+        )
+        child.proc = subprocess.Popen([sys.executable, "-c", code])
+        child.started_at = now
+
+
+def test_a_role_that_exits_for_a_reset_is_restarted_at_once(tmp_path: Path) -> None:
+    sup = ResetExits(Paths(tmp_path / "d", tmp_path / "r"), ["agent", "web"])
+    t0 = time.time()
+    sup.step(t0)
+    sup.children["agent"].proc.wait(10)
+    sup.step(t0 + 0.1)
+    agent = sup.children["agent"]
+    assert agent.proc is not None  # again at once: no back-off, not a death
+    assert agent.in_a_row == 0 and agent.last_exit == daemon.EXIT_RESET
+    (event,) = Event.select().where(Event.kind == "role.restarted")
+    assert "agent role stopped for a factory reset" in event.message
     sup.shutdown(grace=5)
