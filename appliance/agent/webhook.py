@@ -9,6 +9,11 @@ answer the endpoint will never change its mind about (400, 404, 410, 413, 422)
 skips that one event. Every POST carries ``Idempotency-Key``, the same on every
 retry of the same event, so a receiver can drop duplicates.
 
+A bearer token goes over https:// only (validation refuses it with http://, and
+the sender checks again for a document that skipped validation). The webhook is
+named in status, events and logs by `shown_url`, without the credentials its URL
+may carry (user:password@, ?key=..., a token in the path).
+
 Body (``appliance-alarm/1``)::
 
     {"schema": "appliance-alarm/1", "unit": {"id", "name", "site"},
@@ -29,6 +34,7 @@ from appliance.agent.heartbeat import FleetError, post_json
 from appliance.agent.model import Webhook
 from appliance.agent.outbox import backoff_delay, get_cursor, has_cursor, set_cursor
 from appliance.agent.tlsutil import client_context
+from appliance.config.redact import redact_url
 from appliance.errors import ApplianceError
 from appliance.state.db import Event
 
@@ -44,6 +50,11 @@ BACKOFF_BASE, BACKOFF_CAP = 2.0, 300.0
 
 def cursor_name(hook: Webhook) -> str:
     return f"webhook:{hook.url}"
+
+
+def shown_url(hook: Webhook) -> str:
+    """The webhook's URL as status, events and logs show it: no credentials."""
+    return redact_url(hook.url, strict=True)
 
 
 def idempotency_key(unit_id: str, url: str, event_id: int) -> str:
@@ -102,7 +113,7 @@ class WebhookSender:
             self.status.setdefault(
                 h.url,
                 {
-                    "url": h.url,
+                    "url": shown_url(h),
                     "last_ok": None,
                     "last_error": None,
                     "sent": 0,
@@ -149,9 +160,9 @@ class WebhookSender:
             st["dropped"] += skip
             self._event(
                 "webhook.dropped",
-                f"webhook {hook.url}: {skip} old alarm change(s) skipped (backlog bound)",
+                f"webhook {shown_url(hook)}: {skip} old alarm change(s) skipped (backlog bound)",
                 severity="warning",
-                data={"url": hook.url, "dropped": skip},
+                data={"url": shown_url(hook), "dropped": skip},
             )
         sent = 0
         while not stopping():
@@ -176,7 +187,9 @@ class WebhookSender:
                 elif status in SKIP_STATUSES:
                     st["dropped"] += 1
                     st["last_error"] = f"HTTP {status}: event {ev.id} refused, skipped"
-                    log.warning("webhook %s refused event %d (HTTP %d)", hook.url, ev.id, status)
+                    log.warning(
+                        "webhook %s refused event %d (HTTP %d)", shown_url(hook), ev.id, status
+                    )
                 else:
                     self._failed(st, f"HTTP {status}", now)
                     return sent
@@ -187,6 +200,11 @@ class WebhookSender:
     def _post_event(self, hook: Webhook, ev: Event) -> int:
         headers = {"Idempotency-Key": idempotency_key(str(self.unit.get("id")), hook.url, ev.id)}
         if hook.token:
+            if not hook.url.startswith("https://"):  # validation refuses it; never in clear
+                raise ApplianceError(
+                    f"webhook {shown_url(hook)}: a bearer token needs https://; not sent",
+                    field="webhooks.token",
+                )
             headers["Authorization"] = f"Bearer {hook.token}"
         body = json.dumps(payload(self.unit, ev.as_dict()), sort_keys=True).encode()
         status, _ = self._post(hook.url, body, headers, self._context(hook), hook.timeout)

@@ -141,3 +141,49 @@ def test_a_token_over_http_is_refused_with_the_field_path() -> None:
     assert "s3cr3t" not in message and "pw12" not in message  # the error names no secret
     doc["webhooks"][1].pop("token")  # without a token, http:// is still fine
     assert validate_data(doc).config.webhooks[1].token is None
+
+
+def test_the_sender_never_sends_a_token_in_clear_text(store: Store) -> None:
+    """A Webhook that skipped validation (an old revision): the token is not sent over http."""
+    hook = Webhook.model_construct(url="http://10.10.0.9/alarm", token="s3cr3t", timeout=1.0)
+    fake = FakeEndpoint()
+    s = WebhookSender(UNIT, event=lambda *a, **kw: None, rand=lambda: 0.0, post=fake)
+    s.configure([hook], UNIT, 0.0)
+    store.event("alarm.raised", "x", source="field")
+    assert s.deliver(1.0) == 0
+    assert fake.posts == []
+    assert "https://" in s.live()[0]["last_error"]
+
+
+def test_status_events_and_logs_name_the_webhook_without_its_credentials(
+    store: Store, caplog: Any
+) -> None:
+    import logging
+
+    url = "https://hookuser:hookpass99@hooks.example/alarm?key=k3yk3y"
+    hook = Webhook(url=url)
+    fake = FakeEndpoint()
+    events: list[tuple] = []
+    s = WebhookSender(
+        UNIT,
+        event=lambda k, m, **kw: events.append((k, m, kw)),
+        rand=lambda: 0.0,
+        post=fake,
+    )
+    s.configure([hook], UNIT, 0.0)
+    s._contexts[url] = None  # type: ignore[assignment]  # no real TLS here
+    with store.history.atomic():
+        for k in range(BACKLOG_MAX + 2):
+            store.event("alarm.raised", f"a{k}", source="field")
+    fake.status = 400
+    with caplog.at_level(logging.DEBUG, logger="appliance.agent.webhook"):
+        s.deliver(0.0)
+        fake.status = 503
+        store.event("alarm.raised", "again", source="field")
+        s.deliver(100.0)
+    seen = repr(s.live()) + repr(events) + caplog.text
+    for secret in ("hookuser", "hookpass99", "k3yk3y"):
+        assert secret not in seen, secret
+    assert s.live()[0]["url"] == "https://[redacted]@hooks.example/alarm?key=[redacted]"
+    assert events and "hooks.example" in events[0][1]
+    assert fake.posts[0]["url"] == url  # the real URL is still the one posted to
