@@ -34,6 +34,8 @@ from pathlib import Path
 from appliance.errors import ApplianceError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# reading and unlinking need only search permission on the directory, as a path would
+_LOOKUP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 READ_LIMIT = 1 << 20  # a key, a code, a token: far below; a planted huge file is refused
 
@@ -47,14 +49,17 @@ class UnsafeSecretPath(ApplianceError):
 
 def owner_for(data_dir: Path) -> tuple[int, int] | None:
     """Who a secret made by root belongs to: the data directory's owner, when that is
-    not root (the roles run as it); None when there is nothing to change."""
+    not root (the roles run as it); None when there is nothing to change.
+
+    A symlink as the data directory itself is followed: only whoever owns its parent
+    (root: /var/lib) can make one, and an admin may (/var/lib/appliance -> /data/...)."""
     if os.geteuid() != 0:
         return None
     try:
-        st = os.lstat(data_dir)
+        st = os.stat(data_dir)
     except OSError:
         return None
-    if stat.S_ISLNK(st.st_mode) or st.st_uid == 0:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid == 0:
         return None
     return st.st_uid, st.st_gid
 
@@ -184,7 +189,7 @@ def read(path: Path, *, limit: int = READ_LIMIT) -> bytes:
     FileNotFoundError when it (or its directory) does not exist."""
     path = Path(path)
     try:
-        dfd = os.open(path.parent, _DIR_FLAGS)
+        dfd = os.open(path.parent, _LOOKUP_FLAGS)
     except OSError as e:
         if e.errno in (errno.ELOOP, errno.ENOTDIR):
             raise UnsafeSecretPath(
@@ -213,7 +218,7 @@ def remove(directory: Path, name: str) -> bool:
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"{name!r} is not a file name")
     try:
-        dfd = os.open(directory, _DIR_FLAGS)
+        dfd = os.open(directory, _LOOKUP_FLAGS)
     except FileNotFoundError:
         return False
     except OSError as e:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,36 @@ def test_remove_never_goes_through_a_symlinked_directory(tmp_path: Path) -> None
     assert secretfile.remove(real, "setup-code") and not (real / "setup-code").exists()
     assert not secretfile.remove(real, "setup-code")
     assert not secretfile.remove(tmp_path / "missing", "setup-code")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root (CI runs as root)")
+def test_an_admins_symlink_as_the_data_directory_still_names_its_owner(tmp_path: Path) -> None:
+    real = tmp_path / "flash" / "appliance"
+    real.mkdir(parents=True)
+    os.chown(real, 4242, 4242)
+    (tmp_path / "data").symlink_to(real)  # /var/lib/appliance -> /data/appliance, by root
+    assert secretfile.owner_for(tmp_path / "data") == (4242, 4242)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_read_needs_only_search_permission_on_the_directory() -> None:
+    d = Path(tempfile.mkdtemp(prefix="secretfile-"))  # pytest's tmp_path is root's 0700
+    try:
+        (d / "k").write_bytes(b"s")
+        os.chown(d / "k", 4242, 4242)
+        os.chmod(d, 0o711)  # others may pass through, not list
+        pid = os.fork()
+        if pid == 0:  # the child becomes the service user and reads its own file
+            code = 1
+            try:
+                os.setgid(4242)
+                os.setuid(4242)
+                code = 0 if secretfile.read(d / "k") == b"s" else 2
+            except PermissionError:
+                code = 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        shutil.rmtree(d)
