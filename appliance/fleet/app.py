@@ -44,8 +44,12 @@ from appliance.fleet.validate import (
     HeartbeatValidator,
     bearer_token,
     check_interval,
+    check_keep_days,
+    check_limit,
     idempotency_key,
     load_agent_schema,
+    parse_json,
+    value_errors,
 )
 from appliance.redirects import safe_next
 
@@ -101,6 +105,7 @@ def create_app(
     heartbeats are kept (None: forever); `heartbeat_schema` is the agent's JSON
     Schema (None or a missing file: the receiver's minimal checks only).
     """
+    keep_days = check_keep_days(keep_days)
     store.open_db(db_url)
     db = store.fleet_db  # the proxy: whatever database open_db bound last in this process
     agent_schema = load_agent_schema(heartbeat_schema) if heartbeat_schema else None
@@ -366,11 +371,16 @@ def create_app(
         return jsonify({"authenticated": False})
 
     def _json_body() -> dict[str, Any]:
+        """The request's JSON object, read as heartbeats are (bounded depth, no NaN,
+        numbers and strings a database can hold), or BadRequest naming the field."""
         if not request.is_json:
             raise BadRequest("must be application/json", "Content-Type")
-        data = request.get_json(silent=True)
+        data = parse_json(request.get_data(cache=True))
         if not isinstance(data, dict):
             raise BadRequest("must be a JSON object", "body")
+        errors = value_errors(data)
+        if errors:
+            raise BadRequest(errors[0]["message"], errors[0]["path"], errors)
         return data
 
     # -- operator pages -------------------------------------------------------------------
@@ -382,8 +392,7 @@ def create_app(
 
     def _unit_page(name: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
         unit = store.get_unit(name)
-        limit = request.args.get("limit", 100, type=int) or 100
-        limit = max(1, min(limit, 2000))
+        limit = check_limit(request.args.get("limit"))
         beats = store.heartbeats(unit, limit)
         latest = beats[0].as_dict(with_body=True) if beats else None
         return (
@@ -446,8 +455,7 @@ def create_app(
     @operator_api
     def api_unit(name: str) -> Any:
         unit = store.get_unit(name)
-        limit = request.args.get("limit", 100, type=int) or 100
-        limit = max(1, min(limit, 2000))
+        limit = check_limit(request.args.get("limit"))
         return jsonify(
             {
                 **_unit_json(unit, clock()),

@@ -57,8 +57,8 @@ def fleet() -> None:
     "--keep-days",
     default=90.0,
     show_default=True,
-    type=click.FloatRange(min=0),
-    help="days of heartbeats and events to keep (0: forever)",
+    type=float,
+    help="days of heartbeats and events to keep (0: forever, at most 36500)",
 )
 @click.option("--access-log", is_flag=True, help="log every request on stderr")
 def serve(
@@ -82,11 +82,13 @@ def serve(
         parse_listen,
         serve,
     )
+    from appliance.fleet.validate import check_keep_days
 
+    keep = check_keep_days(keep_days)
     where = parse_listen(listen)
     tls = check_tls(cert, key)
     check_bindable(where)
-    app = create_app(db, open_access=open_access, secure_cookies=tls, keep_days=keep_days or None)
+    app = create_app(db, open_access=open_access, secure_cookies=tls, keep_days=keep)
     if not tls:
         click.echo(
             "warning: no --cert/--key: serving plain HTTP (tokens and heartbeats travel in "

@@ -45,7 +45,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from playhouse import db_url
 
 from appliance.errors import ApplianceError, Conflict, NotFound
-from appliance.fleet.validate import HeartbeatIn, check_token, check_unit_name, token_hash
+from appliance.fleet.validate import (
+    UNIT_NAME_RE,
+    HeartbeatIn,
+    check_token,
+    check_unit_name,
+    token_hash,
+)
 
 log = logging.getLogger("appliance.fleet")
 fleet_db = pw.DatabaseProxy()
@@ -360,7 +366,8 @@ def remove_unit(name: str) -> None:
 
 
 def get_unit(name: str) -> Unit:
-    unit = Unit.get_or_none(Unit.name == name)
+    # a name no unit can have is not looked up (PostgreSQL refuses a NUL in a parameter)
+    unit = Unit.get_or_none(Unit.name == name) if UNIT_NAME_RE.match(name) else None
     if unit is None:
         raise NotFound(f"no unit named {name!r}", field="unit")
     return unit

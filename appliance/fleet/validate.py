@@ -21,14 +21,26 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import ValidationError, relevance
 
+from appliance import jsontext
 from appliance.errors import ApplianceError
 
 SCHEMA_ID = "appliance-heartbeat/1"
 AGENT_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "agent" / "heartbeat.schema.json"
 MAX_EVENTS = 1000  # the agent sends at most 500 per heartbeat
 
+# Every number in a heartbeat fits a signed 64-bit integer (SQLite INTEGER, PostgreSQL
+# BIGINT): ids, cursors and counters are stored as such, and a counter of 10^30 in the
+# kept body is nonsense either way. Times are epoch seconds up to 1e11 (the year 5138);
+# durations up to 1e10 s (three centuries). See `value_errors` for the checks made on
+# every value of the body, whatever the schema says of it.
+INT64_MAX = 2**63 - 1
+TIME_MAX = 1e11
+DURATION_MAX = 1e10
+
 _STR = {"type": "string", "maxLength": 1000}
 _OPT_STR = {"type": ["string", "null"], "maxLength": 1000}
+_OPT_ID = {"type": ["integer", "null"], "minimum": 0, "maximum": INT64_MAX}
+_OPT_TIME = {"type": ["number", "null"], "minimum": 0, "maximum": TIME_MAX}
 
 MINIMAL_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -48,9 +60,9 @@ MINIMAL_SCHEMA: dict[str, Any] = {
             },
         },
         "seq": {"type": "integer", "minimum": 0, "maximum": 2**62},
-        "sent_at": {"type": "number", "minimum": 0, "maximum": 1e11},
+        "sent_at": {"type": "number", "minimum": 0, "maximum": TIME_MAX},
         "firmware": {"type": ["string", "null"], "maxLength": 100},
-        "uptime_s": {"type": ["number", "null"], "minimum": 0},
+        "uptime_s": {"type": ["number", "null"], "minimum": 0, "maximum": DURATION_MAX},
         "health": {
             "type": "object",
             "required": ["state"],
@@ -69,10 +81,15 @@ MINIMAL_SCHEMA: dict[str, Any] = {
         "revision": {
             "type": ["object", "null"],
             "properties": {
-                "id": {"type": ["integer", "null"]},
+                "id": _OPT_ID,
                 "sha256": {"type": ["string", "null"], "maxLength": 64},
                 "state": {"type": ["string", "null"], "maxLength": 32},
+                "confirm_deadline": _OPT_TIME,
             },
+        },
+        "alarms": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"id": _OPT_ID, "raised_at": _OPT_TIME}},
         },
         "events": {
             "type": "array",
@@ -82,7 +99,7 @@ MINIMAL_SCHEMA: dict[str, Any] = {
                 "required": ["id", "at", "kind", "message"],
                 "properties": {
                     "id": {"type": "integer", "minimum": 0, "maximum": 2**62},
-                    "at": {"type": "number", "minimum": 0, "maximum": 1e11},
+                    "at": {"type": "number", "minimum": 0, "maximum": TIME_MAX},
                     "kind": {"type": "string", "maxLength": 100},
                     "severity": {"type": ["string", "null"], "maxLength": 16},
                     "source": {"type": ["string", "null"], "maxLength": 32},
@@ -90,7 +107,7 @@ MINIMAL_SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        "events_cursor": {"type": ["integer", "null"], "minimum": 0},
+        "events_cursor": _OPT_ID,
         "id": {"type": "string", "minLength": 1, "maxLength": 200},
     },
 }
@@ -98,6 +115,7 @@ MINIMAL_SCHEMA: dict[str, Any] = {
 TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,512}$")
 UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, lone surrogates (see value_errors)
 INTERVAL_MIN, INTERVAL_MAX = 5.0, 86400.0
 
 
@@ -154,7 +172,10 @@ def field_path(path: Iterable[str | int]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            part = str(part)
+            if not part.isprintable():  # a key with a NUL or a newline: shown escaped
+                part = json.dumps(part)[1:-1]
+            out += f".{part}" if out else part
     return out
 
 
@@ -222,15 +243,17 @@ class HeartbeatValidator:
                 self.validators.append(cls(schema, format_checker=cls.FORMAT_CHECKER))
 
     def errors(self, body: Any) -> list[dict[str, str]]:
-        """Every finding as {"path", "message"}, most relevant first, no duplicates."""
+        """Every finding as {"path", "message"}, most relevant first, no duplicates: first
+        values no database can hold (see `value_errors`), then the schemas' findings."""
         found: list[ValidationError] = []
         for v in self.validators:
             found.extend(v.iter_errors(body))
         found.sort(key=relevance, reverse=True)
+        items = [(e["path"], e["message"]) for e in value_errors(body)]
+        items += [(_error_path(err), _error_message(err)) for err in found]
         out: list[dict[str, str]] = []
         seen: set[tuple[str, str]] = set()
-        for err in found:
-            item = (_error_path(err), _error_message(err))
+        for item in items:
             if item not in seen:
                 seen.add(item)
                 out.append({"path": item[0], "message": item[1]})
@@ -248,15 +271,108 @@ class HeartbeatValidator:
 
 
 def parse_json(raw: bytes) -> Any:
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not JSON")
-
+    """The JSON in `raw` (appliance.jsontext: bounded size and depth, no NaN or Infinity),
+    or BadRequest: naming the value's path when one number is the trouble, else `body`."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=no_constants)
-    except UnicodeDecodeError:
-        raise BadRequest("is not UTF-8", "body")
-    except ValueError as e:
-        raise BadRequest(f"is not valid JSON ({e})", "body")
+        return jsontext.loads(raw)
+    except jsontext.BadJson as e:
+        found = _bad_number(raw)
+        if found is not None:
+            raise BadRequest(found[1], found[0]) from None
+        message = str(e)
+        if not message.startswith(("is ", "nests ")):
+            message = f"is not valid JSON ({message})"
+        raise BadRequest(message, "body") from None
+
+
+class _BadNumber:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _bad_number(raw: bytes) -> tuple[str, str] | None:
+    """(path, message) of the first NaN, Infinity, or number out of range in `raw`, if the
+    text is otherwise JSON jsontext takes (called only after jsontext refused it)."""
+    try:
+        text = raw.decode("utf-8")
+        if len(text) > jsontext.MAX_BYTES or jsontext.depth_of(text) > jsontext.MAX_DEPTH:
+            return None
+
+        def number(literal: str) -> Any:
+            value = float(literal)
+            return value if math.isfinite(value) else _BadNumber(literal)
+
+        def integer(literal: str) -> Any:
+            return int(literal) if len(literal) <= 40 else _BadNumber(literal[:20] + "...")
+
+        data = json.loads(text, parse_constant=_BadNumber, parse_float=number, parse_int=integer)
+    except (ValueError, RecursionError):
+        return None
+
+    def find(value: Any, path: list[str | int]) -> tuple[str, str] | None:
+        if isinstance(value, _BadNumber):
+            if value.text.lstrip("-") in ("NaN", "Infinity"):
+                return field_path(path) or "body", f"must be a finite number (got {value.text})"
+            return field_path(path) or "body", f"is out of range (got {value.text})"
+        items: Iterable[tuple[str | int, Any]] = ()
+        if isinstance(value, dict):
+            items = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        for key, item in items:
+            hit = find(item, [*path, key])
+            if hit:
+                return hit
+        return None
+
+    return find(data, [])
+
+
+def value_errors(body: Any) -> list[dict[str, str]]:
+    """Values no database column can hold, wherever they are in the body (the schemas do
+    not bound every number, and a newer agent may send fields neither schema knows):
+    numbers beyond a signed 64-bit integer, strings or keys with a NUL (PostgreSQL text
+    refuses it) or a lone surrogate (not UTF-8: SQLite and PostgreSQL refuse it)."""
+    out: list[dict[str, str]] = []
+
+    def bad_text(s: str) -> str | None:
+        m = _UNSTORABLE.search(s)
+        if m is None:
+            return None
+        if m.group() == "\x00":
+            return "must not contain a NUL character"
+        return "must be valid Unicode (no lone surrogate)"
+
+    def walk(value: Any, path: list[str | int]) -> None:
+        if len(out) >= 20:
+            return
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, int | float):
+            if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > INT64_MAX:
+                message = f"must be between -{INT64_MAX} and {INT64_MAX} (got {value:.6g})"
+                out.append({"path": field_path(path) or "body", "message": message})
+        elif isinstance(value, str):
+            problem = bad_text(value)
+            if problem:
+                out.append({"path": field_path(path) or "body", "message": problem})
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                problem = bad_text(key)
+                if problem:
+                    out.append({"path": field_path([*path, key]), "message": f"key {problem}"})
+                walk(item, [*path, key])
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk(item, [*path, i])
+
+    walk(body, [])
+    return out
+
+
+def _opt_int(value: Any) -> int | None:
+    """An integer field (jsonschema counts 3.0 as an integer) as a Python int."""
+    return None if value is None else int(value)
 
 
 def _heartbeat(body: dict[str, Any]) -> HeartbeatIn:
@@ -287,11 +403,11 @@ def _heartbeat(body: dict[str, Any]) -> HeartbeatIn:
         firmware=body.get("firmware"),
         health=health["state"],
         reasons=tuple(health.get("reasons") or ()),
-        revision_id=rev.get("id"),
+        revision_id=_opt_int(rev.get("id")),
         revision_sha256=rev.get("sha256"),
         revision_state=rev.get("state"),
         events=events,
-        events_cursor=body.get("events_cursor"),
+        events_cursor=_opt_int(body.get("events_cursor")),
         heartbeat_id=body.get("id") if isinstance(body.get("id"), str) else None,
         body=body,
     )
@@ -363,3 +479,29 @@ def check_interval(value: Any, field: str = "interval") -> float | None:
             field,
         )
     return seconds
+
+
+LIMIT_DEFAULT, LIMIT_MAX = 100, 2000
+KEEP_DAYS_MAX = 36500.0
+
+
+def check_limit(text: str | None, field: str = "limit") -> int:
+    """A `?limit=` of rows to show: an integer, clamped to 1..2000 (absent: 100)."""
+    if text is None or not text.strip():
+        return LIMIT_DEFAULT
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?[0-9]{1,40}", text):
+        raise BadRequest(f"must be a whole number of rows (got {text[:40]!r})", field)
+    return max(1, min(int(text), LIMIT_MAX))
+
+
+def check_keep_days(value: float | None, field: str = "--keep-days") -> float | None:
+    """Days of heartbeats to keep: 0 or None is forever, else a finite 0..36500.
+
+    NaN matters: PostgreSQL orders NaN above every number, so pruning rows
+    `received_at < now - NaN` would delete every one of them."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not math.isfinite(value) or not 0 <= value <= KEEP_DAYS_MAX:
+        raise BadRequest(f"must be a number of days from 0 (forever) to {KEEP_DAYS_MAX:.0f}", field)
+    return value or None

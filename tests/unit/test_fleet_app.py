@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from flask.testing import FlaskClient
 from appliance.errors import ApplianceError
 from appliance.fleet import store
 from appliance.fleet.app import LOGIN_MAX_FAILURES, SESSION_HOURS, create_app
+from appliance.fleet.validate import UNIT_NAME_RE
 
 from .test_fleet_validate import T0, UNIT_UUID, event, heartbeat
 from .test_redirects import HOSTILE
@@ -520,3 +522,80 @@ def test_a_forged_or_tampered_session_id_is_refused(app: Flask, client: FlaskCli
     with client.session_transaction() as sess:
         sess["sid"] = "x" * 43
     assert client.get("/").status_code == 302
+
+
+# -- hostile input everywhere: bodies, numbers, strings, query strings ------------------------
+
+
+def test_hostile_heartbeats_are_400_naming_the_field_and_store_nothing(
+    client: FlaskClient, token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    good = json.dumps(heartbeat(1, events=[event(1)]))
+    cases = [
+        (b"[" * 100_000 + b"]" * 100_000, "body"),
+        (good.replace('"events_cursor": 1', '"events_cursor": ' + "1" + "0" * 30), "events_cursor"),
+        (good.replace('"events_cursor": 1', '"events_cursor": 1e30'), "events_cursor"),
+        (good.replace('"id": 3,', '"id": 1000000000000000000000000000000,'), "revision.id"),
+        (good.replace('"sent_at": ', '"sent_at": NaN, "x": '), "sent_at"),
+        (good.replace('"uptime_s": ', '"uptime_s": Infinity, "x": '), "uptime_s"),
+        (good.replace('"press-line-3"', '"press\\u0000line"'), "unit.name"),
+        (good.replace('"event 1"', '"\\ud800"'), "events[0].message"),
+    ]
+    for data, field in cases:
+        r = client.post(HB, data=data, headers=headers)
+        assert r.status_code == 400, (field, r.status_code, r.data[:200])
+        assert r.json["field"] == field, r.json
+    assert count(store.Heartbeat) == 0 and count(store.Event) == 0
+    assert unit().last_seen is None
+
+
+def test_operator_json_bodies_are_bounded_too(client: FlaskClient, token: str) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    r = client.post("/api/v1/session", data=deep, content_type="application/json")
+    assert r.status_code == 400 and r.json["field"] == "body"
+    r = client.post("/api/v1/session", data=b'{"password": NaN}', content_type="application/json")
+    assert r.status_code == 400 and r.json["field"] == "password"
+    r = client.post(
+        "/api/v1/session", data=b'{"password": "\\ud800"}', content_type="application/json"
+    )
+    assert r.status_code == 400 and r.json["field"] == "password"
+    r = client.post("/api/v1/session", json={"password": PASSWORD})
+    csrf = r.json["csrf"]
+    url = "/api/v1/units/press-3/interval"
+    for data, field in ((deep, "body"), (b'{"interval": NaN}', "interval")):
+        r = client.post(
+            url, data=data, content_type="application/json", headers={"X-CSRF-Token": csrf}
+        )
+        assert r.status_code == 400 and r.json["field"] == field, r.json
+    assert unit().interval_request is None
+
+
+def test_a_limit_that_is_not_a_number_is_400(client: FlaskClient, token: str) -> None:
+    login(client)
+    for limit in ("abc", "1e3", "5.5", "nan"):
+        r = client.get(f"/api/v1/units/press-3?limit={limit}")
+        assert r.status_code == 400 and r.json["field"] == "limit", limit
+        assert client.get(f"/units/press-3?limit={limit}").status_code == 400
+    for limit in ("1", str(10**30), "-5"):  # numbers are clamped to 1..2000
+        assert client.get(f"/api/v1/units/press-3?limit={limit}").status_code == 200
+        assert client.get(f"/units/press-3?limit={limit}").status_code == 200
+
+
+def test_a_name_no_unit_can_have_never_reaches_the_database(
+    client: FlaskClient, token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL refuses a NUL in a query parameter (psycopg2 raises ValueError: a 500)
+    login(client)
+    real = store.Unit.get_or_none
+
+    def guarded(expr: Any, *args: Any, **kw: Any) -> Any:
+        name = getattr(expr, "rhs", None)
+        assert not isinstance(name, str) or UNIT_NAME_RE.match(name), name
+        return real(expr, *args, **kw)
+
+    monkeypatch.setattr(store.Unit, "get_or_none", guarded)
+    for name in ("a%00b", "x" * 65):
+        r = client.get(f"/api/v1/units/{name}")
+        assert r.status_code == 404 and r.json["field"] == "unit"
+        assert client.get(f"/units/{name}").status_code == 404

@@ -267,3 +267,19 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str], db: str
         code, _, err = run(capsys, "serve", "--db", db, "--listen", f"127.0.0.1:{port}")
     assert code == 4
     assert err.strip() == f"appliance: --listen: 127.0.0.1:{port} is already in use"
+
+
+@pytest.mark.parametrize("days", ["nan", "inf", "-1", "1e300"])
+def test_serve_refuses_a_retention_that_is_not_a_number_of_days(
+    capsys: pytest.CaptureFixture[str], db: str, days: str
+) -> None:
+    # NaN would make PostgreSQL's `received_at < NaN` true for every row: prune all
+    with socket.socket() as s:  # a port in use: were the flag taken, serve stops there
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        code, _, err = run(
+            capsys, "serve", "--db", db, "--listen", f"127.0.0.1:{port}", "--keep-days", days
+        )
+    assert code == 2, err
+    assert err.count("\n") == 1 and "--keep-days" in err, err

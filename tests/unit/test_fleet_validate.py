@@ -179,7 +179,7 @@ def test_the_agents_schema_is_applied_when_present(
     [
         (b"{not json", "is not valid JSON"),
         (b"\xff\xfe", "is not UTF-8"),
-        (b'{"seq": NaN}', "is not valid JSON"),
+        (b"{" * 33 + b"}" * 33, "nests deeper than 32 levels"),
         (b"[]", "must be object"),
     ],
 )
@@ -253,3 +253,165 @@ def test_tokens_and_unit_names() -> None:
         with pytest.raises(BadRequest) as exc:
             check_unit_name(bad, "NAME")
         assert exc.value.field == "NAME"
+
+
+# -- hostile JSON: depth, NaN/Infinity, numbers out of range, strings a database refuses -------
+
+INT64_MAX = 2**63 - 1
+
+
+def text_with(body: dict[str, Any], path: str, literal: str) -> bytes:
+    """The JSON of `body` with the value at `path` (a dotted path, `[i]` for items) replaced by
+    `literal` as written (NaN, 1e999, 10**30 digits...), which json.dumps would not write."""
+    marker = "__REPLACE_ME__"
+    target: Any = body
+    parts = path.replace("[", ".[").split(".")
+    for part in parts[:-1]:
+        target = target[int(part[1:-1])] if part.startswith("[") else target[part]
+    last = parts[-1]
+    if last.startswith("["):
+        target[int(last[1:-1])] = marker
+    else:
+        target[last] = marker
+    return json.dumps(body).replace(f'"{marker}"', literal).encode()
+
+
+def test_a_deeply_nested_body_is_refused_as_the_body(
+    minimal: HeartbeatValidator, full: HeartbeatValidator
+) -> None:
+    for data in (
+        b"[" * 100_000 + b"]" * 100_000,
+        text_with(heartbeat(), "unit.site", "[" * 40 + "]" * 40),
+    ):
+        for v in (minimal, full):
+            with pytest.raises(BadRequest) as exc:
+                v.parse(data)
+            assert exc.value.field == "body"
+            assert "nests deeper" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "literal"),
+    [
+        ("seq", "NaN"),
+        ("sent_at", "NaN"),
+        ("sent_at", "Infinity"),
+        ("uptime_s", "-Infinity"),
+        ("uptime_s", "1e999"),
+        ("revision.id", "NaN"),
+        ("events_cursor", "Infinity"),
+        ("events[0].at", "NaN"),
+        ("conduits.top[0].bytes", "1e400"),
+        ("revision.confirm_deadline", "NaN"),
+    ],
+)
+def test_nan_and_infinity_are_refused_naming_the_field(
+    minimal: HeartbeatValidator, full: HeartbeatValidator, path: str, literal: str
+) -> None:
+    body = heartbeat(events=[event(1)])
+    body["revision"]["confirm_deadline"] = None
+    data = text_with(body, path, literal)
+    for v in (minimal, full):
+        with pytest.raises(BadRequest) as exc:
+            v.parse(data)
+        assert exc.value.field == path, exc.value.as_dict()
+        assert literal.lstrip("-") in str(exc.value) or "out of range" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "literal"),
+    [
+        ("events_cursor", str(10**30)),
+        ("events_cursor", "1e30"),
+        ("events_cursor", str(2**63)),
+        ("events_cursor", "-1"),
+        ("revision.id", str(10**30)),
+        ("revision.id", "9.3e18"),
+        ("revision.id", "-5"),
+        ("seq", str(10**30)),
+        ("events[0].id", str(10**30)),
+        ("sent_at", "1e300"),
+        ("sent_at", "-1"),
+        ("events[0].at", "1e300"),
+        ("uptime_s", "1e300"),
+        ("revision.confirm_deadline", "1e300"),
+        ("alarms[0].raised_at", "1e300"),
+        ("alarms[0].id", str(10**30)),
+        ("conduits.count", "1e300"),
+        ("conduits.top[0].bytes", str(10**30)),
+        ("conduits.drops.it_ot", str(-(10**30))),
+        ("outbox.queued", str(2**64)),
+        ("tags.total", "1e19"),
+    ],
+)
+def test_numbers_out_of_range_are_refused_naming_the_field(
+    minimal: HeartbeatValidator, full: HeartbeatValidator, path: str, literal: str
+) -> None:
+    body = heartbeat(events=[event(1)])
+    body["revision"]["confirm_deadline"] = None
+    body["alarms"] = [
+        {
+            "id": 1,
+            "key": "k",
+            "tag": None,
+            "device": None,
+            "kind": "high",
+            "severity": "warning",
+            "raised_at": T0,
+            "acked": False,
+            "message": "m",
+        }
+    ]
+    data = text_with(body, path, literal)
+    for v in (minimal, full):
+        with pytest.raises(BadRequest) as exc:
+            v.parse(data)
+        paths = [e["path"] for e in exc.value.errors]
+        assert path in paths, exc.value.as_dict()
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(data)
+    assert exc.value.field == path, exc.value.as_dict()
+
+
+def test_the_largest_database_integers_are_accepted(minimal: HeartbeatValidator) -> None:
+    body = heartbeat(events_cursor=INT64_MAX)
+    body["revision"]["id"] = INT64_MAX
+    hb = minimal.parse(raw(body))
+    assert (hb.events_cursor, hb.revision_id) == (INT64_MAX, INT64_MAX)
+
+
+def test_integral_floats_become_integers(minimal: HeartbeatValidator) -> None:
+    data = text_with(heartbeat(events=[event(1)]), "revision.id", "3.0")
+    hb = minimal.parse(data)
+    assert hb.revision_id == 3 and type(hb.revision_id) is int
+    data = text_with(heartbeat(events=[event(1)]), "events_cursor", "1.0")
+    hb = minimal.parse(data)
+    assert hb.events_cursor == 1 and type(hb.events_cursor) is int
+    data = text_with(heartbeat(events=[event(1)]), "events[0].id", "1.0")
+    assert type(minimal.parse(data).events[0].id) is int
+
+
+@pytest.mark.parametrize(
+    ("path", "literal"),
+    [
+        ("unit.name", r'"press\u0000line"'),
+        ("events[0].message", r'"bad \ud800 half"'),
+        ("health.reasons[0].message", r'"\u0000"'),
+        ("firmware", r'"\udfff"'),
+    ],
+)
+def test_strings_a_database_cannot_store_are_refused_naming_the_field(
+    minimal: HeartbeatValidator, full: HeartbeatValidator, path: str, literal: str
+) -> None:
+    data = text_with(heartbeat(state="degraded", events=[event(1)]), path, literal)
+    for v in (minimal, full):
+        with pytest.raises(BadRequest) as exc:
+            v.parse(data)
+        assert exc.value.field == path, exc.value.as_dict()
+
+
+def test_a_bad_key_is_named_too(minimal: HeartbeatValidator) -> None:
+    data = raw(heartbeat()).replace(b'"tags"', b'"t\\u0000ags"', 1)
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(data)
+    assert exc.value.field == "t\\u0000ags"
