@@ -5,15 +5,41 @@ that has a `Store` open (the web role, the CLI, the field role's OPC UA server):
 
 - users: name, role (viewer < operator < admin), an argon2id hash, disabled flag,
   last login. Password policy: at least 12 characters, not in the shipped list of
-  common passwords (``common-passwords.txt``), not the user name.
+  common passwords (``common-passwords.txt``), not the user name. A new password
+  (own or set by an admin) revokes the user's API tokens and ends their sessions
+  (but the one that made the change, when it is the user's own session).
 - API tokens: shown once; only their SHA-256 is stored, with an 8-character prefix
   people can recognise. A token's role is at most its user's role, checked again at
-  every use (demoting or disabling a user demotes or disables their tokens).
-- throttling, per account and per source address: the first `FREE_FAILURES` failed
-  logins cost nothing, then each one locks the key for `LOCK_BASE_S` doubled per
-  further failure (60 s, 120 s, 240 s ... at most `LOCK_MAX_S`). While locked,
-  the password is not even checked (no oracle). A success clears the account's
-  count; an address's count fades `FORGET_AFTER_S` after its last failure.
+  every use (demoting or disabling a user demotes or disables their tokens). A token
+  made with a token (`create_token(not_after=...)`) expires at the latest when its
+  parent does: a short-lived credential cannot mint a long-lived one.
+- throttling: a lock never follows a guesser to other people. Three counts, each the
+  same back-off (the first `FREE_FAILURES[kind]` failures cost nothing, then each one
+  locks for `LOCK_BASE_S` doubled per further failure, 60 s, 120 s ... at most
+  `LOCK_MAX_S`; a count is forgotten `FORGET_AFTER_S` after its last failure):
+
+  - ``pair``: per (account, source). The one that stops a guesser: 5 free tries,
+    then about one guess an hour, and only from that source (33 a day from one
+    address lock `admin` for that address, nobody else).
+  - ``addr``: per source across accounts (password spraying); wrong API tokens and
+    setup codes count here too.
+  - ``user``: per account, counting *distinct sources* that failed (a failure from
+    a source it has already counted adds nothing), so no single source can raise it:
+    only a distributed guess does. It never applies to the management side: sources
+    in a subnet of a mgmt interface, and loopback (the console), which the caller
+    tells `login(trusted=True)` (the web decides it, `auth.on_mgmt_side`). This is
+    the way in that products keep for their operators (Cisco IOS's `login block-for`
+    with `login quiet-mode access-class`): an attacker on the IT side can at worst
+    make the admin walk to the mgmt port.
+
+  A source is the peer's address; IPv6 counts per /64 (one host has a whole /64);
+  without one (`source=None`: a service that cannot tell) the logons share one
+  bucket of their own per account, which touches no real source's counts. While a
+  key is locked the password is not even checked (no oracle); a success clears the
+  pair's count only. Keys never hold a typed user name (it may be a password): a
+  keyed hash of it (`name_tag`; the key lives in the config DB). Rows whose count is
+  forgotten and lock over, and ended sessions, are pruned on the way (at most every
+  `PRUNE_EVERY_S`, from `login` and `lookup_session`).
 - sessions: server side. The cookie carries a random id; the table keeps only
   its SHA-256 (a copied database does not hand out live sessions), the user, the
   CSRF token, created/last-seen times. A login always makes a new id (the old
@@ -26,6 +52,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
@@ -43,10 +70,15 @@ ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
 MIN_PASSWORD = 12
 MAX_PASSWORD = 1024
 
-FREE_FAILURES = {"user": 5, "addr": 10}
+FREE_FAILURES = {"pair": 5, "addr": 20, "user": 10}  # "user": distinct sources
 LOCK_BASE_S = 60.0
 LOCK_MAX_S = 3600.0
-FORGET_AFTER_S = 3600.0
+# A day: forgetting sooner than the longest lock plus a little would hand a patient
+# guesser FREE_FAILURES fresh tries every hour or two.
+FORGET_AFTER_S = 86400.0
+PRUNE_EVERY_S = 60.0
+NO_SOURCE = "-"  # the bucket of logons that come without a source address
+UNKNOWN_USER = "unknown user"  # how the audit names a user name that does not exist
 
 # Last-seen is written at most this often per session: a write per request would put an
 # fsync (the config DB is synchronous=FULL) on every page poll. Idle timeouts are minutes.
@@ -142,13 +174,23 @@ class ApiToken(ConfigModel):
 
 
 class LoginThrottle(ConfigModel):
-    key = pw.CharField(max_length=200, primary_key=True)  # "user:alice" / "addr:10.99.0.1"
+    # "pair:<name tag>@<source>", "addr:<source>", "user:<name tag>"
+    key = pw.CharField(max_length=200, primary_key=True)
     failures = pw.IntegerField(default=0)
     last_failure_at = pw.FloatField()
     locked_until = pw.FloatField(default=0.0)
 
     class Meta:
         table_name = "web_throttle"
+
+
+class ThrottleKey(ConfigModel):
+    """The key of `name_tag` (one row), made at first use."""
+
+    secret = pw.CharField(max_length=64)
+
+    class Meta:
+        table_name = "web_throttle_key"
 
 
 class WebSession(ConfigModel):
@@ -281,8 +323,14 @@ def update_user(
     role: str | None = None,
     password: str | None = None,
     disabled: bool | None = None,
+    keep_session: str | None = None,
 ) -> User:
-    """Change a user; the last enabled admin cannot be demoted or disabled (Conflict)."""
+    """Change a user; the last enabled admin cannot be demoted or disabled (Conflict).
+
+    A new password revokes the user's tokens and ends their sessions, but the one whose
+    digest is `keep_session` (the user's own, changing their own password); disabling
+    ends every session.
+    """
     user = get_user(name)
     db = User._meta.database
     with db.atomic():
@@ -300,8 +348,12 @@ def update_user(
             user.password_hash = _hasher.hash(password)
             user.password_changed_at = now
         user.save()
-        if disabled or password is not None:
+        if password is not None:
+            revoke_tokens(name, by="password change", now=now)
+        if disabled:
             end_sessions(name)
+        elif password is not None:
+            end_sessions(name, keep=keep_session)
     return user
 
 
@@ -322,7 +374,49 @@ def _lock_for(kind: str, failures: int) -> float:
     over = failures - FREE_FAILURES[kind]
     if over < 0:
         return 0.0
-    return min(LOCK_MAX_S, LOCK_BASE_S * 2**over)
+    return min(LOCK_MAX_S, LOCK_BASE_S * 2 ** min(over, 32))
+
+
+def _throttle_secret() -> bytes:
+    row = ThrottleKey.get_or_none(ThrottleKey.id == 1)
+    if row is None:
+        ThrottleKey.insert(id=1, secret=secrets.token_hex(32)).on_conflict_ignore().execute()
+        row = ThrottleKey.get_by_id(1)
+    return row.secret.encode()
+
+
+def name_tag(username: str) -> str:
+    """A user name as throttle keys and the audit hold it: a keyed hash (16 hex digits).
+    The same name gives the same tag on this unit; the tag does not give the name back,
+    which matters when a password was typed into the name box."""
+    return hmac.new(_throttle_secret(), username.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def source_key(source: str | None) -> str:
+    """How a source address counts: IPv4 as is, IPv6 per /64 (IPv4-mapped as IPv4),
+    anything else as given (shortened), no address as `NO_SOURCE`."""
+    if source is None:
+        return NO_SOURCE
+    try:
+        a = ipaddress.ip_address(source)
+    except ValueError:
+        return "?" + source[:64]
+    if isinstance(a, ipaddress.IPv6Address):
+        if a.ipv4_mapped is not None:
+            return str(a.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(a) >> 64 << 64, 64)))
+    return str(a)
+
+
+def _keys(username: str | None, source: str | None) -> dict[str, str]:
+    keys = {}
+    if source is not None:
+        keys["addr"] = f"addr:{source_key(source)}"
+    if username:
+        tag = name_tag(username)
+        keys["pair"] = f"pair:{tag}@{source_key(source)}"
+        keys["user"] = f"user:{tag}"
+    return keys
 
 
 def throttle_left(key: str, now: float) -> float:
@@ -332,8 +426,8 @@ def throttle_left(key: str, now: float) -> float:
     return max(0.0, row.locked_until - now)
 
 
-def record_failure(key: str, now: float) -> float:
-    """Count a failure for `key` ("user:x" or "addr:y"); return the lock it now has (s)."""
+def _count(key: str, now: float) -> tuple[int, float]:
+    """Count a failure for `key`: (its count now, the lock it now has in seconds)."""
     kind = key.split(":", 1)[0]
     with LoginThrottle._meta.database.atomic():
         row = LoginThrottle.get_or_none(LoginThrottle.key == key)
@@ -349,23 +443,69 @@ def record_failure(key: str, now: float) -> float:
         lock = _lock_for(kind, row.failures)
         row.locked_until = now + lock if lock else 0.0
         row.save(force_insert=fresh)
-    return lock
+    return row.failures, lock
+
+
+def record_failure(key: str, now: float) -> float:
+    """Count a failure for one key ("pair:…", "addr:…", "user:…"); return its lock (s)."""
+    return _count(key, now)[1]
+
+
+def record_source_failure(source: str | None, now: float) -> float:
+    """A failure that names no account (a wrong API token or setup code)."""
+    if source is None:
+        return 0.0
+    return record_failure(f"addr:{source_key(source)}", now)
+
+
+def record_login_failure(username: str, source: str | None, now: float) -> None:
+    keys = _keys(username, source)
+    failures, _ = _count(keys["pair"], now)
+    if failures == 1:  # a source this account's count has not seen (recently)
+        record_failure(keys["user"], now)
+    if "addr" in keys:
+        record_failure(keys["addr"], now)
 
 
 def clear_failures(key: str) -> None:
     LoginThrottle.delete().where(LoginThrottle.key == key).execute()
 
 
-def check_throttle(username: str | None, source: str | None, now: float) -> None:
-    """Throttled when the account or the address is locked."""
-    keys = []
-    if username:
-        keys.append(f"user:{username}")
-    if source:
-        keys.append(f"addr:{source}")
-    left = max((throttle_left(k, now) for k in keys), default=0.0)
+def check_throttle(
+    username: str | None, source: str | None, now: float, *, trusted: bool = False
+) -> None:
+    """Throttled when the (account, source) pair, the source, or (unless `trusted`: the
+    mgmt side) the account is locked; see the module docstring."""
+    keys = _keys(username, source)
+    if trusted:
+        keys.pop("user", None)
+    left = max((throttle_left(k, now) for k in keys.values()), default=0.0)
     if left > 0:
         raise Throttled(f"too many failed attempts: try again in {left:.0f} s", retry_after=left)
+
+
+def prune_throttle(now: float) -> int:
+    """Delete the rows whose count is forgotten and whose lock is over."""
+    return (
+        LoginThrottle.delete()
+        .where(
+            (LoginThrottle.last_failure_at < now - FORGET_AFTER_S)
+            & (LoginThrottle.locked_until <= now)
+        )
+        .execute()
+    )
+
+
+_last_prune: dict[str, float] = {}
+
+
+def _due(what: str, now: float) -> bool:
+    """At most every PRUNE_EVERY_S per process (a clock that went back counts as due)."""
+    last = _last_prune.get(what)
+    if last is not None and 0 <= now - last < PRUNE_EVERY_S:
+        return False
+    _last_prune[what] = now
+    return True
 
 
 # -- login ---------------------------------------------------------------------------
@@ -377,13 +517,11 @@ class LoginResult:
     role: str
 
 
-def login(username: str, password: str, *, source: str | None, now: float) -> LoginResult | None:
-    """Check a password, with throttling. Throttled while locked; None when wrong.
-
-    An unknown user costs the same hash as a known one, and counts against the name
-    as well as the address, so the answer does not tell which names exist.
-    """
-    check_throttle(username, source, now)
+def _check_password(
+    username: str, password: str, *, source: str | None, now: float, trusted: bool
+) -> User | None:
+    """The user when the password is right, throttled; a failure is counted."""
+    check_throttle(username, source, now, trusted=trusted)
     user = User.get_or_none(User.name == username)
     ok = False
     try:
@@ -394,11 +532,31 @@ def login(username: str, password: str, *, source: str | None, now: float) -> Lo
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     if not ok or user is None or user.disabled:
-        record_failure(f"user:{username}", now)
-        if source:
-            record_failure(f"addr:{source}", now)
+        record_login_failure(username, source, now)
         return None
-    clear_failures(f"user:{username}")
+    clear_failures(_keys(username, source)["pair"])
+    return user
+
+
+def login(
+    username: str,
+    password: str,
+    *,
+    source: str | None,
+    now: float,
+    trusted: bool = False,
+) -> LoginResult | None:
+    """Check a password, with throttling. Throttled while locked; None when wrong.
+
+    An unknown user costs the same hash as a known one, and counts like one, so the
+    answer does not tell which names exist. `trusted`: the source is on the mgmt side
+    (the account-wide count does not apply; see the module docstring).
+    """
+    if _due("throttle", now):
+        prune_throttle(now)
+    user = _check_password(username, password, source=source, now=now, trusted=trusted)
+    if user is None:
+        return None
     user.last_login_at = now
     user.last_login_from = source
     if _hasher.check_needs_rehash(user.password_hash):
@@ -407,13 +565,31 @@ def login(username: str, password: str, *, source: str | None, now: float) -> Lo
     return LoginResult(user.name, user.role)
 
 
+def verify_password(
+    username: str, password: str, *, source: str | None, now: float, trusted: bool = False
+) -> bool:
+    """Whether `password` is the user's (e.g. the current one, to change it): throttled
+    and counted like a login, but not recorded as one."""
+    return _check_password(username, password, source=source, now=now, trusted=trusted) is not None
+
+
+def audit_name(username: str) -> str:
+    """How the audit names the user of a failed login: the name when such a user
+    exists, else `UNKNOWN_USER` (what was typed may be a password)."""
+    if User.get_or_none(User.name == username) is not None:
+        return username
+    return UNKNOWN_USER
+
+
 def authenticate(
     username: str, password: str, *, source: str | None = None, now: float | None = None
 ) -> str | None:
-    """The user's role when the password is right (and the account not locked), else None.
+    """The user's role when the password is right (and not throttled), else None.
 
     For other services that log people in with the same accounts (the OPC UA server);
-    it works in any process with a Store open and feeds the same throttling.
+    it works in any process with a Store open and feeds the same throttling. `source`
+    is the peer's address; without one, the failures count in a bucket of their own
+    (`NO_SOURCE`) and lock no real source out.
     """
     try:
         result = login(username, password, source=source, now=time.time() if now is None else now)
@@ -463,6 +639,8 @@ def create_session(
 
 def lookup_session(sid: str, *, now: float, idle_s: float, max_s: float) -> SessionInfo | None:
     """The live session of this cookie, touched; None (and deleted) when it has expired."""
+    if _due("sessions", now):
+        prune_sessions(now, max_s, idle_s=idle_s)
     if not sid or len(sid) > 200:
         return None
     row = WebSession.get_or_none(WebSession.digest == _digest(sid))
@@ -494,27 +672,47 @@ def end_session(sid: str) -> bool:
     return WebSession.delete().where(WebSession.digest == _digest(sid)).execute() > 0
 
 
-def end_sessions(user: str) -> int:
-    return WebSession.delete().where(WebSession.user == user).execute()
+def end_sessions(user: str, *, keep: str | None = None) -> int:
+    """End every session of `user`, but the one whose digest is `keep`."""
+    which = WebSession.user == user
+    if keep is not None:
+        which = which & (WebSession.digest != keep)
+    return WebSession.delete().where(which).execute()
 
 
-def prune_sessions(now: float, max_s: float) -> int:
-    return WebSession.delete().where(WebSession.created_at < now - max_s).execute()
+def prune_sessions(now: float, max_s: float, *, idle_s: float | None = None) -> int:
+    """Delete the sessions past their absolute (and, given `idle_s`, idle) timeout."""
+    ended = WebSession.created_at < now - max_s
+    if idle_s is not None:
+        ended = ended | (WebSession.last_seen_at < now - idle_s)
+    return WebSession.delete().where(ended).execute()
 
 
 # -- API tokens ----------------------------------------------------------------------------
 
 
 def create_token(
-    user: str, *, role: str | None, name: str, now: float, expires_at: float | None = None
+    user: str,
+    *,
+    role: str | None,
+    name: str,
+    now: float,
+    expires_at: float | None = None,
+    not_after: float | None = None,
 ) -> tuple[ApiToken, str]:
-    """A new token (row, the secret shown once). Its role is at most the user's."""
+    """A new token (row, the secret shown once). Its role is at most the user's.
+
+    `not_after`: the expiry of the token this one is made with; the new one expires at
+    the latest then (without `expires_at`: then).
+    """
     owner = get_user(user)
     role = role or owner.role
     if rank(role) > rank(owner.role):
         raise Invalid(f"a token's role cannot exceed its user's ({owner.role})", field="role")
     if expires_at is not None and expires_at <= now:
         raise Invalid("must be in the future", field="expires_at")
+    if not_after is not None:
+        expires_at = not_after if expires_at is None else min(expires_at, not_after)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken.create(
         user=user,
@@ -535,6 +733,7 @@ class TokenUse:
     user: str
     role: str
     audit_due: bool  # the caller should write a token.use audit row now
+    expires_at: float | None = None
 
 
 def use_token(secret: str, *, source: str | None, now: float) -> TokenUse | None:
@@ -559,7 +758,7 @@ def use_token(secret: str, *, source: str | None, now: float) -> TokenUse | None
         if due:
             fields["last_audit_at"] = now
         ApiToken.update(**fields).where(ApiToken.id == row.id).execute()
-    return TokenUse(row.id, row.prefix, row.user, role, due)
+    return TokenUse(row.id, row.prefix, row.user, role, due, row.expires_at)
 
 
 def list_tokens(user: str | None = None) -> list[ApiToken]:
@@ -579,3 +778,12 @@ def revoke_token(token_id: int, *, by: str, now: float, owner: str | None = None
         row.revoked_by = by
         row.save()
     return row
+
+
+def revoke_tokens(user: str, *, by: str, now: float) -> int:
+    """Revoke every live token of `user` (a new password: the old trust ends)."""
+    return (
+        ApiToken.update(revoked_at=now, revoked_by=by)
+        .where((ApiToken.user == user) & ApiToken.revoked_at.is_null())
+        .execute()
+    )

@@ -8,12 +8,20 @@ API answers 403 `setup required` (pages redirect to /setup); without a principal
 401 (pages redirect to /login).
 
 `require(role, page=False)` guards a view: viewer < operator < admin.
+
+Logins are throttled by `accounts` (see there); this module tells it whether the
+client is on the management side (`on_mgmt_side`: loopback, or an address inside a
+subnet of a mgmt interface, from the desired configuration and the net role's report),
+where an account-wide lock never applies. A failed login with a name that does not
+exist is audited as `unknown user` with the name's keyed tag, never the typed text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hmac
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +80,36 @@ def source() -> str:
     return request.remote_addr or "unknown"
 
 
+def mgmt_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The subnets of the mgmt interfaces: the desired configuration's, and what the net
+    role reports on mgmt-role links (DHCP, or before there is a configuration)."""
+    c = ctx()
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    cfg = c.desired()[1]
+    if cfg is not None:
+        nets.extend(a.network for i in cfg.interfaces_by_role("mgmt") for a in i.addresses)
+    for link in (c.live.read("net") or {}).get("links") or []:
+        if isinstance(link, dict) and link.get("role") == "mgmt":
+            for a in link.get("addresses") or []:
+                with contextlib.suppress(ValueError, TypeError):
+                    nets.append(ipaddress.ip_interface(a).network)
+    return nets
+
+
+def on_mgmt_side(addr: str | None = None) -> bool:
+    """Whether the client (`addr`, default: this request's) is the console or on a mgmt
+    subnet: the side that an account-wide login lock never shuts out."""
+    try:
+        ip = ipaddress.ip_address(source() if addr is None else addr)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return True
+    return any(ip.version == n.version and ip in n for n in mgmt_networks())
+
+
 def audit(
     action: str,
     *,
@@ -109,7 +147,7 @@ def _resolve() -> Principal | None:
             # A valid token works whatever its address did; a wrong one counts as a failed
             # login of the address (and is refused unheard while the address is locked).
             accounts.check_throttle(None, source(), now)
-            accounts.record_failure(f"addr:{source()}", now)
+            accounts.record_source_failure(source(), now)
             c.store.audit(
                 "anonymous",
                 "token.invalid",
@@ -278,12 +316,14 @@ def session_login(body: LoginIn) -> Any:
     c = ctx()
     now = c.now()
     try:
-        result = accounts.login(body.username, body.password, source=source(), now=now)
+        result = accounts.login(
+            body.username, body.password, source=source(), now=now, trusted=on_mgmt_side()
+        )
     except accounts.Throttled:
-        audit("login", actor=body.username, result="throttled")
+        _audit_failed_login(body.username, "throttled")
         raise
     if result is None:
-        audit("login", actor=body.username, result="failed")
+        _audit_failed_login(body.username, "failed")
         return _json(401, "wrong user name or password")
     old = request.cookies.get(COOKIE)
     sid, _ = accounts.create_session(result.user, source=source(), now=now, replace=old)
@@ -296,6 +336,12 @@ def session_login(body: LoginIn) -> Any:
     resp = make_response(jsonify(session_out(p)))
     set_cookie(resp, sid)
     return resp
+
+
+def _audit_failed_login(username: str, result: str) -> None:
+    actor = accounts.audit_name(username)
+    detail = "" if actor == username else f"name #{accounts.name_tag(username)}"
+    audit("login", actor=actor, result=result, detail=detail)
 
 
 @endpoint(
@@ -328,7 +374,7 @@ def session_logout() -> Any:
     "/session/password",
     "PUT",
     role="viewer",
-    summary="Change your own password (ends your other sessions)",
+    summary="Change your own password (revokes your API tokens, ends your other sessions)",
     body=PasswordIn,
     response=SessionOut,
     errors=(400, 401, 403, 422, 429),
@@ -340,7 +386,9 @@ def session_password(body: PasswordIn) -> Any:
         raise PermissionDenied("an API token cannot change a password: log in")
     c = ctx()
     now = c.now()
-    if accounts.login(p.name, body.current_password, source=source(), now=now) is None:
+    if not accounts.verify_password(
+        p.name, body.current_password, source=source(), now=now, trusted=on_mgmt_side()
+    ):
         audit("password.change", target=p.name, result="failed", detail="wrong current password")
         return _json(403, "the current password is wrong", field="current_password")
     accounts.update_user(p.name, password=body.new_password, now=now)
@@ -383,7 +431,7 @@ def setup_post(body: SetupIn) -> Any:
         raise Conflict("setup is done: an admin exists")
     accounts.check_throttle(None, source(), now)
     if not setup.code_matches(c.paths, body.code):
-        accounts.record_failure(f"addr:{source()}", now)
+        accounts.record_source_failure(source(), now)
         audit("setup", actor=body.username, result="failed", detail="wrong setup code")
         return _json(403, "wrong setup code", field="code")
     with c.store.config.atomic():

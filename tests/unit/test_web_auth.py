@@ -86,7 +86,7 @@ def test_wrong_password_and_audit(ready: Web) -> None:
     rows = audit_rows("login")
     assert [(a.actor, a.result) for a in rows] == [
         ("admin", "failed"),
-        ("ghost", "failed"),
+        ("unknown user", "failed"),  # what was typed may be a password: not stored
         ("admin", "ok"),
     ]
     assert all(a.source.startswith("web:") for a in rows)
@@ -439,3 +439,116 @@ def test_setup_code_not_made_once_an_admin_exists(web: Web) -> None:
     assert setup.admin_exists(web.paths)
     assert setup.setup_code(web.paths) is None  # a leftover is deleted, none is made
     assert not (web.paths.secrets_dir / "setup-code").exists()
+
+
+# -- tokens do not outlive their reason ----------------------------------------------------
+
+
+def _bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def test_a_token_cannot_mint_a_longer_lived_token(ready: Web) -> None:
+    with ready.app.app_context():
+        _, parent = accounts.create_token(
+            "operator", role=None, name="ci", now=ready.clock(), expires_at=ready.clock() + 60
+        )
+    c = ready.client()
+    r = c.post("/api/tokens", json={"name": "forever"}, headers=_bearer(parent))
+    assert r.status_code == 201
+    assert r.json["expires_at"] == pytest.approx(ready.clock() + 60)  # capped at the parent's
+    later = ready.clock() + 10 * 365 * 86400
+    r = c.post("/api/tokens", json={"name": "long", "expires_at": later}, headers=_bearer(parent))
+    assert r.status_code == 201 and r.json["expires_at"] == pytest.approx(ready.clock() + 60)
+    r = c.post(
+        "/api/tokens",
+        json={"name": "short", "expires_at": ready.clock() + 30},
+        headers=_bearer(parent),
+    )
+    assert r.status_code == 201 and r.json["expires_at"] == pytest.approx(ready.clock() + 30)
+    child = r.json["token"]
+    ready.clock.advance(61)
+    assert c.get("/api/status", headers=_bearer(child)).status_code == 401
+    # a token without expiry (made at a login) may still mint tokens that never expire
+    forever = ready.token("operator")
+    r = ready.client().post("/api/tokens", json={"name": "x"}, headers=_bearer(forever))
+    assert r.status_code == 201 and r.json["expires_at"] is None
+
+
+def test_a_password_reset_by_an_admin_revokes_tokens_and_sessions(ready: Web) -> None:
+    v = ready.login("viewer")
+    secret = ready.token("viewer")
+    c = ready.client()
+    assert c.get("/api/status", headers=_bearer(secret)).status_code == 200
+    a = ready.login("admin")
+    r = a.patch("/api/users/viewer", json={"password": "a-new-long-secret-1"}, headers=ready.h(a))
+    assert r.status_code == 200, r.json
+    assert c.get("/api/status", headers=_bearer(secret)).status_code == 401
+    assert v.get("/api/status").status_code == 401
+    assert a.get("/api/status").status_code == 200  # the admin's own session goes on
+    with ready.app.app_context():
+        (row,) = accounts.list_tokens("viewer")
+        assert row.revoked_at == ready.clock() and row.revoked_by == "password change"
+
+
+def test_changing_your_own_password_revokes_your_tokens(ready: Web) -> None:
+    c = ready.login("viewer")
+    secret = ready.token("viewer")
+    r = c.put(
+        "/api/session/password",
+        headers=ready.h(c),
+        json={"current_password": PASSWORD, "new_password": "another-long-one"},
+    )
+    assert r.status_code == 200
+    assert ready.client().get("/api/status", headers=_bearer(secret)).status_code == 401
+
+
+def test_your_own_password_through_the_users_api_needs_the_current_one(ready: Web) -> None:
+    a = ready.login("admin")
+    other = ready.login("admin")
+    h = ready.h(a)
+    new = "admins-new-long-secret"
+    r = a.patch("/api/users/admin", json={"password": new}, headers=h)
+    assert r.status_code == 422 and r.json["field"] == "current_password"
+    r = a.patch(
+        "/api/users/admin", json={"password": new, "current_password": "wrong-one-xx"}, headers=h
+    )
+    assert r.status_code == 403 and r.json["field"] == "current_password"
+    ready.login("admin")  # nothing changed
+    r = a.patch("/api/users/admin", json={"password": new, "current_password": PASSWORD}, headers=h)
+    assert r.status_code == 200, r.json
+    assert a.get("/api/status").status_code == 200  # this session goes on
+    assert other.get("/api/status").status_code == 401  # the others end
+    ready.login("admin", new)
+    # an admin token is the same person: it needs the current password too
+    token = ready.token("admin")
+    c = ready.client()
+    r = c.patch("/api/users/admin", json={"password": PASSWORD}, headers=_bearer(token))
+    assert r.status_code == 422 and r.json["field"] == "current_password"
+    r = c.patch(
+        "/api/users/admin",
+        json={"password": PASSWORD, "current_password": new},
+        headers=_bearer(token),
+    )
+    assert r.status_code == 200
+    assert c.get("/api/status", headers=_bearer(token)).status_code == 401  # revoked with it
+    assert a.get("/api/status").status_code == 401  # through a token, every session ends
+    ready.login("admin", PASSWORD)
+
+
+def test_wrong_current_password_counts_as_a_failed_login(ready: Web) -> None:
+    a = ready.login("admin")
+    h = ready.h(a)
+    for _ in range(accounts.FREE_FAILURES["pair"]):
+        r = a.patch(
+            "/api/users/admin",
+            json={"password": "admins-new-long-secret", "current_password": "wrong-one-xx"},
+            headers=h,
+        )
+        assert r.status_code == 403
+    r = a.patch(
+        "/api/users/admin",
+        json={"password": "admins-new-long-secret", "current_password": PASSWORD},
+        headers=h,
+    )
+    assert r.status_code == 429

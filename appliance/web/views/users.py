@@ -1,14 +1,21 @@
-"""Users (admin) and API tokens (your own; admins see and revoke all)."""
+"""Users (admin) and API tokens (your own; admins see and revoke all).
+
+A new password revokes the user's tokens and ends their sessions (`accounts.update_user`);
+an admin changing their *own* password here needs `current_password`, with a session or a
+token alike (a stolen admin token must not become the account). A token made with a
+token expires at the latest when that token does (capped, not refused: scripts may
+make narrower tokens for their helpers, never longer-lived ones).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, jsonify
 
 from appliance.web import accounts
-from appliance.web.api import created, endpoint, no_content
-from appliance.web.auth import audit, principal
+from appliance.web.api import created, endpoint, error_body, no_content
+from appliance.web.auth import audit, on_mgmt_side, principal, source
 from appliance.web.context import ctx
 from appliance.web.schemas import TokenCreated, TokenIn, TokenOut, UserIn, UserOut, UserPatch
 
@@ -58,12 +65,40 @@ def user_create(body: UserIn) -> Any:
     role="admin",
     body=UserPatch,
     response=UserOut,
-    errors=(400, 404, 409, 422),
-    summary="Change a user's role, password or disabled flag",
+    errors=(400, 403, 404, 409, 422, 429),
+    summary="Change a user's role, password or disabled flag "
+    "(your own password: with current_password; a new password revokes the user's tokens)",
 )
 def user_patch(name: str, body: UserPatch) -> Any:
+    p = principal()
+    assert p is not None
+    now = ctx().now()
+    keep = None
+    if body.password is not None and name == p.name:
+        if body.current_password is None:
+            raise accounts.Invalid(
+                "is required to change your own password", field="current_password"
+            )
+        if not accounts.verify_password(
+            name, body.current_password, source=source(), now=now, trusted=on_mgmt_side()
+        ):
+            audit(
+                "user.update",
+                target=f"user {name}",
+                result="failed",
+                detail="password: wrong current password",
+            )
+            resp = jsonify(error_body("the current password is wrong", "current_password"))
+            resp.status_code = 403
+            return resp
+        keep = p.session.digest if p.session is not None else None
     user = accounts.update_user(
-        name, now=ctx().now(), role=body.role, password=body.password, disabled=body.disabled
+        name,
+        now=now,
+        role=body.role,
+        password=body.password,
+        disabled=body.disabled,
+        keep_session=keep,
     )
     changed = [k for k in ("role", "disabled") if getattr(body, k) is not None] + (
         ["password"] if body.password is not None else []
@@ -118,7 +153,8 @@ def tokens() -> Any:
     response=TokenCreated,
     status=201,
     errors=(400, 422),
-    summary="Create an API token for yourself (the secret is shown only in this answer)",
+    summary="Create an API token for yourself (the secret is shown only in this answer; "
+    "made with a token, it expires at the latest when that token does)",
 )
 def token_create(body: TokenIn) -> Any:
     p = principal()
@@ -127,7 +163,12 @@ def token_create(body: TokenIn) -> Any:
     if accounts.rank(role) > accounts.rank(p.role):
         raise accounts.Invalid(f"cannot exceed your own role ({p.role})", field="role")
     row, secret = accounts.create_token(
-        p.name, role=role, name=body.name, now=ctx().now(), expires_at=body.expires_at
+        p.name,
+        role=role,
+        name=body.name,
+        now=ctx().now(),
+        expires_at=body.expires_at,
+        not_after=p.token.expires_at if p.token is not None else None,
     )
     audit("token.create", target=f"token {row.prefix}", detail=f"role={row.role} {row.name}")
     return created({**row.as_dict(), "token": secret})
