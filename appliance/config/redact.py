@@ -66,8 +66,9 @@ SECRET_QUERY_NAMES = frozenset(
 PEM_PRIVATE = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL
 )
-# scheme://userinfo@ in free text (the user info ends at the first /, ?, # or space)
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@'\"<>]+@")
+# scheme://userinfo@ in free text: up to the last @ before the first /, ?, # or space (a
+# password may hold an unescaped @)
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]+@")
 # ?name=value or &name=value in free text
 _QUERY_PARAM = re.compile(r"([?&;])([A-Za-z0-9_.\-\[\]]+)=([^&#\s'\"<>]*)")
 # a path segment that looks like a capability token (letters and digits, 16 or more)

@@ -166,6 +166,7 @@ def test_redact_text_finds_urls_and_keys_by_their_shape() -> None:
         f"webhook https://{REDACTED}@h.example/x?token={REDACTED}&y=2: 3 skipped;"
         f" key {REDACTED} end; a=b c?d=e"
     )
+    assert redact_text("to https://u:p@ss@h.example/x") == f"to https://{REDACTED}@h.example/x"
     assert redact_text("no secret: 10.0.0.1, user@example.com") == (
         "no secret: 10.0.0.1, user@example.com"
     )

@@ -98,3 +98,26 @@ def test_unified_diff_labels_and_lines() -> None:
     assert "+  - tcp/503" in lines
     assert sum(1 for line in lines if line[:1] in "+-" and line[:3] not in ("---", "+++")) == 2
     assert not any(line.endswith("\n") for line in lines)
+
+
+def test_a_redacted_diff_is_a_diff_of_redacted_documents() -> None:
+    """Short values, values YAML folds over two lines, URL credentials: none in the text."""
+    long_token = "correct horse battery staple " * 3 + "tr0ub4dor end"
+    old, new = base(), base()
+    for n, doc in enumerate((old, new)):
+        doc["fleet"] = {"url": "https://fleet.example/hb", "token": f"s3cr3t{n}"}
+        doc["webhooks"] = [
+            {"url": "https://hooks.example/a", "token": f"{long_token} {n}"},
+            {"url": f"https://hookuser:hookpass9{n}@hooks.example/b?key=k3y{n}&page={n}"},
+        ]
+    new["unit"]["site"] = "hall 3"
+    plain = "\n".join(unified(cfg(old), cfg(new), "a", "b"))
+    assert "s3cr3t1" in plain and "tr0ub4dor" in plain  # the admin's diff is whole
+    text = "\n".join(unified(cfg(old), cfg(new), "a", "b", redacted=True))
+    for secret in ("s3cr3t", "tr0ub4dor", "correct horse", "hookuser", "hookpass9", "k3y0", "k3y1"):
+        assert secret not in text, secret
+    assert "+  site: hall 3" in text
+    assert "+  token: '[redacted, changed]'" in text
+    assert "-- https://[redacted]@hooks.example/b?key=[redacted]&page=0" in text.replace(
+        "url: ", ""
+    )
