@@ -69,8 +69,9 @@ PEM_PRIVATE = re.compile(
 # scheme://userinfo@ in free text: up to the last @ before the first /, ?, # or space (a
 # password may hold an unescaped @)
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]+@")
-# ?name=value or &name=value in free text
-_QUERY_PARAM = re.compile(r"([?&;])([A-Za-z0-9_.\-\[\]]+)=([^&#\s'\"<>]*)")
+# name=value in a query (after ? & ;) or in free text (after a space, a comma, a bracket...)
+_QUERY_PARAM = re.compile(r"([?&;])([^=&#]+)=([^&#]*)")  # in a URL's query: up to & or #
+_PARAM = re.compile(r"(^|[?&;\s,(\[{'\"])([A-Za-z0-9_.\-\[\]]+)=([^&#\s'\"<>,;)\]}]*)")
 # a path segment that looks like a capability token (letters and digits, 16 or more)
 _TOKENISH = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-.~%+=]{16,}$")
 
@@ -108,17 +109,22 @@ def secret_kind(info: FieldInfo) -> SecretKind | None:
 # -- URLs and free text --------------------------------------------------------------------
 
 
-def _redact_query(query: str, strict: bool, found: set[str] | None) -> str:
+def _redact_params(
+    text: str, found: set[str] | None, *, strict: bool = False, pattern: re.Pattern[str] = _PARAM
+) -> str:
+    """`name=value` pairs (a query's, or free text's) with a sensitive name, or (`strict`) a
+    token-like value: the value redacted."""
+
     def sub(m: re.Match[str]) -> str:
         name, value = m.group(2), m.group(3)
         tokenish = strict and _TOKENISH.match(value) is not None
-        if value and (tokenish or is_secret_query(name)) and value != REDACTED:
+        if value and value != REDACTED and (tokenish or is_secret_query(name)):
             if found is not None:
                 found.add(value)
             return f"{m.group(1)}{name}={REDACTED}"
         return m.group(0)
 
-    return _QUERY_PARAM.sub(sub, "?" + query)[1:]
+    return pattern.sub(sub, text)
 
 
 def redact_url(url: str, *, strict: bool = False, found: set[str] | None = None) -> str:
@@ -148,13 +154,16 @@ def redact_url(url: str, *, strict: bool = False, found: set[str] | None = None)
                     found.add(seg)
                 segments[i] = REDACTED
         path = "/".join(segments)
-    query = _redact_query(parts.query, strict, found) if parts.query else ""
+    query = parts.query
+    if query:
+        query = _redact_params("&" + query, found, strict=strict, pattern=_QUERY_PARAM)[1:]
     fragment = REDACTED if strict and parts.fragment else parts.fragment
     return urlunsplit(SplitResult(parts.scheme, netloc, path, query, fragment))
 
 
 def redact_text(text: str, found: set[str] | None = None) -> str:
-    """Free text without PEM private keys, URL user info or sensitive query values.
+    """Free text without PEM private keys, URL user info or the values of sensitive
+    ``name=value`` pairs (``?key=...``, ``token=...`` in a log line).
 
     These are recognised by their shape, so replacing them cannot garble the rest."""
     if found is not None:
@@ -171,20 +180,8 @@ def redact_text(text: str, found: set[str] | None = None) -> str:
 
     text = _URL_USERINFO.sub(userinfo, text)
     if "=" in text:
-        text = _redact_query_in_text(text, found)
+        text = _redact_params(text, found)
     return text
-
-
-def _redact_query_in_text(text: str, found: set[str] | None) -> str:
-    def sub(m: re.Match[str]) -> str:
-        name, value = m.group(2), m.group(3)
-        if value and value != REDACTED and is_secret_query(name):
-            if found is not None:
-                found.add(value)
-            return f"{m.group(1)}{name}={REDACTED}"
-        return m.group(0)
-
-    return _QUERY_PARAM.sub(sub, text)
 
 
 # -- documents, guided by the models -------------------------------------------------------

@@ -167,6 +167,10 @@ def test_redact_text_finds_urls_and_keys_by_their_shape() -> None:
         f" key {REDACTED} end; a=b c?d=e"
     )
     assert redact_text("to https://u:p@ss@h.example/x") == f"to https://{REDACTED}@h.example/x"
+    assert redact_text("login failed token=abc123, user=bob (password=pw12)") == (
+        f"login failed token={REDACTED}, user=bob (password={REDACTED})"
+    )
+    assert redact_url("https://h/x?key=a,b;c==&x=1") == f"https://h/x?key={REDACTED}&x=1"
     assert redact_text("no secret: 10.0.0.1, user@example.com") == (
         "no secret: 10.0.0.1, user@example.com"
     )
