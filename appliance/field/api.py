@@ -5,26 +5,46 @@ history DB. Usable from any process that holds a Store (the web role, the CLI).
 
 The SQL interface is for IT people who know SQL: one SELECT over the documented views
 (`samples`, `tags`, `alarms`, `events`, see docs/history.md) on a read-only
-connection. An authorizer refuses everything else (writes, PRAGMA, ATTACH, the tables
-behind the views, sqlite_master) with a message saying what was refused; a progress
-handler stops a query after its time limit; at most `max_rows` rows come back.
+connection, in a worker process of its own (`sqlworker.py`). An authorizer refuses
+everything else (writes, PRAGMA, ATTACH, the tables behind the views, sqlite_master)
+with a message saying what was refused. Limits, each stopping the query with an error
+that names it: the length of one value, the bytes of the answer (counted while rows
+are fetched), the worker's memory, and the time limit: the worker is killed at the
+deadline whatever SQLite is doing, and the caller's process never holds the query's
+values. At most `max_rows` rows come back; one query at a time per process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import io
+import json
 import math
-import sqlite3
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
 import time
-import urllib.parse
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
+from appliance.field import sqlworker
 from appliance.field import store as fs
 from appliance.field.history import history_capacity
+from appliance.field.sqlworker import (  # noqa: F401  (the limits, also for callers)
+    DENIED_FUNCTIONS,
+    MAX_HEAP_BYTES,
+    MAX_RESULT_BYTES,
+    MAX_SQL_LENGTH,
+    MAX_VALUE_LENGTH,
+    VIEW_TABLES,
+)
 from appliance.paths import Paths
 from appliance.state.db import Store
 from appliance.state.live import LiveState
@@ -40,8 +60,6 @@ __all__ = [
 
 MAX_HISTORY_ROWS = 1_000_000
 MAX_SQL_ROWS = 100_000
-MAX_SQL_LENGTH = 100_000
-MAX_VALUE_LENGTH = 10_000_000  # longest string/blob a query may build (bytes)
 
 LiveSource = LiveState | Mapping[str, Any] | None
 
@@ -181,133 +199,167 @@ def list_alarms(
 
 # -- read-only SQL -----------------------------------------------------------------
 
-# Which tables each view reads: a query may read a table only through its view.
-VIEW_TABLES: dict[str, frozenset[str]] = {
-    "samples": frozenset({"sample", "sample_recent", "tag_name"}),
-    "tags": frozenset({"tag_name"}),
-    "alarms": frozenset({"alarm"}),
-    "events": frozenset({"event"}),
-}
-DENIED_FUNCTIONS = frozenset({"load_extension", "fts3_tokenizer", "readfile", "writefile"})
-
-_ACTIONS = {
-    v: k
-    for k, v in {
-        "CREATE INDEX": 1,
-        "CREATE TABLE": 2,
-        "CREATE TEMP INDEX": 3,
-        "CREATE TEMP TABLE": 4,
-        "CREATE TEMP TRIGGER": 5,
-        "CREATE TEMP VIEW": 6,
-        "CREATE TRIGGER": 7,
-        "CREATE VIEW": 8,
-        "DELETE": 9,
-        "DROP INDEX": 10,
-        "DROP TABLE": 11,
-        "DROP TEMP INDEX": 12,
-        "DROP TEMP TABLE": 13,
-        "DROP TEMP TRIGGER": 14,
-        "DROP TEMP VIEW": 15,
-        "DROP TRIGGER": 16,
-        "DROP VIEW": 17,
-        "INSERT": 18,
-        "PRAGMA": 19,
-        "READ": 20,
-        "SELECT": 21,
-        "TRANSACTION": 22,
-        "UPDATE": 23,
-        "ATTACH": 24,
-        "DETACH": 25,
-        "ALTER TABLE": 26,
-        "REINDEX": 27,
-        "ANALYZE": 28,
-        "CREATE VTABLE": 29,
-        "DROP VTABLE": 30,
-        "FUNCTION": 31,
-        "SAVEPOINT": 32,
-        "RECURSIVE": 33,
-    }.items()
-}
+# The worker process (see sqlworker.py: why a process, and every limit).
+WORKER = str(Path(sqlworker.__file__).resolve())
+WORKER_GRACE_S = 1.0  # past the deadline, for the worker to say "timeout" itself
+MAX_WORKERS = 1  # SQL queries at once per process (the web role has 2 worker processes)
+_workers = threading.BoundedSemaphore(MAX_WORKERS)
+_last = threading.local()
 
 
-SCHEMA_TABLES = frozenset({"sqlite_master", "sqlite_schema", "sqlite_temp_master"})
-# Virtual tables SQLite offers by name: they would read around the views.
-DENIED_TABLES = frozenset({"dbstat", "sqlite_dbpage", "sqlite_stmt", "json_each", "json_tree"})
-_WRITES = frozenset({sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE})
+class Busy(ApplianceError):
+    """Another SQL query of this process is running (429 with Retry-After)."""
+
+    code = "throttled"
+    exit_code = 9
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, field="sql")
+        self.retry_after = retry_after
 
 
-class _Authorizer:
-    """SQLite's authorizer callback: SELECT, reads of the views, functions; nothing else.
+def request(paths: Paths, sql: str, max_rows: int, timeout_s: float) -> dict[str, Any]:
+    """What the worker gets on stdin."""
+    return {
+        "db": str(paths.data_dir / "history.db"),
+        "sql": sql,
+        "max_rows": int(max_rows),
+        "timeout_s": float(timeout_s),
+        "max_result_bytes": MAX_RESULT_BYTES,
+    }
 
-    `real` holds the names of the DB's tables, indexes and views: a name read that is
-    not among them is a common table expression of the query itself (allowed: its rows
-    come from reads that were authorized one by one).
-    """
 
-    def __init__(self, real: frozenset[str]) -> None:
-        self.real = real
-        self.refused: str | None = None
+def last_worker() -> dict[str, Any]:
+    """The last worker this thread ran: exit status, peak RSS (kB), seconds, why it ended."""
+    return dict(getattr(_last, "info", {}))
 
-    def __call__(
-        self, action: int, arg1: str | None, arg2: str | None, db: str | None, inner: str | None
-    ) -> int:
-        if action in (sqlite3.SQLITE_SELECT, sqlite3.SQLITE_RECURSIVE):
-            return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_FUNCTION:
-            if (arg2 or "").lower() in DENIED_FUNCTIONS:
-                return self._deny(f"the function {arg2}() is not allowed")
-            return sqlite3.SQLITE_OK
-        if action == sqlite3.SQLITE_READ:
-            return self._read((arg1 or "").lower(), arg2, db, inner)
-        if action in _WRITES and (arg1 or "").lower() in SCHEMA_TABLES:
-            return self._deny(
-                "only SELECT queries over the views are allowed, not schema changes "
-                "(CREATE, DROP, ALTER, ANALYZE) nor virtual tables"
-            )
-        what = _ACTIONS.get(action, f"action {action}")
-        target = f" {arg1}" if arg1 else ""
-        return self._deny(f"only SELECT queries are allowed, not {what}{target}")
 
-    def _read(self, table: str, column: str | None, db: str | None, inner: str | None) -> int:
-        if db not in (None, "main"):
-            return self._deny(f"only the views of the history DB may be read (not {db}.)")
-        if table in VIEW_TABLES:
-            return sqlite3.SQLITE_OK
-        if inner in VIEW_TABLES and table in VIEW_TABLES[inner]:
-            return sqlite3.SQLITE_OK
-        base = any(table in t for t in VIEW_TABLES.values())
-        # count(*) over a view reads its table with no column: a count reveals nothing
-        if column == "" and base:
-            return sqlite3.SQLITE_OK
-        cte = table not in self.real and table not in DENIED_TABLES
-        if cte and not table.startswith(("sqlite_", "pragma_")):
-            return sqlite3.SQLITE_OK
-        return self._deny(
-            f"{table!r} is not one of the views a query may read ({', '.join(sorted(VIEW_TABLES))})"
+def _worker_env() -> dict[str, str]:
+    env = {"PATH": os.defpath, "LC_ALL": "C.UTF-8", "MALLOC_ARENA_MAX": "2"}
+    if os.environ.get("TMPDIR"):
+        env["TMPDIR"] = os.environ["TMPDIR"]  # where SQLite puts a query's temporary files
+    return env
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def _reap(proc: subprocess.Popen[bytes], started: float, why: str) -> None:
+    """Wait for the worker (killed or done) and note what it used."""
+    rss = 0
+    try:
+        for _ in range(100):  # done: it exits as soon as it has written its last line
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.01)
+        else:
+            _kill(proc)
+            pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        rss = int(usage.ru_maxrss)
+    except ChildProcessError:  # reaped elsewhere already: nothing to note
+        proc.wait()
+    _last.info = {
+        "returncode": proc.returncode,
+        "maxrss_kb": rss,
+        "seconds": time.monotonic() - started,
+        "ended": why,
+    }
+
+
+def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
+    """Run the worker; its stdout, at most MAX_RESULT_BYTES (plus its framing). The worker
+    is killed at the deadline or when it writes more, whatever it is doing."""
+    started = time.monotonic()
+    hard = started + timeout_s + WORKER_GRACE_S
+    budget = MAX_RESULT_BYTES + 64 * 1024  # columns line, JSON brackets, the last line
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-S", WORKER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_worker_env(),
+        close_fds=True,
+    )
+    why = "done"
+    out = bytearray()
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(json.dumps(req).encode())
+            proc.stdin.close()
+        fd = proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while True:
+                left = hard - time.monotonic()
+                if left <= 0:
+                    why = "killed at the deadline"
+                    raise Timeout(f"the query ran longer than {timeout_s:g} s and was stopped")
+                if not sel.select(left):
+                    continue
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break
+                out += chunk
+                if len(out) > budget:
+                    why = "killed: too much output"
+                    raise ApplianceError(_too_large(), field="sql")
+    finally:
+        if why != "done":
+            _kill(proc)
+        proc.stdout.close()  # type: ignore[union-attr]
+        _reap(proc, started, why)
+    return bytes(out)
+
+
+def _too_large() -> str:
+    return (
+        f"the result is larger than {MAX_RESULT_BYTES / 1_000_000:g} MB (the limit of one "
+        "answer): select fewer rows or columns, or shorter values"
+    )
+
+
+_STOPPED = {"denied": PermissionDenied, "timeout": Timeout}
+
+
+def answer(text: bytes | str) -> tuple[list[str], list[list[Any]], bool]:
+    """(columns, rows, truncated) from the worker's lines; raises what it reported."""
+    lines = text.splitlines()
+    last = json.loads(lines[-1]) if lines else None
+    if not isinstance(last, dict) or not ("done" in last or "error" in last):
+        info = last_worker()
+        status = info.get("returncode")
+        if isinstance(status, int) and status == -signal.SIGXCPU:
+            raise Timeout("the query used more CPU time than its time limit and was stopped")
+        raise ApplianceError(
+            f"the query stopped without an answer (worker exit status {status})", field="sql"
         )
-
-    def _deny(self, why: str) -> int:
-        if self.refused is None:
-            self.refused = why
-        return sqlite3.SQLITE_DENY
-
-
-def _json_value(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+    if "error" in last:
+        kind, message = last["error"]["kind"], last["error"]["message"]
+        if kind == "timeout":
+            raise Timeout(message)
+        if kind == "open":
+            raise ApplianceError(message)
+        raise _STOPPED.get(kind, ApplianceError)(message, field="sql")
+    columns = json.loads(lines[0])["columns"]
+    rows = [json.loads(line) for line in lines[1:-1]]
+    return columns, rows, bool(last["done"]["truncated"])
 
 
 def sql_query(
     paths: Paths, sql: str, max_rows: int = 10_000, timeout_s: float = 5.0
 ) -> dict[str, Any]:
-    """Run one read-only SELECT over the documented views.
+    """Run one read-only SELECT over the documented views, in a worker process.
 
     Returns {"columns", "rows", "truncated", "elapsed_ms"}. Raises PermissionDenied for
-    anything but reading the views, Timeout after `timeout_s`, ApplianceError (field
-    "sql") for a query SQLite cannot run.
+    anything but reading the views, Timeout after `timeout_s` (the worker is killed,
+    whatever SQLite is doing), ApplianceError (field "sql") for a query SQLite cannot
+    run or one that passes a limit (one value, the whole answer, memory; see
+    sqlworker.py), Busy while another query of this process runs.
     """
     if not isinstance(sql, str) or not sql.strip():
         raise ApplianceError("the query is empty", field="sql")
@@ -320,47 +372,17 @@ def sql_query(
     path = paths.data_dir / "history.db"
     if not path.exists():
         raise NotFound(f"no history database in {paths.data_dir}")
-    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
-    except sqlite3.Error as e:
-        raise ApplianceError(f"cannot open the history database read-only: {e}") from None
+    if not _workers.acquire(blocking=False):
+        raise Busy("another SQL query is running; try again when it has finished", retry_after=1.0)
     started = time.monotonic()
-    deadline = started + float(timeout_s)
     try:
-        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_LENGTH)
-        real = frozenset(n.lower() for (n,) in conn.execute("SELECT name FROM sqlite_master"))
-        auth = _Authorizer(real)
-        conn.set_authorizer(auth)
-        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
-        try:
-            cur = conn.execute(sql)
-            columns = [d[0] for d in cur.description] if cur.description else []
-            rows = cur.fetchmany(int(max_rows) + 1)
-        except (sqlite3.Error, sqlite3.Warning) as e:
-            msg = str(e)
-            if auth.refused is not None or "not authorized" in msg:
-                raise PermissionDenied(auth.refused or msg, field="sql") from None
-            if "interrupted" in msg:
-                raise Timeout(
-                    f"the query ran longer than {float(timeout_s):g} s and was stopped"
-                ) from None
-            if "cannot modify" in msg:
-                why = f"only SELECT queries are allowed ({msg})"
-                raise PermissionDenied(why, field="sql") from None
-            if "one statement at a time" in msg:
-                raise ApplianceError("send one statement at a time", field="sql") from None
-            raise ApplianceError(f"SQL error: {msg}", field="sql") from None
+        text = _worker_output(request(paths, sql, max_rows, timeout_s), float(timeout_s))
     finally:
-        conn.close()
-    if not columns:
-        raise PermissionDenied("only SELECT queries are allowed", field="sql")
-    truncated = len(rows) > max_rows
-    rows = rows[:max_rows]
+        _workers.release()
+    columns, rows, truncated = answer(text)
     return {
         "columns": columns,
-        "rows": [[_json_value(v) for v in row] for row in rows],
+        "rows": rows,
         "truncated": truncated,
         "elapsed_ms": round((time.monotonic() - started) * 1000, 3),
     }

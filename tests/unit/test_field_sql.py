@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import io
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
-from appliance.field import api
+from appliance.field import api, sqlworker
 from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
 from appliance.field.model import Device, Tag
@@ -166,10 +172,12 @@ def test_refusals_are_permission_denied(paths: Paths) -> None:
 def test_the_connection_is_read_only_even_without_the_authorizer(
     paths: Paths, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(api._Authorizer, "__call__", lambda self, *a: sqlite3.SQLITE_OK)
+    # the worker's code in this process (an authorizer patched here would not reach it)
+    monkeypatch.setattr(sqlworker.Authorizer, "__call__", lambda self, *a: sqlite3.SQLITE_OK)
     before = counts(store)
-    with pytest.raises(ApplianceError, match="readonly"):
-        api.sql_query(paths, "DELETE FROM sample")
+    out = io.StringIO()
+    with pytest.raises(sqlworker.Stopped, match="readonly"):
+        sqlworker.run(api.request(paths, "DELETE FROM sample", 10, 5.0), out)
     assert counts(store) == before
 
 
@@ -230,3 +238,185 @@ def test_no_database(tmp_path: Path) -> None:
 def test_csv_of_a_result(paths: Paths) -> None:
     r = api.sql_query(paths, "SELECT tag, value FROM samples WHERE tag = 'plc1.temp'")
     assert api.sql_csv(r) == "tag,value\nplc1.temp,21.5\n"
+
+
+# -- hostile queries: every limit stops them quickly, with an error naming it -------------
+
+ROWS = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {}) "
+FOREVER = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+
+
+def a(n: int) -> str:
+    """SQL for a string of n times 'a'."""
+    return f"printf('%.*c', {n}, 'a')"
+
+
+VALUE = r"string or blob too big: a value would be longer than 1000000 bytes"
+ANSWER = r"the result is larger than 8 MB \(the limit of one answer\)"
+MEMORY = r"the query needs more than 67\.1089 MB of memory"
+HOSTILE = [
+    # the review's: 8 rows of a 10 MB blob (a 160 MB answer, 516 MB peak before)
+    (ROWS.format(8) + "SELECT zeroblob(9999000) FROM n", ApplianceError, VALUE),
+    (ROWS.format(100) + "SELECT zeroblob(900000) FROM n", ApplianceError, ANSWER),
+    ("SELECT " + ", ".join(["zeroblob(900000)"] * 150), ApplianceError, MEMORY),
+    ("SELECT randomblob(2000000000)", ApplianceError, VALUE),
+    (ROWS.format(50) + "SELECT randomblob(999000) FROM n", ApplianceError, ANSWER),
+    (
+        f"SELECT replace(replace(replace({a(100)}, 'a', {a(100)}), 'a', {a(100)}), 'a', {a(100)})",
+        ApplianceError,
+        VALUE,
+    ),
+    # SQLite's printf pads char by char before it sees the limit: one step of seconds
+    ("SELECT printf('%.*c', 2000000000, 'x')", Timeout, r"longer than 1 s"),
+    (ROWS.format(100000) + f"SELECT length(group_concat({a(1000)})) FROM n", ApplianceError, VALUE),
+    # quadratic in one VM step: SQLite checks for an interrupt only between steps
+    (
+        f"WITH s(x, y) AS (SELECT {a(990000)}, {a(495000)} || 'b') SELECT instr(x, y) FROM s",
+        Timeout,
+        r"longer than 1 s",
+    ),
+    (
+        f"WITH s(x, y) AS (SELECT {a(200000)}, {a(100000)} || 'b') SELECT "
+        + ", ".join(["instr(x, y)"] * 150)
+        + " FROM s",
+        Timeout,
+        r"longer than 1 s",
+    ),
+    (
+        f"WITH s(x, y) AS (SELECT {a(990000)}, {a(495000)} || 'b') "
+        "SELECT replace(x, y, 'c') FROM s",
+        Timeout,
+        r"longer than 1 s",
+    ),
+    (FOREVER + "SELECT count(*) FROM n", Timeout, r"longer than 1 s"),
+    (FOREVER + "SELECT i FROM n ORDER BY random() LIMIT 1", Timeout, r"longer than 1 s"),
+    (f"SELECT {a(10000)} LIKE '%' || {a(5000)} || 'b'", ApplianceError, "pattern too complex"),
+]
+
+
+@pytest.mark.parametrize(("sql", "error", "says"), HOSTILE)
+def test_hostile_queries_are_stopped_quickly_in_bounded_memory(
+    paths: Paths, sql: str, error: type[Exception], says: str
+) -> None:
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(error, match=says) as exc:
+            api.sql_query(paths, sql, timeout_s=1.0)
+        elapsed = time.monotonic() - started
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(exc.value, ApplianceError) and exc.value.field in ("sql", None)
+    assert elapsed < 1.0 + api.WORKER_GRACE_S + 1.0, elapsed
+    assert peak < 24_000_000, peak  # this process holds at most one answer's bytes
+    worker = api.last_worker()
+    assert 0 < worker["maxrss_kb"] < 300_000, worker  # the worker's own peak
+
+
+def test_a_legitimate_query_near_the_limits_still_answers(paths: Paths) -> None:
+    r = api.sql_query(paths, ROWS.format(3) + f"SELECT i, length({a(999000)}) FROM n")
+    assert r["rows"] == [[1, 999000], [2, 999000], [3, 999000]]
+    r = api.sql_query(paths, ROWS.format(3) + "SELECT zeroblob(1000000) FROM n")
+    assert [len(row[0]) for row in r["rows"]] == [2000000] * 3
+
+
+def test_the_worker_is_killed_at_the_deadline_whatever_it_does(
+    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = tmp_path / "stuck.py"
+    stuck.write_text("import time\ntime.sleep(600)\n")
+    monkeypatch.setattr(api, "WORKER", str(stuck))
+    started = time.monotonic()
+    with pytest.raises(Timeout, match=r"longer than 0\.5 s"):
+        api.sql_query(paths, "SELECT 1", timeout_s=0.5)
+    assert time.monotonic() - started < 0.5 + api.WORKER_GRACE_S + 1.0
+    assert api.last_worker()["ended"] == "killed at the deadline"
+    assert api.last_worker()["returncode"] == -9
+
+
+def test_a_worker_that_writes_too_much_is_killed(
+    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flood = tmp_path / "flood.py"
+    flood.write_text("import sys\nwhile True:\n    sys.stdout.write('[1]\\n' * 10000)\n")
+    monkeypatch.setattr(api, "WORKER", str(flood))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApplianceError, match=ANSWER):
+            api.sql_query(paths, "SELECT 1")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24_000_000
+    assert api.last_worker()["ended"] == "killed: too much output"
+
+
+def test_a_worker_that_dies_gives_a_clear_error(
+    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash = tmp_path / "crash.py"
+    crash.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setattr(api, "WORKER", str(crash))
+    with pytest.raises(ApplianceError, match="stopped without an answer") as exc:
+        api.sql_query(paths, "SELECT 1")
+    assert exc.value.field == "sql"
+
+
+def test_one_query_at_a_time_per_process(paths: Paths) -> None:
+    done = threading.Event()
+    errors: list[Exception] = []
+
+    def slow() -> None:
+        try:
+            api.sql_query(paths, FOREVER + "SELECT count(*) FROM n", timeout_s=1.0)
+        except Exception as e:  # any: the assertion below says which
+            errors.append(e)
+        done.set()
+
+    t = threading.Thread(target=slow)
+    t.start()
+    deadline = time.monotonic() + 5
+    while api._workers._value and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.01)
+    with pytest.raises(api.Busy, match="another SQL query is running") as exc:
+        api.sql_query(paths, "SELECT 1")
+    assert exc.value.field == "sql" and exc.value.retry_after == 1.0
+    t.join(10)
+    assert done.is_set() and isinstance(errors[0], Timeout)
+    assert api.sql_query(paths, "SELECT 1 AS one")["rows"] == [[1]]
+
+
+def test_the_worker_runs_with_the_limits_lowered(paths: Paths) -> None:
+    """Outside systemd's filter the worker lowers its own CPU, file and memory limits."""
+    probe = (
+        "import os, resource, runpy, sys\n"
+        "sys.argv = [sys.argv[1]]\n"
+        "mod = runpy.run_path(sys.argv[0])\n"
+        "mod['sandbox'](2.0)\n"
+        "print(resource.getrlimit(resource.RLIMIT_CPU)[0],"
+        " resource.getrlimit(resource.RLIMIT_FSIZE)[0], os.nice(0))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe, api.WORKER],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    nice = min(19, os.nice(0) + sqlworker.NICE)
+    assert out == ["4", str(sqlworker.MAX_TEMP_BYTES), str(nice)]
+
+
+def test_the_cli_has_the_same_bounds(paths: Paths) -> None:
+    from click.testing import CliRunner
+
+    from appliance.field.cli import sql
+
+    env = {"APPLIANCE_DATA_DIR": str(paths.data_dir), "APPLIANCE_RUN_DIR": str(paths.run_dir)}
+    started = time.monotonic()
+    r = CliRunner().invoke(sql, [HOSTILE[8][0], "--timeout", "1"], env=env, catch_exceptions=True)
+    assert isinstance(r.exception, Timeout), r.output
+    assert time.monotonic() - started < 1.0 + api.WORKER_GRACE_S + 1.0
+    r = CliRunner().invoke(sql, [HOSTILE[0][0]], env=env, catch_exceptions=True)
+    assert isinstance(r.exception, ApplianceError) and "too big" in str(r.exception)
