@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any, Literal
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -69,9 +69,11 @@ PEM_PRIVATE = re.compile(
 # scheme://userinfo@ in free text: up to the last @ before the first /, ?, # or space (a
 # password may hold an unescaped @)
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#'\"<>]+@")
+# a URL with a query in free text
+_URL_WITH_QUERY = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>?]*\?[^\s'\"<>]*")
 # name=value in a query (after ? & ;) or in free text (after a space, a comma, a bracket...)
 _QUERY_PARAM = re.compile(r"([?&;])([^=&#]+)=([^&#]*)")  # in a URL's query: up to & or #
-_PARAM = re.compile(r"(^|[?&;\s,(\[{'\"])([A-Za-z0-9_.\-\[\]]+)=([^&#\s'\"<>,;)\]}]*)")
+_PARAM = re.compile(r"(^|[?&;\s,(\[{'\"])([A-Za-z0-9_.\-\[\]]+)=(\[redacted\]|[^&#\s'\"<>,;)\]}]*)")
 # a path segment that looks like a capability token (letters and digits, 16 or more)
 _TOKENISH = re.compile(r"^(?=.*[0-9])(?=.*[A-Za-z])[A-Za-z0-9_\-.~%+=]{16,}$")
 
@@ -110,7 +112,12 @@ def secret_kind(info: FieldInfo) -> SecretKind | None:
 
 
 def _redact_params(
-    text: str, found: set[str] | None, *, strict: bool = False, pattern: re.Pattern[str] = _PARAM
+    text: str,
+    found: set[str] | None,
+    *,
+    strict: bool = False,
+    pattern: re.Pattern[str] = _PARAM,
+    secret_name: Callable[[str], bool] = is_secret_key,
 ) -> str:
     """`name=value` pairs (a query's, or free text's) with a sensitive name, or (`strict`) a
     token-like value: the value redacted."""
@@ -118,7 +125,7 @@ def _redact_params(
     def sub(m: re.Match[str]) -> str:
         name, value = m.group(2), m.group(3)
         tokenish = strict and _TOKENISH.match(value) is not None
-        if value and value != REDACTED and (tokenish or is_secret_query(name)):
+        if value and value != REDACTED and (tokenish or secret_name(name)):
             if found is not None:
                 found.add(value)
             return f"{m.group(1)}{name}={REDACTED}"
@@ -156,14 +163,19 @@ def redact_url(url: str, *, strict: bool = False, found: set[str] | None = None)
         path = "/".join(segments)
     query = parts.query
     if query:
-        query = _redact_params("&" + query, found, strict=strict, pattern=_QUERY_PARAM)[1:]
+        query = "&" + query
+        query = _redact_params(
+            query, found, strict=strict, pattern=_QUERY_PARAM, secret_name=is_secret_query
+        )[1:]
     fragment = REDACTED if strict and parts.fragment else parts.fragment
     return urlunsplit(SplitResult(parts.scheme, netloc, path, query, fragment))
 
 
 def redact_text(text: str, found: set[str] | None = None) -> str:
     """Free text without PEM private keys, URL user info or the values of sensitive
-    ``name=value`` pairs (``?key=...``, ``token=...`` in a log line).
+    ``name=value`` pairs: in a URL's query by `is_secret_query` (``?key=``, ``sig=``), in the
+    rest by `is_secret_key` (``token=``, ``password=``; not ``key=`` or ``code=``, which
+    alarm keys and systemd's ``code=exited`` use).
 
     These are recognised by their shape, so replacing them cannot garble the rest."""
     if found is not None:
@@ -179,9 +191,17 @@ def redact_text(text: str, found: set[str] | None = None) -> str:
         return f"{m.group(1)}{REDACTED}@"
 
     text = _URL_USERINFO.sub(userinfo, text)
-    if "=" in text:
-        text = _redact_params(text, found)
-    return text
+    if "=" not in text:
+        return text
+
+    def query(m: re.Match[str]) -> str:
+        head, _, rest = m.group(0).partition("?")
+        q, hash_, fragment = rest.partition("#")
+        q = _redact_params("&" + q, found, pattern=_QUERY_PARAM, secret_name=is_secret_query)[1:]
+        return f"{head}?{q}{hash_}{fragment}"
+
+    text = _URL_WITH_QUERY.sub(query, text)
+    return _redact_params(text, found)
 
 
 # -- documents, guided by the models -------------------------------------------------------

@@ -171,6 +171,12 @@ def test_redact_text_finds_urls_and_keys_by_their_shape() -> None:
         f"login failed token={REDACTED}, user=bob (password={REDACTED})"
     )
     assert redact_url("https://h/x?key=a,b;c==&x=1") == f"https://h/x?key={REDACTED}&x=1"
+    # what is not a secret in free text stays: systemd's code=, an alarm's key=
+    kept = "Main process exited, code=exited, status=1/FAILURE; alarm key=plc1.temp:high"
+    assert redact_text(kept) == kept
+    assert redact_text("see https://h/x?code=c0de&page=2#top") == (
+        f"see https://h/x?code={REDACTED}&page=2#top"
+    )
     assert redact_text("no secret: 10.0.0.1, user@example.com") == (
         "no secret: 10.0.0.1, user@example.com"
     )
