@@ -196,6 +196,9 @@ def ack(alarm_id: int, body: AckIn) -> Any:
     return result
 
 
+SQL_TIMEOUT_S = 5.0
+
+
 @endpoint(
     sql_bp,
     "/sql",
@@ -203,12 +206,16 @@ def ack(alarm_id: int, body: AckIn) -> Any:
     role="viewer",
     body=SqlIn,
     response=SqlOut,
-    errors=(400, 422, 503, 504),
+    errors=(400, 404, 422, 429, 503, 504),
     summary="A read-only SQL query over the views samples, tags, alarms, events",
 )
 def sql(body: SqlIn) -> Any:
+    """Runs in a worker process of its own, stopped at 5 s (504) or when a value would
+    pass 1 MB, the answer 8 MB or its memory 64 MB (400, the message names the limit);
+    403 for anything but reading the views; 404 without a history database; 429 while
+    another query of the same server process runs."""
     api = field_api()
     started = time.monotonic()
-    result = api.sql_query(ctx().paths, body.query, max_rows=body.max_rows, timeout_s=5)
+    result = api.sql_query(ctx().paths, body.query, max_rows=body.max_rows, timeout_s=SQL_TIMEOUT_S)
     result.setdefault("elapsed_ms", (time.monotonic() - started) * 1000)
     return result
