@@ -50,6 +50,7 @@ from appliance.agent.outbox import (
     set_cursor,
 )
 from appliance.agent.tlsutil import client_context
+from appliance.config.redact import redact_url
 from appliance.errors import ApplianceError
 from appliance.state.db import Event
 
@@ -408,7 +409,9 @@ class FleetSender:
         self._rand = rand
         self._post = post
         self._last_event_at: dict[str, float] = {}
-        self.status = FleetStatus(url=fleet.url, interval=fleet.interval)
+        # what people see (the status viewers read, events, syslog): no credentials
+        self.shown_url = redact_url(fleet.url, strict=True)
+        self.status = FleetStatus(url=self.shown_url, interval=fleet.interval)
         self.interval = fleet.interval
         self.next_heartbeat = 0.0
         self._context: ssl.SSLContext | None = None
@@ -427,7 +430,7 @@ class FleetSender:
         if now - self._last_event_at.get(kind, -math.inf) < EVENT_EVERY_S:
             return
         self._last_event_at[kind] = now
-        self._event(kind, message, severity=severity, data={"url": self.fleet.url})
+        self._event(kind, message, severity=severity, data={"url": self.shown_url})
 
     def context(self) -> ssl.SSLContext:
         if self._context is None:
@@ -543,12 +546,12 @@ class FleetSender:
         self.status.next_attempt = now + delay
         if e.kind == "tls":
             self._rate_limited_event(
-                "fleet.tls_error", f"fleet {self.fleet.url}: {e}", "error", now
+                "fleet.tls_error", f"fleet {self.shown_url}: {e}", "error", now
             )
         elif e.status in (401, 403):
             self._rate_limited_event(
                 "fleet.rejected",
-                f"fleet {self.fleet.url}: {e} (check the unit's token)",
+                f"fleet {self.shown_url}: {e} (check the unit's token)",
                 "warning",
                 now,
             )

@@ -541,3 +541,20 @@ def test_a_long_queue_goes_out_in_rounds(store: Store) -> None:
     assert s.deliver(10_000.0, limit=3) == 3
     assert s.deliver(10_000.0, limit=3) == 1
     assert [p["doc"]["seq"] for p in fake.posts] == list(range(1, 8))
+
+
+def test_the_fleet_urls_credentials_reach_no_status_and_no_event(store: Store) -> None:
+    # /api/system shows the status to viewers, and events go to syslog and the fleet
+    url = "https://unit:fleetpass99@fleet.example/api/v1/heartbeat?key=k3y-abcdef123456"
+    fake = FakeFleet()
+    s, events = sender(fake, Fleet(url=url, token="tok-123", outbox_max=10))
+    fake.tls_bad = True
+    beat(s, 0.0)
+    fake.tls_bad, fake.status = False, 401
+    s.deliver(100.0)
+    shown = [json.dumps(s.status.live()), *(e[1] for e in events)]
+    assert [e[0] for e in events] == ["fleet.tls_error", "fleet.rejected"]
+    for text in shown:
+        assert "fleetpass99" not in text and "k3y-abcdef123456" not in text, text
+        assert "fleet.example" in text
+    assert fake.attempts == 2  # the real URL is still the one used
