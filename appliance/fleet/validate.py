@@ -350,7 +350,8 @@ def value_errors(body: Any) -> list[dict[str, str]]:
             return
         if isinstance(value, int | float):
             if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > INT64_MAX:
-                message = f"must be between -{INT64_MAX} and {INT64_MAX} (got {value:.6g})"
+                shown = f"{value:.6g}" if isinstance(value, float) or abs(value) > 10**30 else value
+                message = f"must be between -{INT64_MAX} and {INT64_MAX} (got {shown})"
                 out.append({"path": field_path(path) or "body", "message": message})
         elif isinstance(value, str):
             problem = bad_text(value)
