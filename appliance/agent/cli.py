@@ -80,6 +80,7 @@ def factory_reset(yes: bool, paths: Paths) -> None:
         )
     if os.geteuid() != 0:
         raise PermissionDenied("a factory reset needs root")
+    from appliance import secretfile
     from appliance.agent.role import RESET_KEY
     from appliance.state.control import call, socket_path
     from appliance.state.live import LiveState
@@ -88,7 +89,8 @@ def factory_reset(yes: bool, paths: Paths) -> None:
     live = LiveState(paths.run_dir)
     if live.alive("agent"):
         try:
-            proof = (paths.run_dir / RESET_KEY).read_text().strip()
+            # root reads a file in a directory the roles can write: never through a symlink
+            proof = secretfile.read(paths.run_dir / RESET_KEY).decode().strip()
         except OSError as e:
             raise ApplianceError(f"cannot read the agent's reset key: {e.strerror}") from None
         result = call(

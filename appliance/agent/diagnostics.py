@@ -43,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from appliance import __version__
+from appliance import __version__, secretfile
 from appliance.config.redact import (
     REDACTED,
     is_secret_key,
@@ -51,6 +51,7 @@ from appliance.config.redact import (
     redact_data,
     redact_text,
 )
+from appliance.errors import ApplianceError
 from appliance.paths import Paths
 
 MIN_SCRUB_LEN = 8  # shorter values are redacted by key only (scrubbing "1234" would garble)
@@ -135,11 +136,11 @@ def secrets_dir_values(paths: Paths) -> set[str]:
     if not root.is_dir():
         return out
     for p in root.rglob("*"):
-        if not p.is_file():
+        if p.is_symlink() or not p.is_file():
             continue
-        try:
-            text = p.read_text(errors="replace")
-        except OSError:
+        try:  # root reads what the roles could have planted: no symlink, bounded size
+            text = secretfile.read(p).decode(errors="replace")
+        except (OSError, ApplianceError):
             continue
         if text.strip():
             out.add(text.strip())

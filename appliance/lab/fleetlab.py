@@ -10,12 +10,12 @@ person how to log in. `serve_argv` is the receiver's command line.
 
 from __future__ import annotations
 
-import os
 import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance import secretfile
 from appliance.errors import LabError
 from appliance.proc import run
 
@@ -30,10 +30,7 @@ class FleetSetup:
 
 
 def _secret_file(path: Path, text: str) -> None:
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
+    secretfile.write(path.parent, path.name, (text + "\n").encode(), dir_mode=None)
 
 
 def prepare(directory: Path, unit: str, env: dict[str, str] | None = None) -> FleetSetup:
