@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from appliance.fleet.validate import (
     AGENT_SCHEMA_PATH,
@@ -20,6 +23,7 @@ from appliance.fleet.validate import (
     field_path,
     idempotency_key,
     load_agent_schema,
+    value_errors,
 )
 
 UNIT_UUID = "0f4c6a8e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -415,3 +419,41 @@ def test_a_bad_key_is_named_too(minimal: HeartbeatValidator) -> None:
     with pytest.raises(BadRequest) as exc:
         minimal.parse(data)
     assert exc.value.field == "t\\u0000ags"
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_fields = st.sampled_from(
+    ["seq", "sent_at", "uptime_s", "events_cursor", "firmware", "conduits", "tags", "unit"]
+)
+
+
+@functools.cache
+def _full_validator() -> HeartbeatValidator:
+    return HeartbeatValidator(load_agent_schema())
+
+
+@given(field=_fields, value=_json_values)
+def test_any_value_anywhere_is_a_heartbeat_a_database_holds_or_a_bad_request(
+    field: str, value: Any
+) -> None:
+    validator = _full_validator()
+    body = heartbeat(events=[event(1)])
+    body[field] = value
+    try:
+        hb = validator.parse(raw(body))
+    except BadRequest as e:
+        assert e.field
+        return
+    for number in (hb.seq, hb.revision_id, hb.events_cursor, *(e.id for e in hb.events)):
+        assert number is None or (type(number) is int and 0 <= number <= INT64_MAX)
+    assert not value_errors(hb.body)
