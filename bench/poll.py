@@ -92,7 +92,14 @@ def config_yaml() -> str:
         for d in range(DEVICES)
     ]
     server = {"enabled": True, "port": OPCUA_PORT}
-    return yaml.safe_dump({"version": 1, "opcua_server": server, "devices": devices})
+    return yaml.safe_dump(
+        {
+            "version": 1,
+            "interfaces": [{"name": "ot0", "role": "ot", "addresses": ["192.168.50.1/24"]}],
+            "opcua_server": server,
+            "devices": devices,
+        }
+    )
 
 
 # -- the simulator process ----------------------------------------------------------------

@@ -228,7 +228,11 @@ def unit(tmp_path: Path) -> Iterator[tuple[Paths, Store]]:
 
 
 def commit(store: Store, **sections: Any) -> None:
-    doc: dict[str, Any] = {"version": 1, "unit": {"name": "agent-test", "site": "lab"}}
+    doc: dict[str, Any] = {
+        "version": 1,
+        "unit": {"name": "agent-test", "site": "lab"},
+        "interfaces": [{"name": "ot0", "role": "ot", "addresses": ["192.168.50.1/24"]}],
+    }
     doc.update(sections)
     revs.import_text(store, yaml.safe_dump(doc), author="test", now=time.time())
     revs.commit(store, author="test", now=time.time())

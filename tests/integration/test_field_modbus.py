@@ -361,7 +361,13 @@ def role_config(plc: str, *, with_dead: bool = True, dead_at: str = "127.0.0.1:1
             }
         )
     # the OPC UA server stays on (the default): it is the opcua role's, not this role's
-    return yaml.safe_dump({"version": 1, "devices": devices})
+    return yaml.safe_dump(
+        {
+            "version": 1,
+            "interfaces": [{"name": "ot0", "role": "ot", "addresses": ["192.168.50.1/24"]}],
+            "devices": devices,
+        }
+    )
 
 
 def test_the_field_role(plc: str, tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ def get(kind: str, host: str, port: int, path: str, cafile: Path) -> dict[str, A
 
 def doc(addresses: list[str]) -> dict[str, Any]:
     return {
+        "version": 1,
         "unit": {"name": "wb-unit"},
         "interfaces": [
             {"name": "mgmt0", "role": "mgmt", "addresses": addresses},
