@@ -3,7 +3,13 @@
 Units authenticate with `Authorization: Bearer <token>` (the receiver stores
 only the token's SHA-256). Operators log in with the password set by
 `appliance fleet set-password` (argon2), or nobody logs in with `--open` (a
-lab). Operator pages post forms carrying a CSRF token; the JSON twins under
+lab). A login is a row in the receiver's sessions table (store.OperatorSession)
+whose random id the signed cookie carries: logging out, a new password or the
+12 h expiry ends it on the server, whatever copy of the cookie survives. After
+login the user goes back only to a local page (appliance.redirects.safe_next).
+Every JSON body, the heartbeats' and the operator API's, is read by
+validate.parse_json (bounded depth, no NaN/Infinity) and checked for values no
+database column holds. Operator pages post forms carrying a CSRF token; the JSON twins under
 /api/v1/units take the same token in an `X-CSRF-Token` header and only JSON
 bodies. Errors map to HTTP statuses in one place (`_status`).
 """
