@@ -526,5 +526,9 @@ class Northbound(Strict):
     port: int = Field(4840, ge=1, le=65535)
     allow_anonymous: bool = Field(False, description="anonymous read access (off by default)")
     security: list[Literal["None", "Basic256Sha256-Sign", "Basic256Sha256-SignAndEncrypt"]] = Field(
-        default_factory=lambda: ["Basic256Sha256-SignAndEncrypt", "Basic256Sha256-Sign", "None"]
+        default_factory=lambda: ["Basic256Sha256-SignAndEncrypt", "Basic256Sha256-Sign"],
+        description=(
+            "endpoints offered; None (no signature, no encryption) only when listed here. "
+            "Passwords are always sent encrypted; values are written only over SignAndEncrypt"
+        ),
     )
