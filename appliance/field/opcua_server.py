@@ -3,8 +3,9 @@
 It runs in the opcua role's process (appliance/opcua/role.py), never in the field role's:
 the stack that parses what the IT network sends is kept apart from the OT connections.
 
-`Northbound(cfg, paths, authenticate, on_write)` wraps an asyncua Server listening on
-``opc.tcp://0.0.0.0:<cfg.port>/`` (the net role's input rules decide who can reach it):
+`Northbound(cfg, paths, authenticate, on_write, role_of=...)` wraps an asyncua Server
+listening on ``opc.tcp://0.0.0.0:<cfg.port>/`` (the net role's input rules decide who can
+reach it):
 
 - Address space: namespace ``urn:appliance:tags`` (index 2); under Objects a folder per
   device (``ns=2;s=<device>``) and in it a variable per tag (``ns=2;s=<device>.<tag>``,
@@ -12,19 +13,35 @@ the stack that parses what the IT network sends is kept apart from the OT connec
   ``EngineeringUnits`` property (EUInformation, UNECE code when the unit is a known one)
   when the tag has a unit). Values carry the StatusCode for their quality (good -> Good,
   uncertain -> UncertainLastUsableValue, bad -> BadCommunicationError) and SourceTimestamp.
-- Users: a username and password checked by ``authenticate(user, password)`` (-> "admin",
-  "operator", "viewer" or None). Anonymous sessions only when ``cfg.allow_anonymous`` (then
-  as viewer). Certificate (X509) user tokens are not offered.
-- Writes: only to the Value of a tag marked writable, only by a user whose role is admin;
-  they go to ``await on_write("<device>.<tag>", value, username)`` (which writes the device
-  and audits); the node shows the device's value after its next poll. Everyone else gets
+- Users: a username and password checked by ``authenticate(user, password,
+  source=<client IP>)`` (-> "admin", "operator", "viewer" or None) on a small thread pool
+  of its own (argon2 never runs on the event loop, and a flood of log-ons delays only
+  log-ons). The password must come encrypted with the server's key and this session's
+  nonce, or in clear inside a SignAndEncrypt channel (BadIdentityTokenRejected
+  otherwise; endpoints without encryption ask for it encrypted). Anonymous sessions only
+  when ``cfg.allow_anonymous`` (then as viewer). Certificate (X509) user tokens are not
+  offered. ``role_of(user)`` (the account's role now, None when disabled or deleted) is
+  asked at every write and every `RECHECK_EVERY` s for every session: a demoted admin
+  stops writing, a disabled or deleted user's session is refused everything and closed.
+- Writes: only to the Value of a tag marked writable, only over a SignAndEncrypt channel
+  (BadSecurityModeInsufficient), only by a user whose role is admin now; they go to
+  ``await on_write("<device>.<tag>", value, username)`` (which writes the device and
+  audits); the node shows the device's value after its next poll. Everyone else gets
   BadUserAccessDenied (BadNotWritable for a tag that is not writable). Nobody may add or
   delete nodes or write other attributes.
-- Security: ``cfg.security`` picks the endpoints (None, Basic256Sha256 Sign,
-  Basic256Sha256 SignAndEncrypt). The unit's certificate is generated on first start into
-  ``<data>/secrets/opcua-cert.der`` and ``opcua-key.pem`` (0600), RSA 2048, SHA-256,
-  application URI ``urn:<hostname>:appliance`` in the SubjectAltName. Client application
-  certificates are accepted without a trust list: sessions are authorised by user name.
+- Security: ``cfg.security`` picks the endpoints (Basic256Sha256 SignAndEncrypt and Sign
+  by default; None only when listed). Without None a client that opens a None channel
+  anyway (asyncua would serve it) gets discovery only, no session
+  (BadSecurityPolicyRejected). The unit's certificate is generated on first start into
+  ``<data>/secrets/opcua-cert.der`` and ``opcua-key.pem`` (0600, through
+  `appliance.secretfile`), RSA 2048, SHA-256, application URI ``urn:<hostname>:appliance``
+  in the SubjectAltName. Client application certificates are accepted without a trust
+  list: sessions are authorised by user name.
+
+The checks sit in front of asyncua's request handling (`_GuardedServer` ->
+`_GuardedBinaryServer` -> `_GuardedProtocol` -> `_GuardedProcessor`), which knows the
+connection: its peer address and its channel's security mode, handed to the user manager
+and the write path in a context variable (`Channel`) while a request is handled.
 
 `update(name, value, quality, source_time)` is cheap: it records the newest value per tag
 and wakes one flusher task, which writes the values straight into the address space
@@ -35,11 +52,16 @@ folders and variables in place without a restart.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import dataclasses
+import fcntl
 import hashlib
+import hmac
 import logging
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -47,17 +69,23 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncua
 from asyncua import Server, ua
+from asyncua.common.utils import Buffer, ServiceError
+from asyncua.crypto import security_policies, uacrypto
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
 from asyncua.server.address_space import AttributeService
+from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
+from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua.ua_binary import struct_from_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from appliance import secretfile
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
 from appliance.field.model import Device, Tag
 from appliance.field.model import Northbound as NorthboundConfig
@@ -72,8 +100,23 @@ CERT_DAYS = 20 * 365
 WRITE_TIMEOUT = 30.0
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
+LOGON_THREADS = 2  # password hashes at a time (argon2: a core and 64 MB each)
+RECHECK_EVERY = 5.0  # seconds between checks of every logged-on user's current role
+CUT_AFTER = 0.2  # seconds between refusing a revoked user's request and closing the session
+
 Role = Literal["admin", "operator", "viewer"]
-Authenticate = Callable[[str, str], Role | str | None]
+
+
+class Authenticate(Protocol):
+    """`appliance.web.accounts.authenticate`: the role for a right password, else None.
+    `source` (the client's IP address) feeds the per-address throttle."""
+
+    def __call__(
+        self, username: str, password: str, /, *, source: str | None = None
+    ) -> Role | str | None: ...
+
+
+RoleOf = Callable[[str], "Role | str | None"]  # a user's role now; None: disabled or deleted
 OnWrite = Callable[[str, Any, str], Awaitable[Any]]
 Quality = Literal["good", "uncertain", "bad"]
 
@@ -163,19 +206,6 @@ class Certificate:
     fingerprint: str  # "sha256:AB:CD:..."
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    """Write atomically with mode 0600 (created so, never widened)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
 def _describe_cert(cert_path: Path, key_path: Path, cert: x509.Certificate) -> Certificate:
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
@@ -193,8 +223,8 @@ def _describe_cert(cert_path: Path, key_path: Path, cert: x509.Certificate) -> C
 def _load(cert_path: Path, key_path: Path) -> Certificate | None:
     """The existing pair if both files are there, match, and the certificate is valid now."""
     try:
-        cert = x509.load_der_x509_certificate(cert_path.read_bytes())
-        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        cert = x509.load_der_x509_certificate(secretfile.read(cert_path))
+        key = serialization.load_pem_private_key(secretfile.read(key_path), password=None)
     except FileNotFoundError:
         return None
     except ValueError as exc:
@@ -217,10 +247,22 @@ def _load(cert_path: Path, key_path: Path) -> Certificate | None:
 
 
 def ensure_certificate(paths: Paths, hostname: str | None = None) -> Certificate:
-    """The unit's certificate, generated on first use (also the client's, towards devices)."""
+    """The unit's certificate, generated on first use (also the client's, towards devices).
+
+    Written through `appliance.secretfile` (no symlink followed, 0600, owned by the data
+    directory's owner when root makes it); the secrets directory is locked meanwhile so
+    the field and opcua roles starting together make one pair, not two halves."""
+    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+    owner = secretfile.owner_for(paths.data_dir)
+    with secretfile.open_dir(paths.secrets_dir, owner=owner) as dfd:
+        fcntl.flock(dfd, fcntl.LOCK_EX)
+        return _ensure_certificate(paths, hostname, owner)
+
+
+def _ensure_certificate(
+    paths: Paths, hostname: str | None, owner: tuple[int, int] | None
+) -> Certificate:
     secrets = paths.secrets_dir
-    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(secrets, 0o700)
     cert_path, key_path = secrets / CERT_FILE, secrets / KEY_FILE
     existing = _load(cert_path, key_path)
     if existing is not None:
@@ -275,15 +317,14 @@ def ensure_certificate(paths: Paths, hostname: str | None = None) -> Certificate
         )
         .sign(key, hashes.SHA256())
     )
-    _write_secret(
-        key_path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
-    _write_secret(cert_path, cert.public_bytes(serialization.Encoding.DER))
+    secretfile.write(secrets, KEY_FILE, key_pem, mode=0o600, owner=owner)
+    der = cert.public_bytes(serialization.Encoding.DER)
+    secretfile.write(secrets, CERT_FILE, der, mode=0o600, owner=owner)
     info = _describe_cert(cert_path, key_path, cert)
     log.info("generated the OPC UA certificate %s (%s)", info.application_uri, info.thumbprint)
     return info
@@ -419,17 +460,128 @@ def _stamp(t: float | None) -> datetime:
 
 @dataclass
 class UaUser(User):
-    """A session's user: asyncua role User for everyone, our role decides writes."""
+    """A session's user: asyncua role User for everyone, our role decides writes.
+
+    `app_role` follows the accounts while the session lasts (checked at every write and
+    every `RECHECK_EVERY` seconds); `revoked` is set when the account is disabled or
+    deleted, and from then on the session may do nothing at all until it is closed."""
 
     app_role: str = "viewer"
+    anonymous: bool = False
+    revoked: bool = False
+
+
+MODES: dict[ua.MessageSecurityMode, str] = {
+    ua.MessageSecurityMode.None_: "None",
+    ua.MessageSecurityMode.Sign: "Sign",
+    ua.MessageSecurityMode.SignAndEncrypt: "SignAndEncrypt",
+}
+
+# How a client may encrypt its password with the server's key (RSA-OAEP; never PKCS#1 v1.5).
+_PASSWORD_CIPHERS: dict[str, Callable[[Any, bytes], bytes]] = {
+    "http://www.w3.org/2001/04/xmlenc#rsa-oaep": uacrypto.decrypt_rsa_oaep,
+    "http://opcfoundation.org/UA/security/rsa-oaep-sha2-256": uacrypto.decrypt_rsa_oaep_sha256,
+}
+
+
+def password_of(
+    token: ua.UserNameIdentityToken,
+    mode: ua.MessageSecurityMode,
+    nonce: bytes | None,
+    private_key: Any,
+) -> str:
+    """The password in a user name token, if it came protected (ServiceError otherwise).
+
+    Accepted: encrypted with the server's key together with this session's last server
+    nonce (so a token seen on a signed-only channel cannot be replayed in another
+    session), or in clear inside a SignAndEncrypt channel. A clear password over a None
+    or Sign channel is refused (BadIdentityTokenRejected): anyone on the path could read
+    it. asyncua itself takes either whatever the channel and ignores the nonce.
+    """
+    raw = bytes(token.Password or b"")
+    if not token.EncryptionAlgorithm:
+        if mode != ua.MessageSecurityMode.SignAndEncrypt:
+            raise ServiceError(ua.StatusCodes.BadIdentityTokenRejected)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ServiceError(ua.StatusCodes.BadIdentityTokenInvalid) from None
+    decrypt = _PASSWORD_CIPHERS.get(token.EncryptionAlgorithm)
+    if decrypt is None or private_key is None or not nonce:
+        raise ServiceError(ua.StatusCodes.BadIdentityTokenInvalid)
+    try:
+        plain = decrypt(private_key, raw)
+    except Exception:  # not made with our key, or not RSA-OAEP at all
+        raise ServiceError(ua.StatusCodes.BadIdentityTokenInvalid) from None
+    if len(plain) < 4:
+        raise ServiceError(ua.StatusCodes.BadIdentityTokenInvalid)
+    (length,) = struct.unpack_from("<I", plain)
+    body = plain[4 : 4 + length]
+    if length != len(body) or length < len(nonce):
+        raise ServiceError(ua.StatusCodes.BadIdentityTokenInvalid)
+    secret, sent_nonce = body[: length - len(nonce)], body[length - len(nonce) :]
+    if not hmac.compare_digest(sent_nonce, nonce):
+        raise ServiceError(ua.StatusCodes.BadIdentityTokenInvalid)
+    try:
+        return secret.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ServiceError(ua.StatusCodes.BadIdentityTokenInvalid) from None
+
+
+@dataclass(frozen=True)
+class Logon:
+    """A user name token, checked before asyncua activates the session with it."""
+
+    username: str
+    password: str
+    user: UaUser | None  # None: refused
+
+
+@dataclass(frozen=True)
+class Channel:
+    """The secure channel of the request being handled (a context variable meanwhile)."""
+
+    mode: ua.MessageSecurityMode
+    source: str | None  # the client's IP address
+    logon: Logon | None = None  # for an ActivateSession with a user name token
+
+
+_CHANNEL: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
+    "appliance_opcua_channel", default=None
+)
 
 
 class _Users:
-    """asyncua user manager: password check through `authenticate`, anonymous if allowed."""
+    """asyncua user manager: password check through `authenticate`, anonymous if allowed.
+
+    asyncua asks `get_user` synchronously on the event loop, and an argon2 hash there
+    stalls every client. So the check (`check`, on a thread) is done before asyncua
+    activates the session (`_GuardedProcessor`), and `get_user` only hands out its result
+    for the same user name and password; a user name log-on not checked so is refused.
+    """
 
     def __init__(self, authenticate: Authenticate, allow_anonymous: bool) -> None:
         self.authenticate = authenticate
         self.allow_anonymous = allow_anonymous
+
+    def check(self, username: str, password: str, source: str | None) -> UaUser | None:
+        """The user for a name and password (blocking: runs on a thread), or None."""
+        if not username:
+            log.warning("OPC UA: log-on without a user name from %s refused", source)
+            return None
+        try:
+            role = self.authenticate(username, password, source=source)
+        except ApplianceError as exc:  # e.g. throttled after failed log-ons
+            log.warning("OPC UA: log-on refused for %r from %s: %s", username, source, exc)
+            return None
+        except Exception:  # a broken authenticator must refuse, never let in
+            log.exception("OPC UA: authenticate(%r) failed", username)
+            return None
+        if role not in ("admin", "operator", "viewer"):
+            log.warning("OPC UA: log-on refused for %r from %s", username, source)
+            return None
+        log.info("OPC UA: %s logged on from %s (%s)", username, source, role)
+        return UaUser(role=UserRole.User, name=username, app_role=str(role))
 
     def get_user(
         self,
@@ -438,35 +590,34 @@ class _Users:
         password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
+        channel = _CHANNEL.get()
+        logon = channel.logon if channel is not None else None
+        if logon is not None:
+            same = username == logon.username and hmac.compare_digest(
+                (password or "").encode(), logon.password.encode()
+            )
+            return logon.user if same else None
         if username is None:
             if self.allow_anonymous:
-                return UaUser(role=UserRole.User, name="anonymous", app_role="viewer")
+                return UaUser(
+                    role=UserRole.User, name="anonymous", app_role="viewer", anonymous=True
+                )
             log.warning("OPC UA: anonymous log-on refused")
             return None
-        try:
-            role = self.authenticate(username, password or "")
-        except ApplianceError as exc:  # e.g. throttled after failed log-ons
-            log.warning("OPC UA: log-on refused for %r: %s", username, exc)
-            return None
-        except Exception:  # a broken authenticator must refuse, never let in
-            log.exception("OPC UA: authenticate(%r) failed", username)
-            return None
-        if role not in ("admin", "operator", "viewer"):
-            log.warning("OPC UA: log-on refused for %r", username)
-            return None
-        log.info("OPC UA: %s logged on (%s)", username, role)
-        return UaUser(role=UserRole.User, name=username, app_role=str(role))
+        log.warning("OPC UA: log-on for %r not checked beforehand: refused", username)
+        return None
 
 
 class _Ruleset(PermissionRuleset):
     """Sessions may read, browse, subscribe and write (checked per node); nobody may change
-    the address space (AddNodes, DeleteNodes, references), not even an admin."""
+    the address space (AddNodes, DeleteNodes, references), not even an admin. A revoked
+    user (disabled or deleted since logging on) may do nothing."""
 
     def __init__(self) -> None:
         self._allowed = {ua.NodeId(t) for t in USER_TYPES}
 
     def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
-        return isinstance(user, UaUser) and action_type_id in self._allowed
+        return isinstance(user, UaUser) and not user.revoked and action_type_id in self._allowed
 
 
 _INTERNAL = User(role=UserRole.Admin)
@@ -492,6 +643,132 @@ class _GuardedAttributes(AttributeService):
         return [await self.owner._client_write(wv, user) for wv in params.NodesToWrite]
 
 
+# -- the network side: asyncua's server with our checks in front --------------------------
+
+_ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+# What a client may ask over a None channel when None is not offered: find the endpoints.
+_DISCOVERY = frozenset(
+    ua.NodeId(i)
+    for i in (
+        ua.ObjectIds.GetEndpointsRequest_Encoding_DefaultBinary,
+        ua.ObjectIds.FindServersRequest_Encoding_DefaultBinary,
+        ua.ObjectIds.FindServersOnNetworkRequest_Encoding_DefaultBinary,
+        ua.ObjectIds.CloseSessionRequest_Encoding_DefaultBinary,
+        ua.ObjectIds.CloseSecureChannelRequest_Encoding_DefaultBinary,
+    )
+)
+
+
+def _peer_ip(peername: Any) -> str | None:
+    if isinstance(peername, tuple) and peername and isinstance(peername[0], str):
+        return peername[0]
+    return None
+
+
+class _GuardedProcessor(UaProcessor):
+    """asyncua's per-connection request handler, with the Northbound's checks first:
+
+    - a None channel gets no session unless None is configured (asyncua itself opens a
+      None channel for anyone, whatever policies are set; only discovery is answered);
+    - an ActivateSession with a user name token has its password checked (protected,
+      then `authenticate` on a thread, with the client's address) before asyncua
+      activates the session with that result;
+    - the channel's security mode and the client's address are known to the handlers
+      while a request is handled (`_CHANNEL`): writes need SignAndEncrypt.
+    """
+
+    guard: Northbound
+
+    async def _process_message(
+        self, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Buffer
+    ) -> Any:
+        mode = self._connection.security_policy.Mode
+        source = _peer_ip(self.name)
+        if (
+            mode == ua.MessageSecurityMode.None_
+            and not self.guard.allows_none
+            and typeid not in _DISCOVERY
+        ):
+            log.warning("OPC UA: %s asked for a session over a None channel: refused", source)
+            raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
+        logon = None
+        if typeid == _ACTIVATE:
+            logon = await self.guard._logon(self, requesthdr, body.copy(), source)
+        token = _CHANNEL.set(Channel(mode, source, logon))
+        try:
+            return await super()._process_message(typeid, requesthdr, seqhdr, body)
+        finally:
+            _CHANNEL.reset(token)
+
+
+class _GuardedProtocol(OPCUAProtocol):
+    guard: Northbound
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if self.processor is not None:  # None: refused (too many connections)
+            processor = _GuardedProcessor(self.iserver, self.transport, self.limits)
+            processor.guard = self.guard
+            processor.set_policies(self.policies)
+            self.processor = processor
+
+
+class _GuardedBinaryServer(BinaryServer):
+    guard: Northbound
+
+    def _make_protocol(self) -> OPCUAProtocol:
+        protocol = _GuardedProtocol(
+            iserver=self.iserver,
+            policies=self._policies,
+            clients=self.clients,
+            closing_tasks=self.closing_tasks,
+            limits=self.limits,
+        )
+        protocol.guard = self.guard
+        return protocol
+
+
+class _GuardedServer(Server):
+    """asyncua's Server whose listener is `_GuardedBinaryServer` (Server.start of asyncua
+    2.1 with that one class changed) and whose endpoints never ask for a clear password."""
+
+    guard: Northbound
+
+    async def start(self) -> None:
+        if self.iserver.certificate is not None:
+            uacrypto.check_certificate(
+                self.iserver.certificate, self._application_uri, socket.gethostname()
+            )
+        await self._setup_server_nodes()
+        _passwords_encrypted(self.iserver.endpoints)
+        await self.iserver.start()
+        try:
+            host, port = self._get_bind_socket_info()
+            bserver = _GuardedBinaryServer(self.iserver, host, port, self.limits)
+            bserver.guard = self.guard
+            bserver.set_policies(self._policies)
+            self.bserver = bserver
+            await bserver.start()
+        except BaseException:
+            await self.iserver.stop()
+            raise
+
+
+def _passwords_encrypted(endpoints: list[ua.EndpointDescription]) -> None:
+    """On endpoints without encryption, ask for the password encrypted with the server's
+    key (asyncua asks for it in clear when no SignAndEncrypt policy is configured)."""
+    for ep in endpoints:
+        if ep.SecurityMode == ua.MessageSecurityMode.SignAndEncrypt:
+            continue
+        for policy in ep.UserIdentityTokens:
+            if policy.TokenType == ua.UserTokenType.UserName and policy.SecurityPolicyUri in (
+                None,
+                "",
+                security_policies.SecurityPolicyNone.URI,
+            ):
+                policy.SecurityPolicyUri = security_policies.SecurityPolicyBasic256Sha256.URI
+
+
 # -- the server ---------------------------------------------------------------------------
 
 
@@ -513,13 +790,21 @@ class Northbound:
         authenticate: Authenticate,
         on_write: OnWrite,
         *,
+        role_of: RoleOf | None = None,
+        recheck_every: float = RECHECK_EVERY,
         listen: str = "0.0.0.0",
     ) -> None:
         self.cfg = cfg
         self.paths = paths
         self.authenticate = authenticate
         self.on_write = on_write
+        self.role_of = role_of
+        self.recheck_every = recheck_every
         self.listen = listen
+        self._users = _Users(authenticate, cfg.allow_anonymous)
+        self._logon_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._recheck: asyncio.Task[None] | None = None
+        self._cuts: set[asyncio.Task[None]] = set()
         self.certificate: Certificate | None = None
         self.idx = 2
         self._server: Server | None = None
@@ -556,6 +841,11 @@ class Northbound:
     def endpoint(self) -> str:
         return f"opc.tcp://{self.listen}:{self.cfg.port}/"
 
+    @property
+    def allows_none(self) -> bool:
+        """Whether sessions may run over a None channel (only when configured)."""
+        return "None" in self.cfg.security
+
     async def start(self, devices: Iterable[Device]) -> None:
         """Generate/load the certificate, build the address space, listen. No-op if disabled."""
         if not self.cfg.enabled:
@@ -569,7 +859,8 @@ class Northbound:
                 "at least one security policy is needed", field="opcua_server.security"
             )
         self.certificate = await asyncio.to_thread(ensure_certificate, self.paths)
-        server = Server(user_manager=_Users(self.authenticate, self.cfg.allow_anonymous))
+        server = _GuardedServer(user_manager=self._users)
+        server.guard = self
         await server.init(await ensure_shelf(self.paths))
         server.set_endpoint(self.endpoint)
         server.set_server_name("IT/OT demarcation appliance")
@@ -583,8 +874,11 @@ class Northbound:
         if self.cfg.allow_anonymous:
             tokens.insert(0, ua.AnonymousIdentityToken)
         server.set_identity_tokens(tokens)
-        if policies == [ua.SecurityPolicyType.NoSecurity]:
-            log.warning("OPC UA server: security None only, passwords travel in plain text")
+        if self.allows_none:
+            log.warning(
+                "OPC UA server: security None offered: values travel unsigned (passwords "
+                "are still encrypted; writes need SignAndEncrypt)"
+            )
         iserver = server.iserver
         iserver.attribute_service = _GuardedAttributes(iserver.aspace, self)
         self.idx = await server.register_namespace(NAMESPACE)
@@ -592,19 +886,26 @@ class Northbound:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
+        self._logon_pool = concurrent.futures.ThreadPoolExecutor(
+            LOGON_THREADS, thread_name_prefix="opcua-logon"
+        )
         try:
             await self._apply(list(devices))
             await server.start()
         except OSError as exc:
             self._server = None
+            self._stop_logons()
             raise ApplianceError(
                 f"cannot listen on port {self.cfg.port}: {exc.strerror or exc}",
                 field="opcua_server.port",
             ) from None
         except BaseException:
             self._server = None
+            self._stop_logons()
             raise
         self._flusher = asyncio.create_task(self._flush_loop(), name="opcua-northbound-flush")
+        if self.role_of is not None:
+            self._recheck = asyncio.create_task(self._recheck_loop(), name="opcua-recheck")
         if self._pending:
             self._wake.set()
         log.info(
@@ -647,16 +948,127 @@ class Northbound:
     async def stop(self) -> None:
         """Stop listening and drop every session."""
         server, self._server = self._server, None
-        if self._flusher is not None:
-            self._flusher.cancel()
+        tasks = [t for t in (self._flusher, self._recheck, *self._cuts) if t is not None]
+        self._flusher = self._recheck = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             try:
-                await self._flusher
-            except asyncio.CancelledError:
+                await task
+            except (asyncio.CancelledError, Exception):
                 pass
-            self._flusher = None
         if server is not None:
             await server.stop()
             log.info("OPC UA server stopped")
+        self._stop_logons()
+
+    def _stop_logons(self) -> None:
+        pool, self._logon_pool = self._logon_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- users --------------------------------------------------------------------------
+
+    async def _logon(
+        self, processor: UaProcessor, requesthdr: Any, body: Buffer, source: str | None
+    ) -> Logon | None:
+        """Check the user name token of an ActivateSession (None: not one; asyncua goes on
+        as usual). The password must come protected (`password_of`), then it is checked
+        on a thread of its own pool, so a flood of log-ons delays only log-ons."""
+        try:
+            params = struct_from_binary(ua.ActivateSessionParameters, body)
+        except Exception:  # asyncua answers what it cannot parse
+            return None
+        token = params.UserIdentityToken
+        if not isinstance(token, ua.UserNameIdentityToken):
+            return None
+        session = processor.session or processor.iserver.lookup_external_session(
+            requesthdr.AuthenticationToken
+        )
+        if session is None or session.nonce is None:
+            return None  # asyncua refuses it: no such session
+        policy = processor._connection.security_policy
+        # asyncua checks this signature next; checked first, a forged request costs no hash
+        challenge = (policy.host_certificate or b"") + session.nonce
+        policy.asymmetric_cryptography.verify(challenge, params.ClientSignature.Signature)
+        username = token.UserName or ""
+        try:
+            password = password_of(token, policy.Mode, session.nonce, processor.iserver.private_key)
+        except ServiceError as exc:
+            why = ua.StatusCode(exc.code).name
+            log.warning("OPC UA: log-on for %r from %s refused: %s", username, source, why)
+            raise
+        pool = self._logon_pool
+        if pool is None:  # stopping
+            raise ServiceError(ua.StatusCodes.BadServerHalted)
+        loop = asyncio.get_running_loop()
+        user = await loop.run_in_executor(pool, self._users.check, username, password, source)
+        return Logon(username, password, user)
+
+    def _session_users(self) -> list[tuple[UaUser, Any, Any]]:
+        """(user, session, transport or None) of every client session now."""
+        server = self._server
+        if server is None:
+            return []
+        seen: dict[int, tuple[UaUser, Any, Any]] = {}
+        bserver = server.bserver
+        for protocol in list(bserver.clients) if bserver is not None else []:
+            session = protocol.processor.session if protocol.processor is not None else None
+            if session is not None and isinstance(session.user, UaUser):
+                seen[id(session)] = (session.user, session, protocol.transport)
+        # sessions with subscriptions outlive their connection (to be re-activated)
+        for session in list(getattr(server.iserver, "_external_sessions", {}).values()):
+            if isinstance(session.user, UaUser):
+                seen.setdefault(id(session), (session.user, session, None))
+        return list(seen.values())
+
+    def _apply_role(self, name: str, role: str | None) -> None:
+        """Make every session of `name` follow its account: the new role, or cut."""
+        for user, session, transport in self._session_users():
+            if user.name != name or user.anonymous or user.revoked:
+                continue
+            if role is None:
+                user.revoked = True
+                log.warning("OPC UA: %s is disabled or deleted: closing the session", name)
+                task = asyncio.create_task(self._cut(session, transport))
+                self._cuts.add(task)
+                task.add_done_callback(self._cuts.discard)
+            elif role != user.app_role:
+                log.info("OPC UA: %s is %s now (was %s)", name, role, user.app_role)
+                user.app_role = str(role)
+
+    async def _cut(self, session: Any, transport: Any) -> None:
+        """Close a revoked user's session (after the refusal has gone out) and its connection."""
+        await asyncio.sleep(CUT_AFTER)
+        try:
+            await session.close_session(True)
+        except Exception:  # best effort: the ruleset refuses everything meanwhile
+            log.exception("OPC UA: closing a session failed")
+        if transport is not None:
+            transport.close()
+
+    async def _current_role(self, user: UaUser) -> str | None:
+        """The user's role as the accounts say now (None: disabled or deleted)."""
+        if self.role_of is None or user.anonymous or not user.name:
+            return None if user.revoked else user.app_role
+        role = await asyncio.to_thread(self.role_of, user.name)
+        self._apply_role(user.name, role)
+        return None if user.revoked else role
+
+    async def _recheck_loop(self) -> None:
+        """Every `recheck_every` s: each logged-on user's role, so a disabled user's reads
+        and subscriptions stop too, not only their writes."""
+        assert self.role_of is not None
+        while True:
+            await asyncio.sleep(self.recheck_every)
+            names = {u.name for u, _, _ in self._session_users() if u.name and not u.anonymous}
+            for name in sorted(names):
+                try:
+                    role = await asyncio.to_thread(self.role_of, name)
+                except Exception as exc:  # a busy DB: try again next time, keep the session
+                    log.warning("OPC UA: cannot check the role of %s: %s", name, exc)
+                    continue
+                self._apply_role(name, role)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -744,8 +1156,21 @@ class Northbound:
             return ua.StatusCode(ua.StatusCodes.BadNotWritable)
         if wv.IndexRange:
             return ua.StatusCode(ua.StatusCodes.BadWriteNotSupported)
-        if user.app_role != "admin" or user.name in (None, "anonymous"):
-            log.warning("OPC UA: %s (%s) may not write %s", who, user.app_role, var.full)
+        channel = _CHANNEL.get()
+        if channel is None or channel.mode != ua.MessageSecurityMode.SignAndEncrypt:
+            mode = MODES.get(channel.mode, "?") if channel is not None else "unknown"
+            log.warning("OPC UA: %s may not write %s over a %s channel", who, var.full, mode)
+            return ua.StatusCode(ua.StatusCodes.BadSecurityModeInsufficient)
+        if user.anonymous or user.name in (None, "anonymous"):
+            log.warning("OPC UA: %s may not write %s", who, var.full)
+            return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+        try:
+            role = await self._current_role(user)
+        except Exception as exc:  # the accounts cannot say: no write on an old answer
+            log.warning("OPC UA: cannot check the role of %s: %s", who, exc)
+            return ua.StatusCode(ua.StatusCodes.BadInternalError)
+        if role != "admin":
+            log.warning("OPC UA: %s (%s) may not write %s", who, role or "revoked", var.full)
             return ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
         dv = wv.Value
         value = dv.Value.Value if dv is not None and dv.Value is not None else None

@@ -18,8 +18,12 @@ the field role small (asyncua's server costs tens of MB).
   field role stopped or restarting) every value shows Bad (BadCommunicationError); it
   reconnects with back-off (0.2 s doubling to 2 s) and the snapshot makes them good again;
 - users: `appliance.web.accounts.authenticate` (the web UI's accounts; this process
-  opens its own Store for it); writes by admins go to the field role's ``write`` method
-  (``source="opcua"``), on a thread so the loop never waits on a device;
+  opens its own Store for it), told the client's address (the per-address throttle) and
+  run on a thread; a logged-on user's current role (`_role_of`: None when disabled or
+  deleted) is asked again at every write and every few seconds, so a demoted admin
+  stops writing and a disabled user's session is closed; writes by admins go to the
+  field role's ``write`` method (``source="opcua"``), on a thread so the loop never
+  waits on a device;
 - it writes ``<run_dir>/opcua.json`` every second: {"role": "opcua", "enabled",
   "running", "port", "endpoints": [{"url", "security"}], "sessions": n, "values": n,
   "connected": bool (the value stream), "last_update": t|null, "error": str|null,
@@ -40,7 +44,7 @@ from typing import Any
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, NotFound
 from appliance.field.model import Device
-from appliance.field.opcua_server import Authenticate, Northbound
+from appliance.field.opcua_server import Authenticate, Northbound, RoleOf
 from appliance.paths import Paths
 from appliance.state import control, revisions
 from appliance.state.db import Store, open_store
@@ -64,23 +68,43 @@ def _authenticate() -> Authenticate:
         from appliance.web.accounts import authenticate
     except ImportError:  # a build without the web UI's accounts: nobody logs on
 
-        def nobody(_user: str, _password: str) -> str | None:
+        def nobody(_user: str, _password: str, /, *, source: str | None = None) -> str | None:
             return None
 
         return nobody
     return authenticate
 
 
+def _role_of(name: str) -> str | None:
+    """A user's role in the web UI's accounts now; None when disabled, deleted or when
+    there are no accounts in this build."""
+    try:
+        from appliance.web import accounts
+    except ImportError:
+        return None
+    try:
+        user = accounts.get_user(name)
+    except NotFound:
+        return None
+    return None if user.disabled else str(user.role)
+
+
 class OpcUaRole:
     """The opcua role's state and loop (see the module docstring)."""
 
     def __init__(
-        self, paths: Paths, store: Store, live: LiveState, authenticate: Authenticate
+        self,
+        paths: Paths,
+        store: Store,
+        live: LiveState,
+        authenticate: Authenticate,
+        role_of: RoleOf | None = _role_of,
     ) -> None:
         self.paths = paths
         self.store = store
         self.live = live
         self.authenticate = authenticate
+        self.role_of = role_of
         self.stream_path = paths.run_dir / STREAM_FILE
         self.field_socket = control.socket_path(paths.run_dir, "field")
         self.revision_id: int | None = None
@@ -169,7 +193,7 @@ class OpcUaRole:
             self.error = None
             return
         if nb is None:
-            nb = Northbound(cfg, self.paths, self.authenticate, self.on_write)
+            nb = Northbound(cfg, self.paths, self.authenticate, self.on_write, role_of=self.role_of)
             try:
                 await nb.start(devices)
             except ApplianceError as e:

@@ -8,14 +8,18 @@ test's event loop, clients are asyncua's own.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import itertools
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +31,13 @@ from appliance.errors import ApplianceError, PermissionDenied
 from appliance.field.model import Device
 from appliance.field.model import Northbound as NorthboundConfig
 from appliance.field.opcua_client import OpcUaDevice, OpcUaError
-from appliance.field.opcua_server import KEY_FILE, Northbound, ensure_shelf, shelf_path
+from appliance.field.opcua_server import (
+    KEY_FILE,
+    Northbound,
+    ensure_certificate,
+    ensure_shelf,
+    shelf_path,
+)
 from appliance.paths import Paths
 
 pytestmark = pytest.mark.integration
@@ -339,7 +349,7 @@ ACCOUNTS = {
 }
 
 
-def authenticate(user: str, password: str) -> str | None:
+def authenticate(user: str, password: str, *, source: str | None = None) -> str | None:
     got = ACCOUNTS.get(user)
     return got[1] if got and got[0] == password else None
 
@@ -400,14 +410,21 @@ def _shared_shelf(request: pytest.FixtureRequest, tmp_path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def northbound(tmp_path: Path, devices: list[Device], **cfg: Any) -> Any:
+async def northbound(
+    tmp_path: Path,
+    devices: list[Device],
+    auth: Callable[..., str | None] = authenticate,
+    extra: dict[str, Any] | None = None,
+    **cfg: Any,
+) -> Any:
     port = free_port()
     writes = Writes()
     nb = Northbound(
         NorthboundConfig(port=port, **cfg),
         Paths(tmp_path / "data", tmp_path / "run"),
-        authenticate,
+        auth,
         writes,
+        **(extra or {}),
     )
     await nb.start(devices)
     assert nb.server is not None
@@ -419,12 +436,41 @@ async def northbound(tmp_path: Path, devices: list[Device], **cfg: Any) -> Any:
         await nb.stop()
 
 
-def client(url: str, user: str | None = None, password: str | None = None) -> Client:
+def plain(url: str, user: str | None = None, password: str | None = None) -> Client:
     c = Client(url, timeout=10)
     if user is not None:
         c.set_user(user)
         c.set_password(password or "")
     return c
+
+
+@functools.cache
+def it_cert() -> tuple[str, str, str]:
+    """An IT client's application certificate (cert, key, application URI), made once."""
+    d = Path(tempfile.mkdtemp(prefix="it-client-"))
+    atexit.register(shutil.rmtree, d, True)
+    info = ensure_certificate(Paths(d / "data", d / "run"), hostname="it-client")
+    return str(info.cert_path), str(info.key_path), info.application_uri
+
+
+async def secure(c: Client, mode: str) -> Client:
+    """`c` set up for Basic256Sha256 with `mode` (Sign, SignAndEncrypt), or left on None."""
+    if mode != "None":
+        cert, key, uri = it_cert()
+        c.application_uri = uri
+        await c.set_security(
+            SecurityPolicyBasic256Sha256, cert, key, mode=getattr(ua.MessageSecurityMode, mode)
+        )
+    return c
+
+
+@contextlib.asynccontextmanager
+async def client(
+    url: str, user: str | None = None, password: str | None = None, mode: str = "SignAndEncrypt"
+) -> AsyncIterator[Client]:
+    """A session as an IT client opens one: Basic256Sha256 SignAndEncrypt unless told."""
+    async with await secure(plain(url, user, password), mode) as c:
+        yield c
 
 
 def test_northbound_refuses_anonymous_and_bad_passwords(tmp_path: Path) -> None:
@@ -441,6 +487,10 @@ def test_northbound_refuses_anonymous_and_bad_passwords(tmp_path: Path) -> None:
             endpoints = await Client(url).connect_and_get_server_endpoints()
             tokens = {t.TokenType for e in endpoints for t in e.UserIdentityTokens}
             assert tokens == {ua.UserTokenType.UserName}
+            with pytest.raises(ua.UaStatusCodeError) as exc:
+                async with client(url, "alice", "guess", mode="Sign"):
+                    pass
+            assert exc.value.code == ua.StatusCodes.BadUserAccessDenied
 
     run(body())
 
@@ -507,9 +557,9 @@ def test_northbound_basic256sha256_sign_and_encrypt_with_the_generated_certifica
             await nb.flush()
             # without security the server does not talk at all
             with pytest.raises(Exception):  # noqa: B017 - asyncua raises several kinds here
-                async with client(url, "vic", "vic-pw"):
+                async with client(url, "vic", "vic-pw", mode="None"):
                     pass
-            c = client(url, "vic", "vic-pw")
+            c = plain(url, "vic", "vic-pw")
             c.application_uri = "urn:test:it-client"
             cert, pkey = await c.setup_self_signed_certificate(
                 tmp_path / "it-key.pem", tmp_path / "it-cert.der"
@@ -698,3 +748,223 @@ def test_client_logs_on_with_basic256sha256_and_a_password(tmp_path: Path) -> No
             assert (tmp_path / "client" / "secrets" / KEY_FILE).exists()
 
     run(body(), timeout=120)
+
+
+# -- the northbound server: access control -------------------------------------------------
+
+ALL_POLICIES = ["None", "Basic256Sha256-Sign", "Basic256Sha256-SignAndEncrypt"]
+
+
+def plaintext_password(c: Client) -> Client:
+    """`c` sends its password as it is, whatever the endpoint asks (a careless client)."""
+
+    def policy(token_type: ua.UserTokenType) -> ua.UserTokenPolicy:
+        return ua.UserTokenPolicy(
+            PolicyId="username",
+            TokenType=token_type,
+            SecurityPolicyUri="http://opcfoundation.org/UA/SecurityPolicy#None",
+        )
+
+    c.server_policy = policy  # type: ignore[method-assign]
+    return c
+
+
+def test_northbound_default_offers_no_none_endpoint_and_opens_no_session_without_security(
+    tmp_path: Path,
+) -> None:
+    async def body() -> None:
+        async with northbound(tmp_path, [plc_device()]) as (nb, _, url):
+            assert "None" not in nb.cfg.security
+            # discovery over an unsecured channel still answers (that is how clients find
+            # the endpoints), and lists no unsecured one
+            endpoints = await Client(url).connect_and_get_server_endpoints()
+            assert {e.SecurityMode for e in endpoints} == {
+                ua.MessageSecurityMode.Sign,
+                ua.MessageSecurityMode.SignAndEncrypt,
+            }
+            # a client that opens a None channel anyway gets no session on it
+            c = plain(url, "vic", "vic-pw")
+            await c.connect_socket()
+            try:
+                await c.send_hello()
+                await c.open_secure_channel()
+                with pytest.raises(ua.UaStatusCodeError) as exc:
+                    await c.create_session()
+                assert exc.value.code == ua.StatusCodes.BadSecurityPolicyRejected
+            finally:
+                c.disconnect_socket()
+            async with client(url, "vic", "vic-pw", mode="Sign") as c:
+                assert await c.get_node("ns=2;s=plc1.temp").read_display_name()
+
+    run(body())
+
+
+def test_northbound_takes_a_password_only_encrypted(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with northbound(tmp_path, [plc_device()], security=ALL_POLICIES) as (_, _, url):
+            # asyncua encrypts the password with the server's key where the endpoint asks
+            for mode in ("None", "Sign", "SignAndEncrypt"):
+                async with client(url, "vic", "vic-pw", mode=mode) as c:
+                    assert await c.get_node("ns=2;s=plc1.temp").read_display_name()
+            # in plain text it is refused unless the channel itself is encrypted
+            for mode in ("None", "Sign"):
+                c = plaintext_password(await secure(plain(url, "vic", "vic-pw"), mode))
+                with pytest.raises(ua.UaStatusCodeError) as exc:
+                    async with c:
+                        pass
+                assert exc.value.code == ua.StatusCodes.BadIdentityTokenRejected, mode
+            c = plaintext_password(await secure(plain(url, "vic", "vic-pw"), "SignAndEncrypt"))
+            async with c:
+                assert await c.get_node("ns=2;s=plc1.temp").read_display_name()
+            # an encrypted password made for another session (not this session's nonce:
+            # a replay of one seen on a signed-only channel) is refused
+            c = await secure(plain(url, "vic", "vic-pw"), "Sign")
+            encrypt = c._encrypt_password
+
+            def stale_nonce(password: str, policy_uri: str) -> tuple[bytes, str]:
+                real, c._server_nonce = c._server_nonce, b"\x01" * 32
+                try:
+                    return encrypt(password, policy_uri)
+                finally:
+                    c._server_nonce = real
+
+            c._encrypt_password = stale_nonce  # type: ignore[method-assign]
+            with pytest.raises(ua.UaStatusCodeError) as exc:
+                async with c:
+                    pass
+            assert exc.value.code == ua.StatusCodes.BadIdentityTokenInvalid
+
+    run(body())
+
+
+def test_northbound_none_only_still_asks_for_an_encrypted_password(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with northbound(tmp_path, [plc_device()], security=["None"]) as (_, _, url):
+            endpoints = await Client(url).connect_and_get_server_endpoints()
+            [policy] = [t for e in endpoints for t in e.UserIdentityTokens]
+            assert policy.SecurityPolicyUri == SecurityPolicyBasic256Sha256.URI
+            async with client(url, "vic", "vic-pw", mode="None") as c:
+                assert await c.get_node("ns=2;s=plc1.temp").read_display_name()
+
+    run(body())
+
+
+def test_northbound_writes_only_over_sign_and_encrypt(tmp_path: Path) -> None:
+    async def body() -> None:
+        async with northbound(tmp_path, [plc_device()], security=ALL_POLICIES) as (_, w, url):
+            sp = "ns=2;s=plc1.setpoint"
+            for mode in ("None", "Sign"):
+                async with client(url, "alice", "alice-pw", mode=mode) as c:
+                    with pytest.raises(ua.UaStatusCodeError) as exc:
+                        await c.get_node(sp).write_value(ua.Variant(5, ua.VariantType.UInt16))
+                    assert exc.value.code == ua.StatusCodes.BadSecurityModeInsufficient, mode
+                    assert await c.get_node(sp).read_display_name()  # reads are fine
+            assert w.calls == []
+            async with client(url, "alice", "alice-pw", mode="SignAndEncrypt") as c:
+                await c.get_node(sp).write_value(ua.Variant(5, ua.VariantType.UInt16))
+            assert w.calls == [("plc1.setpoint", 5, "alice")]
+
+    run(body())
+
+
+def test_northbound_checks_the_role_at_every_write_and_cuts_disabled_users(
+    tmp_path: Path,
+) -> None:
+    roles = {"alice": "admin", "vic": "viewer"}
+    asked: list[str] = []
+
+    def role_of(name: str) -> str | None:
+        asked.append(name)
+        return roles.get(name)
+
+    async def body() -> None:
+        extra = {"role_of": role_of, "recheck_every": 0.3}
+        async with northbound(tmp_path, [plc_device()], extra=extra) as (_, w, url):
+            sp = "ns=2;s=plc1.setpoint"
+            async with client(url, "alice", "alice-pw") as c, client(url, "vic", "vic-pw") as v:
+                node = c.get_node(sp)
+                await node.write_value(ua.Variant(1, ua.VariantType.UInt16))
+                roles["alice"] = "viewer"  # demoted while logged on
+                with pytest.raises(ua.UaStatusCodeError) as exc:
+                    await node.write_value(ua.Variant(2, ua.VariantType.UInt16))
+                assert exc.value.code == ua.StatusCodes.BadUserAccessDenied
+                roles["alice"] = "admin"
+                await node.write_value(ua.Variant(3, ua.VariantType.UInt16))
+                del roles["alice"]  # disabled or deleted
+                with pytest.raises(ua.UaStatusCodeError) as exc:
+                    await node.write_value(ua.Variant(4, ua.VariantType.UInt16))
+                assert exc.value.code == ua.StatusCodes.BadUserAccessDenied
+                assert [x[1] for x in w.calls] == [1, 3]
+                # and the session is gone: nothing more is answered on it
+                with pytest.raises(Exception):  # noqa: B017 - closed connection or refusal
+                    for _ in range(50):
+                        await node.read_display_name()
+                        await asyncio.sleep(0.1)
+                # a session that only reads is cut too, at the next periodic check
+                assert await v.get_node(sp).read_display_name()
+                del roles["vic"]
+                with pytest.raises(Exception):  # noqa: B017
+                    for _ in range(50):
+                        await v.get_node(sp).read_display_name()
+                        await asyncio.sleep(0.1)
+            assert "vic" in asked
+
+    run(body())
+
+
+def test_northbound_logon_flood_does_not_stall_other_clients(tmp_path: Path) -> None:
+    """argon2 takes a core for a while: a flood of wrong passwords must not stop the
+    event loop from answering everyone else (the hash runs in a thread)."""
+    hashing_s = 0.5
+    checked: list[float] = []
+
+    def slow(user: str, password: str, *, source: str | None = None) -> str | None:
+        time.sleep(hashing_s)  # like argon2: holds a thread, not the loop
+        checked.append(time.monotonic())
+        return authenticate(user, password)
+
+    async def body() -> None:
+        async with northbound(tmp_path, [plc_device()], slow) as (nb, _, url):
+            nb.update("plc1.temp", 20.0, "good", None)
+            await nb.flush()
+            async with client(url, "vic", "vic-pw") as c:
+                temp = c.get_node("ns=2;s=plc1.temp")
+                checked.clear()
+
+                async def wrong(i: int) -> None:
+                    with contextlib.suppress(ua.UaError, OSError, TimeoutError):
+                        async with client(url, "alice", f"guess-{i}"):
+                            pass
+
+                flood = [asyncio.create_task(wrong(i)) for i in range(8)]
+                worst = 0.0
+                t_end = time.monotonic() + 30
+                while not all(f.done() for f in flood) and time.monotonic() < t_end:
+                    t0 = time.monotonic()
+                    assert await temp.read_value() == 20.0
+                    worst = max(worst, time.monotonic() - t0)
+                    await asyncio.sleep(0.02)
+                await asyncio.gather(*flood)
+            assert len(checked) == 8, "the flood did not reach the password check"
+            assert worst < 0.3, f"a read waited {worst:.2f} s during a log-on flood"
+
+    run(body())
+
+
+def test_northbound_tells_authenticate_where_a_logon_comes_from(tmp_path: Path) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def recording(user: str, password: str, *, source: str | None = None) -> str | None:
+        seen.append((user, source))
+        return authenticate(user, password)
+
+    async def body() -> None:
+        async with northbound(tmp_path, [plc_device()], recording) as (_, _, url):
+            async with client(url, "vic", "vic-pw"):
+                pass
+            with pytest.raises(ua.UaStatusCodeError):
+                async with client(url, "alice", "nope"):
+                    pass
+        assert seen == [("vic", "127.0.0.1"), ("alice", "127.0.0.1")]
+
+    run(body())

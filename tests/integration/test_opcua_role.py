@@ -5,9 +5,11 @@ A lab PLC simulator (`python -m appliance.lab.plc`) listens in netns ``fo-opcua`
 (`appliance run --roles field` / `--roles opcua`, one process each). An asyncua client
 with the web UI's accounts reads values that change; the field role is killed (values
 go Bad) and restarted (Good again); an admin's write reaches the PLC through the field
-role's control socket and is audited; a viewer's is refused; disabling the server in a
-new revision stops it. The value stream itself (snapshot, batches, a slow reader cut
-off without blocking the poll loop) is checked without a namespace.
+role's control socket and is audited; a viewer's is refused, and so is an admin's over
+a channel that is not encrypted; a viewer disabled in the accounts loses the session;
+disabling the server in a new revision stops it. The value stream itself (snapshot,
+batches, a slow reader cut off without blocking the poll loop) is checked without a
+namespace.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from asyncua import Client, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from labkit import wait_for
 
+from appliance.field.opcua_server import ensure_certificate
 from appliance.field.role import STREAM_BUFFER_MAX, ValueStream
 from appliance.lab.topology import in_netns
 from appliance.paths import Paths
@@ -119,8 +123,15 @@ def config(plc: str, enabled: bool = True) -> str:
             ],
         }
     ]  # fmt: skip
-    server = {"enabled": enabled, "port": UA_PORT, "security": ["None"]}
-    return yaml.safe_dump({"version": 1, "opcua_server": server, "devices": devices})
+    server = {
+        "enabled": enabled,
+        "port": UA_PORT,
+        "security": ["Basic256Sha256-SignAndEncrypt", "None"],
+    }
+    interfaces = [{"name": "ot0", "role": "ot", "addresses": ["192.168.50.1/24"]}]
+    return yaml.safe_dump(
+        {"version": 1, "interfaces": interfaces, "opcua_server": server, "devices": devices}
+    )
 
 
 class Role:
@@ -200,15 +211,32 @@ def test_the_opcua_role_end_to_end(plc: str, tmp_path: Path) -> None:
         d = doc()
         assert d["role"] == "opcua" and d["pid"] == opcua.proc.pid  # type: ignore[union-attr]
         assert d["enabled"] is True and d["port"] == UA_PORT and d["values"] == 4
-        assert d["endpoints"] == [{"url": f"opc.tcp://0.0.0.0:{UA_PORT}/", "security": "None"}]
+        assert d["endpoints"] == [
+            {"url": f"opc.tcp://0.0.0.0:{UA_PORT}/", "security": p}
+            for p in ("Basic256Sha256-SignAndEncrypt", "None")
+        ]
         # the field role no longer carries the OPC UA server (nor its memory)
         maps = Path(f"/proc/{fdoc()['pid']}/maps").read_text()
         assert "asyncua/server" not in maps
 
+        it = ensure_certificate(Paths(tmp_path / "it", tmp_path / "it-run"), hostname="it")
+
+        async def connect(user: tuple[str, str], encrypted: bool = True) -> Client:
+            c = Client(URL, timeout=10)
+            c.set_user(user[0])
+            c.set_password(user[1])
+            if encrypted:
+                c.application_uri = it.application_uri
+                await c.set_security(
+                    SecurityPolicyBasic256Sha256,
+                    str(it.cert_path),
+                    str(it.key_path),
+                    mode=ua.MessageSecurityMode.SignAndEncrypt,
+                )
+            return c
+
         async def body() -> None:
-            viewer = Client(URL, timeout=10)
-            viewer.set_user(VIEWER[0])
-            viewer.set_password(VIEWER[1])
+            viewer = await connect(VIEWER)
             async with viewer:
                 counter = viewer.get_node("ns=2;s=plc1.counter")
                 fixed = viewer.get_node("ns=2;s=plc1.fixed")
@@ -253,9 +281,15 @@ def test_the_opcua_role_end_to_end(plc: str, tmp_path: Path) -> None:
                     await sp.write_value(ua.DataValue(ua.Variant(5, ua.VariantType.UInt16)))
                 assert exc.value.code == ua.StatusCodes.BadUserAccessDenied
 
-            admin = Client(URL, timeout=10)
-            admin.set_user(ADMIN[0])
-            admin.set_password(ADMIN[1])
+            # an admin over the None channel reads (the password went encrypted) but may
+            # not write: writes need SignAndEncrypt
+            async with await connect(ADMIN, encrypted=False) as unsigned:
+                sp = unsigned.get_node("ns=2;s=plc1.sp")
+                with pytest.raises(ua.UaStatusCodeError) as exc:
+                    await sp.write_value(ua.DataValue(ua.Variant(99, ua.VariantType.UInt16)))
+                assert exc.value.code == ua.StatusCodes.BadSecurityModeInsufficient
+
+            admin = await connect(ADMIN)
             async with admin:
                 sp = admin.get_node("ns=2;s=plc1.sp")
                 await sp.write_value(ua.DataValue(ua.Variant(123, ua.VariantType.UInt16)))
@@ -266,12 +300,20 @@ def test_the_opcua_role_end_to_end(plc: str, tmp_path: Path) -> None:
                 await until(written, 10, "the written value read back over OPC UA")
 
             # a wrong password is refused
-            intruder = Client(URL, timeout=10)
-            intruder.set_user(ADMIN[0])
-            intruder.set_password("wrong-password-123")
+            intruder = await connect((ADMIN[0], "wrong-password-123"))
             with pytest.raises(ua.UaError):
                 async with intruder:
                     pass
+
+            # a viewer disabled in the accounts while logged on: the session is closed
+            async with await connect(VIEWER) as doomed:
+                fixed = doomed.get_node("ns=2;s=plc1.fixed")
+                assert (await fixed.read_data_value()).Value.Value == 42
+                accounts.update_user(VIEWER[0], now=time.time(), disabled=True)
+                with pytest.raises(Exception):  # noqa: B017 - a refusal or a closed connection
+                    for _ in range(100):
+                        await fixed.read_data_value()
+                        await asyncio.sleep(0.1)
 
         in_ns(lambda: asyncio.run(body()))
         # the write went through the field role: the PLC has it, and it is audited there
@@ -286,6 +328,8 @@ def test_the_opcua_role_end_to_end(plc: str, tmp_path: Path) -> None:
             ("alice", "plc1.sp", "ok", "opcua")
         ]
         assert json.loads(audits[0].detail) == {"value": 123}
+        # the log-ons were made with the client's address (the per-address throttle)
+        assert accounts.get_user(ADMIN[0]).last_login_from == "127.0.0.1"
 
         # disabled in a new revision: the role stops the server, keeps running
         commit(config(plc, enabled=False))

@@ -9,17 +9,23 @@ from typing import Any
 
 import pytest
 from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import security_policies
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from appliance.config.load import load_text
 from appliance.errors import ApplianceError
 from appliance.field.model import Northbound as NorthboundConfig
 from appliance.field.model import Tag
 from appliance.field.opcua_server import (
+    _CHANNEL,
     CERT_FILE,
     KEY_FILE,
+    Channel,
+    Logon,
     Northbound,
     UaUser,
     _Ruleset,
@@ -28,10 +34,14 @@ from appliance.field.opcua_server import (
     ensure_certificate,
     eu_information,
     inferred_vtype,
+    password_of,
     shelf_path,
     to_variant,
 )
 from appliance.paths import Paths
+from appliance.secretfile import UnsafeSecretPath
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -83,6 +93,29 @@ def test_broken_or_mismatched_pair_is_replaced(paths: Paths) -> None:
     second.key_path.write_bytes((other.secrets_dir / KEY_FILE).read_bytes())
     third = ensure_certificate(paths, hostname="u")
     assert third.thumbprint not in (first.thumbprint, second.thumbprint)
+
+
+def test_certificate_is_written_through_no_symlink(paths: Paths, tmp_path: Path) -> None:
+    """A secrets directory that is a symlink (planted by a compromised role) is refused
+    before anything is written or chmod'ed through it."""
+    elsewhere = tmp_path / "etc"
+    elsewhere.mkdir(mode=0o755)
+    paths.data_dir.mkdir(parents=True)
+    paths.secrets_dir.symlink_to(elsewhere)
+    with pytest.raises(UnsafeSecretPath):
+        ensure_certificate(paths, hostname="u")
+    assert list(elsewhere.iterdir()) == []
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o755
+
+
+def test_a_symlinked_key_is_not_read(paths: Paths, tmp_path: Path) -> None:
+    info = ensure_certificate(paths, hostname="u")
+    other = tmp_path / "other-key.pem"
+    other.write_bytes(info.key_path.read_bytes())
+    info.key_path.unlink()
+    info.key_path.symlink_to(other)
+    with pytest.raises(UnsafeSecretPath):
+        ensure_certificate(paths, hostname="u")
 
 
 def test_address_space_cache_is_per_asyncua_version_on_the_data_partition(paths: Paths) -> None:
@@ -177,38 +210,133 @@ ACCOUNTS = {
 }
 
 
-def authenticate(user: str, password: str) -> str | None:
+def authenticate(user: str, password: str, *, source: str | None = None) -> str | None:
     got = ACCOUNTS.get(user)
     return got[1] if got and got[0] == password else None
 
 
 def test_users_log_on_with_a_password_only() -> None:
     users = _Users(authenticate, allow_anonymous=False)
-    alice = users.get_user(None, "alice", "a-pass")
+    alice = users.check("alice", "a-pass", "10.0.0.7")
     assert isinstance(alice, UaUser)
     assert alice.app_role == "admin" and alice.name == "alice"
     assert alice.role == UserRole.User  # never asyncua's Admin: that may edit the address space
-    assert users.get_user(None, "alice", "wrong") is None
-    assert users.get_user(None, "mallory", "x") is None
+    assert users.check("alice", "wrong", "10.0.0.7") is None
+    assert users.check("mallory", "x", "10.0.0.7") is None
+    assert users.check("", "x", "10.0.0.7") is None
     assert users.get_user(None, None, None) is None  # anonymous refused by default
+
+
+def test_users_are_checked_before_asyncua_asks_never_on_its_call() -> None:
+    """asyncua calls get_user on the event loop: it only hands out what `check` found (on
+    a thread, before), for the same name and password; it never hashes a password."""
+    called: list[str] = []
+
+    def counting(user: str, password: str, *, source: str | None = None) -> str | None:
+        called.append(user)
+        return authenticate(user, password)
+
+    users = _Users(counting, allow_anonymous=True)
+    assert users.get_user(None, "alice", "a-pass") is None  # not checked beforehand
+    assert called == []
+    alice = users.check("alice", "a-pass", None)
+    mode = ua.MessageSecurityMode.SignAndEncrypt
+    token = _CHANNEL.set(Channel(mode, "10.0.0.7", Logon("alice", "a-pass", alice)))
+    try:
+        assert users.get_user(None, "alice", "a-pass") is alice
+        assert users.get_user(None, "alice", "other") is None
+        assert users.get_user(None, "vic", "a-pass") is None
+        assert users.get_user(None, None, None) is None  # not anonymous: a user name token
+    finally:
+        _CHANNEL.reset(token)
+    assert called == ["alice"]
+
+
+def test_authenticate_is_told_the_client_address() -> None:
+    seen: list[str | None] = []
+
+    def recording(user: str, password: str, *, source: str | None = None) -> str | None:
+        seen.append(source)
+        return "viewer"
+
+    _Users(recording, allow_anonymous=False).check("vic", "v-pass", "192.0.2.5")
+    assert seen == ["192.0.2.5"]
 
 
 def test_anonymous_sessions_are_viewers_when_allowed() -> None:
     user = _Users(authenticate, allow_anonymous=True).get_user(None)
-    assert isinstance(user, UaUser) and user.app_role == "viewer"
+    assert isinstance(user, UaUser) and user.app_role == "viewer" and user.anonymous
 
 
 def test_a_failing_or_odd_authenticator_refuses() -> None:
-    def broken(user: str, password: str) -> str:
+    def broken(user: str, password: str, *, source: str | None = None) -> str:
         raise RuntimeError("database locked")
 
-    assert _Users(broken, allow_anonymous=False).get_user(None, "alice", "a-pass") is None
+    assert _Users(broken, allow_anonymous=False).check("alice", "a-pass", None) is None
 
-    def throttled(user: str, password: str) -> str:
+    def throttled(user: str, password: str, *, source: str | None = None) -> str:
         raise ApplianceError("too many failed log-ons, try again in 30 s")
 
-    assert _Users(throttled, allow_anonymous=False).get_user(None, "alice", "a-pass") is None
-    assert _Users(lambda u, p: "root", allow_anonymous=False).get_user(None, "a", "b") is None
+    assert _Users(throttled, allow_anonymous=False).check("alice", "a-pass", None) is None
+    root = _Users(lambda u, p, source=None: "root", allow_anonymous=False)
+    assert root.check("a", "b", None) is None
+
+
+# -- passwords on the wire --------------------------------------------------------------------
+
+NONCE = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def server_key() -> tuple[Any, Any]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key, key.public_key()
+
+
+def encrypted(public_key: Any, password: str, nonce: bytes, uri: str | None = None) -> Any:
+    """A user name token as asyncua's client makes it for an endpoint asking encryption."""
+    blob = ua.ua_binary.Primitives.Bytes.pack(password.encode() + nonce)
+    data, alg = security_policies.encrypt_asymmetric(
+        public_key, blob, uri or security_policies.SecurityPolicyBasic256Sha256.URI
+    )
+    return ua.UserNameIdentityToken(UserName="vic", Password=data, EncryptionAlgorithm=alg)
+
+
+def test_a_password_in_clear_is_taken_only_inside_an_encrypted_channel(
+    server_key: tuple[Any, Any],
+) -> None:
+    key, _ = server_key
+    clear = ua.UserNameIdentityToken(UserName="vic", Password=b"v-pass")
+    assert password_of(clear, ua.MessageSecurityMode.SignAndEncrypt, NONCE, key) == "v-pass"
+    for mode in (ua.MessageSecurityMode.None_, ua.MessageSecurityMode.Sign):
+        with pytest.raises(ServiceError) as exc:
+            password_of(clear, mode, NONCE, key)
+        assert exc.value.code == ua.StatusCodes.BadIdentityTokenRejected
+
+
+def test_an_encrypted_password_needs_our_key_and_this_sessions_nonce(
+    server_key: tuple[Any, Any],
+) -> None:
+    key, public = server_key
+    none = ua.MessageSecurityMode.None_
+    assert password_of(encrypted(public, "v-pass", NONCE), none, NONCE, key) == "v-pass"
+    sha256 = security_policies.SecurityPolicyAes256Sha256RsaPss.URI
+    assert password_of(encrypted(public, "pässword", NONCE, sha256), none, NONCE, key) == (
+        "pässword"
+    )
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    bad = [
+        encrypted(stranger, "v-pass", NONCE),  # not made with our key
+        encrypted(public, "v-pass", bytes(32)),  # another session's nonce: a replay
+        encrypted(public, "", b""),  # no nonce at all
+        ua.UserNameIdentityToken(UserName="vic", Password=b"x", EncryptionAlgorithm="rot13"),
+    ]
+    rsa15 = encrypted(public, "v-pass", NONCE, security_policies.SecurityPolicyBasic128Rsa15.URI)
+    bad.append(rsa15)  # PKCS#1 v1.5: not accepted
+    for token in bad:
+        with pytest.raises(ServiceError) as exc:
+            password_of(token, none, NONCE, key)
+        assert exc.value.code == ua.StatusCodes.BadIdentityTokenInvalid, token.EncryptionAlgorithm
 
 
 def test_ruleset_allows_reading_and_writing_values_but_not_editing_the_address_space() -> None:
@@ -224,6 +352,20 @@ def test_ruleset_allows_reading_and_writing_values_but_not_editing_the_address_s
     assert not rules.check_validity(admin, delete, None)
     # a session that never logged on carries asyncua's plain anonymous User
     assert not rules.check_validity(User(role=UserRole.Anonymous), read, None)
+    # a user disabled since logging on may do nothing at all
+    gone = UaUser(role=UserRole.User, name="alice", app_role="admin", revoked=True)
+    assert not rules.check_validity(gone, read, None)
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+def test_the_default_offers_signed_endpoints_only() -> None:
+    assert NorthboundConfig().security == ["Basic256Sha256-SignAndEncrypt", "Basic256Sha256-Sign"]
+    assert NorthboundConfig(security=["None"]).security == ["None"]  # when asked for
+    for example in sorted((ROOT / "examples").glob("*.yaml")):
+        config = load_text(example.read_text(), str(example)).config
+        assert "None" not in config.opcua_server.security, example
 
 
 # -- start-up checks ------------------------------------------------------------------------
@@ -271,7 +413,7 @@ def test_opcua_role_applies_snapshots_changes_and_goes_bad_when_the_stream_drops
     from appliance.state.live import LiveState
 
     paths = Paths(tmp_path / "data", tmp_path / "run")
-    role = OpcUaRole(paths, None, LiveState(paths.run_dir), lambda u, p: None)  # type: ignore[arg-type]
+    role = OpcUaRole(paths, None, LiveState(paths.run_dir), lambda u, p, source=None: None)  # type: ignore[arg-type]
     nb = FakeNorthbound()
     role.northbound = nb  # type: ignore[assignment]
     role.handle(b'{"snapshot": {"p.a": [1, "good", 5.0], "p.b": [null, "bad", null]}, "t": 6}\n')
@@ -291,3 +433,48 @@ def test_opcua_role_applies_snapshots_changes_and_goes_bad_when_the_stream_drops
     assert doc["connected"] is False and doc["values"] == 2 and doc["sessions"] == 2
     assert doc["running"] is True and doc["enabled"] is False  # no configuration read yet
     assert doc["endpoints"] == [{"url": "opc.tcp://0.0.0.0:4840/", "security": "None"}]
+
+
+def test_opcua_role_asks_the_accounts_for_a_users_role_now(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from appliance.config.model import Config
+    from appliance.opcua import role as opcua_role
+    from appliance.state.db import Store
+    from appliance.web import accounts
+
+    store = Store(tmp_path / "data")
+    try:
+        now = time.time()
+        accounts.create_user("alice", "admin", "Oven-Admin-Password-7", by="t", now=now)
+        accounts.create_user("olga", "operator", "Oven-Operator-Pass-7", by="t", now=now)
+        assert opcua_role._role_of("alice") == "admin"
+        assert opcua_role._role_of("olga") == "operator"
+        accounts.update_user("olga", now=now, role="viewer")
+        assert opcua_role._role_of("olga") == "viewer"
+        accounts.update_user("olga", now=now, disabled=True)
+        assert opcua_role._role_of("olga") is None
+        accounts.delete_user("olga")
+        assert opcua_role._role_of("olga") is None
+        assert opcua_role._role_of("nobody") is None
+    finally:
+        store.close()
+    paths = Paths(tmp_path / "data", tmp_path / "run")
+    from appliance.state.live import LiveState
+
+    made: list[dict[str, Any]] = []
+
+    class Recording(FakeNorthbound):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__()
+            made.append(kwargs)
+
+        async def start(self, devices: Any) -> None:
+            pass
+
+    monkeypatch.setattr(opcua_role, "Northbound", Recording)
+    role = opcua_role.OpcUaRole(paths, store, LiveState(paths.run_dir), authenticate)
+    asyncio.run(role.apply(Config()))
+    assert [m["role_of"] for m in made] == [opcua_role._role_of]
