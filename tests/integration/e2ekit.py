@@ -182,8 +182,10 @@ def first_admin(e2e: E2E) -> tuple[dict[str, str], list[dict[str, Any]]]:
 
 
 OPCUA_READ = r"""
-import asyncio, json, sys
-from asyncua import Client
+import asyncio, json, sys, tempfile
+from pathlib import Path
+from asyncua import Client, ua
+from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 
 async def main():
     c = Client(sys.argv[1], timeout=10)
@@ -192,6 +194,13 @@ async def main():
         c.set_password(sys.argv[3])
     out = {}
     try:
+        # as an IT client connects by default: Basic256Sha256 SignAndEncrypt
+        d = Path(tempfile.mkdtemp())
+        cert, key = await c.setup_self_signed_certificate(d / "key.pem", d / "cert.der")
+        await c.set_security(
+            SecurityPolicyBasic256Sha256, str(cert), str(key),
+            mode=ua.MessageSecurityMode.SignAndEncrypt,
+        )
         async with c:
             ns = await c.get_namespace_index("urn:appliance:tags")
             out["ns"] = ns
