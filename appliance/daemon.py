@@ -183,6 +183,12 @@ def run_role(paths: Paths, role: str, stop: threading.Event) -> bool:
             _run_net(paths, stop, watch)
         else:
             _run_module(paths, role, stop)
+    except Exception as e:
+        if not watch.changed():
+            raise
+        # the reset pulled the role's files from under it (e.g. a cache it closes on the
+        # way out): it was stopping for the reset anyway, and starts again on what is there
+        log.warning("%s role: %s: %s (stopping for the factory reset)", role, type(e).__name__, e)
     finally:
         watch.close()
     return watch.changed()

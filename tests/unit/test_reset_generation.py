@@ -138,6 +138,29 @@ def test_the_agent_returning_after_its_own_reset_asks_to_be_restarted(
     assert kinds[:2] == ["role.stopped", "unit.factory_reset"]
 
 
+def test_a_role_that_fails_on_its_wiped_files_still_exits_for_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The opcua role closes a cache in the data directory on its way out: after a reset
+    that file is gone. The role was stopping for the reset: it is started again, not an
+    internal error; the same failure without a reset is still raised."""
+
+    def fails(paths: Paths) -> None:
+        reset.factory_reset(paths, "test")
+        raise FileNotFoundError(2, "No such file or directory", "cache/opcua-aspace")
+
+    fake = FakeRole()
+    monkeypatch.setattr(daemon.importlib, "import_module", lambda name: fake.module(fails))
+    assert daemon.run_role(paths_in(tmp_path), "opcua", threading.Event()) is True
+
+    def fails_alone(paths: Paths) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "cache/opcua-aspace")
+
+    monkeypatch.setattr(daemon.importlib, "import_module", lambda name: fake.module(fails_alone))
+    with pytest.raises(FileNotFoundError):
+        daemon.run_role(paths_in(tmp_path), "opcua", threading.Event())
+
+
 def test_appliance_run_exits_for_a_restart_after_a_reset(tmp_path: Path) -> None:
     """The process a unit runs: `appliance run --roles field`, env as in the unit."""
     paths = paths_in(tmp_path)
