@@ -56,6 +56,16 @@ def test_the_generation_is_written_over_a_planted_link_not_through_it(tmp_path: 
     assert not (data / reset.GENERATION).is_symlink()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's reset (the CLI, no agent running)")
+def test_roots_reset_leaves_the_generation_to_the_roles_user(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, 65534, 65534)  # the data directory belongs to the roles' user
+    reset.bump_generation(data)
+    st = (data / reset.GENERATION).stat()
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+
+
 def test_the_watch_sees_a_reset_and_only_a_reset(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
