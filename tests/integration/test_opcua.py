@@ -915,7 +915,7 @@ def test_northbound_checks_the_role_at_every_write_and_cuts_disabled_users(
 def test_northbound_logon_flood_does_not_stall_other_clients(tmp_path: Path) -> None:
     """argon2 takes a core for a while: a flood of wrong passwords must not stop the
     event loop from answering everyone else (the hash runs in a thread)."""
-    hashing_s = 0.5
+    hashing_s = 1.0
     checked: list[float] = []
 
     def slow(user: str, password: str, *, source: str | None = None) -> str | None:
@@ -946,7 +946,7 @@ def test_northbound_logon_flood_does_not_stall_other_clients(tmp_path: Path) -> 
                     await asyncio.sleep(0.02)
                 await asyncio.gather(*flood)
             assert len(checked) == 8, "the flood did not reach the password check"
-            assert worst < 0.3, f"a read waited {worst:.2f} s during a log-on flood"
+            assert worst < hashing_s / 2, f"a read waited {worst:.2f} s during a log-on flood"
 
     run(body())
 
