@@ -214,19 +214,6 @@ def _run_module(paths: Paths, role: str, stop: threading.Event) -> None:
         log.info("%s role stopped", role)
 
 
-def close_gate_if_unconfigured(store: Store, nft: Any) -> bool:
-    """With no desired revision (first boot, or the databases wiped by a factory reset)
-    the gate is fail-closed, whatever table the kernel still holds: the net role adopts
-    a table it finds (a restart must not cut traffic), and after a reset that table is
-    the wiped configuration's, conduits and all. True if the gate was closed here."""
-    from appliance.state import revisions as revs
-
-    if revs.desired(store) is not None:
-        return False
-    nft.apply(_fail_closed())
-    return True
-
-
 def _fail_closed() -> dict[str, Any]:
     from appliance.net.render import render_fail_closed
 
@@ -246,9 +233,7 @@ def _run_net(paths: Paths, stop: threading.Event, watch: ResetWatch | None = Non
     log.info("net role starting (data %s, run %s)", paths.data_dir, paths.run_dir)
     store.event("role.started", f"net role started (pid {os.getpid()})", source="net")
     try:
-        if close_gate_if_unconfigured(store, nft):
-            log.info("no configuration: the fail-closed ruleset is loaded")
-        role.run(stop.is_set)
+        role.run(stop.is_set)  # starts fail-closed when there is no configuration
     finally:
         if watch is not None and watch.changed():
             # the conduits were wiped: the gate closes now, not only once started again

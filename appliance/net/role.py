@@ -101,13 +101,20 @@ class NetRole:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Close the gate before anything else, then allow forwarding."""
+        """Close the gate before anything else, then allow forwarding.
+
+        A table found in the kernel is adopted (a restart must not cut traffic), unless
+        there is no desired revision (first boot, or the databases wiped by a factory
+        reset): then that table is a wiped configuration's, conduits and all, and the
+        fail-closed ruleset replaces it."""
         found = self.nft.list_table()
-        if found is None:
+        unconfigured = revs.desired(self.store) is None
+        if found is None or unconfigured:
             self._apply_ruleset(render_fail_closed(), None, None, self.clock())
+            why = "no ruleset found" if found is None else "no configuration"
             self.store.event(
                 "net.fail-closed",
-                "no ruleset found: fail-closed ruleset loaded (no forwarding)",
+                f"{why}: fail-closed ruleset loaded (no forwarding)",
                 source="net",
             )
         else:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from appliance.errors import ApplyFailed
+from appliance.net.render import render_fail_closed
 from appliance.net.role import NetRole
 from appliance.state import revisions as revs
 from appliance.state.db import Revision, Store
@@ -98,6 +99,49 @@ def test_start_loads_fail_closed_before_forwarding(env) -> None:
     forward = [o for o in nft.listing if "rule" in o and o["rule"]["chain"] == "forward"]
     assert len(forward) == 1 and "drop" in forward[0]["rule"]["expr"][-1]
     assert store.events(10, "net.fail-closed")
+
+
+def test_a_table_found_with_no_configuration_is_replaced_by_fail_closed(env) -> None:
+    # after a factory reset the kernel still holds the wiped configuration's table, which
+    # the net role would adopt: with no desired revision it closes the gate instead
+    store, nft, clock, role, _ = env
+    role.start()
+    commit(store, clock, yaml.safe_dump(DEMO))
+    role.step()
+    wiped = nft.listing
+    assert wiped is not None and len(nft.applied) == 2
+    for rev in Revision.select():
+        rev.delete_instance()  # what the reset's wipe leaves: no revision at all
+    again = NetRole(
+        store,
+        LiveState(store.data_dir.parent / "run2"),
+        nft,
+        None,
+        clock=clock,
+        forwarding=FakeForwarding(),
+    )
+    again.start()
+    assert nft.applied[-1] == render_fail_closed().document()
+    assert len(store.events(10, "net.fail-closed")) == 2
+    assert "no configuration" in store.events(10, "net.fail-closed")[0].message
+
+
+def test_a_table_found_with_a_configuration_is_adopted(env) -> None:
+    store, nft, clock, role, _ = env
+    role.start()
+    commit(store, clock, yaml.safe_dump(DEMO))
+    role.step()
+    applied = len(nft.applied)
+    again = NetRole(
+        store,
+        LiveState(store.data_dir.parent / "run2"),
+        nft,
+        None,
+        clock=clock,
+        forwarding=FakeForwarding(),
+    )
+    again.start()
+    assert len(nft.applied) == applied  # a restart does not cut traffic
 
 
 def test_commit_is_applied_then_confirmed(env) -> None:

@@ -14,16 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from appliance import daemon
 from appliance.agent import reset
-from appliance.net.render import render_fail_closed
 from appliance.paths import Paths
-from appliance.state import revisions as revs
 from appliance.state.db import Store
-
-from . import factory
 
 
 def paths_in(tmp_path: Path) -> Paths:
@@ -200,34 +195,3 @@ def test_appliance_run_exits_for_a_restart_after_a_reset(tmp_path: Path) -> None
     err = proc.stderr.read().decode() if proc.stderr else ""
     assert code == daemon.EXIT_RESET, err
     assert "factory reset" in err
-
-
-class FakeNft:
-    def __init__(self) -> None:
-        self.applied: list[dict[str, Any]] = []
-
-    def apply(self, document: dict[str, Any], *, check_only: bool = False) -> None:
-        self.applied.append(document)
-
-
-def test_the_net_role_starts_fail_closed_with_no_configuration(tmp_path: Path) -> None:
-    """After a reset the kernel still holds the wiped configuration's table, which the net
-    role would adopt: with no desired revision the runner closes the gate first."""
-    store = Store(tmp_path / "data")
-    try:
-        nft = FakeNft()
-        assert daemon.close_gate_if_unconfigured(store, nft) is True
-        assert nft.applied == [render_fail_closed().document()]
-        draft = revs.import_text(
-            store,
-            yaml.safe_dump(factory.base(), sort_keys=False),
-            author="t",
-            comment="",
-            now=time.time(),
-        )
-        revs.commit(store, author="t", now=time.time(), ref=draft.revision.id)
-        nft = FakeNft()
-        assert daemon.close_gate_if_unconfigured(store, nft) is False
-        assert nft.applied == []
-    finally:
-        store.close()
