@@ -148,10 +148,19 @@ def test_set_password(capsys: pytest.CaptureFixture[str], db: str, tmp_path: Pat
         assert store.password_hash().startswith("$argon2id$")
 
 
+try:
+    import psycopg2  # noqa: F401
+
+    _PG_MESSAGE = "cannot open postgresql://fleet:***@/fleet"  # the driver is there
+except ImportError:
+    _PG_MESSAGE = "psycopg2"  # the message says which driver to install
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://fleet:secret@db.example/fleet", "psycopg2"),
+        # a socket directory that does not exist: no name lookup, no network
+        ("postgresql://fleet:secret@/fleet?host=/nonexistent-dir", _PG_MESSAGE),
         ("mongodb://x/y", "unsupported database URL scheme 'mongodb'"),
         ("/nonexistent-dir/fleet.db", "directory /nonexistent-dir does not exist"),
     ],
