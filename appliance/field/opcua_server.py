@@ -551,6 +551,13 @@ _CHANNEL: contextvars.ContextVar[Channel | None] = contextvars.ContextVar(
 )
 
 
+def _typed(username: str) -> str:
+    """A refused log-on's user name as the journal shows it: a short digest, never the
+    text, which may be a password typed into the user name box."""
+    digest = hashlib.sha256(username.encode("utf-8", "replace")).hexdigest()[:12]
+    return f"a user name (sha256 {digest}…)"
+
+
 class _Users:
     """asyncua user manager: password check through `authenticate`, anonymous if allowed.
 
@@ -572,13 +579,13 @@ class _Users:
         try:
             role = self.authenticate(username, password, source=source)
         except ApplianceError as exc:  # e.g. throttled after failed log-ons
-            log.warning("OPC UA: log-on refused for %r from %s: %s", username, source, exc)
+            log.warning("OPC UA: log-on refused for %s from %s: %s", _typed(username), source, exc)
             return None
         except Exception:  # a broken authenticator must refuse, never let in
-            log.exception("OPC UA: authenticate(%r) failed", username)
+            log.exception("OPC UA: authenticate(%s) failed", _typed(username))
             return None
         if role not in ("admin", "operator", "viewer"):
-            log.warning("OPC UA: log-on refused for %r from %s", username, source)
+            log.warning("OPC UA: log-on refused for %s from %s", _typed(username), source)
             return None
         log.info("OPC UA: %s logged on from %s (%s)", username, source, role)
         return UaUser(role=UserRole.User, name=username, app_role=str(role))
@@ -604,7 +611,7 @@ class _Users:
                 )
             log.warning("OPC UA: anonymous log-on refused")
             return None
-        log.warning("OPC UA: log-on for %r not checked beforehand: refused", username)
+        log.warning("OPC UA: log-on for %s not checked beforehand: refused", _typed(username))
         return None
 
 
@@ -996,7 +1003,7 @@ class Northbound:
             password = password_of(token, policy.Mode, session.nonce, processor.iserver.private_key)
         except ServiceError as exc:
             why = ua.StatusCode(exc.code).name
-            log.warning("OPC UA: log-on for %r from %s refused: %s", username, source, why)
+            log.warning("OPC UA: log-on for %s from %s refused: %s", _typed(username), source, why)
             raise
         pool = self._logon_pool
         if pool is None:  # stopping

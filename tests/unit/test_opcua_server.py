@@ -263,6 +263,26 @@ def test_authenticate_is_told_the_client_address() -> None:
     assert seen == ["192.0.2.5"]
 
 
+def test_a_refused_user_name_is_not_written_to_the_journal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a password typed into the user name box must not land in the journal (it goes to
+    # syslog and the support bundle)
+    typed = "Winter2026!-pw"
+    caplog.set_level("DEBUG", logger="field.opcua-server")
+    refusing = _Users(lambda u, p, source=None: None, allow_anonymous=False)
+    assert refusing.check(typed, "x", "192.0.2.5") is None
+    throttled = _Users(_raise_throttled, allow_anonymous=False)
+    assert throttled.check(typed, "x", "192.0.2.5") is None
+    assert refusing.get_user(None, typed, "x") is None
+    assert caplog.records and typed not in caplog.text
+    assert "192.0.2.5" in caplog.text
+
+
+def _raise_throttled(user: str, password: str, *, source: str | None = None) -> str:
+    raise ApplianceError("too many failed log-ons, try again in 30 s")
+
+
 def test_anonymous_sessions_are_viewers_when_allowed() -> None:
     user = _Users(authenticate, allow_anonymous=True).get_user(None)
     assert isinstance(user, UaUser) and user.app_role == "viewer" and user.anonymous
