@@ -124,3 +124,30 @@ def test_a_viewer_still_sees_where_the_webhook_goes(secrets_web: Web) -> None:
     assert doc["devices"][0]["security"]["username"] == "reader"
     text = v.get("/api/config/export").get_data(as_text=True)
     assert "hooks.example" in text and "username: reader" in text
+
+
+def test_device_addresses_and_reports_show_no_credentials_below_admin(ready: Web) -> None:
+    import json
+
+    from appliance.state.live import LiveState
+
+    doc = factory.base()
+    doc["devices"] = [
+        {
+            "name": "ua",
+            "protocol": "opcua",
+            "address": "opc.tcp://uauser:pw12@192.168.50.20:4840",
+            "tags": [{"name": "a", "node": "ns=2;i=1"}],
+        }
+    ]
+    c = ready.login("admin")
+    h = ready.h(c)
+    assert c.put("/api/config/draft", json=doc, headers=h).status_code == 200
+    assert c.post("/api/config/commit", json={}, headers=h).status_code == 200
+    error = "cannot connect to opc.tcp://uauser:pw12@192.168.50.20:4840: refused"
+    LiveState(ready.paths.run_dir).write("field", {"devices": {"ua": {"last_error": error}}})
+    for role in ("viewer", "operator"):
+        text = json.dumps(ready.login(role).get("/api/devices").json)
+        assert "pw12" not in text and "192.168.50.20" in text, text
+    admin = json.dumps(c.get("/api/devices").json)
+    assert "opc.tcp://uauser:pw12@192.168.50.20:4840" in admin

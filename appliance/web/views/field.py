@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 
+from appliance.config.redact import redact_text
 from appliance.errors import ApplianceError
 from appliance.state.control import call, socket_path
 from appliance.web.api import Unavailable, endpoint
@@ -58,6 +59,9 @@ def devices_list() -> list[dict[str, Any]]:
     c = ctx()
     _, cfg = c.desired()
     live = (c.live.read("field") or {}).get("devices") or {}
+    p = principal()
+    # an address may carry credentials (opc.tcp://user:password@host): admins only
+    shown = (lambda v: v) if p is not None and p.at_least("admin") else _redacted
     out = []
     seen = set()
     for d in cfg.devices if cfg else []:
@@ -67,16 +71,21 @@ def devices_list() -> list[dict[str, Any]]:
             {
                 "name": d.name,
                 "protocol": d.protocol,
-                "address": d.address,
+                "address": shown(d.address),
                 "tags": len(d.tags) if hasattr(d, "tags") else None,
                 "state": obs.get("state", "disabled" if not getattr(d, "enabled", True) else None),
-                **{k: v for k, v in obs.items() if k not in ("protocol", "state")},
+                **{k: shown(v) for k, v in obs.items() if k not in ("protocol", "state")},
             }
         )
     for name, obs in sorted(live.items()):
         if name not in seen:
-            out.append({"name": name, **obs})
+            out.append({"name": name, **{k: shown(v) for k, v in obs.items()}})
     return out
+
+
+def _redacted(value: Any) -> Any:
+    """A reported value as people below admin see it: text without credentials."""
+    return redact_text(value) if isinstance(value, str) else value
 
 
 @endpoint(
