@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/poll.py
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/web.py
+	$(BIN)/python bench/sql.py
 
 clean:
 	-$(BIN)/appliance lab down
