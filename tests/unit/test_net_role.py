@@ -101,6 +101,12 @@ def test_start_loads_fail_closed_before_forwarding(env) -> None:
     assert store.events(10, "net.fail-closed")
 
 
+def restarted(store: Store, nft: FakeNft, clock: Clock) -> NetRole:
+    """A new net role process on the same kernel and databases."""
+    live = LiveState(store.data_dir.parent / "run2")
+    return NetRole(store, live, nft, None, clock=clock, forwarding=FakeForwarding())
+
+
 def test_a_table_found_with_no_configuration_is_replaced_by_fail_closed(env) -> None:
     # after a factory reset the kernel still holds the wiped configuration's table, which
     # the net role would adopt: with no desired revision it closes the gate instead
@@ -108,19 +114,10 @@ def test_a_table_found_with_no_configuration_is_replaced_by_fail_closed(env) -> 
     role.start()
     commit(store, clock, yaml.safe_dump(DEMO))
     role.step()
-    wiped = nft.listing
-    assert wiped is not None and len(nft.applied) == 2
+    assert nft.listing is not None and len(nft.applied) == 2
     for rev in Revision.select():
         rev.delete_instance()  # what the reset's wipe leaves: no revision at all
-    again = NetRole(
-        store,
-        LiveState(store.data_dir.parent / "run2"),
-        nft,
-        None,
-        clock=clock,
-        forwarding=FakeForwarding(),
-    )
-    again.start()
+    restarted(store, nft, clock).start()
     assert nft.applied[-1] == render_fail_closed().document()
     assert len(store.events(10, "net.fail-closed")) == 2
     assert "no configuration" in store.events(10, "net.fail-closed")[0].message
@@ -132,15 +129,7 @@ def test_a_table_found_with_a_configuration_is_adopted(env) -> None:
     commit(store, clock, yaml.safe_dump(DEMO))
     role.step()
     applied = len(nft.applied)
-    again = NetRole(
-        store,
-        LiveState(store.data_dir.parent / "run2"),
-        nft,
-        None,
-        clock=clock,
-        forwarding=FakeForwarding(),
-    )
-    again.start()
+    restarted(store, nft, clock).start()
     assert len(nft.applied) == applied  # a restart does not cut traffic
 
 
