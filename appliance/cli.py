@@ -243,11 +243,15 @@ def config_rollback(rev: str | None, paths: Paths) -> None:
         _wait_applied(live, out.revision.id)
 
 
+REDACT_HELP = "secrets replaced by [redacted] (for a ticket or a colleague)"
+
+
 @config.command("diff")
 @click.argument("a", required=False)
 @click.argument("b", required=False)
+@click.option("--redact", is_flag=True, help=REDACT_HELP)
 @paths_options
-def config_diff(a: str | None, b: str | None, paths: Paths) -> None:
+def config_diff(a: str | None, b: str | None, redact: bool, paths: Paths) -> None:
     """Show what changes from A (default: running) to B (default: draft)."""
     from appliance.config.diff import summary, unified
     from appliance.state import revisions as revs
@@ -264,21 +268,29 @@ def config_diff(a: str | None, b: str | None, paths: Paths) -> None:
     for line in lines:
         click.echo(f"  {line}")
     click.echo()
-    for line in unified(ca, cb, f"revision {ra.id}", f"revision {rb.id}"):
+    for line in unified(ca, cb, f"revision {ra.id}", f"revision {rb.id}", redacted=redact):
         click.echo(line)
 
 
 @config.command("export")
 @click.argument("rev", required=False)
 @click.option("--canonical", is_flag=True, help="the validated document, not the text as written")
+@click.option("--redact", is_flag=True, help=REDACT_HELP + "; implies --canonical")
 @paths_options
-def config_export(rev: str | None, canonical: bool, paths: Paths) -> None:
+def config_export(rev: str | None, canonical: bool, redact: bool, paths: Paths) -> None:
     """Print REV (default: running) as YAML."""
+    import yaml
+
     from appliance.config.load import to_yaml
+    from appliance.config.redact import redact_config
     from appliance.state import revisions as revs
 
     r = revs.resolve(_store(paths), rev, default="running")
-    click.echo(to_yaml(revs.config_of(r)) if canonical else r.source, nl=False)
+    if redact:  # built from the document redacted by key, never by searching the text
+        text = yaml.safe_dump(redact_config(revs.config_of(r)), sort_keys=False)
+    else:
+        text = to_yaml(revs.config_of(r)) if canonical else r.source
+    click.echo(text, nl=False)
 
 
 @config.command("log")

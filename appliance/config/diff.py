@@ -21,7 +21,8 @@ def _changed_fields(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def summary(old: Config, new: Config) -> list[str]:
-    """One line per added, removed or changed conduit, interface, NAT entry or section."""
+    """One line per added, removed or changed conduit, interface, NAT entry or section;
+    empty only when the two configurations are the same."""
     a, b = old.canonical(), new.canonical()
     out: list[str] = []
     for section, label in (("conduits", "conduit"), ("interfaces", "interface")):
@@ -39,6 +40,10 @@ def summary(old: Config, new: Config) -> list[str]:
             out.append(f"~ nat.{key}")
     if a["unit"] != b["unit"]:
         out.append(f"~ unit: {', '.join(_changed_fields(a['unit'], b['unit']))}")
+    shown = {"conduits", "interfaces", "nat", "unit"}
+    for key in sorted((a.keys() | b.keys()) - shown):  # devices, fleet, webhooks, web, ...
+        if a.get(key) != b.get(key):
+            out.append(f"~ {key}")
     return sorted(out, key=lambda line: (line[2:], line[0]))
 
 

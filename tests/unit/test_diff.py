@@ -21,6 +21,16 @@ def test_identical_configurations_have_no_summary_and_no_diff() -> None:
     assert unified(a, b, "a", "b") == []
 
 
+def test_every_other_section_that_changed_has_a_line() -> None:
+    # `appliance config diff` said "the same configuration" when only devices, the fleet,
+    # webhooks or the web settings changed
+    old, new = base(), base()
+    new["fleet"] = {"url": "https://fleet.example/hb", "token": "t"}
+    new["web"] = {"listen_it": True}
+    new["history"] = {"retention_days": 7}
+    assert summary(cfg(old), cfg(new)) == ["~ fleet", "~ history", "~ web"]
+
+
 def test_added_and_removed_conduit() -> None:
     old = base()
     new = base()
