@@ -246,25 +246,38 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def _reap(proc: subprocess.Popen[bytes], started: float, why: str) -> None:
+def _hwm_kb(pid: int) -> int:
+    """The worker's peak RSS so far (VmHWM, kB); 0 once it has exited.
+
+    Not wait4's ru_maxrss: Linux carries the parent's peak into a child across fork and
+    exec, so a worker started from a large process would report that process's peak."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _reap(proc: subprocess.Popen[bytes], started: float, why: str, peak_kb: int) -> None:
     """Wait for the worker (killed or done) and note what it used."""
-    rss = 0
     try:
         for _ in range(100):  # done: it exits as soon as it has written its last line
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
             if pid:
                 break
             time.sleep(0.01)
         else:
             _kill(proc)
-            pid, status, usage = os.wait4(proc.pid, 0)
+            pid, status = os.waitpid(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-        rss = int(usage.ru_maxrss)
     except ChildProcessError:  # reaped elsewhere already: nothing to note
         proc.wait()
     _last.info = {
         "returncode": proc.returncode,
-        "maxrss_kb": rss,
+        "maxrss_kb": peak_kb,
         "seconds": time.monotonic() - started,
         "ended": why,
     }
@@ -286,6 +299,7 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
     )
     why = "done"
     out = bytearray()
+    peak_kb = 0
     try:
         assert proc.stdin is not None and proc.stdout is not None
         with contextlib.suppress(BrokenPipeError):
@@ -295,11 +309,12 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while True:
+                peak_kb = max(peak_kb, _hwm_kb(proc.pid))  # a high-water mark: sampled
                 left = hard - time.monotonic()
                 if left <= 0:
                     why = "killed at the deadline"
                     raise Timeout(f"the query ran longer than {timeout_s:g} s and was stopped")
-                if not sel.select(left):
+                if not sel.select(min(left, 0.05)):
                     continue
                 chunk = os.read(fd, 1 << 16)
                 if not chunk:
@@ -309,10 +324,11 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
                     why = "killed: too much output"
                     raise ApplianceError(_too_large(), field="sql")
     finally:
+        peak_kb = max(peak_kb, _hwm_kb(proc.pid))
         if why != "done":
             _kill(proc)
         proc.stdout.close()  # type: ignore[union-attr]
-        _reap(proc, started, why)
+        _reap(proc, started, why, peak_kb)
     return bytes(out)
 
 

@@ -420,3 +420,16 @@ def test_the_cli_has_the_same_bounds(paths: Paths) -> None:
     assert time.monotonic() - started < 1.0 + api.WORKER_GRACE_S + 1.0
     r = CliRunner().invoke(sql, [HOSTILE[0][0]], env=env, catch_exceptions=True)
     assert isinstance(r.exception, ApplianceError) and "too big" in str(r.exception)
+
+
+def test_the_workers_peak_is_its_own_not_its_parents(paths: Paths) -> None:
+    # Linux carries a parent's peak RSS into a child's ru_maxrss across fork and exec: a
+    # fresh machine's long pytest process (400 MB) made every worker look that large
+    hog = bytearray(350 * 1024 * 1024)
+    for i in range(0, len(hog), 4096):
+        hog[i] = 1
+    try:
+        api.sql_query(paths, "SELECT 1", timeout_s=1.0)
+    finally:
+        del hog
+    assert 0 < api.last_worker()["maxrss_kb"] < 100_000, api.last_worker()
