@@ -4,17 +4,49 @@ Python's `json` accepts `NaN`, `Infinity` and `1e999` (which becomes infinity), 
 recurses once per nesting level, so a body of a few kilobytes of `[[[[…` raises
 RecursionError deep inside the decoder (a 500, not a 400). Every JSON document that
 comes from outside the process (the web API's bodies, the fleet's heartbeats) goes
-through `loads`, which refuses each of these with a `BadJson` that says why.
+through `loads`, which refuses each of these with a `BadJson` that says why. It also
+refuses a key that appears twice in one object: `json` keeps the last one silently, so
+`{"seq": 1, …, "seq": 99999}` would mean what the last writer wanted, not what a reader
+of the first key sees.
+
+`shown(value)` is how a message quotes a value it got: a repr cut to 80 characters,
+so a refusal never echoes a megabyte of input into a response or a log line.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import reprlib
 from typing import Any
 
 MAX_DEPTH = 32  # our documents nest 6 levels at most; 32 leaves room and stays far from C limits
 MAX_BYTES = 4 * 1024 * 1024
+SHOWN_MAX = 80  # characters of a value a message quotes
+
+
+def _bounded_repr() -> reprlib.Repr:
+    """reprlib's bounded repr: it never builds the repr of a whole large container."""
+    r = reprlib.Repr()  # Python 3.11: the limits are attributes, not arguments
+    r.maxlevel = 3
+    r.maxdict = r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdeque = 4
+    r.maxstring = r.maxother = SHOWN_MAX
+    r.maxlong = 40
+    return r
+
+
+_repr = _bounded_repr()
+
+
+def shown(value: Any, limit: int = SHOWN_MAX) -> str:
+    """`value` as a message quotes it: its repr, at most `limit` characters, cut ones
+    ending in `...` (the repr of a 600-event list or a 100 kB string is not a message)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**60:
+        # str() of an int past 4300 digits raises; its size is what a reader needs
+        text = f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    else:
+        text = _repr.repr(value)
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
 
 
 class BadJson(ValueError):
@@ -30,6 +62,19 @@ def _float(text: str) -> float:
     if not math.isfinite(value):
         raise BadJson(f"the number {text[:40]} is out of range")
     return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, or BadJson when a key appears twice (linear: one dict,
+    and a set only when the dict came out shorter than the pairs)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadJson(f"key {shown(key)} appears twice")
+            seen.add(key)
+    return out
 
 
 def depth_of(text: str) -> int:
@@ -56,7 +101,8 @@ def depth_of(text: str) -> int:
 
 def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> Any:
     """The data in `raw`, or BadJson: not UTF-8, too large, nested deeper than
-    `max_depth`, a NaN/Infinity or a number out of float range, or not JSON."""
+    `max_depth`, a NaN/Infinity or a number out of float range, a key twice in one
+    object, or not JSON."""
     if len(raw) > max_bytes:
         raise BadJson(f"is larger than {max_bytes} bytes")
     if isinstance(raw, bytes):
@@ -69,7 +115,9 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_
     if depth_of(text) > max_depth:
         raise BadJson(f"nests deeper than {max_depth} levels")
     try:
-        return json.loads(text, parse_constant=_constant, parse_float=_float)
+        return json.loads(
+            text, parse_constant=_constant, parse_float=_float, object_pairs_hook=_object
+        )
     except BadJson:
         raise
     except (ValueError, RecursionError) as e:

@@ -39,3 +39,68 @@ def test_size_and_encoding() -> None:
         jsontext.loads(b'"\xff"')
     with pytest.raises(BadJson, match="not valid JSON"):
         jsontext.loads(b"{")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('{"seq": 1, "x": 2, "seq": 99999}', "seq"),
+        ('{"a": {"b": 1, "b": 2}}', "b"),
+        ('[{"ok": 1}, {"k": 1, "k": 1}]', "k"),
+        ('{"a": 1, "\\u0061": 2}', "a"),  # the same key, spelled two ways
+    ],
+)
+def test_a_duplicate_key_is_refused_naming_it(text: str, key: str) -> None:
+    with pytest.raises(BadJson) as exc:
+        jsontext.loads(text)
+    assert str(exc.value) == f"key {key!r} appears twice"
+
+
+def test_keys_may_repeat_in_different_objects() -> None:
+    assert jsontext.loads('[{"a": 1}, {"a": 2, "b": {"a": 3}}]') == [
+        {"a": 1},
+        {"a": 2, "b": {"a": 3}},
+    ]
+
+
+def test_a_long_duplicate_key_is_shown_shortened() -> None:
+    key = "k" * 100_000
+    with pytest.raises(BadJson) as exc:
+        jsontext.loads(f'{{"{key}": 1, "{key}": 2}}')
+    assert len(str(exc.value)) < 120 and str(exc.value).endswith("appears twice")
+
+
+def test_the_duplicate_check_is_linear() -> None:
+    n = 200_000
+    body = "{" + ", ".join(f'"k{i}": {i}' for i in range(n)) + ', "k0": 0}'
+    t0 = time.perf_counter()
+    with pytest.raises(BadJson, match="key 'k0' appears twice"):
+        jsontext.loads(body)
+    assert time.perf_counter() - t0 < 2.0
+
+
+@pytest.mark.parametrize(
+    ("value", "limit", "expected"),
+    [
+        ("abc", 80, "'abc'"),
+        ("x" * 100, 10, "'xxxxxx..."),
+        (list(range(10_000)), 20, "[0, 1, 2, 3, ...]"),
+        ({"k" * 1000: "v" * 1000}, 30, None),
+        (10**4000, 40, "an integer of about 4001 digits"),
+    ],
+    ids=["short", "long-string", "long-list", "long-dict", "huge-int"],
+)
+def test_shown_cuts_any_value_to_the_limit(value: object, limit: int, expected: str | None) -> None:
+    text = jsontext.shown(value, limit)
+    assert len(text) <= limit
+    if expected is not None:
+        assert text == expected
+    else:
+        assert text.endswith("...")
+
+
+def test_shown_is_quick_on_a_huge_value() -> None:
+    value = [{"message": "m" * 1000} for _ in range(20_000)]
+    t0 = time.perf_counter()
+    assert len(jsontext.shown(value)) <= 80
+    assert time.perf_counter() - t0 < 0.1
