@@ -87,3 +87,18 @@ def test_tag_write_value_out_of_range_is_422(ready: Web, value: Any) -> None:
 def test_query_floats_refuse_nan_and_infinity(ready: Web, value: str) -> None:
     r = ready.login("viewer").get(f"/api/tags/t1/history?to={value}")
     assert r.status_code == 422 and r.json["field"] == "to"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [DEEP, b'{"unit": ' + DEEP + b"}", b"NaN", b'{"unit": {"name": Infinity}}', b"\xff\xfe{}"],
+    ids=["deep", "deep-in-a-section", "nan", "infinity", "not-utf8"],
+)
+def test_draft_put_bad_json_is_400_naming_the_body(ready: Web, text: bytes) -> None:
+    """The outside review: a deeply nested draft answered 500 (RecursionError): the view
+    parsed with `json.loads` instead of the API's bounded parser."""
+    a = ready.login("admin")
+    r = a.put("/api/config/draft", data=text, headers={**JSON, **ready.h(a)})
+    assert r.status_code == 400 and r.is_json, r.get_data(as_text=True)[:200]
+    assert r.json["field"] == "body", r.json
+    assert a.get("/api/config/draft").status_code == 404  # nothing half-saved

@@ -20,7 +20,7 @@ from appliance.config.model import Config
 from appliance.errors import ConfigInvalid, NotFound
 from appliance.state import revisions as revs
 from appliance.state.db import Revision
-from appliance.web.api import BadRequest, endpoint
+from appliance.web.api import BadRequest, endpoint, raw_json
 from appliance.web.auth import audit, principal
 from appliance.web.context import ctx
 from appliance.web.schemas import (
@@ -141,10 +141,7 @@ def draft_put() -> Any:
     c = ctx()
     comment = request.args.get("comment", "")[:500]
     if request.mimetype == "application/json":
-        try:
-            data = json.loads(request.get_data(cache=True))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadRequest(f"the body is not valid JSON: {e}") from None
+        data = raw_json()  # bounded depth and size, no NaN/Infinity: 400 naming `body`
         if not isinstance(data, dict):
             raise ConfigInvalid([("", "the document must be an object of sections", None)])
         return save_draft(data, comment)
@@ -152,7 +149,7 @@ def draft_put() -> Any:
         try:
             text = request.get_data(cache=True).decode()
         except UnicodeDecodeError:
-            raise BadRequest("the YAML text must be UTF-8") from None
+            raise BadRequest("the YAML text must be UTF-8", field="body") from None
         loaded = load_text(text, None, now=_when())
         out = revs.import_text(
             c.store, text, author=_actor(), comment=comment, source=None, now=c.now()
