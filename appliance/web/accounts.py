@@ -11,8 +11,10 @@ that has a `Store` open (the web role, the CLI, the field role's OPC UA server):
 - API tokens: shown once; only their SHA-256 is stored, with an 8-character prefix
   people can recognise. A token's role is at most its user's role, checked again at
   every use (demoting or disabling a user demotes or disables their tokens). A token
-  made with a token (`create_token(not_after=...)`) expires at the latest when its
-  parent does: a short-lived credential cannot mint a long-lived one.
+  made with a token (`create_token(not_after=..., parent=...)`) expires at the latest
+  when its parent does: a short-lived credential cannot mint a long-lived one; it
+  records its parent (table `web_token_parent`), is revoked with it (and so are its own
+  children), and works only while every ancestor is live (checked at each use).
 - throttling: a lock never follows a guesser to other people. Three counts, each the
   same back-off (the first `FREE_FAILURES[kind]` failures cost nothing, then each one
   locks for `LOCK_BASE_S` doubled per further failure, 60 s, 120 s ... at most
@@ -87,6 +89,8 @@ TOUCH_EVERY_S = 15.0
 TOKEN_AUDIT_EVERY_S = 60.0
 
 TOKEN_PREFIX = "apl_"
+# How deep tokens made with tokens may go (each use checks every ancestor).
+MAX_TOKEN_GENERATIONS = 8
 
 
 class Invalid(ApplianceError):
@@ -157,9 +161,16 @@ class ApiToken(ConfigModel):
     class Meta:
         table_name = "web_token"
 
+    @property
+    def parent_id(self) -> int | None:
+        """The id of the token this one was made with (None: made at a login or the CLI)."""
+        row = TokenParent.get_or_none(TokenParent.token == self.id)
+        return row.parent if row is not None else None
+
     def as_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
+            "parent": self.parent_id,
             "user": self.user,
             "name": self.name,
             "role": self.role,
@@ -171,6 +182,20 @@ class ApiToken(ConfigModel):
             "revoked_at": self.revoked_at,
             "revoked_by": self.revoked_by,
         }
+
+
+class TokenParent(ConfigModel):
+    """Which token a token was made with (`Bearer <parent>` on POST /api/tokens).
+
+    A table of its own rather than a column of web_token: `Store` makes missing tables
+    in an existing database (`create_tables(safe=True)`) but adds no columns, so a
+    unit's database from before keeps working; its tokens simply have no parent."""
+
+    token = pw.IntegerField(primary_key=True)
+    parent = pw.IntegerField(index=True)
+
+    class Meta:
+        table_name = "web_token_parent"
 
 
 class LoginThrottle(ConfigModel):
@@ -363,6 +388,8 @@ def delete_user(name: str) -> None:
         raise Conflict("the last admin cannot be deleted")
     with User._meta.database.atomic():
         end_sessions(name)
+        ids = ApiToken.select(ApiToken.id).where(ApiToken.user == name)
+        TokenParent.delete().where(TokenParent.token.in_(ids)).execute()
         ApiToken.delete().where(ApiToken.user == name).execute()
         user.delete_instance()
 
@@ -699,11 +726,14 @@ def create_token(
     now: float,
     expires_at: float | None = None,
     not_after: float | None = None,
+    parent: int | None = None,
 ) -> tuple[ApiToken, str]:
     """A new token (row, the secret shown once). Its role is at most the user's.
 
     `not_after`: the expiry of the token this one is made with; the new one expires at
-    the latest then (without `expires_at`: then).
+    the latest then (without `expires_at`: then). `parent`: that token's id; revoking
+    it revokes this one (and its children), and this one works only while it does.
+    A chain is at most `MAX_TOKEN_GENERATIONS` long (each use checks every ancestor).
     """
     owner = get_user(user)
     role = role or owner.role
@@ -713,17 +743,50 @@ def create_token(
         raise Invalid("must be in the future", field="expires_at")
     if not_after is not None:
         expires_at = not_after if expires_at is None else min(expires_at, not_after)
+    if parent is not None and len(_ancestors(parent)) >= MAX_TOKEN_GENERATIONS:
+        raise Invalid(
+            f"a token made with a token made with ... may be at most "
+            f"{MAX_TOKEN_GENERATIONS} deep: make this one at a login",
+            field="Authorization",
+        )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = ApiToken.create(
-        user=user,
-        name=name,
-        role=role,
-        digest=_digest(secret),
-        prefix=secret[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 8],
-        created_at=now,
-        expires_at=expires_at,
-    )
+    with ApiToken._meta.database.atomic():
+        row = ApiToken.create(
+            user=user,
+            name=name,
+            role=role,
+            digest=_digest(secret),
+            prefix=secret[len(TOKEN_PREFIX) : len(TOKEN_PREFIX) + 8],
+            created_at=now,
+            expires_at=expires_at,
+        )
+        if parent is not None:
+            TokenParent.create(token=row.id, parent=parent)
     return row, secret
+
+
+def _ancestors(token_id: int) -> list[int]:
+    """`token_id` and the ids of the tokens it was made with, nearest first (a chain
+    longer than `MAX_TOKEN_GENERATIONS` is cut there: ids only grow, so no cycle)."""
+    chain = [token_id]
+    while len(chain) <= MAX_TOKEN_GENERATIONS:
+        row = TokenParent.get_or_none(TokenParent.token == chain[-1])
+        if row is None:
+            break
+        chain.append(row.parent)
+    return chain
+
+
+def _descendants(token_id: int) -> list[int]:
+    """The ids of the tokens made with `token_id`, with theirs, and so on."""
+    out: list[int] = []
+    frontier = [token_id]
+    while frontier:
+        children = [r.token for r in TokenParent.select().where(TokenParent.parent.in_(frontier))]
+        children = [c for c in children if c not in out]
+        out.extend(children)
+        frontier = children
+    return out
 
 
 @dataclass(frozen=True)
@@ -748,6 +811,8 @@ def use_token(secret: str, *, source: str | None, now: float) -> TokenUse | None
     # Constant-time compare of what we looked up by digest (the lookup itself is by hash).
     if not hmac.compare_digest(row.digest, _digest(secret)):
         return None
+    if not _chain_alive(row.id, now):
+        return None
     user = User.get_or_none(User.name == row.user)
     if user is None or user.disabled:
         return None
@@ -761,6 +826,19 @@ def use_token(secret: str, *, source: str | None, now: float) -> TokenUse | None
     return TokenUse(row.id, row.prefix, row.user, role, due, row.expires_at)
 
 
+def _chain_alive(token_id: int, now: float) -> bool:
+    """Whether every token `token_id` was made with (parent, its parent, ...) still
+    exists, is not revoked and has not expired. `revoke_token` revokes the children too;
+    this holds whatever revoked the parent."""
+    ancestors = _ancestors(token_id)[1:]
+    if not ancestors:
+        return True
+    rows = list(ApiToken.select().where(ApiToken.id.in_(ancestors)))
+    if len(rows) != len(ancestors):
+        return False  # an ancestor is gone
+    return all(r.revoked_at is None and (r.expires_at is None or now < r.expires_at) for r in rows)
+
+
 def list_tokens(user: str | None = None) -> list[ApiToken]:
     q = ApiToken.select().order_by(ApiToken.id)
     if user is not None:
@@ -769,14 +847,21 @@ def list_tokens(user: str | None = None) -> list[ApiToken]:
 
 
 def revoke_token(token_id: int, *, by: str, now: float, owner: str | None = None) -> ApiToken:
-    """Revoke a token; with `owner`, only one of that user's (others look absent)."""
+    """Revoke a token and every token made with it (and theirs); with `owner`, only one
+    of that user's (others look absent). The descendants' `revoked_by` says why."""
     row = ApiToken.get_or_none(ApiToken.id == token_id)
     if row is None or (owner is not None and row.user != owner):
         raise NotFound(f"no token {token_id}")
-    if row.revoked_at is None:
-        row.revoked_at = now
-        row.revoked_by = by
-        row.save()
+    with ApiToken._meta.database.atomic():
+        if row.revoked_at is None:
+            row.revoked_at = now
+            row.revoked_by = by
+            row.save()
+        below = _descendants(row.id)
+        if below:
+            ApiToken.update(revoked_at=now, revoked_by=f"{by}: parent {row.prefix} revoked").where(
+                ApiToken.id.in_(below) & ApiToken.revoked_at.is_null()
+            ).execute()
     return row
 
 

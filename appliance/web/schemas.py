@@ -127,6 +127,10 @@ class TokenIn(In):
 
 class TokenOut(Out):
     id: int
+    parent: int | None = Field(
+        description="the id of the token this one was made with (revoked with it); "
+        "null: made at a login"
+    )
     user: str
     name: str
     role: Role

@@ -169,6 +169,7 @@ def token_create(body: TokenIn) -> Any:
         now=ctx().now(),
         expires_at=body.expires_at,
         not_after=p.token.expires_at if p.token is not None else None,
+        parent=p.token.token_id if p.token is not None else None,
     )
     audit("token.create", target=f"token {row.prefix}", detail=f"role={row.role} {row.name}")
     return created({**row.as_dict(), "token": secret})
@@ -181,7 +182,7 @@ def token_create(body: TokenIn) -> Any:
     role="viewer",
     status=204,
     errors=(404,),
-    summary="Revoke a token (your own; admins: any)",
+    summary="Revoke a token and the tokens made with it (your own; admins: any)",
 )
 def token_revoke(token_id: int) -> Any:
     p = principal()
