@@ -11,7 +11,8 @@ Every JSON body, the heartbeats' and the operator API's, is read by
 validate.parse_json (bounded depth, no NaN/Infinity) and checked for values no
 database column holds. Operator pages post forms carrying a CSRF token; the JSON twins under
 /api/v1/units take the same token in an `X-CSRF-Token` header and only JSON
-bodies. Errors map to HTTP statuses in one place (`_status`).
+bodies; so does `DELETE /api/v1/session` (logout) once there is a session to end.
+Errors map to HTTP statuses in one place (`_status`).
 """
 
 from __future__ import annotations
@@ -217,6 +218,7 @@ def create_app(
             hb = validator.parse(raw)
             key = idempotency_key(request.headers.get("Idempotency-Key"), hb, raw)
         except BadRequest as e:
+            # str(e) is the first finding, its path and value cut short (validate.py)
             log.warning("heartbeat of %s refused: %s", unit.name, e)
             raise
         now = clock()
@@ -373,6 +375,9 @@ def create_app(
 
     @app.delete("/api/v1/session")
     def session_delete() -> Any:
+        # like POST /logout: a page elsewhere must not end the operator's session
+        if session.get("sid"):
+            _check_csrf(request.headers.get("X-CSRF-Token"))
         _logout()
         return jsonify({"authenticated": False})
 

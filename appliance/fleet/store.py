@@ -52,6 +52,7 @@ from appliance.fleet.validate import (
     check_unit_name,
     token_hash,
 )
+from appliance.jsontext import shown
 
 log = logging.getLogger("appliance.fleet")
 fleet_db = pw.DatabaseProxy()
@@ -369,7 +370,7 @@ def get_unit(name: str) -> Unit:
     # a name no unit can have is not looked up (PostgreSQL refuses a NUL in a parameter)
     unit = Unit.get_or_none(Unit.name == name) if UNIT_NAME_RE.match(name) else None
     if unit is None:
-        raise NotFound(f"no unit named {name!r}", field="unit")
+        raise NotFound(f"no unit named {shown(name)}", field="unit")
     return unit
 
 

@@ -5,6 +5,11 @@ A heartbeat body is checked twice: against the agent's published JSON Schema
 and always against `MINIMAL_SCHEMA`, the fields this receiver reads and stores.
 Fields the receiver does not know are kept (in the stored body), not refused:
 a newer agent may report more than this receiver shows.
+
+A refusal quotes at most a little of what it got (`jsontext.shown`: 80 characters),
+and "too long"/"too many" give the count, not the value: its message goes back in the
+400 and into the receiver's log, and a heartbeat of 600 long events must not put a
+650 kB repr in either. Field paths are cut the same way (a key may be 100 kB too).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from jsonschema.exceptions import ValidationError, relevance
 
 from appliance import jsontext
 from appliance.errors import ApplianceError
+from appliance.jsontext import shown
 
 SCHEMA_ID = "appliance-heartbeat/1"
 AGENT_SCHEMA_PATH = Path(__file__).resolve().parent.parent / "agent" / "heartbeat.schema.json"
@@ -117,6 +123,7 @@ UNIT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, lone surrogates (see value_errors)
 INTERVAL_MIN, INTERVAL_MAX = 5.0, 86400.0
+PATH_PART_MAX = 80  # characters of one key in a field path
 
 
 class BadRequest(ApplianceError):
@@ -174,7 +181,9 @@ def field_path(path: Iterable[str | int]) -> str:
         else:
             part = str(part)
             if not part.isprintable():  # a key with a NUL or a newline: shown escaped
-                part = json.dumps(part)[1:-1]
+                part = json.dumps(part[: PATH_PART_MAX + 1])[1:-1]
+            if len(part) > PATH_PART_MAX:
+                part = part[: PATH_PART_MAX - 3] + "..."
             out += f".{part}" if out else part
     return out
 
@@ -189,16 +198,62 @@ def _error_path(err: ValidationError) -> str:
     return field_path(path) or "body"
 
 
+_BOUNDS = {
+    "minimum": "at least",
+    "maximum": "at most",
+    "exclusiveMinimum": "greater than",
+    "exclusiveMaximum": "less than",
+}
+_SIZES = {  # validator: (what is counted, too long/short, at most/least)
+    "maxLength": ("characters", "is too long", "at most"),
+    "minLength": ("characters", "is too short", "at least"),
+    "maxItems": ("items", "is too long", "at most"),
+    "minItems": ("items", "is too short", "at least"),
+    "maxProperties": ("keys", "has too many keys", "at most"),
+    "minProperties": ("keys", "has too few keys", "at least"),
+}
+MESSAGE_MAX = 200  # characters of a jsonschema message this module does not word itself
+
+
 def _error_message(err: ValidationError) -> str:
-    if err.validator == "required":
+    """What is wrong, in words that quote at most a little of the value (jsonschema's own
+    messages carry the whole instance's repr: `[{...600 events...}] is too long`)."""
+    kind, want, got = err.validator, err.validator_value, err.instance
+    if kind == "required":
         return "is required"
-    if err.validator == "const":
-        return f"must be {json.dumps(err.validator_value)}"
-    if err.validator == "type":
-        expected = err.validator_value
-        kinds = " or ".join(expected) if isinstance(expected, list) else expected
-        return f"must be {kinds} (got {_kind(err.instance)})"
-    return err.message
+    if kind == "const":
+        return f"must be {shown(want)}"
+    if kind == "type":
+        kinds = " or ".join(want) if isinstance(want, list) else want
+        return f"must be {kinds} (got {_kind(got)})"
+    if kind in _SIZES and isinstance(got, str | list | dict):
+        unit, problem, bound = _SIZES[kind]
+        return f"{problem} ({len(got)} {unit}, {bound} {want})"
+    if kind in _BOUNDS:
+        return f"must be {_BOUNDS[kind]} {want} (got {shown(got, 40)})"
+    if kind == "pattern":
+        return f"must match {shown(want)} (got {shown(got)})"
+    if kind == "enum":
+        allowed = ", ".join(json.dumps(x) for x in want)  # the schema's words, not the input
+        if len(allowed) > MESSAGE_MAX // 2:
+            allowed = allowed[: MESSAGE_MAX // 2 - 3] + "..."
+        return f"must be one of {allowed} (got {shown(got)})"
+    if kind == "format":
+        return f"must be a {shown(want)} (got {shown(got)})"
+    if kind == "additionalProperties" and isinstance(got, dict):
+        extra = _unknown_keys(got, err.schema)
+        if extra:
+            more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+            return f"unknown key {shown(extra[0])}{more}"
+    message = err.message
+    return message if len(message) <= MESSAGE_MAX else message[: MESSAGE_MAX - 3] + "..."
+
+
+def _unknown_keys(instance: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """The keys of `instance` that neither `properties` nor `patternProperties` allow."""
+    known = schema.get("properties", {})
+    patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
+    return [k for k in instance if k not in known and not any(p.search(k) for p in patterns)]
 
 
 def _kind(value: Any) -> str:
@@ -271,12 +326,13 @@ class HeartbeatValidator:
 
 
 def parse_json(raw: bytes) -> Any:
-    """The JSON in `raw` (appliance.jsontext: bounded size and depth, no NaN or Infinity),
-    or BadRequest: naming the value's path when one number is the trouble, else `body`."""
+    """The JSON in `raw` (appliance.jsontext: bounded size and depth, no NaN or Infinity,
+    no key twice in one object), or BadRequest: naming the path of the number or the key
+    when one is the trouble, else `body`."""
     try:
         return jsontext.loads(raw)
     except jsontext.BadJson as e:
-        found = _bad_number(raw)
+        found = _bad_value(raw)
         if found is not None:
             raise BadRequest(found[1], found[0]) from None
         message = str(e)
@@ -287,12 +343,33 @@ def parse_json(raw: bytes) -> Any:
 
 class _BadNumber:
     def __init__(self, text: str) -> None:
-        self.text = text
+        self.text = text if len(text) <= 40 else text[:20] + "..."
 
 
-def _bad_number(raw: bytes) -> tuple[str, str] | None:
-    """(path, message) of the first NaN, Infinity, or number out of range in `raw`, if the
-    text is otherwise JSON jsontext takes (called only after jsontext refused it)."""
+class _Duplicate:
+    """An object in which `key` appears twice (in place of the object)."""
+
+    def __init__(self, key: str, pairs: list[tuple[str, Any]]) -> None:
+        self.key = key
+        self.pairs = pairs
+
+
+def _object(pairs: list[tuple[str, Any]]) -> Any:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return _Duplicate(key, pairs)
+        seen.add(key)
+    return out  # unreachable: fewer keys than pairs means one repeats
+
+
+def _bad_value(raw: bytes) -> tuple[str, str] | None:
+    """(path, message) of the first NaN, Infinity, number out of range or key that appears
+    twice in `raw`, if the text is otherwise JSON jsontext takes (called only after
+    jsontext refused it)."""
     try:
         text = raw.decode("utf-8")
         if len(text) > jsontext.MAX_BYTES or jsontext.depth_of(text) > jsontext.MAX_DEPTH:
@@ -303,9 +380,15 @@ def _bad_number(raw: bytes) -> tuple[str, str] | None:
             return value if math.isfinite(value) else _BadNumber(literal)
 
         def integer(literal: str) -> Any:
-            return int(literal) if len(literal) <= 40 else _BadNumber(literal[:20] + "...")
+            return int(literal) if len(literal) <= 40 else _BadNumber(literal)
 
-        data = json.loads(text, parse_constant=_BadNumber, parse_float=number, parse_int=integer)
+        data = json.loads(
+            text,
+            parse_constant=_BadNumber,
+            parse_float=number,
+            parse_int=integer,
+            object_pairs_hook=_object,
+        )
     except (ValueError, RecursionError):
         return None
 
@@ -315,6 +398,15 @@ def _bad_number(raw: bytes) -> tuple[str, str] | None:
                 return field_path(path) or "body", f"must be a finite number (got {value.text})"
             return field_path(path) or "body", f"is out of range (got {value.text})"
         items: Iterable[tuple[str | int, Any]] = ()
+        if isinstance(value, _Duplicate):
+            # the values before the repeated key come first in the text
+            for key, item in value.pairs:
+                if key == value.key:
+                    break
+                hit = find(item, [*path, key])
+                if hit:
+                    return hit
+            return field_path([*path, value.key]), f"key {shown(value.key)} appears twice"
         if isinstance(value, dict):
             items = value.items()
         elif isinstance(value, list):
@@ -350,8 +442,8 @@ def value_errors(body: Any) -> list[dict[str, str]]:
             return
         if isinstance(value, int | float):
             if not (isinstance(value, int) or math.isfinite(value)) or abs(value) > INT64_MAX:
-                shown = f"{value:.6g}" if isinstance(value, float) or abs(value) > 10**30 else value
-                message = f"must be between -{INT64_MAX} and {INT64_MAX} (got {shown})"
+                got = f"{value:.6g}" if isinstance(value, float) else shown(value, 40)
+                message = f"must be between -{INT64_MAX} and {INT64_MAX} (got {got})"
                 out.append({"path": field_path(path) or "body", "message": message})
         elif isinstance(value, str):
             problem = bad_text(value)
@@ -440,7 +532,7 @@ def check_token(token: str, field: str = "token") -> str:
 def check_unit_name(name: str, field: str = "name") -> str:
     if not UNIT_NAME_RE.match(name):
         raise BadRequest(
-            f"{name!r} must be 1-64 characters of letters, digits, '.', '_' and '-', "
+            f"{shown(name)} must be 1-64 characters of letters, digits, '.', '_' and '-', "
             "starting with a letter or digit",
             field,
         )
@@ -473,10 +565,11 @@ def check_interval(value: Any, field: str = "interval") -> float | None:
     try:
         seconds = float(value)
     except (TypeError, ValueError):
-        raise BadRequest(f"must be a number of seconds (got {value!r})", field)
+        raise BadRequest(f"must be a number of seconds (got {shown(value)})", field)
     if not math.isfinite(seconds) or not INTERVAL_MIN <= seconds <= INTERVAL_MAX:
         raise BadRequest(
-            f"must be between {INTERVAL_MIN:.0f} and {INTERVAL_MAX:.0f} seconds (got {value})",
+            f"must be between {INTERVAL_MIN:.0f} and {INTERVAL_MAX:.0f} seconds "
+            f"(got {shown(value, 40)})",
             field,
         )
     return seconds

@@ -165,12 +165,13 @@ def test_the_largest_bigint_is_stored(client: FlaskClient, token: str) -> None:
 def test_a_nul_in_a_unit_name_is_404_and_sessions_end_at_logout(
     client: FlaskClient, token: str
 ) -> None:
-    r = client.post("/api/v1/session", json={"password": PASSWORD})
-    assert r.status_code == 200
+    login = client.post("/api/v1/session", json={"password": PASSWORD})
+    assert login.status_code == 200
     r = client.get("/api/v1/units/a%00b")
     assert r.status_code == 404 and r.json["field"] == "unit"
     cookie = client.get_cookie("fleet_session")
     assert cookie is not None
-    assert client.delete("/api/v1/session").status_code == 200
+    headers = {"X-CSRF-Token": login.json["csrf"]}
+    assert client.delete("/api/v1/session", headers=headers).status_code == 200
     client.set_cookie("fleet_session", cookie.value)
     assert client.get("/api/v1/units").status_code == 401

@@ -407,7 +407,7 @@ def test_json_api_login_units_and_requests(client: FlaskClient, token: str) -> N
     }
     r = client.get("/api/v1/units/nope")
     assert r.status_code == 404 and r.json["field"] == "unit"
-    client.delete("/api/v1/session")
+    assert client.delete("/api/v1/session", headers={"X-CSRF-Token": csrf}).status_code == 200
     assert client.get("/api/v1/units").status_code == 401
 
 
@@ -494,7 +494,8 @@ def test_api_logout_ends_the_session_for_good(app: Flask, client: FlaskClient) -
     r = client.post("/api/v1/session", json={"password": PASSWORD})
     assert r.status_code == 200
     stolen = _cookie(client)
-    assert client.delete("/api/v1/session").status_code == 200
+    headers = {"X-CSRF-Token": r.json["csrf"]}
+    assert client.delete("/api/v1/session", headers=headers).status_code == 200
     other = app.test_client()
     other.set_cookie("fleet_session", stolen)
     assert other.get("/api/v1/units").status_code == 401
@@ -599,3 +600,53 @@ def test_a_name_no_unit_can_have_never_reaches_the_database(
         r = client.get(f"/api/v1/units/{name}")
         assert r.status_code == 404 and r.json["field"] == "unit"
         assert client.get(f"/units/{name}").status_code == 404
+
+
+def test_api_logout_needs_the_csrf_token(client: FlaskClient) -> None:
+    # a page elsewhere must not log the operator out (POST /logout checks the token too)
+    csrf = client.post("/api/v1/session", json={"password": PASSWORD}).json["csrf"]
+    for headers in ({}, {"X-CSRF-Token": "x" * 43}):
+        r = client.delete("/api/v1/session", headers=headers)
+        assert r.status_code == 403 and r.json["field"] == "csrf"
+        assert client.get("/api/v1/units").status_code == 200
+    r = client.delete("/api/v1/session", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json["authenticated"] is False
+    assert client.get("/api/v1/units").status_code == 401
+    # without a session there is nothing to end, and nothing to protect
+    assert client.delete("/api/v1/session").status_code == 200
+
+
+def test_a_heartbeat_with_a_key_twice_is_refused(client: FlaskClient, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    data = json.dumps(heartbeat(1))[:-1] + ', "seq": 99999}'
+    r = client.post(HB, data=data, headers=headers)
+    assert r.status_code == 400
+    assert r.json["field"] == "seq" and r.json["error"] == "seq: key 'seq' appears twice"
+    assert count(store.Heartbeat) == 0 and unit().last_seq is None
+    data = b'{"password": "wrong", "password": "%s"}' % PASSWORD.encode()
+    r = client.post("/api/v1/session", data=data, content_type="application/json")
+    assert r.status_code == 400 and r.json["field"] == "password"
+
+
+def test_a_refused_heartbeat_is_not_echoed_in_the_answer_or_the_log(
+    client: FlaskClient, token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    many = heartbeat(1, events=[{**event(i), "message": "m" * 1000} for i in range(1, 601)])
+    huge_state = heartbeat(1, state="x" * 100_000)
+    huge_key = heartbeat(1)
+    huge_key["tags"]["\x00" + "k" * 100_000] = 1
+    for body, field in ((many, "events"), (huge_state, "health.state"), (huge_key, "tags")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="appliance.fleet"):
+            r = post_hb(client, token, body)
+        assert r.status_code == 400 and r.json["field"].startswith(field), r.json["field"][:200]
+        assert len(r.data) < 4000, r.data[:300]
+        refused = [rec.getMessage() for rec in caplog.records if "refused" in rec.getMessage()]
+        assert refused and all(len(m) < 400 for m in refused), [m[:300] for m in refused]
+    assert count(store.Heartbeat) == 0
+
+
+def test_a_long_unit_name_is_not_echoed(client: FlaskClient, token: str) -> None:
+    login(client)
+    r = client.get("/api/v1/units/" + "n" * 50_000)
+    assert r.status_code == 404 and len(r.json["error"]) < 200

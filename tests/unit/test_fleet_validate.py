@@ -457,3 +457,125 @@ def test_any_value_anywhere_is_a_heartbeat_a_database_holds_or_a_bad_request(
     for number in (hb.seq, hb.revision_id, hb.events_cursor, *(e.id for e in hb.events)):
         assert number is None or (type(number) is int and 0 <= number <= INT64_MAX)
     assert not value_errors(hb.body)
+
+
+# -- refusals quote at most a little of what they got ------------------------------------------
+
+BIG = 100_000
+MESSAGE_MAX = 300  # characters of a refusal's `error`, and of each finding's path and message
+
+
+def _hostile_bodies() -> list[tuple[str, bytes, str]]:
+    """(name, body, field) of heartbeats whose offending value is huge."""
+    many = heartbeat(events=[{**event(i), "message": "m" * 1000} for i in range(1, 601)])
+    out = [("600 events", raw(many), "events")]
+    for path, value in [
+        ("health.state", "x" * BIG),
+        ("unit.id", "u" * BIG),
+        ("firmware", "f" * BIG),
+        ("seq", "7" * BIG),
+        ("seq", ["x" * 1000] * 1000),
+        ("revision.state", "s" * BIG),
+        ("events_cursor", -(10**4000)),
+    ]:
+        body = heartbeat()
+        target = body
+        *parents, last = path.split(".")
+        for part in parents:
+            target = target[part]
+        target[last] = value
+        out.append((f"huge {path}", raw(body), path))
+    body = heartbeat()
+    body["outbox"]["k" * BIG] = 1  # a key the contract does not allow
+    out.append(("huge unknown key", raw(body), "outbox"))
+    body = heartbeat()
+    body["tags"]["\x00" + "k" * BIG] = 1
+    out.append(("huge key with a NUL", raw(body), "tags.\\u0000" + "k" * 10))
+    out.append(
+        (
+            "huge number literal",
+            text_with(heartbeat(), "sent_at", "1" + "0" * BIG + ".5"),
+            "sent_at",
+        )
+    )
+    out.append(("huge integer literal", text_with(heartbeat(), "seq", "1" + "0" * 5000), "seq"))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [(d, f) for _, d, f in _hostile_bodies()],
+    ids=[n for n, _, _ in _hostile_bodies()],
+)
+def test_a_refusal_does_not_echo_a_huge_value(
+    minimal: HeartbeatValidator, full: HeartbeatValidator, data: bytes, field: str
+) -> None:
+    refused = 0
+    for v in (minimal, full):
+        try:
+            v.parse(data)
+        except BadRequest as e:
+            found = e.as_dict()
+            refused += 1
+        else:
+            continue  # 600 events: the receiver's own minimum allows 1000, the agent's 500
+        assert len(found["error"]) <= MESSAGE_MAX, found["error"][:400]
+        assert found["field"].startswith(field[:20]), found["field"][:400]
+        for e in found["errors"]:
+            assert len(e["path"]) <= MESSAGE_MAX and len(e["message"]) <= MESSAGE_MAX, (
+                e["path"][:400],
+                e["message"][:400],
+            )
+    assert refused, "neither validator refused it"
+
+
+def test_too_long_and_too_many_report_the_count(
+    minimal: HeartbeatValidator, full: HeartbeatValidator
+) -> None:
+    many = heartbeat(events=[event(i) for i in range(1, 1002)])
+    for v in (minimal, full):
+        with pytest.raises(BadRequest) as exc:
+            v.parse(raw(many))
+        assert exc.value.field == "events"
+        assert "1001 items" in exc.value.message, exc.value.message
+    body = heartbeat()
+    body["unit"]["id"] = "u" * 150
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(raw(body))
+    assert exc.value.field == "unit.id"
+    assert exc.value.message == "is too long (150 characters, at most 100)"
+
+
+def test_a_bad_value_is_quoted_shortened(minimal: HeartbeatValidator) -> None:
+    body = heartbeat(state="Broken" + "!" * 200)
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(raw(body))
+    assert exc.value.field == "health.state"
+    assert "'Broken!!!" in exc.value.message and "..." in exc.value.message
+    assert len(exc.value.message) <= MESSAGE_MAX
+
+
+def test_a_duplicate_key_is_refused_naming_its_path(
+    minimal: HeartbeatValidator, full: HeartbeatValidator
+) -> None:
+    text = raw(heartbeat(seq=5))
+    data = text[:-1] + b', "seq": 99999}'
+    for v in (minimal, full):
+        with pytest.raises(BadRequest) as exc:
+            v.parse(data)
+        assert exc.value.field == "seq"
+        assert exc.value.message == "key 'seq' appears twice"
+    data = text.replace(b'"unit": {', b'"unit": {"id": "x", ', 1)
+    with pytest.raises(BadRequest) as exc:
+        minimal.parse(data)
+    assert exc.value.field == "unit.id"
+
+
+def test_interval_and_unit_name_refusals_are_short() -> None:
+    for value in ("x" * BIG, "9" * BIG, ["1"] * BIG):
+        with pytest.raises(BadRequest) as exc:
+            check_interval(value)
+        assert len(str(exc.value)) <= MESSAGE_MAX
+    with pytest.raises(BadRequest) as exc:
+        check_unit_name("!" * BIG)
+    assert len(str(exc.value)) <= MESSAGE_MAX
