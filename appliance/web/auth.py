@@ -13,7 +13,8 @@ Logins are throttled by `accounts` (see there); this module tells it whether the
 client is on the management side (`on_mgmt_side`: loopback, or an address inside a
 subnet of a mgmt interface, from the desired configuration and the net role's report),
 where an account-wide lock never applies. A failed login with a name that does not
-exist is audited as `unknown user` with the name's keyed tag, never the typed text.
+exist is audited as `unknown user` with the name's keyed tag, never the typed text; a
+failed setup (wrong code) as `anonymous`, with the typed name's tag too.
 """
 
 from __future__ import annotations
@@ -441,7 +442,9 @@ def setup_post(body: SetupIn) -> Any:
     accounts.check_throttle(None, source(), now)
     if not setup.code_matches(c.paths, body.code):
         accounts.record_source_failure(source(), now)
-        audit("setup", actor=body.username, result="failed", detail="wrong setup code")
+        # no user exists yet, so what was typed as the name is never one (may be a password)
+        detail = f"wrong setup code; name #{accounts.name_tag(body.username)}"
+        audit("setup", actor="anonymous", result="failed", detail=detail)
         return _json(403, "wrong setup code", field="code")
     with c.store.config.atomic():
         if accounts.admin_exists():

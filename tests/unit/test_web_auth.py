@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+from pathlib import Path
+from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from click.testing import CliRunner
 
 from appliance.errors import PermissionDenied
-from appliance.state.db import Audit
+from appliance.state.db import Audit, Store
 from appliance.web import accounts, setup
 from appliance.web.auth import COOKIE
 
-from .test_web_kit import PASSWORD, Web, error_of, ready_fixture, web_fixture  # noqa: F401
+from .test_web_kit import (  # noqa: F401
+    PASSWORD,
+    T0,
+    Web,
+    error_of,
+    make_web,
+    ready_fixture,
+    web_fixture,
+)
 
 
 def audit_rows(action: str) -> list[Audit]:
@@ -552,3 +564,92 @@ def test_wrong_current_password_counts_as_a_failed_login(ready: Web) -> None:
         headers=h,
     )
     assert r.status_code == 429
+
+
+# -- a token's children end with it --------------------------------------------------------
+
+
+def _mint(web: Web, secret: str, name: str) -> dict[str, Any]:
+    r = web.client().post("/api/tokens", json={"name": name}, headers=_bearer(secret))
+    assert r.status_code == 201, r.json
+    return r.json
+
+
+def test_revoking_a_token_revokes_the_tokens_made_with_it(ready: Web) -> None:
+    """The outside review: token P mints C with `Bearer P`; DELETE P answered 204 and C
+    still worked. Now C and its own children end with P, and the listing names the parent."""
+    v = ready.login("viewer")
+    r = v.post("/api/tokens", json={"name": "parent"}, headers=ready.h(v))
+    assert r.status_code == 201 and r.json["parent"] is None
+    p_secret, p_id = r.json["token"], r.json["id"]
+    child = _mint(ready, p_secret, "child")
+    grandchild = _mint(ready, child["token"], "grandchild")
+    other = _mint(ready, ready.token("viewer"), "unrelated")
+    assert child["parent"] == p_id and grandchild["parent"] == child["id"]
+    listed = {t["id"]: t["parent"] for t in v.get("/api/tokens").json}
+    assert listed[p_id] is None and listed[child["id"]] == p_id
+    assert listed[grandchild["id"]] == child["id"]
+    c = ready.client()
+    for t in (child, grandchild, other):
+        assert c.get("/api/status", headers=_bearer(t["token"])).status_code == 200
+    assert v.delete(f"/api/tokens/{p_id}", headers=ready.h(v)).status_code == 204
+    for t in (child, grandchild):
+        assert c.get("/api/status", headers=_bearer(t["token"])).status_code == 401, t["name"]
+    assert c.get("/api/status", headers=_bearer(other["token"])).status_code == 200
+    revoked = {t["id"]: t["revoked_at"] for t in v.get("/api/tokens").json}
+    assert revoked[child["id"]] is not None and revoked[grandchild["id"]] is not None
+    assert revoked[other["id"]] is None
+
+
+def test_use_token_checks_the_chain(ready: Web) -> None:
+    """A child whose parent is revoked by other means (a row written directly, an old
+    version's revocation) is refused at use as well, not only at revocation."""
+    parent = ready.token("operator")
+    child = _mint(ready, parent, "child")
+    with ready.app.app_context():
+        digest = accounts._digest(parent)
+        accounts.ApiToken.update(revoked_at=ready.clock()).where(
+            accounts.ApiToken.digest == digest
+        ).execute()
+    r = ready.client().get("/api/status", headers=_bearer(child["token"]))
+    assert r.status_code == 401
+
+
+def test_a_database_without_the_parent_table_keeps_working(
+    tmp_path: Path, empty_data_dir: Path
+) -> None:
+    """An existing unit's config DB has web_token but no parent table: opening it adds
+    the table, and its tokens keep working (with no parent) and can mint children."""
+    old = tmp_path / "old"
+    shutil.copytree(empty_data_dir, old)
+    s = Store(old)
+    accounts.set_hasher(PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    accounts.create_user("admin", "admin", PASSWORD, by="test", now=T0)
+    accounts.create_user("viewer", "viewer", PASSWORD, by="test", now=T0)
+    _, secret = accounts.create_token("viewer", role=None, name="old", now=T0)
+    s.config.execute_sql("DROP TABLE web_token_parent")
+    s.close()
+    web = make_web(tmp_path, old)
+    try:
+        r = web.client().get("/api/tokens", headers=_bearer(secret))
+        assert r.status_code == 200 and r.json[0]["parent"] is None
+        assert _mint(web, secret, "child")["parent"] == r.json[0]["id"]
+    finally:
+        web.app.extensions["appliance"].store.close()
+
+
+# -- setup does not audit typed text ----------------------------------------------------------
+
+
+def test_a_failed_setup_does_not_audit_the_typed_user_name(web: Web) -> None:
+    """The outside review: a wrong setup code was audited with the typed user name as the
+    actor, which may be a password. Now: anonymous, with the name's keyed tag."""
+    typed = "Hunter2-MySecretPassword!"
+    body = {"code": "000000", "username": typed, "password": "xxxxxxxxxxxx"}
+    r = web.client().post("/api/setup", json=body)
+    assert r.status_code == 403
+    rows = audit_rows("setup")
+    assert len(rows) == 1 and rows[0].actor == "anonymous" and rows[0].result == "failed"
+    assert all(typed not in f"{a.actor} {a.target} {a.detail}" for a in Audit.select())
+    with web.app.app_context():
+        assert f"name #{accounts.name_tag(typed)}" in rows[0].detail
