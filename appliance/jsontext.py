@@ -10,13 +10,15 @@ refuses a key that appears twice in one object: `json` keeps the last one silent
 of the first key sees.
 
 `shown(value)` is how a message quotes a value it got: a repr cut to 80 characters,
-so a refusal never echoes a megabyte of input into a response or a log line.
+so a refusal never echoes a megabyte of input into a response or a log line; `clipped`
+cuts a finished message that may hold such quotes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import reprlib
 from typing import Any
 
@@ -62,6 +64,19 @@ def _float(text: str) -> float:
     if not math.isfinite(value):
         raise BadJson(f"the number {text[:40]} is out of range")
     return value
+
+
+_LONG_WORD = re.compile(rf"\S{{{SHOWN_MAX + 1},}}")
+
+
+def clipped(text: str, limit: int = 300) -> str:
+    """A message that may quote input (a path with a 100 kB key, a repr of a value) cut to
+    size: each run of more than 80 non-blank characters to 80, then the whole to `limit`."""
+    if len(text) <= SHOWN_MAX:
+        return text
+    # the last character stays: the closing quote or bracket of what was quoted
+    text = _LONG_WORD.sub(lambda m: m.group()[: SHOWN_MAX - 4] + "..." + m.group()[-1], text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -63,13 +63,18 @@ def error_body(message: str, field: str | None = None, **extra: Any) -> dict[str
 
 
 def error_response(e: ApplianceError) -> tuple[Response, int]:
+    # Messages and paths may quote input (a 100 kB key is a path, a validator's message
+    # may repr a value): each is clipped, so a refusal never echoes what it refuses.
+    clipped = jsontext.clipped
     status = status_of(e)
     if isinstance(e, ConfigInvalid):
-        errors = [{"path": p, "message": m, "line": ln} for p, m, ln in e.errors]
-        first = e.errors[0][0] if e.errors else None
-        body = error_body(e.message, first or None, errors=errors)
+        errors = [
+            {"path": clipped(p), "message": clipped(m), "line": ln} for p, m, ln in e.errors[:100]
+        ]
+        first = clipped(e.errors[0][0]) if e.errors else None
+        body = error_body(clipped(e.message), first or None, errors=errors)
     else:
-        body = error_body(e.message, e.field)
+        body = error_body(clipped(e.message), clipped(e.field) if e.field else e.field)
     resp = jsonify(body)
     retry = getattr(e, "retry_after", None)
     if retry is not None:

@@ -104,3 +104,13 @@ def test_shown_is_quick_on_a_huge_value() -> None:
     t0 = time.perf_counter()
     assert len(jsontext.shown(value)) <= 80
     assert time.perf_counter() - t0 < 0.1
+
+
+def test_clipped_cuts_long_words_and_long_text() -> None:
+    text = "interfaces[0].name: '" + "x" * 100_000 + "' is not a valid interface name"
+    out = jsontext.clipped(text)
+    assert len(out) < 200 and out.endswith("' is not a valid interface name")
+    assert out.startswith("interfaces[0].name: 'xxx")
+    spaced = "a " * 100_000
+    assert len(jsontext.clipped(spaced, 300)) == 300
+    assert jsontext.clipped("short and sweet") == "short and sweet"
