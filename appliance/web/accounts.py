@@ -37,11 +37,16 @@ that has a `Store` open (the web role, the CLI, the field role's OPC UA server):
   A source is the peer's address; IPv6 counts per /64 (one host has a whole /64);
   without one (`source=None`: a service that cannot tell) the logons share one
   bucket of their own per account, which touches no real source's counts. While a
-  key is locked the password is not even checked (no oracle); a success clears the
-  pair's count only. Keys never hold a typed user name (it may be a password): a
-  keyed hash of it (`name_tag`; the key lives in the config DB). Rows whose count is
-  forgotten and lock over, and ended sessions, are pruned on the way (at most every
-  `PRUNE_EVERY_S`, from `login` and `lookup_session`).
+  key is locked the password is not even checked (no oracle). An attempt is counted
+  before its hash, with the check in one transaction (a concurrent burst is counted as
+  it arrives); a right password takes its count back and clears the pair's count.
+  Keys never hold a typed user name (it may be a password): a keyed hash of it
+  (`name_tag`; the key lives in the config DB). Rows whose count is forgotten and lock
+  over, and ended sessions, are pruned on the way (at most every `PRUNE_EVERY_S`, from
+  `login` and `lookup_session`).
+- argon2 (64 MiB a hash) runs in one of `HASH_SLOTS` slots per process; a caller that
+  gets none within `HASH_WAIT_S` is answered `Busy` (429, Retry-After), its attempt
+  still counted, so a burst of logins cannot take the web role's memory and CPU.
 - sessions: server side. The cookie carries a random id; the table keeps only
   its SHA-256 (a copied database does not hand out live sessions), the user, the
   CSRF token, created/last-seen times. A login always makes a new id (the old
@@ -56,9 +61,13 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import peewee as pw
 from argon2 import PasswordHasher
@@ -112,6 +121,10 @@ class Throttled(ApplianceError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Busy(Throttled):
+    """Every argon2 slot of this process is taken (`HASH_SLOTS`): try again shortly."""
 
 
 # -- tables -----------------------------------------------------------------------
@@ -248,6 +261,37 @@ def at_least(role: str, needed: str) -> bool:
 
 _hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory parameters (64 MiB, t=3, p=4)
 
+# argon2 costs 64 MiB and ~0.1 s of CPU per hash: unbounded, a burst of logins (16 at once
+# from one address, all inside the free failures) took each gunicorn worker (8 threads) to
+# ~580 MB and a viewer's /api/status to 4 s. At most HASH_SLOTS hash at once per process;
+# a caller that gets no slot within HASH_WAIT_S is told to come back (Busy: 429 with
+# Retry-After) rather than queued, so a flood costs memory and CPU for HASH_SLOTS only.
+HASH_SLOTS = 2
+HASH_WAIT_S = 0.5
+BUSY_RETRY_S = 1.0
+_hash_slots = threading.BoundedSemaphore(HASH_SLOTS)
+
+T = TypeVar("T")
+
+
+@contextmanager
+def _hash_slot() -> Iterator[None]:
+    if not _hash_slots.acquire(timeout=HASH_WAIT_S):
+        raise Busy(
+            f"busy checking other passwords: try again in {BUSY_RETRY_S:.0f} s",
+            retry_after=BUSY_RETRY_S,
+        )
+    try:
+        yield
+    finally:
+        _hash_slots.release()
+
+
+def _argon2(fn: Callable[..., T], *args: str) -> T:
+    """Run one `_hasher` call (hash or verify) in a hash slot (Busy when none is free)."""
+    with _hash_slot():
+        return fn(*args)
+
 
 def set_hasher(hasher: PasswordHasher) -> None:
     """Tests use cheap parameters; a hash records its parameters, so old ones still verify."""
@@ -262,7 +306,7 @@ _DUMMY_HASH: str | None = None
 def _dummy_hash() -> str:
     global _DUMMY_HASH
     if _DUMMY_HASH is None:
-        _DUMMY_HASH = _hasher.hash(secrets.token_hex(16))
+        _DUMMY_HASH = _argon2(_hasher.hash, secrets.token_hex(16))
     return _DUMMY_HASH
 
 
@@ -325,7 +369,7 @@ def create_user(name: str, role: str, password: str, *, by: str, now: float) -> 
     return User.create(
         name=name,
         role=role,
-        password_hash=_hasher.hash(password),
+        password_hash=_argon2(_hasher.hash, password),
         created_at=now,
         created_by=by,
         password_changed_at=now,
@@ -370,7 +414,7 @@ def update_user(
             user.disabled = disabled
         if password is not None:
             check_password(password, name)
-            user.password_hash = _hasher.hash(password)
+            user.password_hash = _argon2(_hasher.hash, password)
             user.password_changed_at = now
         user.save()
         if password is not None:
@@ -453,16 +497,24 @@ def throttle_left(key: str, now: float) -> float:
     return max(0.0, row.locked_until - now)
 
 
-def _count(key: str, now: float) -> tuple[int, float]:
-    """Count a failure for `key`: (its count now, the lock it now has in seconds)."""
+@dataclass(frozen=True)
+class _Counted:
+    """One counted failure, as `_uncount` takes it back."""
+
+    key: str
+    before: tuple[int, float, float] | None  # (failures, last failure, locked until); no row
+    failures: int  # the count it made
+
+
+def _count_row(key: str, now: float) -> _Counted:
     kind = key.split(":", 1)[0]
     with LoginThrottle._meta.database.atomic():
         row = LoginThrottle.get_or_none(LoginThrottle.key == key)
         if row is None:
             row = LoginThrottle(key=key, failures=0, last_failure_at=now, locked_until=0.0)
-            fresh = True
+            fresh, before = True, None
         else:
-            fresh = False
+            fresh, before = False, (row.failures, row.last_failure_at, row.locked_until)
             if now - row.last_failure_at > FORGET_AFTER_S and now >= row.locked_until:
                 row.failures = 0
         row.failures += 1
@@ -470,7 +522,29 @@ def _count(key: str, now: float) -> tuple[int, float]:
         lock = _lock_for(kind, row.failures)
         row.locked_until = now + lock if lock else 0.0
         row.save(force_insert=fresh)
-    return row.failures, lock
+    return _Counted(key, before, row.failures)
+
+
+def _count(key: str, now: float) -> tuple[int, float]:
+    """Count a failure for `key`: (its count now, the lock it now has in seconds)."""
+    c = _count_row(key, now)
+    return c.failures, _lock_for(key.split(":", 1)[0], c.failures)
+
+
+def _uncount(c: _Counted) -> None:
+    """Take back a failure counted before its hash turned out right: the row as it was,
+    when nothing counted on it since; else one failure less (the others' lock stands)."""
+    row = LoginThrottle.get_or_none(LoginThrottle.key == c.key)
+    if row is None:
+        return
+    if row.failures != c.failures:
+        row.failures = max(0, row.failures - 1)
+        row.save()
+    elif c.before is None:
+        row.delete_instance()
+    else:
+        row.failures, row.last_failure_at, row.locked_until = c.before
+        row.save()
 
 
 def record_failure(key: str, now: float) -> float:
@@ -485,13 +559,16 @@ def record_source_failure(source: str | None, now: float) -> float:
     return record_failure(f"addr:{source_key(source)}", now)
 
 
-def record_login_failure(username: str, source: str | None, now: float) -> None:
+def record_login_failure(username: str, source: str | None, now: float) -> list[_Counted]:
+    """Count a failed login; return what it counted (for `_uncount`)."""
     keys = _keys(username, source)
-    failures, _ = _count(keys["pair"], now)
-    if failures == 1:  # a source this account's count has not seen (recently)
-        record_failure(keys["user"], now)
+    pair = _count_row(keys["pair"], now)
+    counted = [pair]
+    if pair.failures == 1:  # a source this account's count has not seen (recently)
+        counted.append(_count_row(keys["user"], now))
     if "addr" in keys:
-        record_failure(keys["addr"], now)
+        counted.append(_count_row(keys["addr"], now))
+    return counted
 
 
 def clear_failures(key: str) -> None:
@@ -547,21 +624,31 @@ class LoginResult:
 def _check_password(
     username: str, password: str, *, source: str | None, now: float, trusted: bool
 ) -> User | None:
-    """The user when the password is right, throttled; a failure is counted."""
-    check_throttle(username, source, now, trusted=trusted)
+    """The user when the password is right, throttled; a failure is counted.
+
+    The attempt is counted *before* the hash, in one transaction with the throttle check
+    (the config DB's transactions are IMMEDIATE: across processes too), so a burst of
+    concurrent guesses is counted as it arrives, not after all of them passed the check.
+    A right password takes its count back (`_uncount`); an attempt refused as Busy keeps
+    it (a flood of those locks its source like failures would)."""
+    with LoginThrottle._meta.database.atomic():
+        check_throttle(username, source, now, trusted=trusted)
+        counted = record_login_failure(username, source, now)
     user = User.get_or_none(User.name == username)
     ok = False
     try:
         if user is None:
-            _hasher.verify(_dummy_hash(), password)
+            _argon2(_hasher.verify, _dummy_hash(), password)
         else:
-            ok = _hasher.verify(user.password_hash, password)
+            ok = _argon2(_hasher.verify, user.password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         ok = False
     if not ok or user is None or user.disabled:
-        record_login_failure(username, source, now)
         return None
-    clear_failures(_keys(username, source)["pair"])
+    with LoginThrottle._meta.database.atomic():
+        clear_failures(_keys(username, source)["pair"])
+        for c in counted[1:]:  # the pair's count is cleared whole
+            _uncount(c)
     return user
 
 
@@ -587,7 +674,10 @@ def login(
     user.last_login_at = now
     user.last_login_from = source
     if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
+        try:
+            user.password_hash = _argon2(_hasher.hash, password)
+        except Busy:
+            pass  # the old hash still verifies: rehash at a later login
     user.save()
     return LoginResult(user.name, user.role)
 
