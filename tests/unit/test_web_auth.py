@@ -653,3 +653,16 @@ def test_a_failed_setup_does_not_audit_the_typed_user_name(web: Web) -> None:
     assert all(typed not in f"{a.actor} {a.target} {a.detail}" for a in Audit.select())
     with web.app.app_context():
         assert f"name #{accounts.name_tag(typed)}" in rows[0].detail
+
+
+def test_a_chain_of_tokens_is_bounded(ready: Web) -> None:
+    """Each use checks every ancestor, so a chain has a bounded length: past it, minting
+    with a token is refused (422 naming the Authorization header), at a login it works."""
+    secret = ready.token("viewer")
+    for _ in range(accounts.MAX_TOKEN_GENERATIONS - 1):
+        secret = _mint(ready, secret, "next")["token"]
+    assert ready.client().get("/api/status", headers=_bearer(secret)).status_code == 200
+    r = ready.client().post("/api/tokens", json={"name": "deeper"}, headers=_bearer(secret))
+    assert r.status_code == 422 and r.json["field"] == "Authorization", r.json
+    v = ready.login("viewer")
+    assert v.post("/api/tokens", json={"name": "x"}, headers=ready.h(v)).status_code == 201
