@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, get_args, get_origin
@@ -150,12 +151,29 @@ def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | N
     try:
         _refuse_expansion(text, source)
         node = yaml.compose(text, Loader=loader)
+    except yaml.reader.ReaderError as e:
+        # a character YAML refuses (NUL, other C0 controls): its line, not a stream position
+        line = text.count("\n", 0, e.position) + 1
+        ch = e.character if isinstance(e.character, int) else ord(str(e.character)[:1] or "\0")
+        raise ConfigInvalid(
+            [("", f"not valid YAML: the character U+{ch:04X} is not allowed", line)], source
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigInvalid(
+            [("", f"not valid YAML: {_problem(e)}", _mark_line(e))], source
+        ) from None
+    try:
         data = loader("").construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e)
-        line = mark.line + 1 if mark else None
-        raise ConfigInvalid([("", f"not valid YAML: {problem}", line)], source) from None
+        raise ConfigInvalid(
+            [("", f"not valid YAML: {_problem(e)}", _mark_line(e))], source
+        ) from None
+    except ValueError:
+        # int() of more than sys.get_int_max_str_digits() digits (4300) refuses to convert
+        line = _long_number_line(node)
+        raise ConfigInvalid(
+            [("", f"number too long (more than {_MAX_DIGITS} digits)", line)], source
+        ) from None
     dupes = _duplicate_keys(node)
     if dupes:
         raise ConfigInvalid(
@@ -170,6 +188,40 @@ def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | N
     if not isinstance(data, dict):
         raise ConfigInvalid([("", "the document must be a mapping of sections", 1)], source)
     return data, node
+
+
+_MAX_DIGITS = sys.get_int_max_str_digits() or 4300
+
+
+def _problem(e: yaml.YAMLError) -> str:
+    """PyYAML's problem text on one line (its str() spans lines and names a stream)."""
+    text = getattr(e, "problem", None) or str(e).split("\n", 1)[0]
+    return " ".join(str(text).split())
+
+
+def _mark_line(e: yaml.YAMLError) -> int | None:
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    return mark.line + 1 if mark else None
+
+
+def _long_number_line(node: yaml.Node | None) -> int | None:
+    """The line of the first integer scalar too long for int() (its key's line in a map)."""
+    stack: list[tuple[yaml.Node, int]] = [(node, node.start_mark.line + 1)] if node else []
+    while stack:
+        current, line = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            for key, value in reversed(current.value):
+                stack.append((value, key.start_mark.line + 1))
+                stack.append((key, key.start_mark.line + 1))
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((v, v.start_mark.line + 1) for v in reversed(current.value))
+        elif (
+            isinstance(current, yaml.ScalarNode)
+            and current.tag == "tag:yaml.org,2002:int"
+            and sum(c.isdigit() for c in current.value) > _MAX_DIGITS
+        ):
+            return line
+    return None
 
 
 def _duplicate_keys(
