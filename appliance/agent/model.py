@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from appliance.config.base import Strict
+from appliance.config.base import (
+    Bool,
+    Float,
+    Int,
+    Line,
+    Pem,
+    Secret,
+    Strict,
+    UrlText,
+    check_host,
+)
 from appliance.config.redact import redact_url
 
 # a URL that may carry credentials: user info, query values and token-like path segments are
@@ -21,24 +32,36 @@ FACILITIES: tuple[str, ...] = tuple(f"local{n}" for n in range(8))
 
 def _http_url(v: str, schemes: tuple[str, ...]) -> str:
     text = v.strip()
+    shown = redact_url(text)
+    if any(c.isspace() for c in text):
+        raise ValueError(f"{shown!r} is not a URL (it contains white space; write %20)")
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as e:
-        raise ValueError(f"{text!r} is not a URL ({e})") from None
+        raise ValueError(f"{shown!r} is not a URL ({e})") from None
     if parts.scheme not in schemes:
-        raise ValueError(f"{text!r} must start with {' or '.join(s + '://' for s in schemes)}")
+        raise ValueError(f"{shown!r} must start with {' or '.join(s + '://' for s in schemes)}")
     if not parts.hostname:
-        raise ValueError(f"{text!r} has no host")
+        raise ValueError(f"{shown!r} has no host")
+    host = parts.hostname
+    bracketed = "[" in parts.netloc.rpartition("@")[2]
+    try:
+        if bracketed:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        else:
+            check_host(host)
+    except ValueError:
+        raise ValueError(f"{shown!r}: {host!r} is not a host name or IP address") from None
     return text
 
 
 class Button(Strict):
     """A push button on a GPIO pin: short press identify, 10 s hold factory reset."""
 
-    pin: int | str
-    pull_up: bool = True
-    factory_reset: bool = True
+    pin: Int | Line
+    pull_up: Bool = True
+    factory_reset: Bool = True
 
 
 class Leds(Strict):
@@ -46,9 +69,9 @@ class Leds(Strict):
 
     backend: Literal["none", "gpio", "sysfs"] = "none"
     # LED role (status, fault, link...) -> GPIO pin (gpio) or /sys/class/leds name (sysfs)
-    map: dict[str, int | str] = Field(default_factory=dict)
-    active_high: bool = True
-    sysfs_root: str = "/sys/class/leds"
+    map: dict[str, Int | Line] = Field(default_factory=dict)
+    active_high: Bool = True
+    sysfs_root: Line = "/sys/class/leds"
     button: Button | None = None
 
     @model_validator(mode="after")
@@ -64,17 +87,17 @@ class Leds(Strict):
 class Fleet(Strict):
     """Where the heartbeat goes, how often, and how the unit proves who it is."""
 
-    url: str = Field(
+    url: UrlText = Field(
         description="https://fleet.example/api/v1/heartbeat",
         json_schema_extra=SECRET_URL,
     )
-    interval: float = Field(60, ge=5, le=86400)
-    ca_cert: str | None = Field(None, description="PEM text or a file path of the CA to trust")
-    token: str | None = Field(None, description="secret: the unit's token")
-    client_cert: str | None = None
-    client_key: str | None = Field(None, description="secret")
-    outbox_max: int = Field(10_000, ge=10, le=1_000_000, description="heartbeats kept offline")
-    timeout: float = Field(10.0, gt=0, le=60, description="seconds per request")
+    interval: Float = Field(60, ge=5, le=86400)
+    ca_cert: Pem | None = Field(None, description="PEM text or a file path of the CA to trust")
+    token: Secret | None = Field(None, description="secret: the unit's token")
+    client_cert: Pem | None = None
+    client_key: Pem | None = Field(None, description="secret")
+    outbox_max: Int = Field(10_000, ge=10, le=1_000_000, description="heartbeats kept offline")
+    timeout: Float = Field(10.0, gt=0, le=60, description="seconds per request")
 
     @field_validator("url")
     @classmethod
@@ -93,10 +116,10 @@ class Fleet(Strict):
 class Syslog(Strict):
     """RFC 5424 events to a SIEM."""
 
-    host: str
-    port: int | None = Field(None, ge=1, le=65535, description="default 514 (udp/tcp), 6514 tls")
+    host: Line
+    port: Int | None = Field(None, ge=1, le=65535, description="default 514 (udp/tcp), 6514 tls")
     transport: Literal["udp", "tcp", "tls"] = "udp"
-    ca_cert: str | None = None
+    ca_cert: Pem | None = None
     min_severity: Severity = "info"
     facility: Literal[
         "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"
@@ -105,10 +128,7 @@ class Syslog(Strict):
     @field_validator("host")
     @classmethod
     def _host(cls, v: str) -> str:
-        v = v.strip()
-        if not v or any(c.isspace() or c in "/[]" for c in v):
-            raise ValueError(f"{v!r} is not a host name or IP address")
-        return v
+        return check_host(v)
 
     @model_validator(mode="after")
     def _ca_only_with_tls(self) -> Syslog:
@@ -126,13 +146,13 @@ class Syslog(Strict):
 class Webhook(Strict):
     """An HTTP(S) POST of each alarm change."""
 
-    url: str = Field(
+    url: UrlText = Field(
         description="where alarm changes are POSTed (http:// only without a token)",
         json_schema_extra=SECRET_URL,
     )
-    token: str | None = Field(None, description="secret: sent as Bearer, over https:// only")
-    ca_cert: str | None = None
-    timeout: float = Field(10.0, gt=0, le=60, description="seconds per request")
+    token: Secret | None = Field(None, description="secret: sent as Bearer, over https:// only")
+    ca_cert: Pem | None = None
+    timeout: Float = Field(10.0, gt=0, le=60, description="seconds per request")
 
     @field_validator("url")
     @classmethod

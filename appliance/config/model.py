@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from appliance.agent.model import Fleet, Leds, Syslog, Webhook
-from appliance.config.base import Strict, check_name
+from appliance.config.base import Bool, Int, Line, Strict, Text, Version, check_name
 from appliance.config.services import Service, parse_service
 from appliance.field.model import Device, History, Northbound
 from appliance.web.model import Web
@@ -89,7 +89,7 @@ Address = Annotated[IPAddr, BeforeValidator(_address), PlainSerializer(str, retu
 Address4 = Annotated[
     ipaddress.IPv4Address, BeforeValidator(_ipv4), PlainSerializer(str, return_type=str)
 ]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[Int, Field(ge=1, le=65535)]
 
 
 _check_name = check_name
@@ -101,15 +101,15 @@ def _check_service(v: str) -> str:
 
 
 # Validated per item, so that an error names the item: `conduits[0].services[1]`.
-ServiceSpec = Annotated[str, AfterValidator(_check_service)]
+ServiceSpec = Annotated[Line, AfterValidator(_check_service)]
 
 
 class Unit(Strict):
     """Who this box is: shown in the UI, the heartbeat and the events."""
 
-    name: str = Field("appliance", min_length=1, max_length=64)
-    site: str = ""
-    description: str = ""
+    name: Line = Field("appliance", min_length=1, max_length=64)
+    site: Line = ""
+    description: Text = ""
 
 
 class Interface(Strict):
@@ -120,19 +120,19 @@ class Interface(Strict):
     mac: str | None = None
     addresses: list[Interface_] = Field(default_factory=list)
     gateway: Address | None = None
-    mtu: int | None = Field(None, ge=576, le=9216)
+    mtu: Int | None = Field(None, ge=576, le=9216)
     allow_in: list[ServiceSpec] | None = Field(
         None,
         description="services the appliance itself answers on this NIC; default by role: "
         "mgmt ssh/https/http/ping, it ping (plus the web UI with web.listen_it and the OPC "
         "UA server when enabled), ot nothing",
     )
-    description: str = ""
+    description: Text = ""
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _IFNAME.match(v):
+        if not _IFNAME.fullmatch(v):
             raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
         return v
 
@@ -159,9 +159,9 @@ class Interface(Strict):
 class Conduit(Strict):
     """A named, owned, justified flow from IT hosts to OT hosts on some services."""
 
-    name: str
-    owner: str = Field(min_length=1, description="who answers for this conduit")
-    reason: str = Field(min_length=1, description="why it exists")
+    name: Line
+    owner: Line = Field(min_length=1, description="who answers for this conduit")
+    reason: Text = Field(min_length=1, description="why it exists")
     expires: AwareDatetime | None = Field(
         None, description="ISO 8601 time with zone; the conduit stops passing traffic then"
     )
@@ -169,8 +169,8 @@ class Conduit(Strict):
     to: list[Network] = Field(min_length=1)
     services: list[ServiceSpec] = Field(min_length=1)
     direction: Literal["one-way", "both"] = "one-way"
-    enabled: bool = True
-    description: str = ""
+    enabled: Bool = True
+    description: Text = ""
 
     @field_validator("name")
     @classmethod
@@ -199,18 +199,18 @@ class OneToOne(Strict):
 
     it_address: Address4
     ot_address: Address4
-    description: str = ""
+    description: Text = ""
 
 
 class PortForward(Strict):
     """A port on the appliance's IT address forwarded to an OT host."""
 
-    name: str
+    name: Line
     protocol: Literal["tcp", "udp"] = "tcp"
     port: Port
     to_address: Address4
     to_port: Port | None = None
-    description: str = ""
+    description: Text = ""
 
     @field_validator("name")
     @classmethod
@@ -221,7 +221,7 @@ class PortForward(Strict):
 class Nat(Strict):
     one_to_one: list[OneToOne] = Field(default_factory=list)
     port_forwards: list[PortForward] = Field(default_factory=list)
-    masquerade: bool = Field(
+    masquerade: Bool = Field(
         False,
         description="IT hosts reach OT as the appliance's OT address, so OT devices "
         "need no route (or gateway) to IT",
@@ -231,7 +231,7 @@ class Nat(Strict):
 class Config(Strict):
     """One configuration document; a revision stores it whole."""
 
-    version: Literal[1] = 1
+    version: Version = 1
     unit: Unit = Field(default_factory=Unit)
     interfaces: list[Interface] = Field(default_factory=list)
     conduits: list[Conduit] = Field(default_factory=list)

@@ -16,12 +16,22 @@ import itertools
 import math
 import re
 from collections import defaultdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from appliance.config.base import Strict, check_name
+from appliance.config.base import (
+    Bool,
+    Float,
+    Int,
+    Line,
+    Secret,
+    Strict,
+    Text,
+    check_name,
+    refuse_bool,
+)
 from appliance.field.points import (
     BIT_TABLES,
     MAX_READ_BITS,
@@ -76,11 +86,11 @@ def parse_host_port(address: str, default_port: int = MODBUS_TCP_PORT) -> tuple[
 class Serial(Strict):
     """A serial line for Modbus RTU. Devices on the same `port` share one bus lock."""
 
-    port: str = Field(min_length=1, description="device path, e.g. /dev/ttyS1")
-    baud: int = Field(19200, ge=300, le=921600)
+    port: Line = Field(min_length=1, description="device path, e.g. /dev/ttyS1")
+    baud: Int = Field(19200, ge=300, le=921600)
     parity: Literal["N", "E", "O"] = "E"
-    stop_bits: Literal[1, 2] = 1
-    data_bits: Literal[7, 8] = 8
+    stop_bits: Annotated[Literal[1, 2], BeforeValidator(refuse_bool)] = 1
+    data_bits: Annotated[Literal[7, 8], BeforeValidator(refuse_bool)] = 8
 
     def char_time(self) -> float:
         """Seconds one character takes on the line: start + data + parity + stop bits."""
@@ -97,8 +107,8 @@ class OpcUaSecurity(Strict):
 
     policy: Literal["None", "Basic256Sha256"] = "None"
     mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    username: str | None = None
-    password: str | None = Field(None, description="secret: redacted in exports for support")
+    username: Line | None = None
+    password: Secret | None = Field(None, description="secret: redacted in exports for support")
 
     @model_validator(mode="after")
     def _consistent(self) -> OpcUaSecurity:
@@ -114,8 +124,8 @@ class OpcUaSecurity(Strict):
 class Deadband(Strict):
     """A change smaller than this is not stored (history) nor published as a change."""
 
-    absolute: float | None = Field(None, ge=0)
-    percent: float | None = Field(None, ge=0, le=100, description="of the previous stored value")
+    absolute: Float | None = Field(None, ge=0)
+    percent: Float | None = Field(None, ge=0, le=100, description="of the previous stored value")
 
     @model_validator(mode="after")
     def _given(self) -> Deadband:
@@ -129,12 +139,12 @@ class AlarmLimits(Strict):
     """Limit alarms; `hysteresis` is how far back a value must come to clear, `delay`
     how long (seconds) a limit must be violated before the alarm is raised."""
 
-    low_low: float | None = None
-    low: float | None = None
-    high: float | None = None
-    high_high: float | None = None
-    hysteresis: float = Field(0.0, ge=0)
-    delay: float = Field(0.0, ge=0, le=3600)
+    low_low: Float | None = None
+    low: Float | None = None
+    high: Float | None = None
+    high_high: Float | None = None
+    hysteresis: Float = Field(0.0, ge=0)
+    delay: Float = Field(0.0, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _ordered(self) -> AlarmLimits:
@@ -183,28 +193,28 @@ class Tag(Strict):
     input/holding tables.
     """
 
-    name: str
-    unit: str = Field("", max_length=32, description="engineering unit, e.g. degC")
-    description: str = ""
+    name: Line
+    unit: Line = Field("", max_length=32, description="engineering unit, e.g. degC")
+    description: Text = ""
     # Modbus source
     table: Table | None = None
-    address: int | None = Field(None, ge=0, le=65535)
+    address: Int | None = Field(None, ge=0, le=65535)
     # OPC UA source
-    node: str | None = Field(None, description="OPC UA node id, e.g. ns=2;s=Temperature")
+    node: Line | None = Field(None, description="OPC UA node id, e.g. ns=2;s=Temperature")
     type: PointType | None = None
-    bit: int | None = Field(None, ge=0, le=15)
-    length: int | None = Field(None, ge=1, le=MAX_READ_REGISTERS)
+    bit: Int | None = Field(None, ge=0, le=15)
+    length: Int | None = Field(None, ge=1, le=MAX_READ_REGISTERS)
     byte_order: Order = "big"
     word_order: Order = "big"
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Float = 1.0
+    offset: Float = 0.0
     deadband: Deadband | None = None
     publish: Literal["every-poll", "on-change"] = "on-change"
-    max_silence: float | None = Field(
+    max_silence: Float | None = Field(
         None, gt=0, description="with on-change: store at least this often (seconds)"
     )
     alarms: AlarmLimits | None = None
-    writable: bool = False
+    writable: Bool = False
 
     @field_validator("name")
     @classmethod
@@ -282,20 +292,20 @@ class Tag(Strict):
 class Device(Strict):
     """A field device the appliance polls (or subscribes to)."""
 
-    name: str
+    name: Line
     protocol: Protocol
-    address: str | None = Field(
+    address: Line | None = Field(
         None, description="host:port for modbus-tcp, opc.tcp://host:port[/path] for opcua"
     )
     serial: Serial | None = None
-    unit_id: int = Field(1, ge=0, le=255)
-    poll_interval: float = Field(1.0, ge=0.05, le=86400)
-    timeout: float = Field(1.0, gt=0, le=60)
-    retries: int = Field(1, ge=0, le=10)
-    max_registers: int = Field(MAX_READ_REGISTERS, ge=1, le=MAX_READ_REGISTERS)
-    max_gap: int = Field(16, ge=0, le=2000)
-    poll_offset: float = Field(0.0, ge=0, description="seconds into each interval (staggering)")
-    reconnect_max: float | None = Field(
+    unit_id: Int = Field(1, ge=0, le=255)
+    poll_interval: Float = Field(1.0, ge=0.05, le=86400)
+    timeout: Float = Field(1.0, gt=0, le=60)
+    retries: Int = Field(1, ge=0, le=10)
+    max_registers: Int = Field(MAX_READ_REGISTERS, ge=1, le=MAX_READ_REGISTERS)
+    max_gap: Int = Field(16, ge=0, le=2000)
+    poll_offset: Float = Field(0.0, ge=0, description="seconds into each interval (staggering)")
+    reconnect_max: Float | None = Field(
         None,
         gt=0,
         le=3600,
@@ -305,8 +315,8 @@ class Device(Strict):
     )
 
     security: OpcUaSecurity | None = None
-    enabled: bool = True
-    description: str = ""
+    enabled: Bool = True
+    description: Text = ""
     tags: list[Tag] = Field(default_factory=list)
 
     def backoff_cap(self) -> float:
@@ -513,18 +523,18 @@ def check_field(config: Any, errors: list, warnings: list) -> None:
 class History(Strict):
     """How long tag history is kept: by age and by size, whichever limit is hit first."""
 
-    retention_days: float = Field(90, gt=0, le=3650)
-    max_mb: int = Field(1024, ge=1, le=1_000_000)
-    flush_interval: float = Field(1.0, gt=0, le=60, description="seconds between batch writes")
-    flush_samples: int = Field(500, ge=1, le=100_000, description="or after this many samples")
+    retention_days: Float = Field(90, gt=0, le=3650)
+    max_mb: Int = Field(1024, ge=1, le=1_000_000)
+    flush_interval: Float = Field(1.0, gt=0, le=60, description="seconds between batch writes")
+    flush_samples: Int = Field(500, ge=1, le=100_000, description="or after this many samples")
 
 
 class Northbound(Strict):
     """The OPC UA server the appliance offers IT: every tag, read-only unless writable."""
 
-    enabled: bool = True
-    port: int = Field(4840, ge=1, le=65535)
-    allow_anonymous: bool = Field(False, description="anonymous read access (off by default)")
+    enabled: Bool = True
+    port: Int = Field(4840, ge=1, le=65535)
+    allow_anonymous: Bool = Field(False, description="anonymous read access (off by default)")
     security: list[Literal["None", "Basic256Sha256-Sign", "Basic256Sha256-SignAndEncrypt"]] = Field(
         default_factory=lambda: ["Basic256Sha256-SignAndEncrypt", "Basic256Sha256-Sign"],
         description=(
