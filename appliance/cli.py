@@ -90,14 +90,43 @@ def config() -> None:
 
 
 def _read_file(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    """A configuration document's text: at most MAX_DOCUMENT_CHARS bytes (a larger file, or
+    /dev/zero, is refused without reading it all), UTF-8, errors saying where (exit 2)."""
+    from appliance.config.load import MAX_DOCUMENT_CHARS
+
+    source = "<stdin>" if path == "-" else path
     try:
-        return Path(path).read_text()
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_DOCUMENT_CHARS + 1)
+        else:
+            with open(path, "rb") as f:
+                raw = f.read(MAX_DOCUMENT_CHARS + 1)
     except FileNotFoundError:
         raise ApplianceError(f"{path}: no such file")
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as e:
+    except OSError as e:  # a directory, no permission, an I/O error
         raise ApplianceError(f"{path}: cannot read ({e.__class__.__name__})")
+    if len(raw) > MAX_DOCUMENT_CHARS:
+        raise ConfigInvalid(
+            [("", f"the document is larger than {MAX_DOCUMENT_CHARS // (1024 * 1024)} MiB", None)],
+            source,
+        )
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigInvalid([("", "the file is UTF-16: save it as UTF-8", 1)], source)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigInvalid(
+            [
+                (
+                    "",
+                    f"not UTF-8: byte 0x{raw[e.start]:02x} at offset {e.start} "
+                    "(save the file as UTF-8)",
+                    line,
+                )
+            ],
+            source,
+        ) from None
 
 
 @config.command("validate")
