@@ -1,7 +1,9 @@
 """Rules across the document: sides of addresses, unique names, one owner per flow.
 
 `conduit_elements` is the single definition of what a conduit lets through; the
-overlap check and the ruleset renderer both use it, so they cannot disagree.
+ruleset renderer uses it. The overlap check works on the same lists axis by axis
+instead of on their product (see `conduit_overlaps`), and its tests compare it with
+`conduit_elements` pair by pair (tests/unit/test_config_check_scale.py).
 """
 
 from __future__ import annotations
@@ -62,72 +64,80 @@ def conduit_elements(conduit: Conduit) -> list[Element]:
 
 
 def _span(net: IPNet) -> tuple[int, int]:
-    return int(net.network_address), int(net.broadcast_address)
+    lo = int(net.network_address)
+    return lo, lo + (1 << (net.max_prefixlen - net.prefixlen)) - 1
 
 
-def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
+Span = tuple[int, int]
+Box = tuple[Span, Span, Span]  # (source, destination, port): inclusive integer ranges
 
 
 def find_overlaps(items: list[tuple[int, Element]]) -> list[tuple[int, Element, int, Element]]:
     """Pairs of elements (with their owners' indexes) that some packet would match both.
 
-    Groups by (zone, family, protocol), clusters port ranges that touch, and within
-    a cluster of identical port ranges sweeps the source axis keeping the active
-    destination intervals sorted: those are pairwise disjoint while no overlap has
-    been found, so checking the two neighbours is enough (O(n log n)). Clusters of
-    differing port ranges (rare) are compared pairwise.
+    Each (zone, family, protocol) group is a set of boxes for `box_overlaps`.
     """
     found: list[tuple[int, Element, int, Element]] = []
     groups: dict[tuple, list[tuple[int, Element]]] = defaultdict(list)
     for owner, el in items:
         groups[(el.zone, el.family, el.service.proto)].append((owner, el))
     for group in groups.values():
-        group.sort(key=lambda it: (it[1].service.lo, it[1].service.hi))
-        cluster: list[tuple[int, Element]] = []
-        hi = -1
-        for it in [*group, None]:
-            if it is None or (cluster and it[1].service.lo > hi):
-                _check_cluster(cluster, found)
-                if len(found) >= MAX_REPORTED or it is None:
-                    break
-                cluster, hi = [], -1
-            cluster.append(it)
-            hi = max(hi, it[1].service.hi)
+        boxes = [(_span(el.src), _span(el.dst), (el.service.lo, el.service.hi)) for _, el in group]
+        for i, j in box_overlaps(boxes, MAX_REPORTED - len(found)):
+            found.append((*group[i], *group[j]))
         if len(found) >= MAX_REPORTED:
             break
-    return found[:MAX_REPORTED]
+    return found
 
 
-def _check_cluster(cluster: list[tuple[int, Element]], found: list) -> None:
-    if len(cluster) < 2:
-        return
-    first = cluster[0][1].service
-    if any(el.service != first for _, el in cluster):
-        for i, (oa, a) in enumerate(cluster):
-            for ob, b in cluster[i + 1 :]:
-                if (
-                    _overlap((a.service.lo, a.service.hi), (b.service.lo, b.service.hi))
-                    and _overlap(_span(a.src), _span(b.src))
-                    and _overlap(_span(a.dst), _span(b.dst))
-                ):
-                    found.append((oa, a, ob, b))
-                    if len(found) >= MAX_REPORTED:
-                        return
-        return
-    order = sorted(range(len(cluster)), key=lambda k: _span(cluster[k][1].src)[0])
+def box_overlaps(boxes: list[Box], limit: int = MAX_REPORTED) -> list[tuple[int, int]]:
+    """Index pairs of boxes that share a point: none exactly when the boxes are disjoint.
+
+    The port axis is cut into elementary ranges (between consecutive ends); the boxes
+    covering one range are checked by `_sweep`. At most `limit` pairs, each once.
+    """
+    if len(boxes) < 2 or limit <= 0:
+        return []
+    cuts = sorted({b[2][0] for b in boxes} | {b[2][1] + 1 for b in boxes})
+    at: list[list[int]] = [[] for _ in cuts]
+    for k, b in enumerate(boxes):
+        for a in range(bisect.bisect_left(cuts, b[2][0]), bisect.bisect_left(cuts, b[2][1] + 1)):
+            at[a].append(k)
+    found: list[tuple[int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    previous: list[int] = []
+    for members in at:
+        if len(members) < 2 or members == previous:
+            continue  # a range covered by the same boxes as the last one has nothing new
+        previous = members
+        for i, j in _sweep(boxes, members):
+            if (i, j) not in seen:
+                seen.add((i, j))
+                found.append((i, j))
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def _sweep(boxes: list[Box], members: list[int]) -> list[tuple[int, int]]:
+    """Pairs among `members` whose source and destination ranges both meet (O(n log n)).
+
+    Sweeps the source axis keeping the active destination ranges sorted: all active
+    boxes share the current source point, so while no overlap has been found their
+    destinations are pairwise disjoint and checking the two neighbours is enough. A box
+    that overlaps one is reported and not added, which keeps that invariant.
+    """
+    found: list[tuple[int, int]] = []
     ends: list[tuple[int, int]] = []  # heap of (src_hi, k)
     active: list[tuple[int, int, int]] = []  # sorted (dst_lo, dst_hi, k)
-    for k in order:
-        owner, el = cluster[k]
-        s_lo, s_hi = _span(el.src)
+    for k in sorted(members, key=lambda m: boxes[m][0][0]):
+        (s_lo, s_hi), (d_lo, d_hi), _ = boxes[k]
         while ends and ends[0][0] < s_lo:
             _, gone = heapq.heappop(ends)
-            g_lo, g_hi = _span(cluster[gone][1].dst)
+            g_lo, g_hi = boxes[gone][1]
             pos = bisect.bisect_left(active, (g_lo, g_hi, gone))
             if pos < len(active) and active[pos][2] == gone:
                 active.pop(pos)
-        d_lo, d_hi = _span(el.dst)
         pos = bisect.bisect_left(active, (d_lo, -1, -1))
         hit = None
         if pos > 0 and active[pos - 1][1] >= d_lo:
@@ -135,24 +145,48 @@ def _check_cluster(cluster: list[tuple[int, Element]], found: list) -> None:
         elif pos < len(active) and active[pos][0] <= d_hi:
             hit = active[pos][2]
         if hit is not None:
-            found.append((cluster[hit][0], cluster[hit][1], owner, el))
+            found.append((hit, k))
             if len(found) >= MAX_REPORTED:
-                return
+                break
             continue
         active.insert(pos, (d_lo, d_hi, k))
         heapq.heappush(ends, (s_hi, k))
+    return found
 
 
-def _side_of(config: Config) -> list[tuple[str, str, IPNet]]:
-    """(role, interface name, connected network) for every configured address."""
-    return [(i.role, i.name, a.network) for i in config.interfaces for a in i.addresses]
+class _Sides:
+    """Which interface subnet of a role holds a network: one look-up per prefix length in use."""
+
+    def __init__(self, config: Config) -> None:
+        self._nets: dict[tuple[str, int], dict[tuple[int, int], tuple[int, str, IPNet]]] = (
+            defaultdict(dict)
+        )
+        order = 0
+        for i in config.interfaces:
+            for a in i.addresses:
+                order += 1
+                net = a.network
+                key = _prefix_key(net.network_address, net.prefixlen, net.max_prefixlen)
+                self._nets[(i.role, net.version)].setdefault(key, (order, i.name, net))
+        self._plens = {k: sorted({p for _, p in v}) for k, v in self._nets.items()}
+
+    def find(self, addr: IPNet, role: str) -> str | None:
+        """`name subnet` of the first (in document order) `role` subnet holding addr, or None."""
+        nets = self._nets.get((role, addr.version))
+        if not nets:
+            return None
+        best = None
+        for plen in self._plens[(role, addr.version)]:
+            if plen > addr.prefixlen:
+                break
+            hit = nets.get(_prefix_key(addr.network_address, plen, addr.max_prefixlen))
+            if hit is not None and (best is None or hit < best):
+                best = hit
+        return None if best is None else f"{best[1]} {best[2]}"
 
 
-def _on_side(addr: IPNet, sides: list[tuple[str, str, IPNet]], role: str) -> str | None:
-    for r, name, net in sides:
-        if r == role and addr.version == net.version and addr.subnet_of(net):  # type: ignore[arg-type]
-            return f"{name} {net}"
-    return None
+def _prefix_key(address: object, plen: int, bits: int) -> tuple[int, int]:
+    return int(address) >> (bits - plen), plen  # type: ignore[call-overload]
 
 
 def check(config: Config, now: datetime | None = None) -> tuple[list[Finding], list[Finding]]:
@@ -180,23 +214,60 @@ def _dupes(values: list, path: str, what: str, errors: list[Finding]) -> None:
             seen[v] = i
 
 
+class _SubnetOverlaps:
+    """Earlier subnets that meet a new one, in document order, MAX_REPORTED in all.
+
+    Two prefixes meet only when one holds the other: the earlier ones holding the new
+    one are found by prefix look-ups, those inside it by bisecting their sorted starts.
+    """
+
+    def __init__(self) -> None:
+        self.reported = 0
+        self._order: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        self._plens: dict[int, set[int]] = defaultdict(set)
+        self._starts: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        self._all: list[tuple[str, IPNet]] = []
+
+    def add(self, where: str, net: IPNet) -> list[tuple[str, IPNet]]:
+        out: list[tuple[str, IPNet]] = []
+        if self.reported < MAX_REPORTED:
+            v, bits, lo, hi = net.version, net.max_prefixlen, *_span(net)
+            hits: set[int] = set()
+            for plen in self._plens[v]:
+                if plen <= net.prefixlen:
+                    hits.update(self._order.get((v, *_prefix_key(lo, plen, bits)), ()))
+            starts = self._starts[v]
+            for s_lo, _, k in starts[bisect.bisect_left(starts, (lo, -1, -1)) :]:
+                if s_lo > hi:
+                    break
+                hits.add(k)
+            out = [self._all[k] for k in sorted(hits)[: MAX_REPORTED - self.reported]]
+            self.reported += len(out)
+        k = len(self._all)
+        self._all.append((where, net))
+        self._order[
+            (net.version, *_prefix_key(net.network_address, net.prefixlen, net.max_prefixlen))
+        ].append(k)
+        self._plens[net.version].add(net.prefixlen)
+        bisect.insort(self._starts[net.version], (int(net.network_address), net.prefixlen, k))
+        return out
+
+
 def _check_interfaces(config: Config, errors: list[Finding]) -> None:
     ifs = config.interfaces
     _dupes([i.name for i in ifs], "interfaces[{}].name", "name", errors)
     _dupes([i.mac for i in ifs], "interfaces[{}].mac", "MAC", errors)
-    nets: list[tuple[str, IPNet]] = []
+    overlaps = _SubnetOverlaps()
     gateways = {4: None, 6: None}
     for n, iface in enumerate(ifs):
         for k, addr in enumerate(iface.addresses):
-            for where, other in nets:
-                if addr.network.version == other.version and addr.network.overlaps(other):  # type: ignore[arg-type]
-                    errors.append(
-                        Finding(
-                            f"interfaces[{n}].addresses[{k}]",
-                            f"{addr} overlaps {other} on {where}: each side needs its own subnet",
-                        )
+            for where, other in overlaps.add(iface.name, addr.network):
+                errors.append(
+                    Finding(
+                        f"interfaces[{n}].addresses[{k}]",
+                        f"{addr} overlaps {other} on {where}: each side needs its own subnet",
                     )
-            nets.append((iface.name, addr.network))
+                )
         if iface.gateway is not None:
             gw = iface.gateway
             if not any(gw in a.network for a in iface.addresses if a.version == gw.version):
@@ -226,11 +297,11 @@ def _check_conduits(
         errors.append(
             Finding("conduits", "conduits need an interface with role it and one with role ot")
         )
-    sides = _side_of(config)
-    items: list[tuple[int, Element]] = []
+    sides = _Sides(config)
+    active: list[tuple[int, Conduit]] = []
     for n, c in enumerate(conduits):
         for k, src in enumerate(c.from_):
-            where = _on_side(src, sides, "ot")
+            where = sides.find(src, "ot")
             if where:
                 errors.append(
                     Finding(
@@ -239,7 +310,7 @@ def _check_conduits(
                     )
                 )
         for k, dst in enumerate(c.to):
-            where = _on_side(dst, sides, "it") or _on_side(dst, sides, "mgmt")
+            where = sides.find(dst, "it") or sides.find(dst, "mgmt")
             if where:
                 errors.append(
                     Finding(
@@ -247,8 +318,7 @@ def _check_conduits(
                         f"{dst} is not on the OT side ({where}); `to` lists OT hosts",
                     )
                 )
-        elements = conduit_elements(c)
-        if not elements:
+        if not (c.parsed_services() and {x.version for x in c.from_} & {x.version for x in c.to}):
             errors.append(
                 Finding(
                     f"conduits[{n}]",
@@ -258,8 +328,8 @@ def _check_conduits(
         if now is not None and c.expires is not None and c.expires <= now:
             warnings.append(Finding(f"conduits[{n}].expires", "already expired: passes nothing"))
         if c.enabled and (now is None or c.active(now)):
-            items.extend((n, el) for el in elements)
-    for a_owner, a, b_owner, b in find_overlaps(items):
+            active.append((n, c))
+    for a_owner, a, b_owner, b in conduit_overlaps(active):
         lo, hi = sorted((a_owner, b_owner))
         first, second = (a, b) if a_owner == lo else (b, a)
         if lo == hi:
@@ -272,8 +342,226 @@ def _check_conduits(
         errors.append(Finding(f"conduits[{hi}]", msg))
 
 
+# -- one owner per flow, without listing the flows --------------------------------
+#
+# A conduit allows the product of its lists, `from` x `to` x services (see
+# `conduit_elements`), which for long host lists is millions of elements. The overlap
+# check never builds it. Per (zone, family, protocol) a conduit is a `_Part`: three
+# lists, one per axis. Two elements of one part meet exactly when, on some axis, two
+# of its entries meet (the other axes can then take the same entry). Two parts meet
+# exactly when on every axis an entry of one meets an entry of the other: the axes
+# are independent. So each axis is cut into the elementary ranges between entries'
+# ends, a part's entries on that axis become runs of consecutive covered ranges (a
+# host list with no other conduit's host in between is one run), and a part becomes
+# the product of its runs: usually one box. Those boxes go to `box_overlaps`. A part
+# whose runs still multiply to more than BOX_LIMIT boxes (lists interleaved with
+# another conduit's on two axes) is instead compared with each other part axis by
+# axis, in O(entries x log entries) per pair.
+
+BOX_LIMIT = 4096
+
+
+def conduit_overlaps(
+    conduits: list[tuple[int, Conduit]],
+) -> list[tuple[int, Element, int, Element]]:
+    """What `find_overlaps` finds among the conduits' elements, without building them.
+
+    Some pair exactly when some two elements (of one conduit or two) meet; each pair
+    reported is two elements of its owners' `conduit_elements` that meet. At most
+    MAX_REPORTED pairs, one per pair of conduits and (zone, family, protocol).
+    """
+    groups: dict[tuple[str, int, str], list[_Part]] = defaultdict(list)
+    for n, c in conduits:
+        for part in _parts(n, c):
+            groups[part.key].append(part)
+    found: list[tuple[int, Element, int, Element]] = []
+    for group in groups.values():
+        found.extend(_group_overlaps(group, MAX_REPORTED - len(found)))
+        if len(found) >= MAX_REPORTED:
+            break
+    return found
+
+
+@dataclass
+class _Part:
+    owner: int
+    key: tuple[str, int, str]  # zone, family, protocol
+    axes: tuple[list[IPNet], list[IPNet], list[Service]]  # source, destination, service
+
+    def spans(self, axis: int) -> list[Span]:
+        if axis == 2:
+            return [(s.lo, s.hi) for s in self.axes[2]]  # type: ignore[union-attr]
+        return [_span(net) for net in self.axes[axis]]  # type: ignore[arg-type]
+
+    def element(self, point: tuple[int, int, int]) -> Element:
+        """The element of this part that holds point (source, destination, port)."""
+        picked = [
+            next(
+                x
+                for x, (lo, hi) in zip(self.axes[a], self.spans(a), strict=True)
+                if lo <= point[a] <= hi
+            )
+            for a in range(3)
+        ]
+        return Element(self.key[0], picked[0], picked[1], picked[2])  # type: ignore[arg-type]
+
+
+def _parts(n: int, c: Conduit) -> list[_Part]:
+    """The conduit's elements by (zone, family, protocol), each as its three lists."""
+    services: dict[str, list[Service]] = defaultdict(list)
+    for svc in c.parsed_services():
+        services[svc.proto].append(svc)
+    out: list[_Part] = []
+    zones = ("it_ot", "ot_it") if c.direction == "both" else ("it_ot",)
+    for zone in zones:
+        for family in (4, 6):
+            src = [x for x in c.from_ if x.version == family]
+            dst = [x for x in c.to if x.version == family]
+            if not (src and dst):
+                continue
+            if zone == "ot_it":
+                src, dst = dst, src
+            for proto, svcs in services.items():
+                out.append(_Part(n, (zone, family, proto), (src, dst, svcs)))
+    return out
+
+
+def _meeting_pair(spans: list[Span]) -> tuple[int, int] | None:
+    """Positions (in list order) of two entries that meet, or None if all are disjoint."""
+    order = sorted(range(len(spans)), key=lambda k: spans[k])
+    widest = None
+    for k in order:
+        if widest is not None and spans[k][0] <= spans[widest][1]:
+            return min(widest, k), max(widest, k)
+        if widest is None or spans[k][1] > spans[widest][1]:
+            widest = k
+    return None
+
+
+def _group_overlaps(group: list[_Part], limit: int) -> list[tuple[int, Element, int, Element]]:
+    found: list[tuple[int, Element, int, Element]] = []
+    if limit <= 0:
+        return found
+    for part in group:  # two elements of one conduit
+        for axis in range(3):
+            pair = _meeting_pair(part.spans(axis))
+            if pair is None:
+                continue
+            a, b = ([x[0] for x in part.axes], [x[0] for x in part.axes])
+            a[axis], b[axis] = part.axes[axis][pair[0]], part.axes[axis][pair[1]]
+            zone = part.key[0]
+            found.append((part.owner, Element(zone, *a), part.owner, Element(zone, *b)))  # type: ignore[arg-type]
+            if len(found) >= limit:
+                return found
+            break
+    # elements of two conduits: the parts' runs over the elementary ranges of each axis
+    runs, starts = zip(*(_runs([p.spans(axis) for p in group]) for axis in range(3)), strict=True)
+    boxes: list[Box] = []
+    box_part: list[int] = []
+    big: list[int] = []
+    for k in range(len(group)):
+        rs, rd, rp = runs[0][k], runs[1][k], runs[2][k]
+        if len(rs) * len(rd) * len(rp) > BOX_LIMIT:
+            big.append(k)
+            continue
+        for s in rs:
+            for d in rd:
+                for p in rp:
+                    boxes.append((s, d, p))
+                    box_part.append(k)
+    meets: list[tuple[int, int, tuple[int, int, int]]] = []
+    for i, j in box_overlaps(boxes, limit):
+        a, b = boxes[i], boxes[j]
+        point = (max(a[0][0], b[0][0]), max(a[1][0], b[1][0]), max(a[2][0], b[2][0]))
+        meets.append((box_part[i], box_part[j], point))
+    lows = [[[lo for lo, _ in r] for r in axis_runs] if big else [] for axis_runs in runs]
+    for x in big:
+        for y in range(len(group)):
+            if y == x or (y in big and y < x):
+                continue
+            point = []
+            for axis in range(3):
+                common = _common(runs[axis][x], lows[axis][x], runs[axis][y], lows[axis][y])
+                if common is None:
+                    break
+                point.append(common)
+            else:
+                meets.append((x, y, tuple(point)))  # type: ignore[arg-type]
+                if len(meets) >= limit:
+                    break
+        if len(meets) >= limit:
+            break
+    reported: set[tuple[int, int]] = set()
+    for x, y, point in meets:
+        if (x, y) in reported or (y, x) in reported:
+            continue  # one line per pair of conduits in a group
+        reported.add((x, y))
+        at = (starts[0][point[0]], starts[1][point[1]], starts[2][point[2]])
+        found.append((group[x].owner, group[x].element(at), group[y].owner, group[y].element(at)))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _runs(per_part: list[list[Span]]) -> tuple[list[list[Span]], list[int]]:
+    """Each part's entries on one axis as disjoint runs of covered elementary ranges.
+
+    Ranges are numbered among those some entry covers (so a gap no entry covers does
+    not split a run); a run (i, j) is ranges i..j inclusive. Also returns each covered
+    range's first coordinate, to map a range number back to an address or port.
+    """
+    cuts = sorted(
+        {lo for spans in per_part for lo, _ in spans}
+        | {hi + 1 for spans in per_part for _, hi in spans}
+    )
+    depth = [0] * (len(cuts) + 1)
+    cut_ranges: list[list[tuple[int, int]]] = []
+    for spans in per_part:
+        ranges = []
+        for lo, hi in spans:
+            a, b = bisect.bisect_left(cuts, lo), bisect.bisect_left(cuts, hi + 1)
+            depth[a] += 1
+            depth[b] -= 1
+            ranges.append((a, b))
+        cut_ranges.append(ranges)
+    number = [0] * (len(cuts) + 1)  # covered ranges before each elementary range
+    starts: list[int] = []
+    covering = 0
+    for i in range(len(cuts)):
+        number[i] = len(starts)
+        covering += depth[i]
+        if covering > 0:
+            starts.append(cuts[i])
+    number[len(cuts)] = len(starts)
+    out: list[list[Span]] = []
+    for ranges in cut_ranges:
+        merged: list[list[int]] = []
+        for a, b in sorted((number[a], number[a] + b - a) for a, b in ranges):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        out.append([(a, b - 1) for a, b in merged])
+    return out, starts
+
+
+def _common(a: list[Span], a_los: list[int], b: list[Span], b_los: list[int]) -> int | None:
+    """A point in both sorted lists of disjoint runs (`*_los`: their starts), or None.
+
+    Bisects the longer list once per run of the shorter one.
+    """
+    if len(a) > len(b):
+        a, b, b_los = b, a, a_los
+    los = b_los
+    for lo, hi in a:
+        k = bisect.bisect_right(los, hi) - 1
+        if k >= 0 and b[k][1] >= lo:
+            return max(lo, b[k][0])
+    return None
+
+
 def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -> None:
-    sides = _side_of(config)
+    sides = _Sides(config)
     own = {a.ip for i in config.interfaces for a in i.addresses}
     _dupes(
         [o.it_address for o in config.nat.one_to_one],
@@ -287,14 +575,14 @@ def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -
             errors.append(
                 Finding(f"nat.one_to_one[{n}].it_address", f"{o.it_address} is the appliance's own")
             )
-        elif not _on_side(net, sides, "it"):
+        elif not sides.find(net, "it"):
             errors.append(
                 Finding(
                     f"nat.one_to_one[{n}].it_address",
                     f"{o.it_address} is not in a subnet of an IT interface",
                 )
             )
-        if _on_side(ipaddress.ip_network(o.ot_address), sides, "it"):
+        if sides.find(ipaddress.ip_network(o.ot_address), "it"):
             errors.append(
                 Finding(f"nat.one_to_one[{n}].ot_address", f"{o.ot_address} is on the IT side")
             )
@@ -305,6 +593,16 @@ def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -
         errors,
     )
     it_services = {s for i in config.interfaces_by_role("it") for s in config.effective_allow_in(i)}
+    # The IPv4 IT→OT destinations of every conduit (as conduit_elements has them: a
+    # conduit with an IPv4 source), keyed by prefix, with the services allowed there.
+    allowed: dict[tuple[int, int], set[Service]] = defaultdict(set)
+    for c in config.conduits:
+        if any(src.version == 4 for src in c.from_):
+            services = c.parsed_services()
+            for dst in c.to:
+                if dst.version == 4:
+                    allowed[_prefix_key(dst.network_address, dst.prefixlen, 32)].update(services)
+    plens = sorted({plen for _, plen in allowed})
     for n, p in enumerate(config.nat.port_forwards):
         for s in it_services:
             if s.proto == p.protocol and s.lo <= p.port <= s.hi:
@@ -320,13 +618,10 @@ def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -
         target = ipaddress.ip_network(p.to_address)
         port = p.to_port or p.port
         if not any(
-            el.zone == "it_ot"
-            and el.service.proto == p.protocol
-            and el.service.lo <= port <= el.service.hi
-            and target.subnet_of(el.dst)  # type: ignore[arg-type]
-            for c in config.conduits
-            for el in conduit_elements(c)
-            if el.family == 4
+            s.proto == p.protocol and s.lo <= port <= s.hi
+            for plen in plens
+            if plen <= target.prefixlen
+            for s in allowed.get(_prefix_key(target.network_address, plen, 32), ())
         ):
             warnings.append(
                 Finding(
