@@ -194,12 +194,54 @@ def check(config: Config, now: datetime | None = None) -> tuple[list[Finding], l
     errors: list[Finding] = []
     warnings: list[Finding] = []
     _check_interfaces(config, errors)
+    _check_flow_count(config, errors)
     _check_conduits(config, now, errors, warnings)
     _check_nat(config, errors, warnings)
     from appliance.field.model import check_field
 
     check_field(config, errors, warnings)
     return errors, warnings
+
+
+MAX_FLOWS = 200_000  # kernel set elements the ruleset may hold: 10,000 conduits apply in 0.15 s
+
+
+def flow_count(conduit: Conduit) -> int:
+    """How many (src, dst, service) entries the renderer writes for `conduit`, counted
+    without building them (len(conduit_elements(conduit)))."""
+    by_version = {4: [0, 0], 6: [0, 0]}
+    for src in conduit.from_:
+        by_version[src.version][0] += 1
+    for dst in conduit.to:
+        by_version[dst.version][1] += 1
+    pairs = sum(a * b for a, b in by_version.values())
+    return pairs * len(conduit.parsed_services()) * (2 if conduit.direction == "both" else 1)
+
+
+def _check_flow_count(config: Config, errors: list[Finding]) -> None:
+    """A host list of a thousand times a thousand validates fast, but the kernel would be
+    given millions of entries: refuse it with the number, and what to write instead."""
+    total = 0
+    for i, c in enumerate(config.conduits):
+        n = flow_count(c)
+        total += n
+        if n > MAX_FLOWS:
+            errors.append(
+                Finding(
+                    f"conduits[{i}]",
+                    f"{c.name} is {n:,} flows (from x to x services), more than {MAX_FLOWS:,}: "
+                    "name networks instead of long host lists",
+                )
+            )
+            return
+    if total > MAX_FLOWS:
+        errors.append(
+            Finding(
+                "conduits",
+                f"the conduits are {total:,} flows in all (from x to x services), more than "
+                f"{MAX_FLOWS:,}: name networks instead of long host lists",
+            )
+        )
 
 
 def _dupes(values: list, path: str, what: str, errors: list[Finding]) -> None:

@@ -22,6 +22,14 @@ from .factory import NOW, base, conduit
 BOUND_S = 2.0
 
 
+@pytest.fixture(autouse=True)
+def _no_flow_cap(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These measure the overlap checks at sizes past the renderer's cap (MAX_FLOWS, tested
+    below with it in force): the checks must stay fast whatever the cap is set to."""
+    if "flow_cap" not in request.node.name:
+        monkeypatch.setattr(check_module, "MAX_FLOWS", 10**12)
+
+
 def hosts(prefix: str, n: int) -> list[str]:
     """n scattered hosts (every other address) in prefix.X.Y, so no two entries touch."""
     return [f"{prefix}.{k // 128}.{2 * (k % 128)}" for k in range(n)]
@@ -317,3 +325,21 @@ def test_side_of_hosts_in_big_lists(n: int) -> None:
             "192.168.50.7/32 is on the OT side (ot0 192.168.50.0/24); `from` lists IT hosts",
         )
     ]
+
+
+def test_the_flow_cap_refuses_a_conduit_the_kernel_should_not_be_given() -> None:
+    doc = base()
+    doc["conduits"] = [big_conduit()]
+    t0 = time.perf_counter()
+    errors, _ = check(Config.model_validate(doc), NOW)
+    assert time.perf_counter() - t0 < 2.0
+    assert [(e.path, e.message) for e in errors][:1] == [
+        (
+            "conduits[0]",
+            "big is 3,000,000 flows (from x to x services), more than 200,000: name networks "
+            "instead of long host lists",
+        )
+    ]
+    assert check_module.flow_count(Config.model_validate(doc).conduits[0]) == len(
+        conduit_elements(Config.model_validate(doc).conduits[0])
+    )
