@@ -133,17 +133,22 @@ const yamlForm = $("#yaml-form");
 
 async function loadYaml() {
   clearYamlErrors();
+  const before = $("#yaml").value;
+  // what the person typed while the document was on its way is theirs: keep it
+  const typedMeanwhile = () => $("#yaml").value !== before;
   try {
     const d = await api("GET", "/api/config/draft");
-    editor.set(d.yaml || "");
     editSource = "draft";
+    if (typedMeanwhile()) return;
+    editor.set(d.yaml || "");
     $("#edit-source").textContent = `the draft (revision ${d.revision?.id ?? d.revision ?? "?"})`;
   } catch (e) {
     if (e.status !== 404) throw e;
     try {
       const r = await api("GET", "/api/config/running");
-      editor.set(r.yaml || "");
       editSource = "running";
+      if (typedMeanwhile()) return;
+      editor.set(r.yaml || "");
       $("#edit-source").textContent = "the running configuration (saving creates a draft)";
     } catch (e2) {
       if (e2.status !== 404) throw e2;
