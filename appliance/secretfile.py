@@ -47,6 +47,19 @@ class UnsafeSecretPath(ApplianceError):
     exit_code = 77
 
 
+def _dir_fd(directory: Path, flags: int, refusing: str) -> int:
+    """A descriptor of `directory` opened without following a symlink: UnsafeSecretPath
+    when it is one (or not a directory); other OSErrors as they are, for the caller."""
+    try:
+        return os.open(directory, flags)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UnsafeSecretPath(
+                f"{directory} is not a directory (a symlink?): {refusing}"
+            ) from None
+        raise
+
+
 def owner_for(data_dir: Path) -> tuple[int, int] | None:
     """Who a secret made by root belongs to: the data directory's owner, when that is
     not root (the roles run as it); None when there is nothing to change.
@@ -88,12 +101,8 @@ def open_dir(
         except OSError as e:
             raise ApplianceError(f"cannot create {directory}: {e.strerror}") from None
     try:
-        fd = os.open(directory, _DIR_FLAGS)
+        fd = _dir_fd(directory, _DIR_FLAGS, "refusing")
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeSecretPath(
-                f"{directory} is not a directory (a symlink?): refusing"
-            ) from None
         raise ApplianceError(f"cannot open {directory}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
@@ -188,14 +197,7 @@ def read(path: Path, *, limit: int = READ_LIMIT) -> bytes:
     directory (UnsafeSecretPath), only a regular file of at most `limit` bytes.
     FileNotFoundError when it (or its directory) does not exist."""
     path = Path(path)
-    try:
-        dfd = os.open(path.parent, _LOOKUP_FLAGS)
-    except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeSecretPath(
-                f"{path.parent} is not a directory (a symlink?): refusing to read {path.name}"
-            ) from None
-        raise
+    dfd = _dir_fd(path.parent, _LOOKUP_FLAGS, f"refusing to read {path.name}")
     try:
         fd = os.open(path.name, _READ_FLAGS, dir_fd=dfd)
     except OSError as e:
@@ -218,14 +220,10 @@ def remove(directory: Path, name: str) -> bool:
     if "/" in name or name in ("", ".", ".."):
         raise ValueError(f"{name!r} is not a file name")
     try:
-        dfd = os.open(directory, _LOOKUP_FLAGS)
+        dfd = _dir_fd(directory, _LOOKUP_FLAGS, f"refusing to delete {name}")
     except FileNotFoundError:
         return False
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeSecretPath(
-                f"{directory} is not a directory (a symlink?): refusing to delete {name}"
-            ) from None
         raise ApplianceError(f"cannot open {directory}: {e.strerror}") from None
     try:
         os.unlink(name, dir_fd=dfd)
