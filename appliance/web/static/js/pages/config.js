@@ -133,13 +133,23 @@ const yamlForm = $("#yaml-form");
 
 async function loadYaml() {
   clearYamlErrors();
-  const before = $("#yaml").value;
-  // what the person typed while the document was on its way is theirs: keep it
-  const typedMeanwhile = () => $("#yaml").value !== before;
+  // Nobody types into the editor while the document is on its way: a late answer would
+  // otherwise land in the middle of what they typed (or replace it).
+  const area = $("#yaml");
+  area.readOnly = true;
+  area.setAttribute("aria-busy", "true");
+  try {
+    await fillYaml();
+  } finally {
+    area.readOnly = false;
+    area.removeAttribute("aria-busy");
+  }
+}
+
+async function fillYaml() {
   try {
     const d = await api("GET", "/api/config/draft");
     editSource = "draft";
-    if (typedMeanwhile()) return;
     editor.set(d.yaml || "");
     $("#edit-source").textContent = `the draft (revision ${d.revision?.id ?? d.revision ?? "?"})`;
   } catch (e) {
@@ -147,7 +157,6 @@ async function loadYaml() {
     try {
       const r = await api("GET", "/api/config/running");
       editSource = "running";
-      if (typedMeanwhile()) return;
       editor.set(r.yaml || "");
       $("#edit-source").textContent = "the running configuration (saving creates a draft)";
     } catch (e2) {
