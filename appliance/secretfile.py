@@ -31,20 +31,13 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, UnsafeSecretPath
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # reading and unlinking need only search permission on the directory, as a path would
 _LOOKUP_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 READ_LIMIT = 1 << 20  # a key, a code, a token: far below; a planted huge file is refused
-
-
-class UnsafeSecretPath(ApplianceError):
-    """A secret's directory or file is not what it must be (a symlink, someone else's)."""
-
-    code = "unsafe-secret-path"
-    exit_code = 77
 
 
 def _dir_fd(directory: Path, flags: int, refusing: str) -> int:

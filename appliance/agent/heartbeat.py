@@ -51,7 +51,7 @@ from appliance.agent.outbox import (
 )
 from appliance.agent.tlsutil import client_context
 from appliance.config.redact import redact_url
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, FleetError
 from appliance.state.db import Event
 
 log = logging.getLogger(__name__)
@@ -305,17 +305,6 @@ def parse_answer(raw: bytes) -> Answer:
 
 
 # -- HTTP ----------------------------------------------------------------------------
-
-
-class FleetError(ApplianceError):
-    """A delivery that did not work: `kind` is tls, unreachable or http."""
-
-    code = "fleet-error"
-
-    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.status = status
 
 
 def post_json(

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
+from appliance.errors import ApplianceError, BadRequest, Busy, NotFound, PermissionDenied, Timeout
 from appliance.field import sqlworker
 from appliance.field import store as fs
 from appliance.field.history import history_capacity
@@ -119,9 +119,9 @@ def _tag_id(store: Store, name: str) -> int:
 def _check_range(start: float | None, end: float | None) -> None:
     for label, v in (("from", start), ("to", end)):
         if v is not None and not math.isfinite(v):
-            raise ApplianceError(f"must be a time, not {v}", field=label)
+            raise BadRequest(f"must be a time, not {v}", field=label)
     if start is not None and end is not None and end < start:
-        raise ApplianceError("the end of the range is before its start", field="to")
+        raise BadRequest("the end of the range is before its start", field="to")
 
 
 def tag_history(
@@ -134,7 +134,7 @@ def tag_history(
     """Stored samples of tag `name` with start <= t < end (epoch seconds), oldest first."""
     _check_range(start, end)
     if not 1 <= int(limit) <= MAX_HISTORY_ROWS:
-        raise ApplianceError(f"must be 1-{MAX_HISTORY_ROWS} (got {limit})", field="limit")
+        raise BadRequest(f"must be 1-{MAX_HISTORY_ROWS} (got {limit})", field="limit")
     tid = _tag_id(store, name)
     lo = fs.to_ms(start) if start is not None else -(2**62)
     hi = fs.to_ms(end) if end is not None else 2**62
@@ -192,7 +192,7 @@ def list_alarms(
         q = fs.AlarmRow.select().where(fs.AlarmRow.state == "active").order_by(fs.AlarmRow.id)
         return [r.as_dict() for r in q]
     if not 1 <= int(limit) <= 100_000:
-        raise ApplianceError(f"must be 1-100000 (got {limit})", field="limit")
+        raise BadRequest(f"must be 1-100000 (got {limit})", field="limit")
     q = fs.AlarmRow.select().order_by(fs.AlarmRow.id.desc()).limit(int(limit))
     return [r.as_dict() for r in q]
 
@@ -205,17 +205,6 @@ WORKER_GRACE_S = 1.0  # past the deadline, for the worker to say "timeout" itsel
 MAX_WORKERS = 1  # SQL queries at once per process (the web role has 2 worker processes)
 _workers = threading.BoundedSemaphore(MAX_WORKERS)
 _last = threading.local()
-
-
-class Busy(ApplianceError):
-    """Another SQL query of this process is running (429 with Retry-After)."""
-
-    code = "throttled"
-    exit_code = 9
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, field="sql")
-        self.retry_after = retry_after
 
 
 def request(paths: Paths, sql: str, max_rows: int, timeout_s: float) -> dict[str, Any]:
@@ -322,7 +311,7 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
                 out += chunk
                 if len(out) > budget:
                     why = "killed: too much output"
-                    raise ApplianceError(_too_large(), field="sql")
+                    raise BadRequest(_too_large(), field="sql")
     finally:
         peak_kb = max(peak_kb, _hwm_kb(proc.pid))
         if why != "done":
@@ -351,7 +340,7 @@ def answer(text: bytes | str) -> tuple[list[str], list[list[Any]], bool]:
         status = info.get("returncode")
         if isinstance(status, int) and status == -signal.SIGXCPU:
             raise Timeout("the query used more CPU time than its time limit and was stopped")
-        raise ApplianceError(
+        raise BadRequest(
             f"the query stopped without an answer (worker exit status {status})", field="sql"
         )
     if "error" in last:
@@ -360,7 +349,7 @@ def answer(text: bytes | str) -> tuple[list[str], list[list[Any]], bool]:
             raise Timeout(message)
         if kind == "open":
             raise ApplianceError(message)
-        raise _STOPPED.get(kind, ApplianceError)(message, field="sql")
+        raise _STOPPED.get(kind, BadRequest)(message, field="sql")
     columns = json.loads(lines[0])["columns"]
     rows = [json.loads(line) for line in lines[1:-1]]
     return columns, rows, bool(last["done"]["truncated"])
@@ -373,23 +362,27 @@ def sql_query(
 
     Returns {"columns", "rows", "truncated", "elapsed_ms"}. Raises PermissionDenied for
     anything but reading the views, Timeout after `timeout_s` (the worker is killed,
-    whatever SQLite is doing), ApplianceError (field "sql") for a query SQLite cannot
+    whatever SQLite is doing), BadRequest (field "sql") for a query SQLite cannot
     run or one that passes a limit (one value, the whole answer, memory; see
     sqlworker.py), Busy while another query of this process runs.
     """
     if not isinstance(sql, str) or not sql.strip():
-        raise ApplianceError("the query is empty", field="sql")
+        raise BadRequest("the query is empty", field="sql")
     if len(sql) > MAX_SQL_LENGTH:
-        raise ApplianceError(f"the query is longer than {MAX_SQL_LENGTH} characters", field="sql")
+        raise BadRequest(f"the query is longer than {MAX_SQL_LENGTH} characters", field="sql")
     if not 1 <= int(max_rows) <= MAX_SQL_ROWS:
-        raise ApplianceError(f"must be 1-{MAX_SQL_ROWS} (got {max_rows})", field="max_rows")
+        raise BadRequest(f"must be 1-{MAX_SQL_ROWS} (got {max_rows})", field="max_rows")
     if not 0 < float(timeout_s) <= 300:
-        raise ApplianceError(f"must be 0-300 seconds (got {timeout_s})", field="timeout_s")
+        raise BadRequest(f"must be 0-300 seconds (got {timeout_s})", field="timeout_s")
     path = paths.data_dir / "history.db"
     if not path.exists():
         raise NotFound(f"no history database in {paths.data_dir}")
     if not _workers.acquire(blocking=False):
-        raise Busy("another SQL query is running; try again when it has finished", retry_after=1.0)
+        raise Busy(
+            "another SQL query is running; try again when it has finished",
+            retry_after=1.0,
+            field="sql",
+        )
     started = time.monotonic()
     try:
         text = _worker_output(request(paths, sql, max_rows, timeout_s), float(timeout_s))

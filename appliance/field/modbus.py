@@ -29,7 +29,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
-from appliance.errors import ApplianceError
+from appliance.errors import DeviceError
 
 ErrorKind = Literal["timeout", "refused", "disconnected", "exception", "garbled"]
 
@@ -47,20 +47,6 @@ EXCEPTION_NAMES: dict[int, str] = {
 ILLEGAL_DATA_ADDRESS = 2
 
 _READ_FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
-
-
-class DeviceError(ApplianceError):
-    """A field device did not give what was asked: `kind` says how (see the module doc)."""
-
-    code = "device-error"
-
-    def __init__(self, kind: ErrorKind, message: str, *, exception_code: int | None = None) -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-        self.exception_code = exception_code
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
 
 
 def exception_text(code: int) -> str:

@@ -42,7 +42,7 @@ from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subs
 from asyncua.common.ua_utils import data_type_to_variant_type
 from asyncua.crypto import security_policies
 
-from appliance.errors import ApplianceError
+from appliance.errors import OpcUaError
 from appliance.field.model import Device, Tag
 from appliance.paths import Paths
 
@@ -69,16 +69,6 @@ _INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
 SESSION_TIMEOUT_MS = 60_000  # how long a server keeps our session after we vanish
 _FLOATS = {ua.VariantType.Float, ua.VariantType.Double}
 _INT_TYPES = {"int16", "uint16", "int32", "uint32", "int64", "uint64"}
-
-
-class OpcUaError(ApplianceError):
-    """An OPC UA device failed: `kind` says what failed (connect, timeout, auth, ...)."""
-
-    code = "device-error"
-
-    def __init__(self, kind: ErrorKind, message: str, *, field: str | None = None) -> None:
-        super().__init__(message, field=field)
-        self.kind = kind
 
 
 def quality_of(status: ua.StatusCode | None) -> Quality:

@@ -46,7 +46,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from appliance.errors import ApplianceError, NotFound, PermissionDenied
+from appliance.errors import BadRequest, NotFound, PermissionDenied
 from appliance.field.decode import EncodeError, decode, encode
 from appliance.field.modbus import ILLEGAL_DATA_ADDRESS, DeviceError, ModbusLink
 from appliance.field.model import Device, Tag
@@ -532,7 +532,7 @@ class DevicePoller:
             if point.type != "bit":
                 words = encode(point, value)
         except EncodeError as e:
-            raise ApplianceError(str(e), field="value") from None
+            raise BadRequest(str(e), field="value") from None
         async with self.bus.use() as link:
             link.set_timeout(dev.timeout)
             await link.connect()
@@ -544,6 +544,6 @@ class DevicePoller:
                 try:
                     words = encode(point, value, base)
                 except EncodeError as e:
-                    raise ApplianceError(str(e), field="value") from None
+                    raise BadRequest(str(e), field="value") from None
             await link.write_registers(dev.unit_id, point.address, words)
         return decode(point, words)

@@ -12,7 +12,7 @@ validate.parse_json (bounded depth, no NaN/Infinity) and checked for values no
 database column holds. Operator pages post forms carrying a CSRF token; the JSON twins under
 /api/v1/units take the same token in an `X-CSRF-Token` header and only JSON
 bodies; so does `DELETE /api/v1/session` (logout) once there is a session to end.
-Errors map to HTTP statuses in one place (`_status`).
+Errors map to HTTP statuses in one place, the table in appliance/errors.py (`_status`).
 """
 
 from __future__ import annotations
@@ -43,11 +43,17 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 from appliance import __version__
-from appliance.errors import ApplianceError, Conflict, NotFound, PermissionDenied
+from appliance.errors import (
+    ApplianceError,
+    BadRequest,
+    PermissionDenied,
+    TooManyAttempts,
+    Unauthorized,
+    status_of,
+)
 from appliance.fleet import store, view
 from appliance.fleet.validate import (
     AGENT_SCHEMA_PATH,
-    BadRequest,
     HeartbeatValidator,
     bearer_token,
     check_interval,
@@ -69,31 +75,9 @@ PRUNE_EVERY_S = 3600
 SESSION_HOURS = 12
 
 
-class Unauthorized(ApplianceError):
-    code = "unauthorized"
-    exit_code = 77
-
-
-class TooManyAttempts(ApplianceError):
-    code = "too-many-attempts"
-    exit_code = 1
-
-
 def _status(e: ApplianceError) -> int:
-    """The one place an error becomes an HTTP status."""
-    if isinstance(e, Unauthorized):
-        return 401
-    if isinstance(e, BadRequest):
-        return 400
-    if isinstance(e, PermissionDenied):
-        return 403
-    if isinstance(e, NotFound):
-        return 404
-    if isinstance(e, Conflict):
-        return 409
-    if isinstance(e, TooManyAttempts):
-        return 429
-    return 500
+    """An error's HTTP status: the one table in appliance/errors.py."""
+    return status_of(e)
 
 
 def create_app(

@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, relevance
 
 from appliance import jsontext
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, BadRequest
 from appliance.jsontext import shown
 
 SCHEMA_ID = "appliance-heartbeat/1"
@@ -124,20 +124,6 @@ IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")  # NUL, lone surrogates (see value_errors)
 INTERVAL_MIN, INTERVAL_MAX = 5.0, 86400.0
 PATH_PART_MAX = 80  # characters of one key in a field path
-
-
-class BadRequest(ApplianceError):
-    """A request the receiver refuses; `field` names what is wrong (`events[3].id`)."""
-
-    code = "bad-request"
-    exit_code = 2
-
-    def __init__(self, message: str, field: str | None, errors: Sequence[dict] = ()) -> None:
-        super().__init__(message, field=field)
-        self.errors = list(errors) or [{"path": field, "message": message}]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"error": str(self), "field": self.field, "errors": self.errors}
 
 
 @dataclass(frozen=True)

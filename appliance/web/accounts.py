@@ -74,7 +74,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from appliance.config.base import NAME_RE
-from appliance.errors import ApplianceError, Conflict, NotFound
+from appliance.errors import Busy, Conflict, Invalid, NotFound, Throttled
 from appliance.state.db import ConfigModel
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
@@ -102,29 +102,7 @@ TOKEN_PREFIX = "apl_"
 MAX_TOKEN_GENERATIONS = 8
 
 
-class Invalid(ApplianceError):
-    """A value a person gave is not acceptable (the field says which)."""
-
-    code = "invalid"
-    exit_code = 2
-
-
 PasswordRejected = Invalid
-
-
-class Throttled(ApplianceError):
-    """Too many failures: try again in `retry_after` seconds."""
-
-    code = "throttled"
-    exit_code = 9
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Busy(Throttled):
-    """Every argon2 slot of this process is taken (`HASH_SLOTS`): try again shortly."""
 
 
 # -- tables -----------------------------------------------------------------------

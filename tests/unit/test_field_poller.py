@@ -387,6 +387,7 @@ def test_writes() -> None:
     with pytest.raises(ApplianceError) as e:
         run(p.write("sp", "hot"))
     assert e.value.field == "value"
+    assert e.value.http_status == 400  # bad input, not a server failure (issue 10)
 
 
 def test_reconfigure_keeps_counters() -> None:
