@@ -6,7 +6,8 @@ JSON body and the query string with the pydantic models (422 naming the field),
 and records the route in `ROUTES`, from which `openapi.py` writes the document:
 the models that validate are the models the OpenAPI document shows.
 
-Errors map to HTTP statuses in one place, `status_of`.
+Errors map to HTTP statuses in one place, the table in appliance/errors.py; the JSON
+answers (`error_body`, `error_response`, `created`, `no_content`) are in `jsonapi.py`.
 """
 
 from __future__ import annotations
@@ -17,82 +18,43 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import HTTPException
 
 from appliance import jsontext
 from appliance.config.load import format_path
-from appliance.errors import ApplianceError, ConfigInvalid
+from appliance.errors import ApplianceError, BadRequest, ConfigInvalid, Unavailable
+from appliance.web.auth import public, require
+from appliance.web.jsonapi import (
+    created,
+    error_body,
+    error_response,
+    http_error_response,
+    no_content,
+    status_of,
+)
 
 log = logging.getLogger(__name__)
 
-
-class Unavailable(ApplianceError):
-    """Another role this request needs is not running (503)."""
-
-    code = "unavailable"
-    exit_code = 10
-
-
-class BadRequest(ApplianceError):
-    code = "bad-request"
-
-
-STATUS_BY_CODE = {
-    "config-invalid": 422,
-    "invalid": 422,
-    "not-found": 404,
-    "conflict": 409,
-    "permission-denied": 403,
-    "timeout": 504,
-    "apply-failed": 409,
-    "throttled": 429,
-    "unavailable": 503,
-    "invalid-request": 400,
-    "bad-request": 400,
-}
-
-
-def status_of(e: ApplianceError) -> int:
-    return STATUS_BY_CODE.get(e.code, 400)
-
-
-def error_body(message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
-    return {"error": message, "field": field, **extra}
-
-
-def error_response(e: ApplianceError) -> tuple[Response, int]:
-    # Messages and paths may quote input (a 100 kB key is a path, a validator's message
-    # may repr a value): each is clipped, so a refusal never echoes what it refuses.
-    clipped = jsontext.clipped
-    status = status_of(e)
-    if isinstance(e, ConfigInvalid):
-        errors = [
-            {"path": clipped(p), "message": clipped(m), "line": ln} for p, m, ln in e.errors[:100]
-        ]
-        first = clipped(e.errors[0][0]) if e.errors else None
-        body = error_body(clipped(e.message), first or None, errors=errors)
-    else:
-        body = error_body(clipped(e.message), clipped(e.field) if e.field else e.field)
-    resp = jsonify(body)
-    retry = getattr(e, "retry_after", None)
-    if retry is not None:
-        resp.headers["Retry-After"] = str(max(1, int(retry + 0.999)))
-    return resp, status
-
-
-def http_error_response(e: HTTPException) -> tuple[Response, int]:
-    code = e.code or 500
-    message = (e.description or e.name or "error").split("\n")[0]
-    resp = jsonify(error_body(message))
-    if code == 405 and e.response is not None and e.response.headers.get("Allow"):
-        resp.headers["Allow"] = e.response.headers["Allow"]
-    elif code == 405:
-        allow = getattr(e, "valid_methods", None)
-        if allow:
-            resp.headers["Allow"] = ", ".join(allow)
-    return resp, code
+# importers of this module's former contents (the errors are in appliance/errors.py,
+# the JSON answers in jsonapi.py)
+__all__ = [
+    "ROUTES",
+    "BadRequest",
+    "RouteDoc",
+    "Unavailable",
+    "created",
+    "endpoint",
+    "error_body",
+    "error_response",
+    "http_error_response",
+    "json_body",
+    "no_content",
+    "query_args",
+    "raw_json",
+    "status_of",
+    "validation_errors",
+]
 
 
 def validation_errors(e: ValidationError, prefix: str = "") -> ApplianceError:
@@ -204,7 +166,6 @@ def endpoint(
     """Register a view under `bp` (see the module docstring). The view gets `body=` and
     `query=` keyword arguments with validated models when declared (`body_raw`: the
     parsed JSON, which the view validates itself, e.g. as part of the whole document)."""
-    from appliance.web.auth import public, require
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -241,11 +202,3 @@ def endpoint(
         return fn
 
     return deco
-
-
-def created(data: Any) -> tuple[Response, int]:
-    return jsonify(data), 201
-
-
-def no_content() -> Response:
-    return current_app.response_class(status=204)

@@ -23,8 +23,8 @@ from werkzeug.routing import IntegerConverter
 from appliance.errors import ApplianceError
 from appliance.paths import Paths
 from appliance.state.db import Store
-from appliance.web.api import error_response, http_error_response
 from appliance.web.context import LiveCache, WebContext
+from appliance.web.jsonapi import error_response, http_error_response
 from appliance.web.schemas import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ SECURITY_HEADERS = {
 MAX_BODY = 4 * 1024 * 1024
 
 BLUEPRINTS = (
-    "appliance.web.auth:bp",
+    "appliance.web.views.session:bp",
     "appliance.web.views.system:bp",  # status
     "appliance.web.views.config:bp",
     "appliance.web.views.conduits:bp",

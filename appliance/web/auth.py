@@ -1,4 +1,4 @@
-"""Who is asking, and may they: sessions, API tokens, CSRF, roles; the session and setup API.
+"""Who is asking, and may they: sessions, API tokens, CSRF, roles.
 
 A request is authenticated by `Authorization: Bearer <token>` (scripts; no CSRF
 needed, a browser never sends it by itself) or by the session cookie (the UI;
@@ -29,32 +29,18 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from flask import Blueprint, Response, abort, g, jsonify, make_response, redirect, request
+from flask import Response, abort, g, jsonify, redirect, request
 
-from appliance.errors import ApplianceError, Conflict, PermissionDenied
+from appliance.errors import ApplianceError, PermissionDenied
 from appliance.web import accounts
-from appliance.web.api import created, endpoint, error_body, no_content
 from appliance.web.context import ctx
-from appliance.web.schemas import (
-    Error,
-    LoginIn,
-    PasswordIn,
-    SessionOut,
-    SetupIn,
-    SetupState,
-    UserOut,
-)
+from appliance.web.jsonapi import error_body
 
 log = logging.getLogger(__name__)
 
 COOKIE = "__Host-appliance-session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
-
-
-class Unauthorized(ApplianceError):
-    code = "unauthorized"
-    exit_code = 77
 
 
 @dataclass(frozen=True)
@@ -212,7 +198,8 @@ def current_user() -> Principal | None:
         return None
 
 
-def _json(status: int, message: str, **extra: Any) -> Response:
+def refusal(status: int, message: str, **extra: Any) -> Response:
+    """A JSON error answer from authentication (401, 403), clearing a dead session's cookie."""
     resp = jsonify(error_body(message, **extra))
     resp.status_code = status
     if getattr(g, "clear_cookie", False):
@@ -242,7 +229,7 @@ def require(role: str, page: bool = False) -> Callable[[Callable[..., Any]], Cal
             if not ctx().admin_exists():
                 if page:
                     return redirect("/setup")
-                return _json(403, "setup required")
+                return refusal(403, "setup required")
             p = principal()
             if p is None:
                 if page:
@@ -251,11 +238,11 @@ def require(role: str, page: bool = False) -> Callable[[Callable[..., Any]], Cal
                     if getattr(g, "clear_cookie", False):
                         clear_cookie(resp)
                     return resp
-                return _json(401, getattr(g, "auth_problem", None) or "login required")
+                return refusal(401, getattr(g, "auth_problem", None) or "login required")
             if not p.at_least(role):
                 if page:
                     abort(403)
-                return _json(403, f"needs the {role} role (you are {p.role})")
+                return refusal(403, f"needs the {role} role (you are {p.role})")
             check_csrf(p)
             return fn(*args, **kw)
 
@@ -291,175 +278,4 @@ def session_out(p: Principal) -> dict[str, Any]:
     }
 
 
-# -- the session and setup API -------------------------------------------------------
-
-bp = Blueprint("auth", __name__, url_prefix="/api")
-
-
-@endpoint(
-    bp,
-    "/session",
-    "GET",
-    role=None,
-    summary="Who am I: user, role, CSRF token, when the session ends (401: nobody)",
-    response=SessionOut,
-    errors=(401, 429),
-)
-def session_get() -> Any:
-    p = principal()
-    if p is None:
-        return _json(401, getattr(g, "auth_problem", None) or "login required")
-    return session_out(p)
-
-
-@endpoint(
-    bp,
-    "/session",
-    "POST",
-    role=None,
-    summary="Log in: a new session (a new id every time) and its CSRF token",
-    body=LoginIn,
-    response=SessionOut,
-    errors=(400, 401, 422, 429),
-)
-def session_login(body: LoginIn) -> Any:
-    c = ctx()
-    now = c.now()
-    try:
-        result = accounts.login(
-            body.username, body.password, source=source(), now=now, trusted=on_mgmt_side()
-        )
-    except accounts.Throttled:
-        _audit_failed_login(body.username, "throttled")
-        raise
-    if result is None:
-        _audit_failed_login(body.username, "failed")
-        return _json(401, "wrong user name or password")
-    old = request.cookies.get(COOKIE)
-    sid, _ = accounts.create_session(result.user, source=source(), now=now, replace=old)
-    idle, absolute = c.session_limits()
-    info = accounts.lookup_session(sid, now=now, idle_s=idle, max_s=absolute)
-    assert info is not None
-    p = Principal(info.user, info.role, "session", csrf=info.csrf, session=info)
-    g.principal = p
-    audit("login", actor=result.user)
-    resp = make_response(jsonify(session_out(p)))
-    set_cookie(resp, sid)
-    return resp
-
-
-def _audit_failed_login(username: str, result: str) -> None:
-    actor = accounts.audit_name(username)
-    detail = "" if actor == username else f"name #{accounts.name_tag(username)}"
-    audit("login", actor=actor, result=result, detail=detail)
-
-
-@endpoint(
-    bp,
-    "/session",
-    "DELETE",
-    role=None,
-    summary="Log out (ends the session; without one, nothing to do)",
-    status=204,
-    errors=(403,),
-)
-def session_logout() -> Any:
-    sid = request.cookies.get(COOKIE)
-    resp = no_content()
-    if sid:
-        try:
-            p = principal()
-        except ApplianceError:
-            p = None
-        if p is not None and p.via == "session":
-            check_csrf(p)
-            audit("logout")
-        accounts.end_session(sid)
-        clear_cookie(resp)
-    return resp
-
-
-@endpoint(
-    bp,
-    "/session/password",
-    "PUT",
-    role="viewer",
-    summary="Change your own password (revokes your API tokens, ends your other sessions)",
-    body=PasswordIn,
-    response=SessionOut,
-    errors=(400, 401, 403, 422, 429),
-)
-def session_password(body: PasswordIn) -> Any:
-    p = principal()
-    assert p is not None
-    if p.via != "session":
-        raise PermissionDenied("an API token cannot change a password: log in")
-    c = ctx()
-    now = c.now()
-    if not accounts.verify_password(
-        p.name, body.current_password, source=source(), now=now, trusted=on_mgmt_side()
-    ):
-        audit("password.change", target=p.name, result="failed", detail="wrong current password")
-        return _json(403, "the current password is wrong", field="current_password")
-    accounts.update_user(p.name, password=body.new_password, now=now)
-    audit("password.change", target=p.name)
-    sid, _ = accounts.create_session(p.name, source=source(), now=now)
-    idle, absolute = c.session_limits()
-    info = accounts.lookup_session(sid, now=now, idle_s=idle, max_s=absolute)
-    assert info is not None
-    resp = make_response(
-        jsonify(session_out(Principal(p.name, info.role, "session", csrf=info.csrf, session=info)))
-    )
-    set_cookie(resp, sid)
-    return resp
-
-
-@endpoint(
-    bp, "/setup", "GET", role=None, summary="Is first-time setup needed?", response=SetupState
-)
-def setup_get() -> Any:
-    return {"required": not ctx().admin_exists()}
-
-
-@endpoint(
-    bp,
-    "/setup",
-    "POST",
-    role=None,
-    summary="Create the first admin with the one-time setup code (`appliance setup-code`)",
-    body=SetupIn,
-    response=UserOut,
-    status=201,
-    errors=(400, 403, 409, 422, 429),
-)
-def setup_post(body: SetupIn) -> Any:
-    from appliance.web import setup
-
-    c = ctx()
-    now = c.now()
-    if c.admin_exists():
-        raise Conflict("setup is done: an admin exists")
-    accounts.check_throttle(None, source(), now)
-    if not setup.code_matches(c.paths, body.code):
-        accounts.record_source_failure(source(), now)
-        # no user exists yet, so what was typed as the name is never one (may be a password)
-        detail = f"wrong setup code; name #{accounts.name_tag(body.username)}"
-        audit("setup", actor="anonymous", result="failed", detail=detail)
-        return _json(403, "wrong setup code", field="code")
-    with c.store.config.atomic():
-        if accounts.admin_exists():
-            raise Conflict("setup is done: an admin exists")
-        user = accounts.create_user(body.username, "admin", body.password, by="setup", now=now)
-    setup.consume(c.paths)
-    c.forget_admin()
-    audit("setup", actor=user.name, target=f"user {user.name}", detail="first admin created")
-    c.store.event(
-        "web.setup",
-        f"first admin {user.name!r} created with the setup code from {source()}",
-        source="web",
-        at=now,
-    )
-    return created(user.as_dict())
-
-
-__all__ = ["Error", "Principal", "audit", "bp", "csrf_token", "principal", "require"]
+__all__ = ["Principal", "audit", "csrf_token", "principal", "require"]

@@ -17,10 +17,10 @@ from flask import Blueprint, Response, request
 from appliance.config.diff import summary, unified
 from appliance.config.load import load_text, validate_data
 from appliance.config.model import Config
-from appliance.errors import ConfigInvalid, NotFound
+from appliance.errors import BadRequest, ConfigInvalid, NotFound
 from appliance.state import revisions as revs
 from appliance.state.db import Revision
-from appliance.web.api import BadRequest, endpoint, raw_json
+from appliance.web.api import endpoint, raw_json
 from appliance.web.auth import audit, principal
 from appliance.web.context import ctx
 from appliance.web.schemas import (

@@ -15,9 +15,9 @@ from typing import Any
 from flask import Blueprint, Response
 
 from appliance.config.redact import redact_text
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, Unavailable
 from appliance.state.control import call, socket_path
-from appliance.web.api import Unavailable, endpoint
+from appliance.web.api import endpoint
 from appliance.web.auth import audit, principal
 from appliance.web.context import ctx
 from appliance.web.schemas import (

@@ -14,9 +14,10 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from appliance.web import accounts
-from appliance.web.api import created, endpoint, error_body, no_content
+from appliance.web.api import endpoint
 from appliance.web.auth import audit, on_mgmt_side, principal, source
 from appliance.web.context import ctx
+from appliance.web.jsonapi import created, error_body, no_content
 from appliance.web.schemas import TokenCreated, TokenIn, TokenOut, UserIn, UserOut, UserPatch
 
 bp = Blueprint("users", __name__, url_prefix="/api")
