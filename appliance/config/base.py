@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +29,15 @@ from pydantic import Strict as _StrictFlag
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """An error or a warning about a document, with the path it concerns: the config check
+    and each section's own cross-document check (`field.model.check_field`) make them."""
+
+    path: str
+    message: str
 
 
 class Strict(BaseModel):

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from appliance.config.base import Finding
 from appliance.config.model import Conduit, Config, IPNet
 from appliance.config.services import Service
+from appliance.field.model import check_field
 
 MAX_REPORTED = 20
 
@@ -40,12 +42,6 @@ class Element(NamedTuple):
 
     def describe(self) -> str:
         return f"{self.src} → {self.dst} {self.service}"
-
-
-@dataclass(frozen=True)
-class Finding:
-    path: str
-    message: str
 
 
 def conduit_elements(conduit: Conduit) -> list[Element]:
@@ -197,9 +193,7 @@ def check(config: Config, now: datetime | None = None) -> tuple[list[Finding], l
     _check_flow_count(config, errors)
     _check_conduits(config, now, errors, warnings)
     _check_nat(config, errors, warnings)
-    from appliance.field.model import check_field
-
-    check_field(config, errors, warnings)
+    check_field(config.devices, errors, warnings)
     return errors, warnings
 
 

@@ -16,13 +16,15 @@ import itertools
 import math
 import re
 from collections import defaultdict
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from appliance.config.base import (
     Bool,
+    Finding,
     Float,
     Int,
     Line,
@@ -456,11 +458,9 @@ def _compatible(
     return False
 
 
-def check_field(config: Any, errors: list, warnings: list) -> None:
-    """Cross-document checks for `devices`, appending config Findings with their paths."""
-    from appliance.config.check import Finding
-
-    devices: list[Device] = list(getattr(config, "devices", []))
+def check_field(devices: Sequence[Device], errors: list[Finding], warnings: list[Finding]) -> None:
+    """Cross-document checks for the document's `devices`, appending Findings with their
+    paths (called by `config.check.check`)."""
     seen: dict[str, int] = {}
     lines: dict[str, tuple[int, Serial]] = {}
     units: dict[tuple[str, int], int] = {}
