@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 from playwright.sync_api import Page, Route, expect
-from uikit import ADMIN, BANNER, CONFIG, PASSWORD, PLC1, SHOTS, Unit, wait_for
+from testkit import wait_for
+from uikit import ADMIN, BANNER, CONFIG, PASSWORD, PLC1, SHOTS, Unit
 
 pytestmark = pytest.mark.browser
 

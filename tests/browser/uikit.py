@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from testkit import wait_for
 
 from appliance.lab import demo, topology
 from appliance.lab.topology import IT_MAC, OT_MAC, LabSpec
@@ -127,18 +127,6 @@ CONFIG: dict[str, Any] = {
     "opcua_server": {"enabled": False},
     "web": {"listen_it": True, "banner": BANNER},
 }
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `pred` until it returns something truthy; fail naming `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Unit:

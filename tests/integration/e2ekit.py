@@ -12,7 +12,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import wait_for
 
 from appliance.lab import demo, topology
 from appliance.lab.topology import LabSpec
@@ -48,17 +48,8 @@ def wait_until(
     detail: Callable[[], Any] | None = None,
     every: float = 0.2,
 ) -> Any:
-    """Poll `pred` until it returns something truthy; fail naming `what` (and what was last
-    seen) after `timeout` seconds. `every`: the pause between polls (CLI calls cost ~1 s)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            seen = f"; last seen: {detail()}" if detail else ""
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{seen}")
-        time.sleep(every)
+    """`wait_for`, by default polling every 0.2 s (CLI calls cost ~1 s)."""
+    return wait_for(pred, timeout, what, detail, every)
 
 
 @dataclass

@@ -7,12 +7,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from testkit import wait_for
 
 from appliance.lab import demo, topology
 from appliance.lab.topology import IT_MAC, OT_MAC, LabSpec
@@ -62,24 +62,6 @@ def conduit(name: str, to: str, services: list[str], **extra: Any) -> dict[str, 
         "services": services,
         **extra,
     }
-
-
-def wait_for(
-    pred: Callable[[], Any],
-    timeout: float,
-    what: str,
-    detail: Callable[[], Any] | None = None,
-) -> Any:
-    """Poll `pred` until it returns something truthy; fail naming `what` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            seen = f"; last seen: {detail()}" if detail else ""
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{seen}")
-        time.sleep(0.05)
 
 
 class Appliance:

@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from labkit import wait_for
+from testkit import Clock, wait_for
 
 from appliance.agent import role as agent_role
 from appliance.agent.cli import diagnostics, factory_reset, identify
@@ -209,14 +209,6 @@ def fleet(pki: dict[str, Any]) -> Iterator[Fleet]:
         f.stop()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def unit(tmp_path: Path) -> Iterator[tuple[Paths, Store]]:
     paths = Paths(tmp_path / "data", tmp_path / "run")
@@ -239,7 +231,7 @@ def commit(store: Store, **sections: Any) -> None:
 
 
 def agent_for(paths: Paths, store: Store) -> tuple[Agent, Clock]:
-    clock = Clock()
+    clock = Clock(time.time())
     agent = Agent(paths, store, LiveState(paths.run_dir), clock=clock, hostname="agent-test")
     agent.step(clock())
     return agent, clock

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 from e2ekit import https_session
-from labkit import PLC1, config, modbus_read, wait_for
+from labkit import PLC1, config, modbus_read
+from testkit import wait_for
 
 from appliance import daemon
 from appliance.lab import topology

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-from labkit import wait_for
+from testkit import wait_for
 
 from appliance.errors import NotFound, PermissionDenied
 from appliance.field.modbus import DeviceError, tcp_link

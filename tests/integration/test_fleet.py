@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labkit import wait_for
+from testkit import wait_for
 
 from appliance.lab import pki
 

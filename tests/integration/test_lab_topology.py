@@ -9,11 +9,11 @@ import os
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from testkit import wait_for
 
 from appliance.errors import LabError
 from appliance.lab import topology
@@ -526,15 +526,6 @@ def test_full_lab_down_removes_everything(full: LabSpec) -> None:
     assert topology.read_facts(full) == {} and not full.facts_file.exists()
     assert topology.status(full)["extras"] == {}
     assert list(full.pids.glob("*.pid")) == []
-
-
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, seen: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := pred()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last seen: {seen()}")
-        time.sleep(0.05)
-    return got
 
 
 def _zombie_or_gone(pid: int) -> bool:

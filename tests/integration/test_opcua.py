@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from asyncua import Client, Server, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+from testkit import until
 
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.field.model import Device
@@ -55,18 +56,6 @@ def free_port() -> int:
 def run(coro: Awaitable[Any], timeout: float = 90) -> Any:
     """Run one async test body with an overall time limit."""
     return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
-
-
-async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `pred` until truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Sim:

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from labkit import wait_for
+from testkit import until, wait_for
 
 from appliance.field.opcua_server import ensure_certificate
 from appliance.field.role import STREAM_BUFFER_MAX, ValueStream
@@ -50,17 +50,6 @@ URL = f"opc.tcp://127.0.0.1:{UA_PORT}/"
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = ("alice", "Oven-Admin-Password-7")
 VIEWER = ("vic", "Oven-Viewer-Password-7")
-
-
-async def until(pred: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = await pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 def in_ns(fn: Callable[[], T]) -> T:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import wait_for
 
 from appliance.paths import Paths
 from appliance.state import revisions as revs
@@ -29,17 +30,6 @@ APPLIANCE = str(Path(sys.executable).with_name("appliance"))
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
-
-
-def wait_for(what: str, fn: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 CLIENT = r"""
@@ -125,8 +115,10 @@ def test_web_role_serves_https_on_mgmt_only(netns: str, tmp_path: Path) -> None:
     live = LiveState(paths.run_dir)
     try:
         web = wait_for(
-            "the web role to listen on mgmt",
-            lambda: (
+            what="the web role to listen on mgmt",
+            timeout=30,
+            every=0.2,
+            pred=lambda: (
                 (d := live.read("web"))
                 and d.get("server_alive")
                 and d["urls"] == ["https://10.98.0.2:8443/"]
@@ -144,8 +136,12 @@ def test_web_role_serves_https_on_mgmt_only(netns: str, tmp_path: Path) -> None:
 
         # HTTPS, verified against the unit's own certificate (its SAN has the address)
         r = wait_for(
-            "an HTTPS answer",
-            lambda: (x := get("https", "10.98.0.2", 8443, "/api/setup", cert)).get("status") and x,
+            what="an HTTPS answer",
+            timeout=30,
+            every=0.2,
+            pred=lambda: (
+                (x := get("https", "10.98.0.2", 8443, "/api/setup", cert)).get("status") and x
+            ),
         )
         assert r["status"] == 200 and json.loads(r["body"]) == {"required": True}
         assert "default-src 'self'" in r["headers"]["Content-Security-Policy"]
@@ -175,8 +171,10 @@ def test_web_role_serves_https_on_mgmt_only(netns: str, tmp_path: Path) -> None:
         second = revs.commit(store, author="test", now=time.time()).revision.id
         assert second > first
         wait_for(
-            "the web role to re-bind",
-            lambda: (
+            what="the web role to re-bind",
+            timeout=30,
+            every=0.2,
+            pred=lambda: (
                 (d := live.read("web"))
                 and d.get("server_alive")
                 and d.get("revision") == second
@@ -185,8 +183,10 @@ def test_web_role_serves_https_on_mgmt_only(netns: str, tmp_path: Path) -> None:
         )
         # (the certificate keeps the names it was made with: same fingerprint for people)
         r = wait_for(
-            "HTTPS on the new address",
-            lambda: (
+            what="HTTPS on the new address",
+            timeout=30,
+            every=0.2,
+            pred=lambda: (
                 (x := get("https-any", "10.98.1.2", 8443, "/api/setup", cert)).get("status") and x
             ),
         )

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from testkit import Clock
 
 from appliance.agent.button import (
     CANCEL,
@@ -22,14 +23,6 @@ from appliance.agent.button import (
 PIN = 22
 
 
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def rig() -> Iterator[tuple[GpioButton, Any, Clock]]:
     from gpiozero import Device
@@ -37,7 +30,7 @@ def rig() -> Iterator[tuple[GpioButton, Any, Clock]]:
 
     old = Device.pin_factory
     Device.pin_factory = MockFactory()
-    clock = Clock()
+    clock = Clock(1000.0)
     button = GpioButton(PIN, pull_up=True, bounce_time=None, clock=clock)
     pin = Device.pin_factory.pin(PIN)
     try:
@@ -132,7 +125,7 @@ def test_pull_down_button_is_pressed_high() -> None:
 
     old = Device.pin_factory
     Device.pin_factory = MockFactory()
-    clock = Clock()
+    clock = Clock(1000.0)
     b = GpioButton(5, pull_up=False, bounce_time=None, clock=clock)
     try:
         pin = Device.pin_factory.pin(5)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit import Clock
 
 from appliance.agent import role
 from appliance.agent.button import RESET_AFTER_S
@@ -26,14 +27,6 @@ from .factory import base
 from .test_agent_health import net_doc
 
 STATUS_PIN, LINK_PIN, BUTTON_PIN = 17, 27, 22
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = time.time()
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +161,7 @@ def test_disk_and_certificate(store: Store, tmp_path: Path) -> None:
 def make_agent(store: Store, tmp_path: Path) -> tuple[Agent, Clock, LiveState]:
     paths = paths_of(store, tmp_path)
     live = LiveState(paths.run_dir)
-    clock = Clock()
+    clock = Clock(time.time())
     return Agent(paths, store, live, clock=clock, hostname="unit-test"), clock, live
 
 

@@ -12,6 +12,7 @@ import pytest
 from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
+from testkit import Clock
 
 from appliance.errors import ApplianceError
 from appliance.fleet import store
@@ -25,14 +26,6 @@ PASSWORD = "correct horse battery"
 HB = "/api/v1/heartbeat"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0 + 10_000
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(autouse=True)
 def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """argon2id with small costs: the hash format and checks are the same, ten times faster."""
@@ -41,7 +34,7 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0 + 10_000)
 
 
 def make_app(tmp_path: Path, clock: Clock, **kw: Any) -> Flask:
@@ -116,7 +109,7 @@ def test_a_heartbeat_is_stored_and_answered(client: FlaskClient, token: str, clo
     assert r.json == {"ack_cursor": 2, "interval": None, "identify": False}
     u = unit()
     assert (u.health, u.last_seq, u.revision_id, u.firmware) == ("degraded", 1, 3, "0.1.0")
-    assert u.last_seen == clock.now
+    assert u.last_seen == clock.t
     assert u.unit_id == UNIT_UUID and u.site == "Plant 2"
     assert count(store.Heartbeat) == 1 and count(store.Event) == 2
 
@@ -157,18 +150,18 @@ def test_late_heartbeats_are_stored_and_the_newest_sent_at_wins(
     client: FlaskClient, token: str, clock: Clock
 ) -> None:
     post_hb(client, token, heartbeat(3, state="fault", revision=5))
-    clock.now += 30
+    clock.t += 30
     # the outbox delivers two older ones late, out of order
     post_hb(client, token, heartbeat(1, state="ok", revision=4))
     post_hb(client, token, heartbeat(2, state="degraded", revision=4))
     u = unit()
     assert (u.health, u.last_seq, u.revision_id) == ("fault", 3, 5)
     assert u.last_sent_at == T0 + 180
-    assert u.last_seen == clock.now  # heard from it just now, whatever it sent
+    assert u.last_seen == clock.t  # heard from it just now, whatever it sent
     assert u.heartbeat_count == 3
     with store.fleet_db.connection_context():
         assert [h.seq for h in store.heartbeats(u)] == [3, 2, 1]
-    clock.now += 30
+    clock.t += 30
     post_hb(client, token, heartbeat(4, state="ok", revision=5))
     u = unit()
     assert (u.health, u.last_seq) == ("ok", 4)
@@ -279,7 +272,7 @@ def test_units_list_shows_last_seen_health_revision_firmware(
     post_hb(client, token, heartbeat(1, state="degraded", revision=7))
     with store.fleet_db.connection_context():
         store.add_unit("silent-unit", now=T0)
-    clock.now += 42
+    clock.t += 42
     login(client)
     html = client.get("/").text
     row = html[html.index("press-3") :]
@@ -297,9 +290,9 @@ def test_a_unit_that_stops_reporting_is_marked_overdue(
     post_hb(client, token, heartbeat(1))
     post_hb(client, token, heartbeat(2))  # 60 s apart
     login(client)
-    clock.now += 120
+    clock.t += 120
     assert "overdue" not in client.get("/").text
-    clock.now += 120
+    clock.t += 120
     assert "overdue" in client.get("/").text
 
 
@@ -417,7 +410,7 @@ def test_heartbeats_older_than_the_retention_are_pruned(tmp_path: Path, clock: C
         tok = store.add_unit("press-3", now=T0)
     client = app.test_client()
     post_hb(client, tok, heartbeat(1, events=[event(1), event(2)]))
-    clock.now += 2 * 86400
+    clock.t += 2 * 86400
     post_hb(client, tok, heartbeat(2, events_cursor=2))
     # the old heartbeat is gone; the newest event stays (it carries the cursor)
     assert count(store.Heartbeat) == 1
@@ -507,15 +500,15 @@ def test_a_session_expires_on_the_server_and_is_pruned(
 ) -> None:
     login(client)
     assert client.get("/").status_code == 200
-    clock.now += SESSION_HOURS * 3600 - 60
+    clock.t += SESSION_HOURS * 3600 - 60
     assert client.get("/").status_code == 200
-    clock.now += 120
+    clock.t += 120
     assert client.get("/").status_code == 302  # the cookie is still signed; the server says no
     assert count(store.OperatorSession) == 1
     login(app.test_client())  # a new login prunes the expired one
     assert count(store.OperatorSession) == 1
     with store.fleet_db.connection_context():
-        assert store.OperatorSession.select().first().expires_at > clock.now
+        assert store.OperatorSession.select().first().expires_at > clock.t
 
 
 def test_a_forged_or_tampered_session_id_is_refused(app: Flask, client: FlaskClient) -> None:

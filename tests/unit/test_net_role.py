@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from testkit import Clock
 
 from appliance.errors import ApplyFailed
 from appliance.net.render import render_fail_closed
@@ -51,14 +52,6 @@ class FakeForwarding:
 
     def set(self, enabled: bool) -> None:
         self.on = enabled
-
-
-class Clock:
-    def __init__(self, t: float = 1_800_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
+from testkit import Clock
 
 from appliance.paths import Paths
 from appliance.web import accounts
@@ -22,17 +23,6 @@ from appliance.web.app import create_app
 PASSWORD = "plant-floor-secret-42"
 T0 = 1_800_000_000.0
 ROLES = ("viewer", "operator", "admin")
-
-
-class Clock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass

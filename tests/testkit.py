@@ -1,0 +1,69 @@
+"""Helpers every test folder shares: a clock to inject, and polling for a condition.
+
+tests/ is on sys.path (tests/conftest.py sits there without an __init__.py), so any test
+module imports these as `from testkit import Clock, wait_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+T0 = 1_800_000_000.0  # a fixed epoch second (2027-01-15)
+
+
+class Clock:
+    """A clock the test moves by hand: inject it where the code takes `clock=`/`now=`.
+
+    Calling it returns `t`; `advance(s)` (or `sleep(s)`, for code that sleeps on the clock
+    it was given) moves it on. Tests may also set or add to `t` directly."""
+
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+    sleep = advance
+
+
+def wait_for(
+    pred: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "the condition",
+    detail: Callable[[], Any] | None = None,
+    every: float = 0.05,
+) -> Any:
+    """Poll `pred` every `every` seconds until it returns something truthy, and return that;
+    fail naming `what` (and `detail()`, what was last seen) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            seen = f"; last seen: {detail()}" if detail else ""
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}{seen}")
+        time.sleep(every)
+
+
+async def until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
+    """`wait_for` inside a coroutine: `pred` may be a plain or an async function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(every)
