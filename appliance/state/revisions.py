@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from appliance.config.load import canonical_json, load_text, sha256_of, to_yaml
 from appliance.config.model import Config
-from appliance.errors import ApplianceError, Conflict, NotFound, Timeout
+from appliance.errors import ApplyFailed, Conflict, NotFound, Timeout
 from appliance.state.db import Revision, Store
 from appliance.state.live import LiveState
 
@@ -341,14 +341,14 @@ def history(store: Store, limit: int = 30) -> list[Revision]:
 def wait_applied(live: LiveState, rev_id: int, timeout: float = 20.0) -> Revision:
     """Wait until the net role runs revision `rev_id` (pending or confirmed) and return it.
 
-    ApplianceError when it was rolled back instead (refused by the kernel), Timeout
+    ApplyFailed when it was rolled back instead (refused by the kernel), Timeout
     when the net role did not get to it in time.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         rev = Revision.get_by_id(rev_id)
         if rev.state == ROLLED_BACK:
-            raise ApplianceError(f"revision {rev_id} was not applied: {rev.reason}")
+            raise ApplyFailed(f"revision {rev_id} was not applied: {rev.reason}")
         applied = (live.read("net") or {}).get("applied") or {}
         if applied.get("revision") == rev_id and rev.state in (PENDING, CONFIRMED):
             return rev
