@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance import proc
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
 from appliance.state.db import Store
@@ -281,13 +282,15 @@ class Supervisor:
         self.started_at = time.time()
 
     def _spawn(self, child: Child, now: float) -> None:
+        # a clean environment (proc.clean_env keeps APPLIANCE_*, PYTHONPATH, VIRTUAL_ENV)
+        # plus what a role reads besides (proc.SERVICE_ENV), and the paths
         env = {
-            **os.environ,
+            **proc.inherited(),
             "APPLIANCE_DATA_DIR": str(self.paths.data_dir),
             "APPLIANCE_RUN_DIR": str(self.paths.run_dir),
         }
         cmd = [sys.executable, "-m", "appliance", "run", "--roles", child.role]
-        child.proc = subprocess.Popen(cmd, env=env)
+        child.proc = proc.spawn(cmd, env=env)
         child.started_at = now
         log.info("started %s role (pid %d)", child.role, child.proc.pid)
 
@@ -387,18 +390,7 @@ class Supervisor:
             self.shutdown()
 
     def shutdown(self, grace: float = 10.0, keep_doc: bool = False) -> None:
-        running = [c.proc for c in self.children.values() if c.proc and c.proc.poll() is None]
-        for proc in running:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        deadline = time.monotonic() + grace
-        for proc in running:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("pid %d did not stop in %g s: killing it", proc.pid, grace)
-                proc.kill()
-                proc.wait()
+        proc.stop_all([c.proc for c in self.children.values() if c.proc], grace)
         if not keep_doc:
             with contextlib.suppress(FileNotFoundError):
                 self.live.path("supervisor").unlink()

@@ -161,3 +161,13 @@ def test_run_gives_the_child_a_clean_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SECRET_TOKEN", "s3cret")
     cp = proc.run([sys.executable, "-c", "import os; print(os.environ.get('SECRET_TOKEN'))"])
     assert cp.stdout.strip() == "None"
+
+
+def test_inherited_hands_on_only_the_named_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SECRET_TOKEN", "s3cret")
+    env = proc.inherited()
+    assert env["TZ"] == "Europe/Berlin"
+    assert "SSL_CERT_FILE" not in env and "SECRET_TOKEN" not in env
+    assert proc.inherited(["SECRET_TOKEN"]) == {"SECRET_TOKEN": "s3cret"}
