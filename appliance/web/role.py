@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from appliance import proc
 from appliance.config.model import Config
 from appliance.paths import Paths
 from appliance.state.db import Revision, Store
@@ -117,7 +117,7 @@ class WebRole:
         assert self.cert is not None
         argv = serve.command(self.paths, binds, *self.cert)
         log.info("serving HTTPS on %s (%s)", ", ".join(binds), why)
-        self.proc = subprocess.Popen(argv, preexec_fn=serve.die_with_parent)
+        self.proc = proc.spawn(argv, env=proc.inherited())
         self.binds, self.listen, self.why = binds, addrs, why
         self.restarts += 1
         self.store.event(
@@ -128,15 +128,9 @@ class WebRole:
         )
 
     def stop_server(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=2)
+        server, self.proc = self.proc, None
+        if server is not None:
+            proc.stop(server, STOP_GRACE_S)
 
     # -- publish -------------------------------------------------------------------
 

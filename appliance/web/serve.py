@@ -9,8 +9,9 @@ OT address; and when none of those exists (yet), 127.0.0.1 only.
 `python -m appliance.web.serve --bind ADDR:PORT ... --certfile C --keyfile K` runs
 gunicorn (`GunicornApp`, a BaseApplication: gthread workers, TLS) in its own
 process; the web role (`role.py`) starts it, restarts it when the addresses
-change, and stops it. The gunicorn process dies with its parent (PR_SET_PDEATHSIG),
-so a killed role never leaves a server holding the ports.
+change, and stops it. The gunicorn process dies with its parent (PR_SET_PDEATHSIG,
+which it sets itself at its start: `die_with_parent`), so a killed role never leaves
+a server holding the ports.
 """
 
 from __future__ import annotations
@@ -222,14 +223,29 @@ def _gunicorn_app(paths: Paths, binds: list[str], certfile: str, keyfile: str) -
     return GunicornApp()
 
 
-def die_with_parent() -> None:
-    """preexec_fn: the server gets SIGTERM when the role process that started it dies."""
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """The server gets SIGTERM when the role process that started it dies.
+
+    The server sets this itself, first thing in `main` (a preexec_fn would run Python
+    between fork and exec in the threaded role process). The role may have died
+    before that: then `parent`, the pid that started us (`--parent-pid`), is no longer
+    our parent, no signal will ever come, and the server exits at once instead of
+    holding the ports as an orphan."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        sys.exit(f"appliance.web.serve: the process that started it (pid {parent}) is gone")
 
 
-def command(paths: Paths, binds: list[str], certfile: Path, keyfile: Path) -> list[str]:
+def command(
+    paths: Paths, binds: list[str], certfile: Path, keyfile: Path, parent: int | None = None
+) -> list[str]:
+    """The server's argv; `parent` (default: this process, which is to start it) is the
+    pid it dies with (`die_with_parent`)."""
     argv = [
         sys.executable,
         "-m",
@@ -242,6 +258,8 @@ def command(paths: Paths, binds: list[str], certfile: Path, keyfile: Path) -> li
         str(certfile),
         "--keyfile",
         str(keyfile),
+        "--parent-pid",
+        str(os.getpid() if parent is None else parent),
     ]
     for b in binds:
         argv += ["--bind", b]
@@ -255,7 +273,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bind", action="append", required=True)
     ap.add_argument("--certfile", required=True)
     ap.add_argument("--keyfile", required=True)
+    ap.add_argument("--parent-pid", type=int, help="exit with this process (see die_with_parent)")
     ns = ap.parse_args(argv)
+    die_with_parent(ns.parent_pid)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     paths = Paths(Path(ns.data_dir), Path(ns.run_dir))
     sys.argv = sys.argv[:1]  # gunicorn reads sys.argv for its own options

@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import signal
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from appliance import proc
 from appliance.config.load import validate_data
 from appliance.config.model import Config
 from appliance.paths import Paths
@@ -103,3 +106,33 @@ def test_certificate_renewed_near_expiry_or_broken(tmp_path: Path) -> None:
     assert tls.fingerprint(paths) not in (fp, fp2)
     start = dt.datetime.now(dt.UTC).timestamp()
     assert tls.not_after(paths) > start + 9 * 365 * 86400
+
+
+# The server sets its parent-death signal itself (no preexec_fn in the threaded role).
+PDEATHSIG_OF_CHILD = (
+    "import ctypes, os\n"
+    "from appliance.web import serve\n"
+    "serve.die_with_parent(os.getppid())\n"
+    "sig = ctypes.c_int()\n"
+    "ctypes.CDLL('libc.so.6').prctl(2, ctypes.byref(sig))  # PR_GET_PDEATHSIG\n"
+    "print(sig.value)\n"
+)
+
+
+def test_the_server_dies_with_the_process_that_started_it() -> None:
+    cp = proc.run([sys.executable, "-c", PDEATHSIG_OF_CHILD], timeout=30)
+    assert cp.stdout.strip() == str(int(signal.SIGTERM))
+
+
+def test_the_server_exits_when_its_parent_is_already_gone(tmp_path: Path) -> None:
+    argv = serve.command(
+        Paths(tmp_path / "d", tmp_path / "r"),
+        [serve.bind_spec("127.0.0.1", 0)],
+        tmp_path / "cert.pem",
+        tmp_path / "key.pem",
+        parent=os.getpid() + 1_000_000,  # not our parent: it died before we started
+    )
+    cp = proc.run(argv, check=False, timeout=30)
+    assert cp.returncode == 1
+    assert "is gone" in cp.stderr
+    assert "--parent-pid" in serve.command(Paths(tmp_path, tmp_path), [], tmp_path, tmp_path)
