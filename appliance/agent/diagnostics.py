@@ -31,7 +31,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tarfile
 import time
@@ -43,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from appliance import __version__, secretfile
+from appliance import __version__, proc, secretfile
 from appliance.config.redact import (
     REDACTED,
     is_secret_key,
@@ -89,20 +88,17 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 # -- gathering -------------------------------------------------------------------------
 
 
+_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"}  # the system's tools
+
+
 def _run(argv: list[str], timeout: float = 20.0) -> tuple[int, str]:
+    """(exit status, output or error text): a command that cannot run is a note in the
+    archive, with the shell's statuses, 127 (not installed) and 124 (no answer)."""
     try:
-        p = subprocess.run(
-            argv,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8"},
-            check=False,
-        )
-    except FileNotFoundError:
-        return 127, f"{argv[0]}: not installed"
-    except subprocess.TimeoutExpired:
-        return 124, f"{argv[0]}: no answer within {timeout:g} s"
+        p = proc.run(argv, check=False, timeout=timeout, env=_ENV)
+    except ApplianceError as e:
+        missing = isinstance(e.__cause__, FileNotFoundError)
+        return (127 if missing else 124), str(e)
     return p.returncode, p.stdout if p.returncode == 0 else (p.stderr or p.stdout)
 
 
