@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from testkit import Clock, until
 
 from appliance.errors import ApplianceError, NotFound, PermissionDenied
 from appliance.field.decode import DecodeError, decode
@@ -309,21 +311,61 @@ def test_schedule_slots_are_aligned_with_the_offset() -> None:
     assert p.next_slot(101.9) == 102.5
 
 
-def test_run_polls_on_schedule_and_stops_promptly() -> None:
-    link = FakeLink()
-    p = poller(link, Sink(), dev=device(poll_interval=0.05))
+def test_run_polls_once_a_slot() -> None:
+    """The run loop waits for each slot: stopped at its third poll, it has polled three
+    times, each in a slot of its own (never faster than the schedule)."""
+    third = asyncio.Event()
+
+    class Counting(Sink):
+        def values(self, device: str, batch: list[tuple[str, Any, str]], t: float) -> None:
+            super().values(device, batch, t)
+            if len(self.batches) == 3:
+                third.set()
+
+    sink = Counting()
+    p = poller(FakeLink(), sink, dev=device(poll_interval=0.05))
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(p.run(stop))
+        await asyncio.wait_for(third.wait(), 5)
+        stop.set()  # the waiter runs before the poller's loop comes round again
+        await asyncio.wait_for(task, 1)
+
+    run(go())
+    assert p.polls == 3
+    assert len({math.floor(t / 0.05) for _, _, t in sink.batches}) == 3
+
+
+class ReadCountingClock(Clock):
+    """A Clock that counts its reads: the run loop reads it once before each wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.t
+
+
+def test_run_stops_promptly_while_waiting_for_a_slot() -> None:
+    clock = ReadCountingClock()  # at T0, a whole minute before the next 60 s slot
+    p = poller(FakeLink(), Sink(), dev=device(poll_interval=60.0), clock=clock)
+    assert p.next_slot(clock.t) - clock.t == 60.0
 
     async def go() -> float:
         stop = asyncio.Event()
         task = asyncio.create_task(p.run(stop))
-        await asyncio.sleep(0.4)
-        stop.set()
+        reads = clock.reads
+        await until(lambda: clock.reads > reads, 5, "the run loop to take its next slot")
+        stop.set()  # the loop is now waiting for the slot a minute away
         t0 = time.monotonic()
         await asyncio.wait_for(task, 1)
         return time.monotonic() - t0
 
     assert run(go()) < 0.5
-    assert 3 <= p.polls <= 9
+    assert p.polls == 0
 
 
 def test_bus_keeps_the_frame_gap() -> None:
@@ -432,12 +474,12 @@ def test_a_slow_device_that_answers_is_not_reported_down() -> None:
     async def go() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(p.run(stop))
-        await asyncio.sleep(0.6)
+        await until(lambda: len(sink.states) >= 3, 5, "three cycles of the slow device")
         stop.set()
         await asyncio.wait_for(task, 1)
 
     run(go())
-    assert sink.states and all(ok for _, ok, _ in sink.states)
+    assert len(sink.states) >= 3 and all(ok for _, ok, _ in sink.states)
 
 
 def test_a_gateway_that_cannot_reach_the_device_fails_the_cycle() -> None:
