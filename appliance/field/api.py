@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from appliance import proc
 from appliance.errors import ApplianceError, BadRequest, Busy, NotFound, PermissionDenied, Timeout
 from appliance.field import sqlworker
 from appliance.field import store as fs
@@ -202,6 +203,7 @@ def list_alarms(
 # The worker process (see sqlworker.py: why a process, and every limit).
 WORKER = str(Path(sqlworker.__file__).resolve())
 WORKER_GRACE_S = 1.0  # past the deadline, for the worker to say "timeout" itself
+WORKER_EXIT_S = 1.0  # after its last line, for the worker to exit before it is killed
 MAX_WORKERS = 1  # SQL queries at once per process (the web role has 2 worker processes)
 _workers = threading.BoundedSemaphore(MAX_WORKERS)
 _last = threading.local()
@@ -230,11 +232,6 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
-
-
 def _hwm_kb(pid: int) -> int:
     """The worker's peak RSS so far (VmHWM, kB); 0 once it has exited.
 
@@ -250,22 +247,17 @@ def _hwm_kb(pid: int) -> int:
     return 0
 
 
-def _reap(proc: subprocess.Popen[bytes], started: float, why: str, peak_kb: int) -> None:
-    """Wait for the worker (killed or done) and note what it used."""
-    try:
-        for _ in range(100):  # done: it exits as soon as it has written its last line
-            pid, status = os.waitpid(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            time.sleep(0.01)
-        else:
-            _kill(proc)
-            pid, status = os.waitpid(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    except ChildProcessError:  # reaped elsewhere already: nothing to note
-        proc.wait()
+def _end(worker: subprocess.Popen[bytes], started: float, why: str, peak_kb: int) -> None:
+    """End the worker, reap it and note what it used. Stopped (the deadline, too much
+    output), it is killed at once, whatever SQLite is doing, and before its pipe closes
+    (one still writing dies of SIGKILL, not SIGPIPE). Done, it exits as soon as it has
+    written its last line: it gets WORKER_EXIT_S for that, then SIGKILL."""
+    if why != "done":
+        proc.stop(worker, 0.0, sig=signal.SIGKILL)
+    worker.stdout.close()  # type: ignore[union-attr]
+    proc.stop(worker, WORKER_EXIT_S, sig=None)
     _last.info = {
-        "returncode": proc.returncode,
+        "returncode": worker.returncode,
         "maxrss_kb": peak_kb,
         "seconds": time.monotonic() - started,
         "ended": why,
@@ -278,7 +270,8 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
     started = time.monotonic()
     hard = started + timeout_s + WORKER_GRACE_S
     budget = MAX_RESULT_BYTES + 64 * 1024  # columns line, JSON brackets, the last line
-    proc = subprocess.Popen(
+    # Not proc.spawn: the worker's environment is exactly _worker_env, nothing of ours
+    worker = subprocess.Popen(
         [sys.executable, "-I", "-S", WORKER],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -290,15 +283,15 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
     out = bytearray()
     peak_kb = 0
     try:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert worker.stdin is not None and worker.stdout is not None
         with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(json.dumps(req).encode())
-            proc.stdin.close()
-        fd = proc.stdout.fileno()
+            worker.stdin.write(json.dumps(req).encode())
+            worker.stdin.close()
+        fd = worker.stdout.fileno()
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
             while True:
-                peak_kb = max(peak_kb, _hwm_kb(proc.pid))  # a high-water mark: sampled
+                peak_kb = max(peak_kb, _hwm_kb(worker.pid))  # a high-water mark: sampled
                 left = hard - time.monotonic()
                 if left <= 0:
                     why = "killed at the deadline"
@@ -313,11 +306,8 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
                     why = "killed: too much output"
                     raise BadRequest(_too_large(), field="sql")
     finally:
-        peak_kb = max(peak_kb, _hwm_kb(proc.pid))
-        if why != "done":
-            _kill(proc)
-        proc.stdout.close()  # type: ignore[union-attr]
-        _reap(proc, started, why, peak_kb)
+        peak_kb = max(peak_kb, _hwm_kb(worker.pid))
+        _end(worker, started, why, peak_kb)
     return bytes(out)
 
 
