@@ -44,6 +44,7 @@ from asyncua.crypto import security_policies
 
 from appliance.errors import OpcUaError
 from appliance.field.model import Device, Tag
+from appliance.opcua.certificate import ensure_certificate
 from appliance.paths import Paths
 
 log = logging.getLogger("field.opcua")
@@ -359,8 +360,6 @@ class OpcUaDevice:
                 "security",
                 f"{self.device.name}: Basic256Sha256 needs the unit's certificate (no paths given)",
             )
-        from appliance.field.opcua_server import ensure_certificate
-
         cert = await asyncio.to_thread(ensure_certificate, self.paths)
         client.application_uri = cert.application_uri
         mode = getattr(ua.MessageSecurityMode, self.mode)

@@ -44,7 +44,7 @@ from typing import Any
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, NotFound
 from appliance.field.model import Device
-from appliance.field.opcua_server import Authenticate, Northbound, RoleOf
+from appliance.opcua.server import Authenticate, Northbound, RoleOf
 from appliance.paths import Paths
 from appliance.state import control, revisions
 from appliance.state.db import Store, open_store

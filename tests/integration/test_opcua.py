@@ -32,13 +32,8 @@ from appliance.errors import ApplianceError, PermissionDenied
 from appliance.field.model import Device
 from appliance.field.model import Northbound as NorthboundConfig
 from appliance.field.opcua_client import OpcUaDevice, OpcUaError
-from appliance.field.opcua_server import (
-    KEY_FILE,
-    Northbound,
-    ensure_certificate,
-    ensure_shelf,
-    shelf_path,
-)
+from appliance.opcua.certificate import KEY_FILE, ensure_certificate
+from appliance.opcua.server import Northbound, ensure_shelf, shelf_path
 from appliance.paths import Paths
 
 pytestmark = pytest.mark.integration

@@ -33,9 +33,9 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from testkit import until, wait_for
 
-from appliance.field.opcua_server import ensure_certificate
 from appliance.field.role import STREAM_BUFFER_MAX, ValueStream
 from appliance.lab.topology import in_netns
+from appliance.opcua.certificate import ensure_certificate
 from appliance.paths import Paths
 from appliance.state import revisions as revs
 from appliance.state.db import Audit, Store

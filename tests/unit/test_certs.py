@@ -228,3 +228,37 @@ def test_the_https_certificate_survives_a_clock_set_back(tmp_path: Path) -> None
     fp = tls.fingerprint(paths)
     tls.ensure_cert(paths, unit_name="unit-7", now=datetime.now(UTC).timestamp() - 86400)
     assert tls.fingerprint(paths) == fp
+
+
+def test_an_opcua_certificate_not_valid_yet_is_replaced(tmp_path: Path) -> None:
+    """The OPC UA certificate must be valid now (peers check it): one from the future goes."""
+    from appliance.opcua import certificate
+    from appliance.paths import Paths
+
+    paths = Paths(tmp_path / "data", tmp_path / "run")
+    first = certificate.ensure_certificate(paths, hostname="u")
+    assert certificate.ensure_certificate(paths, hostname="u") == first  # reused
+    key = certs.new_key("rsa-2048")
+    soon = datetime.now(UTC) + timedelta(days=1)
+    future = certs.issue(
+        name("u"),
+        key.public_key(),
+        key,
+        not_before=soon,
+        not_after=soon + timedelta(days=10),
+        extensions=[
+            (x509.SubjectAlternativeName([x509.UniformResourceIdentifier("urn:u")]), False)
+        ],
+    )
+    certs.write_pair(
+        paths.secrets_dir,
+        certificate.KEY_FILE,
+        key,
+        certificate.CERT_FILE,
+        future,
+        encoding="der",
+        cert_mode=0o600,
+    )
+    again = certificate.ensure_certificate(paths, hostname="u")
+    assert again.thumbprint not in (first.thumbprint, certs.thumbprint(future))
+    assert again.application_uri == "urn:u:appliance"

@@ -32,11 +32,11 @@ reach it):
 - Security: ``cfg.security`` picks the endpoints (Basic256Sha256 SignAndEncrypt and Sign
   by default; None only when listed). Without None a client that opens a None channel
   anyway (asyncua would serve it) gets discovery only, no session
-  (BadSecurityPolicyRejected). The unit's certificate is generated on first start into
-  ``<data>/secrets/opcua-cert.der`` and ``opcua-key.pem`` (0600, through
-  `appliance.secretfile`), RSA 2048, SHA-256, application URI ``urn:<hostname>:appliance``
-  in the SubjectAltName. Client application certificates are accepted without a trust
-  list: sessions are authorised by user name.
+  (BadSecurityPolicyRejected). The unit's certificate (`appliance.opcua.certificate`,
+  shared with the field role's client) is generated on first start into
+  ``<data>/secrets/opcua-cert.der`` and ``opcua-key.pem``: RSA 2048, SHA-256, application
+  URI ``urn:<hostname>:appliance`` in the SubjectAltName. Client application certificates
+  are accepted without a trust list: sessions are authorised by user name.
 
 The checks sit in front of asyncua's request handling (`_GuardedServer` ->
 `_GuardedBinaryServer` -> `_GuardedProtocol` -> `_GuardedProcessor`), which knows the
@@ -55,7 +55,6 @@ import asyncio
 import concurrent.futures
 import contextvars
 import dataclasses
-import fcntl
 import hashlib
 import hmac
 import logging
@@ -67,7 +66,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -80,23 +79,16 @@ from asyncua.server.address_space import AttributeService
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import struct_from_binary
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from appliance import secretfile
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
 from appliance.field.model import Device, Tag
 from appliance.field.model import Northbound as NorthboundConfig
+from appliance.opcua.certificate import Certificate, ensure_certificate
 from appliance.paths import Paths
 
-log = logging.getLogger("field.opcua-server")
+log = logging.getLogger("opcua.server")
 
 NAMESPACE = "urn:appliance:tags"
-CERT_FILE = "opcua-cert.der"
-KEY_FILE = "opcua-key.pem"
-CERT_DAYS = 20 * 365
 WRITE_TIMEOUT = 30.0
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
@@ -192,144 +184,6 @@ UNITS: dict[str, tuple[str, str]] = {
 }
 
 
-# -- the unit's certificate ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Certificate:
-    """The unit's OPC UA application instance certificate and where it lives."""
-
-    cert_path: Path
-    key_path: Path
-    application_uri: str
-    thumbprint: str  # SHA-1 of the DER, hex, as OPC UA tools (UaExpert) show it
-    fingerprint: str  # "sha256:AB:CD:..."
-
-
-def _describe_cert(cert_path: Path, key_path: Path, cert: x509.Certificate) -> Certificate:
-    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-    der = cert.public_bytes(serialization.Encoding.DER)
-    sha256 = hashlib.sha256(der).hexdigest().upper()
-    return Certificate(
-        cert_path=cert_path,
-        key_path=key_path,
-        application_uri=uris[0],
-        thumbprint=hashlib.sha1(der).hexdigest().upper(),
-        fingerprint="sha256:" + ":".join(sha256[i : i + 2] for i in range(0, len(sha256), 2)),
-    )
-
-
-def _load(cert_path: Path, key_path: Path) -> Certificate | None:
-    """The existing pair if both files are there, match, and the certificate is valid now."""
-    try:
-        cert = x509.load_der_x509_certificate(secretfile.read(cert_path))
-        key = serialization.load_pem_private_key(secretfile.read(key_path), password=None)
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        log.warning("OPC UA certificate or key unreadable (%s): generating a new pair", exc)
-        return None
-    now = datetime.now(UTC)
-    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
-        log.warning("OPC UA certificate not valid now: generating a new pair")
-        return None
-    pub = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    if cert.public_key().public_bytes(enc, pub) != key.public_key().public_bytes(enc, pub):
-        log.warning("OPC UA certificate and key do not match: generating a new pair")
-        return None
-    try:
-        return _describe_cert(cert_path, key_path, cert)
-    except (x509.ExtensionNotFound, IndexError):
-        log.warning("OPC UA certificate has no application URI: generating a new pair")
-        return None
-
-
-def ensure_certificate(paths: Paths, hostname: str | None = None) -> Certificate:
-    """The unit's certificate, generated on first use (also the client's, towards devices).
-
-    Written through `appliance.secretfile` (no symlink followed, 0600, owned by the data
-    directory's owner when root makes it); the secrets directory is locked meanwhile so
-    the field and opcua roles starting together make one pair, not two halves."""
-    paths.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-    owner = secretfile.owner_for(paths.data_dir)
-    with secretfile.open_dir(paths.secrets_dir, owner=owner) as dfd:
-        fcntl.flock(dfd, fcntl.LOCK_EX)
-        return _ensure_certificate(paths, hostname, owner)
-
-
-def _ensure_certificate(
-    paths: Paths, hostname: str | None, owner: tuple[int, int] | None
-) -> Certificate:
-    secrets = paths.secrets_dir
-    cert_path, key_path = secrets / CERT_FILE, secrets / KEY_FILE
-    existing = _load(cert_path, key_path)
-    if existing is not None:
-        return existing
-    host = hostname or socket.gethostname() or "appliance"
-    uri = f"urn:{host}:appliance"
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, f"appliance@{host}"[:64]),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "IT/OT demarcation appliance"),
-        ]
-    )
-    now = datetime.now(UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=CERT_DAYS))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri), x509.DNSName(host)]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=True,
-                data_encipherment=True,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    secretfile.write(secrets, KEY_FILE, key_pem, mode=0o600, owner=owner)
-    der = cert.public_bytes(serialization.Encoding.DER)
-    secretfile.write(secrets, CERT_FILE, der, mode=0o600, owner=owner)
-    info = _describe_cert(cert_path, key_path, cert)
-    log.info("generated the OPC UA certificate %s (%s)", info.application_uri, info.thumbprint)
-    return info
-
-
 # -- the standard address space, cached on disk ------------------------------------------
 
 _BUILD_SHELF = """
@@ -358,7 +212,7 @@ async def ensure_shelf(paths: Paths) -> Path | None:
     shelf.parent.mkdir(parents=True, exist_ok=True)
     tmp = shelf.with_name(f"tmp-{os.getpid()}-{shelf.name}")
     try:
-        proc = await asyncio.create_subprocess_exec(
+        child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _BUILD_SHELF,
@@ -366,8 +220,8 @@ async def ensure_shelf(paths: Paths) -> Path | None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        _, err = await asyncio.wait_for(proc.communicate(), 300)
-        if proc.returncode != 0:
+        _, err = await asyncio.wait_for(child.communicate(), 300)
+        if child.returncode != 0:
             raise OSError(err.decode(errors="replace").strip().splitlines()[-1:] or "failed")
         for part in tmp.parent.glob(tmp.name + "*"):
             os.replace(part, shelf.with_name(shelf.name + part.name[len(tmp.name) :]))
