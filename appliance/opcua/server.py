@@ -80,6 +80,7 @@ from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import struct_from_binary
 
+from appliance import proc
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
 from appliance.field.model import Device, Tag
 from appliance.field.model import Northbound as NorthboundConfig
@@ -219,6 +220,7 @@ async def ensure_shelf(paths: Paths) -> Path | None:
             str(tmp),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            env=proc.clean_env(),
         )
         _, err = await asyncio.wait_for(child.communicate(), 300)
         if child.returncode != 0:
