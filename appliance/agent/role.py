@@ -38,12 +38,13 @@ from appliance.agent.heartbeat import (
 from appliance.agent.syslog import Forwarder
 from appliance.agent.webhook import WebhookSender
 from appliance.config.model import Config
-from appliance.errors import ApplianceError, Conflict, PermissionDenied
+from appliance.errors import ApplianceError, Conflict, Invalid, PermissionDenied
 from appliance.paths import Paths
 from appliance.state import revisions as revs
 from appliance.state.control import ControlServer, socket_path
 from appliance.state.db import Store, borrowed_store, open_store
 from appliance.state.live import LiveState
+from appliance.web import tls
 
 log = logging.getLogger("appliance.agent")
 
@@ -72,16 +73,11 @@ def uptime_s(path: Path = Path("/proc/uptime")) -> float | None:
 def cert_not_after(paths: Paths) -> float | None:
     """When the web role's HTTPS certificate expires (the earliest, if several), or None."""
     try:
-        from appliance.web import tls  # the web area's module, once it exists
-
-        fn = getattr(tls, "not_after", None)
-        if callable(fn):
-            value = fn(paths)
-            return float(value) if value is not None else None
-    except ImportError:
-        pass
-    except Exception as e:  # its failure must not stop health
+        value = tls.not_after(paths)
+    except Exception as e:  # its failure must not stop health: the files are read below
         log.debug("web tls not_after: %s", e)
+    else:
+        return float(value) if value is not None else None
     root = paths.secrets_dir
     if not root.is_dir():
         return None
@@ -264,11 +260,9 @@ class Agent:
         try:
             secs = float(seconds)
         except (TypeError, ValueError):
-            raise ApplianceError(f"{seconds!r} is not a number", field="seconds") from None
+            raise Invalid(f"{seconds!r} is not a number", field="seconds") from None
         if not math.isfinite(secs) or not 0 < secs <= IDENTIFY_MAX_S:
-            raise ApplianceError(
-                f"must be between 0 and {IDENTIFY_MAX_S:g} seconds", field="seconds"
-            )
+            raise Invalid(f"must be between 0 and {IDENTIFY_MAX_S:g} seconds", field="seconds")
         now = self.clock()
         with self._lock:
             self.identify_until = now + secs
