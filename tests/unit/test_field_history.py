@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,8 +72,30 @@ def test_a_flush_is_one_transaction(store: Store, writer: HistoryWriter) -> None
     assert writer.stats()["written"] == 1000 and writer.stats()["queued"] == 0
 
 
+class WatchedWriter(HistoryWriter):
+    """A HistoryWriter that records the waits its thread begins: the thread reads
+    flush_interval under the queue's lock right before it waits that long, so once 60
+    is in `waits` the thread is waiting (a sample added now finds it asleep)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.waits: list[float] = []
+        super().__init__(*args, **kw)
+
+    @property  # type: ignore[override]
+    def flush_interval(self) -> float:
+        self.waits.append(self._interval)
+        return self._interval
+
+    @flush_interval.setter
+    def flush_interval(self, seconds: float) -> None:
+        self._interval = seconds
+
+    def waiting(self, seconds: float) -> None:
+        wait_for(lambda: seconds in self.waits, what=f"the writer thread to wait {seconds:g} s")
+
+
 def test_background_thread_flushes_on_interval_and_on_stop(store: Store) -> None:
-    w = HistoryWriter(store, flush_interval=0.05, flush_samples=10_000)
+    w = WatchedWriter(store, flush_interval=0.05, flush_samples=10_000)
     w.start()
     try:
         for i in range(5):
@@ -82,9 +103,10 @@ def test_background_thread_flushes_on_interval_and_on_stop(store: Store) -> None
         wait_for(lambda: w.stats()["written"] == 5)
         assert w.stats()["last_flush"] is not None
         w.flush_interval = 60.0
-        time.sleep(0.1)  # let the thread start its long wait
+        w.waiting(60.0)
         for i in range(3):
             w.add("plc1.x", T0 + 10 + i, i, "good")
+        assert w.stats()["written"] == 5  # the thread sleeps on: the stop writes these three
     finally:
         w.stop()
     assert w.stats()["written"] == 8
@@ -92,10 +114,10 @@ def test_background_thread_flushes_on_interval_and_on_stop(store: Store) -> None
 
 
 def test_a_full_batch_is_written_before_the_interval(store: Store) -> None:
-    w = HistoryWriter(store, flush_interval=60.0, flush_samples=50)
+    w = WatchedWriter(store, flush_interval=60.0, flush_samples=50)
     w.start()
     try:
-        time.sleep(0.05)
+        w.waiting(60.0)  # asleep for a minute, until the fiftieth sample wakes it
         for i in range(50):
             w.add("plc1.x", T0 + i, i, "good")
         wait_for(lambda: w.stats()["written"] == 50, timeout=20)
