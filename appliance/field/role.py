@@ -14,10 +14,10 @@
 - it writes ``<run_dir>/field.json`` once a second (the contract in the shared brief)
   and serves ``<run_dir>/field.sock``: ``write(tag, value, actor)`` (audited; the same bus
   lock as the polls) and ``ack_alarm(id, actor)``;
-- it serves ``<run_dir>/field-values.sock`` (`ValueStream`): the opcua role's feed of
-  changed values. The northbound OPC UA server runs in that role's own process, not here:
-  the stack that parses what the IT network sends never shares a process with the OT
-  connections, and this role stays small.
+- it serves ``<run_dir>/field-values.sock`` (`appliance.valuestream.ValueStream`): the
+  opcua role's feed of changed values. The northbound OPC UA server runs in that role's
+  own process, not here: the stack that parses what the IT network sends never shares a
+  process with the OT connections, and this role stays small.
 """
 
 from __future__ import annotations
@@ -26,12 +26,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from appliance.config.model import Config
@@ -47,6 +44,7 @@ from appliance.state import revisions
 from appliance.state.control import ControlServer, socket_path
 from appliance.state.db import Store, open_store
 from appliance.state.live import LiveState
+from appliance.valuestream import ValueStream, stream_path
 
 log = logging.getLogger("field")
 
@@ -55,8 +53,6 @@ TICK_EVERY_S = 0.5
 RELOAD_EVERY_S = 2.0
 WRITE_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 2.0
-STREAM_FILE = "field-values.sock"
-STREAM_BUFFER_MAX = 1 << 20  # a reader this far behind is cut off (it gets a snapshot again)
 LOOP_S = 0.2  # how often the main loop looks at the stop flag and its timers
 SOON_S = 0.2  # an alarm change is in field.json this soon after the last write
 
@@ -99,7 +95,7 @@ class FieldRole:
         self.publisher: Publisher
         self.history: HistoryWriter
         self.alarms: AlarmEngine
-        self.stream = ValueStream(paths.run_dir / STREAM_FILE, self.tags_snapshot)
+        self.stream = ValueStream(stream_path(paths.run_dir), self.tags_snapshot)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._alarms_changed = False
@@ -489,92 +485,6 @@ class FieldRole:
         )
         log.info("%s wrote %s = %r", actor, tag, written)
         return {"tag": tag, "value": written, "written_at": time.time()}
-
-
-def _line(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), default=str).encode() + b"\n"
-
-
-class ValueStream:
-    """``<run_dir>/field-values.sock``: changed values for the opcua role, as JSON lines.
-
-    A reader gets ``{"snapshot": {name: [value, quality, source_time]}, "t": t}`` when it
-    connects (and again after a reconfiguration), then ``{"values": {...}, "t": t}`` with
-    the tags that changed: the changes of one loop iteration (a device's poll cycle) are
-    one line, one write per reader. Nothing here waits for a reader: one whose unsent
-    buffer passes STREAM_BUFFER_MAX is cut off, and gets a fresh snapshot when it
-    reconnects. With no reader connected nothing is collected at all.
-    """
-
-    def __init__(self, path: Path, snapshot: Callable[[], dict[str, list[Any]]]) -> None:
-        self.path = path
-        self._snapshot = snapshot
-        self.readers: list[asyncio.StreamWriter] = []
-        self._pending: dict[str, list[Any]] = {}
-        self._scheduled = False
-        self._server: asyncio.base_events.Server | None = None
-        self.lines = 0
-        self.cut_off = 0
-
-    async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.unlink(missing_ok=True)
-        self._server = await asyncio.start_unix_server(self._accept, path=str(self.path))
-        os.chmod(self.path, 0o660)
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for w in self.readers:
-            w.transport.abort()
-        self.readers.clear()
-        self.path.unlink(missing_ok=True)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(_line({"snapshot": self._snapshot(), "t": time.time()}))
-        self.readers.append(writer)
-        log.info("value stream: a reader connected (%d)", len(self.readers))
-        try:
-            while await reader.read(4096):  # readers send nothing; this waits for EOF
-                pass
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            if writer in self.readers:
-                self.readers.remove(writer)
-            writer.transport.abort()
-
-    def change(self, name: str, value: Any, quality: str, source_time: float | None) -> None:
-        """Queue one changed value; the loop's next turn sends everything queued."""
-        self._pending[name] = [value, quality, source_time]
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def resnapshot(self) -> None:
-        """Send every reader the whole table again (the tags changed)."""
-        self._pending.clear()
-        if self.readers:
-            self._send(_line({"snapshot": self._snapshot(), "t": time.time()}))
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        batch, self._pending = self._pending, {}
-        if batch and self.readers:
-            self._send(_line({"values": batch, "t": time.time()}))
-
-    def _send(self, line: bytes) -> None:
-        self.lines += 1
-        for w in list(self.readers):
-            if w.is_closing() or w.transport.get_write_buffer_size() > STREAM_BUFFER_MAX:
-                if not w.is_closing():
-                    log.warning("value stream: a reader fell behind; it gets a snapshot anew")
-                    self.cut_off += 1
-                self.readers.remove(w)
-                w.transport.abort()
-                continue
-            w.write(line)
 
 
 def _status(dev: Device, state: str) -> dict[str, Any]:

@@ -13,10 +13,11 @@ the field role small (asyncua's server costs tens of MB).
   and every 2 s; it runs `Northbound(config.opcua_server, ...)` while
   ``opcua_server.enabled`` (restarted when those settings change, stopped when disabled)
   and makes the address space follow the devices and tags;
-- values: it reads ``<run_dir>/field-values.sock`` (the field role's `ValueStream`): a
-  snapshot of every tag, then the changes, as JSON lines. While that stream is down (the
-  field role stopped or restarting) every value shows Bad (BadCommunicationError); it
-  reconnects with back-off (0.2 s doubling to 2 s) and the snapshot makes them good again;
+- values: it reads ``<run_dir>/field-values.sock`` (`appliance.valuestream`, served by
+  the field role): a snapshot of every tag, then the changes, as JSON lines. While that
+  stream is down (the field role stopped or restarting) every value shows Bad
+  (BadCommunicationError); it reconnects with back-off (0.2 s doubling to 2 s) and the
+  snapshot makes them good again;
 - users: `appliance.web.accounts.authenticate` (the web UI's accounts; this process
   opens its own Store for it), told the client's address (the per-address throttle) and
   run on a thread; a logged-on user's current role (`_role_of`: None when disabled or
@@ -35,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import threading
 import time
@@ -49,18 +49,15 @@ from appliance.paths import Paths
 from appliance.state import control, revisions
 from appliance.state.db import Store, open_store
 from appliance.state.live import LiveState
+from appliance.valuestream import ValueReader, stream_path
 
 log = logging.getLogger("opcua")
 
-STREAM_FILE = "field-values.sock"  # served by the field role (appliance/field/role.py)
 PUBLISH_EVERY_S = 1.0
 RELOAD_EVERY_S = 2.0
 LOOP_S = 0.2
 STOP_TIMEOUT_S = 2.0
 WRITE_TIMEOUT_S = 20.0  # the field role gives a device 15 s
-BACKOFF_FIRST_S = 0.2
-BACKOFF_CAP_S = 2.0
-LINE_LIMIT = 1 << 24  # a snapshot of every tag is one line
 
 
 def _authenticate() -> Authenticate:
@@ -105,7 +102,10 @@ class OpcUaRole:
         self.live = live
         self.authenticate = authenticate
         self.role_of = role_of
-        self.stream_path = paths.run_dir / STREAM_FILE
+        self.stream_path = stream_path(paths.run_dir)
+        self.reader = ValueReader(
+            self.stream_path, self._snapshot, self._changes, self.disconnected
+        )
         self.field_socket = control.socket_path(paths.run_dir, "field")
         self.revision_id: int | None = None
         self.config: Config | None = None
@@ -123,7 +123,7 @@ class OpcUaRole:
     async def run(self, stop: threading.Event) -> None:
         self.loop = asyncio.get_running_loop()
         bell = self._bind_doorbell()
-        feed = asyncio.create_task(self._feed(), name="opcua:values")
+        feed = asyncio.create_task(self.reader.run(), name="opcua:values")
         try:
             self.publish()
             await self.reload(force=True)
@@ -231,50 +231,23 @@ class OpcUaRole:
         for name, (value, quality, source_time) in self.values.items():
             nb.update(name, value, quality if self.connected else "bad", source_time)
 
-    async def _feed(self) -> None:
-        """Read the field role's value stream for ever; reconnect with back-off."""
-        backoff = BACKOFF_FIRST_S
-        while True:
-            try:
-                reader, writer = await asyncio.open_unix_connection(
-                    str(self.stream_path), limit=LINE_LIMIT
-                )
-            except OSError:
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_CAP_S)
-                continue
-            backoff = BACKOFF_FIRST_S
-            log.info("value stream: connected to the field role")
-            try:
-                while line := await reader.readline():
-                    self.handle(line)
-            except (OSError, ValueError) as e:  # a reset, or a line past LINE_LIMIT
-                log.warning("value stream: %s", e)
-            finally:
-                writer.transport.abort()
-                self.disconnected()
-            await asyncio.sleep(BACKOFF_FIRST_S)
-
     def handle(self, line: bytes) -> None:
-        """One line of the value stream: a snapshot or a batch of changes; a line that is
-        not one is logged and skipped (the stream goes on)."""
-        try:
-            self._handle(json.loads(line))
-        except (ValueError, TypeError, AttributeError) as e:
-            log.warning("value stream: a line that does not parse, ignored: %s", e)
+        """One line of the value stream (`ValueReader.handle`: a line that does not parse
+        is logged and skipped)."""
+        self.reader.handle(line)
 
-    def _handle(self, doc: dict[str, Any]) -> None:
+    def _snapshot(self, table: dict[str, list[Any]]) -> None:
+        self.values = table
+        self.connected = True
+        self._push_all()
+        self.last_update = time.time()
+
+    def _changes(self, table: dict[str, list[Any]]) -> None:
+        self.values.update(table)
         nb = self.northbound
-        if "snapshot" in doc:
-            self.values = _entries(doc["snapshot"])
-            self.connected = True
-            self._push_all()
-        else:
-            changes = _entries(doc.get("values") or {})
-            self.values.update(changes)
-            if nb is not None:
-                for name, (value, quality, source_time) in changes.items():
-                    nb.update(name, value, quality, source_time)
+        if nb is not None:
+            for name, (value, quality, source_time) in table.items():
+                nb.update(name, value, quality, source_time)
         self.last_update = time.time()
 
     def disconnected(self) -> None:
@@ -334,18 +307,6 @@ class OpcUaRole:
             self.live.write("opcua", self.document())
         except OSError as e:  # a full or vanished run dir: try again next second
             log.warning("cannot write opcua.json: %s", e)
-
-
-def _entries(raw: Any) -> dict[str, list[Any]]:
-    """`{name: [value, quality, source_time]}` from a stream line, checked (TypeError)."""
-    if not isinstance(raw, dict):
-        raise TypeError(f"expected an object of tags, got {type(raw).__name__}")
-    out: dict[str, list[Any]] = {}
-    for name, entry in raw.items():
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[1], str)):
-            raise TypeError(f"{name}: expected [value, quality, source_time]")
-        out[str(name)] = entry
-    return out
 
 
 def main(paths: Paths, stop: threading.Event) -> None:

@@ -9,7 +9,7 @@ role's control socket and is audited; a viewer's is refused, and so is an admin'
 a channel that is not encrypted; a viewer disabled in the accounts loses the session;
 disabling the server in a new revision stops it. The value stream itself (snapshot,
 batches, a slow reader cut off without blocking the poll loop) is checked without a
-namespace.
+namespace, in tests/unit/test_valuestream.py.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from testkit import until, wait_for
 
-from appliance.field.role import STREAM_BUFFER_MAX, ValueStream
 from appliance.lab.topology import in_netns
 from appliance.opcua.certificate import ensure_certificate
 from appliance.paths import Paths
@@ -338,57 +337,3 @@ def test_the_opcua_role_end_to_end(plc: str, tmp_path: Path) -> None:
     assert rc_opcua == 0, opcua.log()
     assert rc_field == 0, field.log()
     assert stopped_in is not None and stopped_in < 3.0, f"opcua stopped in {stopped_in:.1f} s"
-
-
-# -- the value stream, alone ----------------------------------------------------------------
-
-
-def test_value_stream_snapshot_batches_and_a_slow_reader(tmp_path: Path) -> None:
-    table = {"a.x": [1, "good", 10.0], "a.y": [None, "bad", None]}
-
-    async def body() -> None:
-        stream = ValueStream(
-            tmp_path / "field-values.sock", lambda: {k: list(v) for k, v in table.items()}
-        )
-        await stream.start()
-        assert stream.readers == []
-        stream.change("a.x", 0, "good", 1.0)  # nobody listening: nothing kept
-        await asyncio.sleep(0)
-        assert stream.lines == 0
-        reader, writer = await asyncio.open_unix_connection(str(stream.path), limit=1 << 24)
-        snap = json.loads(await asyncio.wait_for(reader.readline(), 5))
-        assert snap["snapshot"] == table
-        await until(lambda: asyncio.sleep(0, len(stream.readers) == 1), 5, "reader registered")
-        # the changes of one loop turn are one line
-        stream.change("a.x", 2, "good", 11.0)
-        stream.change("a.y", 3.5, "uncertain", 11.0)
-        stream.change("a.x", 4, "good", 12.0)
-        line = json.loads(await asyncio.wait_for(reader.readline(), 5))
-        assert line["values"] == {"a.x": [4, "good", 12.0], "a.y": [3.5, "uncertain", 11.0]}
-        assert stream.lines == 1
-        writer.close()
-        await until(lambda: asyncio.sleep(0, not stream.readers), 5, "the reader gone")
-        # a reader that stops reading is cut off once its buffer is full; change() never waits
-        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.connect(str(stream.path))  # and never reads
-        await until(lambda: asyncio.sleep(0, len(stream.readers) == 1), 5, "slow reader in")
-        big = "x" * 4096
-        t0 = time.monotonic()
-        for i in range(4 * STREAM_BUFFER_MAX // 4096):
-            stream.change("a.x", big + str(i), "good", float(i))
-            await asyncio.sleep(0)
-            if not stream.readers:
-                break
-        assert stream.readers == [] and stream.cut_off == 1
-        assert time.monotonic() - t0 < 30
-        slow.close()
-        # it reconnects and starts over from a snapshot
-        reader, writer = await asyncio.open_unix_connection(str(stream.path), limit=1 << 24)
-        assert "snapshot" in json.loads(await asyncio.wait_for(reader.readline(), 5))
-        stream.stop()
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # the role stopped: EOF
-        writer.close()
-        assert not stream.path.exists()
-
-    asyncio.run(body())
