@@ -50,6 +50,7 @@ from appliance.state import control, revisions
 from appliance.state.db import Store, open_store
 from appliance.state.live import LiveState
 from appliance.valuestream import ValueReader, stream_path
+from appliance.web import accounts
 
 log = logging.getLogger("opcua")
 
@@ -60,25 +61,8 @@ STOP_TIMEOUT_S = 2.0
 WRITE_TIMEOUT_S = 20.0  # the field role gives a device 15 s
 
 
-def _authenticate() -> Authenticate:
-    try:
-        from appliance.web.accounts import authenticate
-    except ImportError:  # a build without the web UI's accounts: nobody logs on
-
-        def nobody(_user: str, _password: str, /, *, source: str | None = None) -> str | None:
-            return None
-
-        return nobody
-    return authenticate
-
-
 def _role_of(name: str) -> str | None:
-    """A user's role in the web UI's accounts now; None when disabled, deleted or when
-    there are no accounts in this build."""
-    try:
-        from appliance.web import accounts
-    except ImportError:
-        return None
+    """A user's role in the web UI's accounts now; None when disabled or deleted."""
     try:
         user = accounts.get_user(name)
     except NotFound:
@@ -313,7 +297,7 @@ def main(paths: Paths, stop: threading.Event) -> None:
     """The opcua role (see the module docstring); returns soon after `stop` is set."""
     store, own = open_store(paths.data_dir)
     live = LiveState(paths.run_dir)
-    role = OpcUaRole(paths, store, live, _authenticate())
+    role = OpcUaRole(paths, store, live, accounts.authenticate)
     try:
         asyncio.run(role.run(stop))
     finally:
