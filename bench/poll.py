@@ -162,8 +162,8 @@ def naive(seconds: float) -> None:
 
     from pymodbus.client import AsyncModbusTcpClient
 
+    from appliance.config.field import Tag
     from appliance.field.decode import decode
-    from appliance.field.model import Tag
 
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
@@ -235,9 +235,9 @@ def wait_for(pred: Any, timeout: float, what: str) -> Any:
 
 
 def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:
-    from appliance.field.model import Device
+    from appliance.config.field import Device
+    from appliance.config.points import DeviceLimits
     from appliance.field.plan import ideal_request_count
-    from appliance.field.points import DeviceLimits
     from appliance.state import revisions
     from appliance.state.db import Store
     from appliance.state.live import LiveState

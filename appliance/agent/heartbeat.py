@@ -39,7 +39,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from appliance import __version__
-from appliance.agent.model import Fleet
 from appliance.agent.outbox import (
     FLEET_ACK,
     FLEET_QUEUED,
@@ -50,6 +49,7 @@ from appliance.agent.outbox import (
     set_cursor,
 )
 from appliance.agent.tlsutil import client_context
+from appliance.config.agent import Fleet
 from appliance.config.redact import redact_url
 from appliance.errors import ApplianceError, FleetError
 from appliance.state.db import Event

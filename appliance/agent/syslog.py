@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from appliance.agent.model import SEVERITY_ORDER, Syslog
 from appliance.agent.outbox import get_cursor, has_cursor, set_cursor
 from appliance.agent.tlsutil import client_context
+from appliance.config.agent import SEVERITY_ORDER, Syslog
 from appliance.state.db import Event
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from appliance.agent.heartbeat import FleetError, post_json
-from appliance.agent.model import Webhook
 from appliance.agent.outbox import backoff_delay, get_cursor, has_cursor, set_cursor
 from appliance.agent.tlsutil import client_context
+from appliance.config.agent import Webhook
 from appliance.config.redact import redact_url
 from appliance.errors import ApplianceError
 from appliance.state.db import Event

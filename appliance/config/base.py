@@ -34,7 +34,7 @@ _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 @dataclass(frozen=True)
 class Finding:
     """An error or a warning about a document, with the path it concerns: the config check
-    and each section's own cross-document check (`field.model.check_field`) make them."""
+    and each section's own cross-document check (`config.field.check_field`) make them."""
 
     path: str
     message: str

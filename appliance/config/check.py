@@ -17,9 +17,9 @@ from datetime import datetime
 from typing import NamedTuple
 
 from appliance.config.base import Finding
+from appliance.config.field import check_field
 from appliance.config.model import Conduit, Config, IPNet
 from appliance.config.services import Service
-from appliance.field.model import check_field
 
 MAX_REPORTED = 20
 

@@ -21,11 +21,11 @@ from pydantic import (
     field_validator,
 )
 
-from appliance.agent.model import Fleet, Leds, Syslog, Webhook
+from appliance.config.agent import Fleet, Leds, Syslog, Webhook
 from appliance.config.base import Bool, Int, Line, Strict, Text, Version, check_name
+from appliance.config.field import Device, History, Northbound
 from appliance.config.services import Service, parse_service
-from appliance.field.model import Device, History, Northbound
-from appliance.web.model import Web
+from appliance.config.web import Web
 
 IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPIface = ipaddress.IPv4Interface | ipaddress.IPv6Interface

@@ -33,8 +33,8 @@ from typing import Any
 
 import peewee as pw
 
+from appliance.config.field import Device
 from appliance.errors import NotFound
-from appliance.field.model import Device
 from appliance.field.store import AlarmRow
 from appliance.state.db import Store
 

@@ -6,7 +6,7 @@ import math
 import struct
 from collections.abc import Sequence
 
-from appliance.field.points import NUMERIC_TYPES, Point, register_count
+from appliance.config.points import NUMERIC_TYPES, Point, register_count
 
 Value = bool | int | float | str
 

@@ -36,9 +36,9 @@ from typing import Any
 
 import peewee as pw
 
+from appliance.config.field import Device, History
 from appliance.errors import ApplianceError, NotFound
 from appliance.field import store as fs
-from appliance.field.model import Device, History
 from appliance.paths import Paths
 from appliance.state.db import Store
 

@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from appliance.field.points import (
+from appliance.config.points import (
     BIT_TABLES,
     MAX_READ_BITS,
     MAX_READ_REGISTERS,

@@ -46,12 +46,12 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from appliance.config.field import Device, Tag
+from appliance.config.points import BIT_TABLES, DeviceLimits, Point
 from appliance.errors import BadRequest, NotFound, PermissionDenied
 from appliance.field.decode import EncodeError, decode, encode
 from appliance.field.modbus import ILLEGAL_DATA_ADDRESS, DeviceError, ModbusLink
-from appliance.field.model import Device, Tag
 from appliance.field.plan import Boundary, Request, ideal_request_count, plan, split_request
-from appliance.field.points import BIT_TABLES, DeviceLimits, Point
 
 log = logging.getLogger("field.poller")
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from appliance.field.model import Device
+from appliance.config.field import Device
 
 
 @dataclass(frozen=True)
