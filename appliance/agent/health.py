@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
-from appliance.state.live import ALIVE_WITHIN_S
+from appliance.roles import ALIVE_WITHIN_S
 
 State = Literal["booting", "ok", "degraded", "fault", "pending-confirm", "identify"]
 Severity = Literal["fault", "warning", "info"]

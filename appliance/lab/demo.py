@@ -13,7 +13,6 @@ with a line saying so.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 import sys
@@ -29,11 +28,12 @@ from appliance.errors import ApplianceError, LabError
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec
 from appliance.paths import Paths
+from appliance.roles import CONFIG_FOLLOWERS
+from appliance.roles import NAMES as ROLE_NAMES
 
 Echo = Callable[[str], None]
 REPO = Path(__file__).resolve().parents[2]
 DAEMON = "appliance"
-ALL_ROLES = ("net", "field", "opcua", "agent", "web")
 RENDERED = "config.yaml"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 # placeholder -> the lab extra that provides it (what to leave out without that extra)
@@ -49,18 +49,6 @@ def find_config(name: str) -> Path:
         if candidate.is_file():
             return candidate
     raise LabError(f"{name}: no such configuration file")
-
-
-def _module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
-
-
-def available_roles() -> list[str]:
-    """The roles this checkout can run: net always, the others once their module exists."""
-    return [r for r in ALL_ROLES if r == "net" or _module_exists(f"appliance.{r}.role")]
 
 
 # -- rendering the configuration for this lab -----------------------------------------------
@@ -196,7 +184,7 @@ def commit_file(paths: Paths, config_file: Path, author: str = "lab", timeout: f
     )
     revs.commit(store, author=author, now=time.time(), ref=draft.revision.id)
     live = LiveState(paths.run_dir)
-    live.ring("net", "field", "opcua", "agent")
+    live.ring(*CONFIG_FOLLOWERS)
     try:
         return revs.wait_applied(live, draft.revision.id, timeout).id
     except ApplianceError as e:
@@ -238,7 +226,7 @@ def up(
         rendered = spec.root / RENDERED
         rendered.write_text(text)
         rendered.chmod(0o600)  # it may hold the unit's fleet token
-    run_roles = list(roles) if roles is not None else available_roles()
+    run_roles = list(roles) if roles is not None else list(ROLE_NAMES)
     echo(
         f"lab: starting the appliance in {spec.ns_app} (roles {', '.join(run_roles)};"
         f" state in {paths.data_dir})"
@@ -281,7 +269,7 @@ def status(lab_dir: Path, prefix: str = "lab") -> dict[str, Any]:
 
     data = topology.status(spec)
     live = LiveState(paths_for(spec.root).run_dir)
-    roles = {role: live.alive(role) for role in ALL_ROLES}
+    roles = {role: live.alive(role) for role in ROLE_NAMES}
     data["appliance"] = {"net_alive": roles["net"], "roles": roles}
     return data
 
@@ -378,23 +366,19 @@ def probe_tcp(ns: str, host: str, port: int, timeout: float = 1.5) -> str:
 
 
 def web_login_facts(paths: Paths) -> dict[str, str | None]:
-    """The UI's certificate fingerprint and the first-login setup code, when the web role
-    (appliance.web.tls / appliance.web.setup) is installed and has made them."""
+    """The UI's certificate fingerprint and the first-login setup code, once the web role
+    has made them."""
+    from appliance.web import setup, tls
+
     facts: dict[str, str | None] = {"fingerprint": None, "setup_code": None}
-    if _module_exists("appliance.web.tls"):
-        from appliance.web import tls
-
-        try:
-            facts["fingerprint"] = tls.fingerprint(paths)
-        except (ApplianceError, OSError, ValueError):  # not made yet: the demo says where
-            pass
-    if _module_exists("appliance.web.setup"):
-        from appliance.web import setup
-
-        try:
-            facts["setup_code"] = setup.setup_code(paths)
-        except (ApplianceError, OSError, ValueError):  # already set up, or not made yet
-            pass
+    try:
+        facts["fingerprint"] = tls.fingerprint(paths)
+    except (ApplianceError, OSError, ValueError):  # not made yet: the demo says where
+        pass
+    try:
+        facts["setup_code"] = setup.setup_code(paths)
+    except (ApplianceError, OSError, ValueError):  # already set up, or not made yet
+        pass
     return facts
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import importlib.util
 import json
 import os
 import re
@@ -469,14 +468,6 @@ def _tail_line(spec: LabSpec, name: str) -> str:
 # -- the extras: slow PLC, RTU line, OPC UA server, fleet receiver, syslog sink -------------
 
 
-def _module_exists(name: str) -> bool:
-    """Whether a module of the package is installed (extras written by others may not be)."""
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:  # its parent package is missing
-        return False
-
-
 def _start_extras(spec: LabSpec, progress: Callable[[str], None]) -> dict[str, Any]:
     """Spawn the extras the spec asks for (without waiting); their facts, for lab.json."""
     from appliance.lab.plc import SLOW_DELAY
@@ -488,15 +479,12 @@ def _start_extras(spec: LabSpec, progress: Callable[[str], None]) -> dict[str, A
         progress("starting the RTU line (socat pty pair) and the Modbus RTU simulator")
         extras["rtu"] = _start_rtu(spec)
     if spec.opcua:
-        if _module_exists("appliance.lab.opcua_sim"):
-            progress(f"starting the OPC UA simulator on {OPCUA_ADDRESS}:{OPCUA_PORT}")
-            argv = [sys.executable, "-m", "appliance.lab.opcua_sim"]
-            argv += ["--listen", OPCUA_ADDRESS, "--port", str(OPCUA_PORT)]
-            spawn(spec, spec.ns_ot, "opcua", argv)
-            url = f"opc.tcp://{OPCUA_ADDRESS}:{OPCUA_PORT}/"
-            extras["opcua"] = {"address": OPCUA_ADDRESS, "port": OPCUA_PORT, "url": url}
-        else:
-            progress("no OPC UA simulator (appliance.lab.opcua_sim is not installed): skipped")
+        progress(f"starting the OPC UA simulator on {OPCUA_ADDRESS}:{OPCUA_PORT}")
+        argv = [sys.executable, "-m", "appliance.lab.opcua_sim"]
+        argv += ["--listen", OPCUA_ADDRESS, "--port", str(OPCUA_PORT)]
+        spawn(spec, spec.ns_ot, "opcua", argv)
+        url = f"opc.tcp://{OPCUA_ADDRESS}:{OPCUA_PORT}/"
+        extras["opcua"] = {"address": OPCUA_ADDRESS, "port": OPCUA_PORT, "url": url}
     tls = None
     if spec.fleet or spec.syslog:
         from appliance.lab import pki
@@ -566,9 +554,6 @@ def _rtu_argv(spec: LabSpec) -> list[str]:
 
 def _start_fleet(spec: LabSpec, tls: Any, progress: Callable[[str], None]) -> dict[str, Any] | None:
     """Register the demo unit's token with a fresh fleet database, then start the receiver."""
-    if not _module_exists("appliance.fleet.cli"):
-        progress("no fleet receiver (appliance.fleet.cli is not installed): skipped")
-        return None
     from appliance.lab import fleetlab
 
     progress(f"starting the fleet receiver on {spec.fleet_url}")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ALIVE_WITHIN_S = 5.0
+from appliance.roles import ALIVE_WITHIN_S
 
 
 class LiveState:

@@ -14,8 +14,9 @@ from flask import current_app
 
 from appliance.config.model import Config
 from appliance.paths import Paths
+from appliance.roles import ALIVE_WITHIN_S
 from appliance.state.db import Revision, Store
-from appliance.state.live import ALIVE_WITHIN_S, LiveState
+from appliance.state.live import LiveState
 
 
 class LiveCache:

@@ -6,13 +6,11 @@ from typing import Any
 
 import yaml
 
+from appliance import roles
 from appliance.config.model import Config
 from appliance.state.db import Revision
 from appliance.web.auth import principal
 from appliance.web.context import ctx
-
-# Roles to wake after a change of what runs (they also poll).
-CHANGE_DOORBELLS = ("net", "field", "opcua", "agent")
 
 
 def rev_out(rev: Revision) -> dict[str, Any]:
@@ -42,7 +40,7 @@ def text_of(rev: Revision, cfg: Config, *, admin: bool) -> str:
 
 
 def ring_changed() -> None:
-    ctx().live.ring(*CHANGE_DOORBELLS)
+    ctx().live.ring(*roles.CONFIG_FOLLOWERS)
 
 
 def int_or_none(v: Any) -> int | None:
