@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.config.model import Config
-from appliance.errors import ApplianceError, NotFound, Timeout
+from appliance.errors import ApplianceError, Conflict, NotFound, Timeout
 from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
 from appliance.field.modbus import rtu_link, tcp_link
@@ -468,7 +468,7 @@ class FieldRole:
             elif runner.opcua is not None:
                 written = await runner.opcua.write(name, value)
             else:
-                raise ApplianceError(f"{dev.name} is disabled", field="tag")
+                raise Conflict(f"{dev.name} is disabled", field="tag")  # 409: not now
         except ApplianceError as e:
             await asyncio.to_thread(
                 self.store.audit,
