@@ -454,10 +454,8 @@ def status_data(paths: Paths) -> dict[str, Any]:
 
 
 def _cert_fingerprint(paths: Paths) -> str | None:
-    try:
-        from appliance.web.tls import fingerprint
-    except ImportError:
-        return None
+    from appliance.web.tls import fingerprint  # loads cryptography: only for `status`
+
     try:
         return fingerprint(paths)
     except OSError:

@@ -1,7 +1,7 @@
 """The web app factory: one blueprint per area, security headers, JSON errors under /api.
 
 `create_app(paths, testing=False, now=time.time)` opens the unit's Store in this
-process and registers the API blueprints and, when it is importable, the UI's
+process and registers the API blueprints, then the UI's pages
 (`appliance.web.ui.bp`). Every response carries a strict Content-Security-Policy
 (no inline script or style), HSTS, nosniff, no referrer and DENY framing; API
 answers are never cached. Errors under /api and /metrics are JSON
@@ -104,12 +104,7 @@ def create_app(
     )
     for spec in BLUEPRINTS:
         app.register_blueprint(_load(spec))
-    try:
-        ui = importlib.import_module("appliance.web.ui")
-    except ImportError as e:  # the API works without the pages
-        log.warning("web UI pages not available: %s", e)
-    else:
-        app.register_blueprint(ui.bp)
+    app.register_blueprint(_load("appliance.web.ui:bp"))  # the pages, after the API
 
     from appliance.web.auth import csrf_token, current_user
 

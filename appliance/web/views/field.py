@@ -7,15 +7,14 @@ does the work (and refuses what is not writable).
 
 from __future__ import annotations
 
-import importlib
 import time
-from types import ModuleType
 from typing import Any
 
 from flask import Blueprint, Response
 
 from appliance.config.redact import redact_text
 from appliance.errors import ApplianceError, Unavailable
+from appliance.field import api as field_api
 from appliance.state.control import call, socket_path
 from appliance.web.api import endpoint
 from appliance.web.auth import audit, principal
@@ -33,13 +32,6 @@ from appliance.web.schemas import (
 bp = Blueprint("field", __name__, url_prefix="/api")
 alarms_bp = Blueprint("alarms", __name__, url_prefix="/api")
 sql_bp = Blueprint("sql", __name__, url_prefix="/api")
-
-
-def field_api() -> ModuleType:
-    try:
-        return importlib.import_module("appliance.field.api")
-    except ImportError:
-        raise Unavailable("field data is not available in this build") from None
 
 
 def field_call(method: str, **params: Any) -> Any:
@@ -109,13 +101,7 @@ def devices() -> Any:
     response={"type": "array", "items": {"type": "object"}},
 )
 def tags() -> Any:
-    c = ctx()
-    try:
-        api = field_api()
-    except Unavailable:
-        live = (c.live.read("field") or {}).get("tags") or {}
-        return [{"name": n, **t} for n, t in sorted(live.items())]
-    return api.list_tags(c.live.live)
+    return field_api.list_tags(ctx().live.live)
 
 
 @endpoint(
@@ -127,21 +113,20 @@ def tags() -> Any:
     summary="A tag's stored samples (JSON, or CSV with format=csv)",
     response={"type": "array", "items": {"$ref": "#/components/schemas/Sample"}},
     extra_schemas=(Sample,),
-    errors=(404, 422, 503),
+    errors=(404, 422),
 )
 def history(name: str, query: HistoryQuery) -> Any:
     c = ctx()
-    api = field_api()
     end = query.to if query.to is not None else c.now()
     start = query.from_ if query.from_ is not None else end - 3600.0
     if query.format == "csv":
-        text = api.history_csv(c.store, name, start, end, query.limit)
+        text = field_api.history_csv(c.store, name, start, end, query.limit)
         return Response(
             text,
             mimetype="text/csv",
             headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
-    return api.tag_history(c.store, name, start, end, query.limit)
+    return field_api.tag_history(c.store, name, start, end, query.limit)
 
 
 @endpoint(
@@ -176,12 +161,7 @@ def write(name: str, body: WriteIn) -> Any:
 def alarms(query: AlarmsQuery) -> Any:
     c = ctx()
     active_only = query.active in ("1", "true")
-    try:
-        api = field_api()
-    except Unavailable:
-        doc = (c.live.read("field") or {}).get("alarms") or {}
-        return list(doc.get("active") or [])[: query.limit]
-    return api.list_alarms(c.store, c.live.live, active_only, query.limit)
+    return field_api.list_alarms(c.store, c.live.live, active_only, query.limit)
 
 
 @endpoint(
@@ -215,7 +195,7 @@ SQL_TIMEOUT_S = 5.0
     role="viewer",
     body=SqlIn,
     response=SqlOut,
-    errors=(400, 404, 422, 429, 503, 504),
+    errors=(400, 404, 422, 429, 504),
     summary="A read-only SQL query over the views samples, tags, alarms, events",
 )
 def sql(body: SqlIn) -> Any:
@@ -223,8 +203,9 @@ def sql(body: SqlIn) -> Any:
     pass 1 MB, the answer 8 MB or its memory 64 MB (400, the message names the limit);
     403 for anything but reading the views; 404 without a history database; 429 while
     another query of the same server process runs."""
-    api = field_api()
     started = time.monotonic()
-    result = api.sql_query(ctx().paths, body.query, max_rows=body.max_rows, timeout_s=SQL_TIMEOUT_S)
+    result = field_api.sql_query(
+        ctx().paths, body.query, max_rows=body.max_rows, timeout_s=SQL_TIMEOUT_S
+    )
     result.setdefault("elapsed_ms", (time.monotonic() - started) * 1000)
     return result

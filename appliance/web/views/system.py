@@ -11,8 +11,10 @@ from typing import Any
 from flask import Blueprint, Response
 
 from appliance import __version__
+from appliance.agent import diagnostics as diag
 from appliance.agent.health import from_live, health
 from appliance.errors import ApplianceError
+from appliance.field.api import history_capacity
 from appliance.state import revisions as revs
 from appliance.state.control import call, socket_path
 from appliance.web import tls
@@ -166,9 +168,7 @@ def system() -> Any:
     agent = c.live.read("agent") or {}
     fp, not_after = cert_facts(c)
     capacity = None
-    with contextlib.suppress(ImportError, ApplianceError, OSError):
-        from appliance.field.api import history_capacity  # type: ignore[import-not-found]
-
+    with contextlib.suppress(ApplianceError, OSError):  # no history (yet): the rest anyway
         capacity = history_capacity(c.paths, c.config(), store=c.store)
     return {
         "version": __version__,
@@ -212,16 +212,11 @@ def identify(body: IdentifyIn) -> Any:
     role="admin",
     content="application/gzip",
     response={"type": "string", "format": "binary"},
-    errors=(503,),
     summary="A support archive (.tar.gz) with no secret in it",
 )
 def diagnostics() -> Any:
-    try:
-        from appliance.agent.diagnostics import build
-    except ImportError:
-        raise Unavailable("diagnostics are not available in this build") from None
     c = ctx()
-    data = build(c.paths)
+    data = diag.build(c.paths)
     audit("diagnostics", detail=f"{len(data)} bytes")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(c.now()))
     return Response(
