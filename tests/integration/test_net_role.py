@@ -89,6 +89,19 @@ while time.monotonic() < end:
 """
 
 
+def stepped_after(appliance: Appliance, t: float, timeout: float) -> None:
+    """Wait until the net role has run a step that began after `t` (its clock is the wall
+    clock). A step writes the live state last, once, and at least every second; so a
+    state written after the first one written after `t` is from a step begun after `t`."""
+
+    def written_after(since: float) -> float | None:
+        at = float(appliance.live().get("updated_at", 0.0))
+        return at if at > since else None
+
+    first = wait_for(lambda: written_after(t), timeout, "a live state written after that time")
+    wait_for(lambda: written_after(first), 3, "the net role's next step")
+
+
 def read_line(lab: LabSpec, ns: str, host: str, port: int) -> str:
     cp = topology.ns_run(ns, [sys.executable, "-c", READ_LINE, host, str(port)])
     return cp.stdout.strip()
@@ -247,7 +260,9 @@ def test_confirmed_commit_stays(appliance: Appliance) -> None:
     cfg = config(conduits=[*config()["conduits"], conduit("web", PLC1, ["tcp/8080"])])
     second = appliance.commit(cfg, confirm_within=10)
     revs.confirm(appliance.store, author="test", now=time.time())
-    time.sleep(11)
+    deadline = appliance.revision(second).confirm_deadline
+    # the deadline passes and a step of the net role after it leaves the revision alone
+    stepped_after(appliance, deadline, deadline - time.time() + 2)
     assert appliance.revision(second).state == "confirmed"
     assert appliance.probe(PLC1, 8080) == "open"
 
@@ -299,7 +314,7 @@ def test_bad_config_is_refused_and_running_rules_untouched(appliance: Appliance)
     overlapping = config(conduits=[*config()["conduits"], conduit("dup", PLC1, ["tcp/502"])])
     with pytest.raises(ConfigInvalid, match="overlaps conduit 'scada-modbus'"):
         appliance.import_(overlapping)
-    time.sleep(1.5)
+    stepped_after(appliance, time.time(), 3)  # the role has looked again since
     after = appliance.nft("list", "table", "inet", "appliance")
     strip = lambda text: [ln for ln in text.splitlines() if "packets" not in ln]  # noqa: E731
     assert strip(before) == strip(after)
