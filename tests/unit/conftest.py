@@ -1,4 +1,5 @@
-"""Unit-test fixtures: a base configuration to vary, a fixed clock, a fresh data dir per test."""
+"""Unit-test fixtures: a base configuration to vary, a fixed clock, a fresh data dir per test,
+and a fresh web app (`web`, `ready`; the kit is webkit.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,6 +17,9 @@ from appliance.state.db import Store
 
 from . import factory
 from .factory import NOW
+
+if TYPE_CHECKING:
+    from .webkit import Web
 
 # The hypothesis profile (repeatable in `make test`, random in `make fuzz`) is loaded by
 # tests/conftest.py from tests/propkit.py, for every folder.
@@ -68,3 +72,23 @@ def store(tmp_path: Path, empty_data_dir: Path) -> Iterator[Store]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def web(tmp_path: Path, empty_data_dir: Path) -> Iterator[Web]:
+    """A fresh web app (no users yet) over copies of empty databases, with an injected clock."""
+    from .webkit import make_web  # flask and the app load only for the tests that use them
+
+    w = make_web(tmp_path, empty_data_dir)
+    yield w
+    w.app.extensions["appliance"].store.close()
+
+
+@pytest.fixture
+def ready(web: Web) -> Web:
+    """A web app after setup: users `viewer`, `operator`, `admin` (one per role)."""
+    from .webkit import ROLES
+
+    for role in ROLES:
+        web.user(role, role)
+    return web

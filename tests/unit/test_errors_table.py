@@ -114,7 +114,7 @@ def test_a_code_that_came_over_the_control_socket_keeps_its_status() -> None:
 
 # -- through the web API --------------------------------------------------------------
 
-from .test_web_kit import Web, error_of, ready_fixture, web_fixture  # noqa: E402, F401
+from .webkit import Web, error_of  # noqa: E402
 
 
 @pytest.fixture

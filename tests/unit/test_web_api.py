@@ -18,7 +18,7 @@ from appliance.state.live import LiveState
 from appliance.web.openapi import build
 
 from . import factory
-from .test_web_kit import Web, error_of, ready_fixture, web_fixture  # noqa: F401
+from .webkit import Web, error_of
 
 
 def admin(web: Web) -> tuple[Any, dict[str, str]]:

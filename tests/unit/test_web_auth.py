@@ -11,21 +11,14 @@ from typing import Any
 import pytest
 from argon2 import PasswordHasher
 from click.testing import CliRunner
+from testkit import T0
 
 from appliance.errors import PermissionDenied
 from appliance.state.db import Audit, Store
 from appliance.web import accounts, setup
 from appliance.web.auth import COOKIE
 
-from .test_web_kit import (  # noqa: F401
-    PASSWORD,
-    T0,
-    Web,
-    error_of,
-    make_web,
-    ready_fixture,
-    web_fixture,
-)
+from .webkit import PASSWORD, Web, error_of, make_web
 
 
 def audit_rows(action: str) -> list[Audit]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .test_web_kit import ROLES, Web, error_of, ready_fixture, web_fixture  # noqa: F401
+from .webkit import ROLES, Web, error_of
 
 PUBLIC = "public"
 METRICS = "token-or-allowed"  # any authenticated principal, or web.metrics_allow

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .test_web_api import admin, base_doc
-from .test_web_kit import Web, ready_fixture, web_fixture  # noqa: F401
+from .webkit import Web
 
 DEMO = (Path(__file__).resolve().parents[2] / "examples" / "demo.yaml").read_text()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .test_web_api import admin, base_doc
-from .test_web_kit import Web, ready_fixture, web_fixture  # noqa: F401
+from .webkit import Web
 
 BIG = 100_000
 BODY_MAX = 4000  # bytes of a refusal, whatever the request carried

@@ -14,7 +14,7 @@ from argon2 import PasswordHasher
 
 from appliance.web import accounts
 
-from .test_web_kit import PASSWORD, Web, ready_fixture, web_fixture  # noqa: F401
+from .webkit import PASSWORD, Web
 
 BURST = 16
 ADDR = "10.20.0.9"

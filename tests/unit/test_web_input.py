@@ -9,7 +9,7 @@ import pytest
 
 from appliance.web.schemas import MAX_EPOCH
 
-from .test_web_kit import Web, error_of, ready_fixture, web_fixture  # noqa: F401
+from .webkit import Web, error_of
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 JSON = {"Content-Type": "application/json"}

@@ -5,41 +5,19 @@ nothing in the templates or scripts needs 'unsafe-inline' under the strict CSP."
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 
-from appliance.paths import Paths
-from appliance.web import accounts, ui
-from appliance.web.app import create_app
+from appliance.web import ui
+
+from .webkit import ROLES, Web
 
 WEB = Path(ui.__file__).resolve().parent
-PASSWORD = "pump-room-ladder-77"
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[Flask]:
-    app = create_app(Paths(tmp_path / "data", tmp_path / "run"), testing=True)
-    yield app
-    app.extensions["appliance"].store.close()
-
-
-def login(client: FlaskClient, name: str) -> None:
-    r = client.post("/api/session", json={"username": name, "password": PASSWORD})
-    assert r.status_code == 200, r.get_json()
-
-
-def with_users(app: Flask) -> None:
-    for name, role in (("ada", "admin"), ("otto", "operator"), ("vic", "viewer")):
-        accounts.create_user(name, role, PASSWORD, by="test", now=time.time())
-
-
-def test_every_page_redirects_to_setup_before_an_admin_exists(app: Flask) -> None:
-    client = app.test_client()
+def test_every_page_redirects_to_setup_before_an_admin_exists(web: Web) -> None:
+    client = web.client()
     for page in ui.PAGES:
         r = client.get(page.path)
         assert r.status_code == 302 and r.headers["Location"].endswith("/setup"), page.path
@@ -47,26 +25,22 @@ def test_every_page_redirects_to_setup_before_an_admin_exists(app: Flask) -> Non
     assert client.get("/login").status_code == 200
 
 
-def test_pages_need_a_session_and_keep_where_you_wanted_to_go(app: Flask) -> None:
-    with_users(app)
-    r = app.test_client().get("/devices")
+def test_pages_need_a_session_and_keep_where_you_wanted_to_go(ready: Web) -> None:
+    r = ready.client().get("/devices")
     assert r.status_code == 302
     assert r.headers["Location"].endswith("/login?next=/devices")
 
 
-@pytest.mark.parametrize("user", ["ada", "otto", "vic"])
-def test_pages_render_for_the_roles_allowed(app: Flask, user: str) -> None:
-    with_users(app)
-    client = app.test_client()
-    login(client, user)
-    role = {"ada": "admin", "otto": "operator", "vic": "viewer"}[user]
+@pytest.mark.parametrize("role", ROLES)
+def test_pages_render_for_the_roles_allowed(ready: Web, role: str) -> None:
+    client = ready.login(role)  # the user named after its role
     rank = {"viewer": 1, "operator": 2, "admin": 3}
     for page in ui.PAGES:
         r = client.get(page.path)
         if rank[role] < rank[page.role]:
-            assert r.status_code == 403, (user, page.path)
+            assert r.status_code == 403, (role, page.path)
             continue
-        assert r.status_code == 200, (user, page.path)
+        assert r.status_code == 200, (role, page.path)
         html = r.get_data(as_text=True)
         csrf = re.search(r'<meta name="csrf-token" content="([^"]*)">', html)
         assert csrf and csrf.group(1), page.path  # a signed-in page carries the token
@@ -76,10 +50,8 @@ def test_pages_render_for_the_roles_allowed(app: Flask, user: str) -> None:
     assert r.status_code == 200 and 'data-tag="plc1.counter"' in r.get_data(as_text=True)
 
 
-def test_tag_names_are_escaped_in_the_page(app: Flask) -> None:
-    with_users(app)
-    client = app.test_client()
-    login(client, "vic")
+def test_tag_names_are_escaped_in_the_page(ready: Web) -> None:
+    client = ready.login("viewer")
     html = client.get('/tags/x"><img src=x onerror=alert(1)>').get_data(as_text=True)
     assert "<img src=x" not in html
     assert "&lt;img src=x" in html
@@ -92,8 +64,8 @@ def test_login_page_only_goes_back_to_local_pages() -> None:
         assert ui.safe_next(bad) == "/"
 
 
-def test_every_referenced_asset_exists_and_is_served(app: Flask) -> None:
-    client = app.test_client()
+def test_every_referenced_asset_exists_and_is_served(web: Web) -> None:
+    client = web.client()
     pages = {p.page for p in ui.PAGES} | {"tag", "login", "setup"}
     for page in pages:
         assert (WEB / "templates" / f"{page}.html").is_file(), page

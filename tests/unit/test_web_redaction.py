@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from . import factory
-from .test_web_kit import Web, ready_fixture, web_fixture  # noqa: F401
+from .webkit import Web
 
 OPC_PASSWORD = "pw12"  # shorter than any value scrubbing could safely replace
 FLEET_TOKEN = "s3cr3t"

@@ -12,7 +12,7 @@ import pytest
 from appliance.field import api
 from appliance.web.views import field as field_views
 
-from .test_web_kit import Web, ready_fixture, web_fixture  # noqa: F401
+from .webkit import Web
 
 A = "printf('%.*c', {}, 'a')"
 # 150 quadratic instr() calls in one row: one VM step of many seconds, no interrupt point

@@ -9,7 +9,7 @@ from appliance.state.db import Audit
 from appliance.web import accounts
 
 from . import factory
-from .test_web_kit import PASSWORD, Web, ready_fixture, web_fixture  # noqa: F401
+from .webkit import PASSWORD, Web
 
 MGMT_PEER = "10.99.0.1"  # the installer's laptop on the mgmt link 10.99.0.0/30
 

@@ -1,16 +1,14 @@
-"""Fixtures of the web tests: a fresh app per test with an injected clock, users of each
-role, logged-in clients and tokens. No tests here: the web test modules import the
-fixtures `web_fixture` and `ready_fixture`, which pytest knows as `web` and `ready`."""
+"""The web tests' kit: a fresh app with an injected clock (`make_web`), users of each role,
+logged-in clients and tokens. The fixtures `web` and `ready` (tests/unit/conftest.py)
+hand a test its `Web`; modules import the names they use (Web, PASSWORD, ROLES, error_of)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
@@ -21,7 +19,6 @@ from appliance.web import accounts
 from appliance.web.app import create_app
 
 PASSWORD = "plant-floor-secret-42"
-T0 = 1_800_000_000.0
 ROLES = ("viewer", "operator", "admin")
 
 
@@ -67,22 +64,6 @@ def make_web(tmp_path: Path, empty_data_dir: Path) -> Web:
     for db in (store.config, store.history):
         db.execute_sql("PRAGMA synchronous=OFF")
     return Web(app, paths, clock)
-
-
-@pytest.fixture(name="web")
-def web_fixture(tmp_path: Path, empty_data_dir: Path) -> Iterator[Web]:
-    """A fresh app (no users yet)."""
-    w = make_web(tmp_path, empty_data_dir)
-    yield w
-    w.app.extensions["appliance"].store.close()
-
-
-@pytest.fixture(name="ready")
-def ready_fixture(web: Web) -> Web:
-    """An app after setup: users `viewer`, `operator`, `admin` (one per role)."""
-    for role in ROLES:
-        web.user(role, role)
-    return web
 
 
 def error_of(resp: Any) -> str:
