@@ -85,6 +85,7 @@ from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
 from appliance.field.model import Device, Tag
 from appliance.field.model import Northbound as NorthboundConfig
 from appliance.opcua.certificate import Certificate, ensure_certificate
+from appliance.opcua.ua import INT_RANGE
 from appliance.paths import Paths
 
 log = logging.getLogger("opcua.server")
@@ -137,14 +138,6 @@ _VTYPE: dict[str, ua.VariantType] = {
     "float32": ua.VariantType.Float,
     "float64": ua.VariantType.Double,
     "string": ua.VariantType.String,
-}
-_INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
-    ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
-    ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
-    ua.VariantType.UInt64: (0, 2**64 - 1),
 }
 
 # Units people write in the configuration -> (UNECE common code, description).
@@ -254,7 +247,7 @@ def inferred_vtype(value: Any) -> ua.VariantType | None:
     if isinstance(value, bool):
         return ua.VariantType.Boolean
     if isinstance(value, int):
-        lo, hi = _INT_RANGE[ua.VariantType.Int64]
+        lo, hi = INT_RANGE[ua.VariantType.Int64]
         if lo <= value <= hi:
             return ua.VariantType.Int64
         return ua.VariantType.UInt64 if 0 <= value < 2**64 else ua.VariantType.Double
@@ -279,12 +272,12 @@ def to_variant(vtype: ua.VariantType, value: Any) -> ua.Variant | None:
         return None
     if vtype in (ua.VariantType.Float, ua.VariantType.Double):
         return ua.Variant(float(value), vtype)
-    if vtype in _INT_RANGE:
+    if vtype in INT_RANGE:
         if isinstance(value, float):
             if not value.is_integer():
                 return None
             value = int(value)
-        lo, hi = _INT_RANGE[vtype]
+        lo, hi = INT_RANGE[vtype]
         return ua.Variant(value, vtype) if lo <= value <= hi else None
     return None
 
