@@ -7,9 +7,11 @@ no namespace and no role process are needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,25 @@ class Sink:
 
 def reader_for(path: Path, sink: Sink) -> ValueReader:
     return ValueReader(path, sink.snapshot, sink.values, sink.lost)
+
+
+@contextlib.asynccontextmanager
+async def serving_and_reading(
+    path: Path, snapshot: Callable[[], dict[str, list[Any]]]
+) -> AsyncIterator[tuple[ValueStream, Sink]]:
+    """A started writer and a reader running against it; both ended on the way out
+    (the reader only by cancelling: it never returns by itself)."""
+    stream = ValueStream(path, snapshot)
+    await stream.start()
+    sink = Sink()
+    task = asyncio.create_task(reader_for(path, sink).run())
+    try:
+        yield stream, sink
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stream.stop()
 
 
 # -- the wire format ------------------------------------------------------------------------
@@ -89,13 +110,12 @@ def test_writer_to_reader_snapshot_changes_loss_and_a_new_snapshot(tmp_path: Pat
     table = {"a.x": [1, "good", 10.0], "a.y": [None, "bad", None]}
     path = tmp_path / "run" / valuestream.STREAM_FILE
 
+    def snapshot() -> dict[str, list[Any]]:
+        return {k: list(v) for k, v in table.items()}
+
     async def body() -> None:
-        stream = ValueStream(path, lambda: {k: list(v) for k, v in table.items()})
-        await stream.start()
-        assert path.is_socket() and oct(path.stat().st_mode & 0o777) == "0o660"
-        sink = Sink()
-        task = asyncio.create_task(reader_for(path, sink).run())
-        try:
+        async with serving_and_reading(path, snapshot) as (stream, sink):
+            assert path.is_socket() and oct(path.stat().st_mode & 0o777) == "0o660"
             await until(lambda: sink.kinds() == ["snapshot"], 5, "the first snapshot")
             assert sink.table == table
             await until(lambda: len(stream.readers) == 1, 5, "the reader registered")
@@ -117,11 +137,6 @@ def test_writer_to_reader_snapshot_changes_loss_and_a_new_snapshot(tmp_path: Pat
             await stream.start()  # back: a snapshot again, without being asked
             await until(lambda: sink.kinds()[-1:] == ["snapshot"], 5, "a snapshot after")
             assert sink.table == table
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            stream.stop()
 
     asyncio.run(asyncio.wait_for(body(), 30))
 
@@ -135,21 +150,12 @@ def test_a_snapshot_past_the_line_limit_ends_the_connection_not_the_reader(
     tables = [big, small]
 
     async def body() -> None:
-        stream = ValueStream(tmp_path / "s.sock", lambda: tables[0])
-        await stream.start()
-        sink = Sink()
-        task = asyncio.create_task(reader_for(stream.path, sink).run())
-        try:
+        async with serving_and_reading(tmp_path / "s.sock", lambda: tables[0]) as (_, sink):
             await until(lambda: "lost" in sink.kinds(), 5, "the connection dropped")
             assert "snapshot" not in sink.kinds()
             tables.pop(0)
             await until(lambda: "snapshot" in sink.kinds(), 5, "a snapshot that fits")
             assert sink.table == small
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            stream.stop()
 
     asyncio.run(asyncio.wait_for(body(), 30))
 
