@@ -42,8 +42,8 @@ from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subs
 from asyncua.common.ua_utils import data_type_to_variant_type
 from asyncua.crypto import security_policies
 
+from appliance.config.field import Device, Tag
 from appliance.errors import OpcUaError
-from appliance.field.model import Device, Tag
 from appliance.opcua.certificate import ensure_certificate
 from appliance.opcua.ua import INT_RANGE
 from appliance.paths import Paths

@@ -31,12 +31,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance.config.field import Device, History
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, Conflict, NotFound, Timeout
 from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
 from appliance.field.modbus import rtu_link, tcp_link
-from appliance.field.model import Device, History
 from appliance.field.poller import Bus, DevicePoller, Sample, SplitMemory
 from appliance.field.publish import Publisher
 from appliance.paths import Paths

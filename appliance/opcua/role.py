@@ -41,9 +41,9 @@ import threading
 import time
 from typing import Any
 
+from appliance.config.field import Device
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, NotFound
-from appliance.field.model import Device
 from appliance.opcua.server import Authenticate, Northbound, RoleOf
 from appliance.paths import Paths
 from appliance.state import control, revisions

@@ -81,9 +81,9 @@ from asyncua.server.uaprocessor import UaProcessor
 from asyncua.ua.ua_binary import struct_from_binary
 
 from appliance import proc
+from appliance.config.field import Device, Tag
+from appliance.config.field import Northbound as NorthboundConfig
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
-from appliance.field.model import Device, Tag
-from appliance.field.model import Northbound as NorthboundConfig
 from appliance.opcua.certificate import Certificate, ensure_certificate
 from appliance.opcua.ua import INT_RANGE
 from appliance.paths import Paths

@@ -28,9 +28,9 @@ from asyncua import Client, Server, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from testkit import until
 
+from appliance.config.field import Device
+from appliance.config.field import Northbound as NorthboundConfig
 from appliance.errors import ApplianceError, PermissionDenied
-from appliance.field.model import Device
-from appliance.field.model import Northbound as NorthboundConfig
 from appliance.field.opcua_client import OpcUaDevice, OpcUaError
 from appliance.opcua.certificate import KEY_FILE, ensure_certificate
 from appliance.opcua.server import Northbound, ensure_shelf, shelf_path

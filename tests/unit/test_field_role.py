@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from appliance.config.field import Device
 from appliance.errors import Conflict, status_of
-from appliance.field.model import Device
 from appliance.field.role import FieldRole
 from appliance.paths import Paths
 from appliance.state.live import LiveState

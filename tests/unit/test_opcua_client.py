@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from asyncua import ua
 
+from appliance.config.field import Device, Tag
 from appliance.errors import ApplianceError
-from appliance.field.model import Device, Tag
 from appliance.field.opcua_client import (
     OpcUaDevice,
     OpcUaError,

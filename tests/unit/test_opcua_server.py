@@ -15,10 +15,10 @@ from asyncua.crypto import security_policies
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from appliance.config.field import Northbound as NorthboundConfig
+from appliance.config.field import Tag
 from appliance.config.load import load_text
 from appliance.errors import ApplianceError
-from appliance.field.model import Northbound as NorthboundConfig
-from appliance.field.model import Tag
 from appliance.opcua.server import (
     _CHANNEL,
     Channel,
