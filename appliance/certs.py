@@ -2,9 +2,9 @@
 
 The mechanics shared by the package's three certificate makers: the web role's HTTPS
 certificate (`appliance.web.tls`), the unit's OPC UA application certificate
-(`appliance.opcua.certificate`) and the lab's CA (`appliance.lab.pki`). What a
-certificate says (key type, names, extensions, validity, file names) and when a new one
-is made stays with its maker; how it is made, written and read is here, once:
+(`appliance.uacert`) and the lab's CA (`appliance.lab.pki`). What a certificate says
+(key type, names, extensions, validity, file names) and when a new one is made stays
+with its maker; how it is made, written and read is here, once:
 
 - keys are RSA 2048 or ECDSA P-256, written as unencrypted PKCS#8 PEM, 0600;
 - certificates are signed with SHA-256, by their own key (self-signed) or an issuer's;

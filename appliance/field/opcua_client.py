@@ -44,9 +44,8 @@ from asyncua.crypto import security_policies
 
 from appliance.config.field import Device, Tag
 from appliance.errors import OpcUaError
-from appliance.opcua.certificate import ensure_certificate
-from appliance.opcua.ua import INT_RANGE
 from appliance.paths import Paths
+from appliance.uacert import ensure_certificate
 
 log = logging.getLogger("field.opcua")
 
@@ -58,6 +57,16 @@ ErrorKind = Literal[
     "config", "connect", "timeout", "security", "auth", "closed", "node", "value", "write"
 ]
 
+_INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
+    ua.VariantType.SByte: (-(2**7), 2**7 - 1),
+    ua.VariantType.Byte: (0, 2**8 - 1),
+    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
+    ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
+    ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
+    ua.VariantType.UInt64: (0, 2**64 - 1),
+}
 SESSION_TIMEOUT_MS = 60_000  # how long a server keeps our session after we vanish
 _FLOATS = {ua.VariantType.Float, ua.VariantType.Double}
 _INT_TYPES = {"int16", "uint16", "int32", "uint32", "int64", "uint64"}
@@ -134,7 +143,7 @@ def encode_for(vtype: ua.VariantType, value: Any, name: str) -> ua.Variant:
             if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
                 return ua.Variant(value.strip().lower() in ("true", "1"), vtype)
             raise ValueError("expected true or false")
-        if vtype in INT_RANGE:
+        if vtype in _INT_RANGE:
             if isinstance(value, bool):
                 raise ValueError("expected a whole number, not a bool")
             number = float(value) if isinstance(value, str) else value
@@ -142,7 +151,7 @@ def encode_for(vtype: ua.VariantType, value: Any, name: str) -> ua.Variant:
                 raise ValueError("expected a whole number")
             if isinstance(number, float) and not number.is_integer():
                 raise ValueError("expected a whole number")
-            lo, hi = INT_RANGE[vtype]
+            lo, hi = _INT_RANGE[vtype]
             if not lo <= int(number) <= hi:
                 raise ValueError(f"out of range {lo}..{hi} for {vtype.name}")
             return ua.Variant(int(number), vtype)

@@ -32,7 +32,7 @@ reach it):
 - Security: ``cfg.security`` picks the endpoints (Basic256Sha256 SignAndEncrypt and Sign
   by default; None only when listed). Without None a client that opens a None channel
   anyway (asyncua would serve it) gets discovery only, no session
-  (BadSecurityPolicyRejected). The unit's certificate (`appliance.opcua.certificate`,
+  (BadSecurityPolicyRejected). The unit's certificate (`appliance.uacert`,
   shared with the field role's client) is generated on first start into
   ``<data>/secrets/opcua-cert.der`` and ``opcua-key.pem``: RSA 2048, SHA-256, application
   URI ``urn:<hostname>:appliance`` in the SubjectAltName. Client application certificates
@@ -84,9 +84,8 @@ from appliance import proc
 from appliance.config.field import Device, Tag
 from appliance.config.field import Northbound as NorthboundConfig
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
-from appliance.opcua.certificate import Certificate, ensure_certificate
-from appliance.opcua.ua import INT_RANGE
 from appliance.paths import Paths
+from appliance.uacert import Certificate, ensure_certificate
 
 log = logging.getLogger("opcua.server")
 
@@ -138,6 +137,14 @@ _VTYPE: dict[str, ua.VariantType] = {
     "float32": ua.VariantType.Float,
     "float64": ua.VariantType.Double,
     "string": ua.VariantType.String,
+}
+_INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
+    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
+    ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
+    ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
+    ua.VariantType.UInt64: (0, 2**64 - 1),
 }
 
 # Units people write in the configuration -> (UNECE common code, description).
@@ -247,7 +254,7 @@ def inferred_vtype(value: Any) -> ua.VariantType | None:
     if isinstance(value, bool):
         return ua.VariantType.Boolean
     if isinstance(value, int):
-        lo, hi = INT_RANGE[ua.VariantType.Int64]
+        lo, hi = _INT_RANGE[ua.VariantType.Int64]
         if lo <= value <= hi:
             return ua.VariantType.Int64
         return ua.VariantType.UInt64 if 0 <= value < 2**64 else ua.VariantType.Double
@@ -272,12 +279,12 @@ def to_variant(vtype: ua.VariantType, value: Any) -> ua.Variant | None:
         return None
     if vtype in (ua.VariantType.Float, ua.VariantType.Double):
         return ua.Variant(float(value), vtype)
-    if vtype in INT_RANGE:
+    if vtype in _INT_RANGE:
         if isinstance(value, float):
             if not value.is_integer():
                 return None
             value = int(value)
-        lo, hi = INT_RANGE[vtype]
+        lo, hi = _INT_RANGE[vtype]
         return ua.Variant(value, vtype) if lo <= value <= hi else None
     return None
 

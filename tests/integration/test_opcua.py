@@ -32,9 +32,9 @@ from appliance.config.field import Device
 from appliance.config.field import Northbound as NorthboundConfig
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.field.opcua_client import OpcUaDevice, OpcUaError
-from appliance.opcua.certificate import KEY_FILE, ensure_certificate
 from appliance.opcua.server import Northbound, ensure_shelf, shelf_path
 from appliance.paths import Paths
+from appliance.uacert import KEY_FILE, ensure_certificate
 
 pytestmark = pytest.mark.integration
 

@@ -34,11 +34,11 @@ from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
 from testkit import until, wait_for
 
 from appliance.lab.topology import in_netns
-from appliance.opcua.certificate import ensure_certificate
 from appliance.paths import Paths
 from appliance.state import revisions as revs
 from appliance.state.db import Audit, Store
 from appliance.state.live import LiveState
+from appliance.uacert import ensure_certificate
 from appliance.web import accounts
 
 T = TypeVar("T")

@@ -232,12 +232,12 @@ def test_the_https_certificate_survives_a_clock_set_back(tmp_path: Path) -> None
 
 def test_an_opcua_certificate_not_valid_yet_is_replaced(tmp_path: Path) -> None:
     """The OPC UA certificate must be valid now (peers check it): one from the future goes."""
-    from appliance.opcua import certificate
+    from appliance import uacert
     from appliance.paths import Paths
 
     paths = Paths(tmp_path / "data", tmp_path / "run")
-    first = certificate.ensure_certificate(paths, hostname="u")
-    assert certificate.ensure_certificate(paths, hostname="u") == first  # reused
+    first = uacert.ensure_certificate(paths, hostname="u")
+    assert uacert.ensure_certificate(paths, hostname="u") == first  # reused
     key = certs.new_key("rsa-2048")
     soon = datetime.now(UTC) + timedelta(days=1)
     future = certs.issue(
@@ -252,13 +252,13 @@ def test_an_opcua_certificate_not_valid_yet_is_replaced(tmp_path: Path) -> None:
     )
     certs.write_pair(
         paths.secrets_dir,
-        certificate.KEY_FILE,
+        uacert.KEY_FILE,
         key,
-        certificate.CERT_FILE,
+        uacert.CERT_FILE,
         future,
         encoding="der",
         cert_mode=0o600,
     )
-    again = certificate.ensure_certificate(paths, hostname="u")
+    again = uacert.ensure_certificate(paths, hostname="u")
     assert again.thumbprint not in (first.thumbprint, certs.thumbprint(future))
     assert again.application_uri == "urn:u:appliance"

@@ -1,6 +1,6 @@
 """Northbound OPC UA server: users, permissions, value types, address space cache (no network).
 
-The certificate it presents is `appliance.opcua.certificate`'s (test_opcua_certificate.py)."""
+The certificate it presents is `appliance.uacert`'s (test_uacert.py)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from appliance.opcua.certificate import CERT_FILE, KEY_FILE, ensure_certificate
 from appliance.paths import Paths
 from appliance.secretfile import UnsafeSecretPath
+from appliance.uacert import CERT_FILE, KEY_FILE, ensure_certificate
 
 
 @pytest.fixture

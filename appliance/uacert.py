@@ -1,8 +1,9 @@
 """The unit's OPC UA application instance certificate, shared by the server and the client.
 
 The opcua role's server presents it to IT clients; the field role's OPC UA client
-presents it to devices (Basic256Sha256). So this module imports neither asyncua nor the
-server: the field process loads it without the server stack.
+presents it to devices (Basic256Sha256). So it sits below both roles, outside
+`appliance.opcua` and `appliance.field`, and imports neither asyncua nor the server: the
+field process loads it without the server, and neither role imports the other.
 
 Generated on first use into ``<data>/secrets/opcua-cert.der`` and ``opcua-key.pem``
 (both 0600, through `appliance.certs`): RSA 2048, SHA-256, valid `CERT_DAYS`, the
@@ -28,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from appliance import certs, secretfile
 from appliance.paths import Paths
 
-log = logging.getLogger("opcua.certificate")
+log = logging.getLogger("uacert")
 
 CERT_FILE = "opcua-cert.der"
 KEY_FILE = "opcua-key.pem"
