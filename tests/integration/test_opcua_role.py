@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,43 +56,10 @@ def in_ns(fn: Callable[[], T]) -> T:
     return in_netns(NS, fn)
 
 
-def ip(*args: str, check: bool = True) -> None:
-    subprocess.run(["ip", *args], check=check, capture_output=True)
-
-
 def listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
     return False
-
-
-@pytest.fixture(scope="module")
-def plc() -> Iterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates a network namespace")
-    ip("netns", "del", NS, check=False)
-    ip("netns", "add", NS)
-    ip("-n", NS, "link", "set", "lo", "up")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", NS, sys.executable, "-m", "appliance.lab.plc",
-         "--bind", "127.0.0.1", "--port", str(PLC_PORT), "--other-port", "18081"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while not in_ns(lambda: listening(PLC_PORT)):
-            assert proc.poll() is None, "the PLC simulator exited"
-            assert time.monotonic() < deadline, "the PLC simulator did not listen"
-            time.sleep(0.1)
-        yield f"127.0.0.1:{PLC_PORT}"
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        if proc.poll() is None:
-            proc.kill()
-        ip("netns", "del", NS, check=False)
 
 
 def config(plc: str, enabled: bool = True) -> str:
