@@ -20,6 +20,7 @@ from appliance import __version__
 from appliance.cli_options import actor, has_unit_state, paths_options
 from appliance.errors import ApplianceError, ConfigInvalid
 from appliance.paths import Paths
+from appliance.roles import CONFIG_FOLLOWERS, ROLE_NAMES
 
 EXIT_INTERNAL = 70
 DEBUG = {"on": False}
@@ -212,7 +213,7 @@ def config_commit(
         detail=f"confirm_within={confirm_within}" + (f" {comment}" if comment else ""),
     )
     live = LiveState(paths.run_dir)
-    live.ring("net", "field", "opcua", "agent")
+    live.ring(*CONFIG_FOLLOWERS)
     click.echo(out.message)
     if no_wait:
         return
@@ -266,7 +267,7 @@ def config_rollback(rev: str | None, paths: Paths) -> None:
         detail=f"to {rev or 'previous'}",
     )
     live = LiveState(paths.run_dir)
-    live.ring("net", "field", "opcua", "agent")
+    live.ring(*CONFIG_FOLLOWERS)
     click.echo(out.message)
     if out.revision.state == "pending":
         _wait_applied(live, out.revision.id)
@@ -408,17 +409,14 @@ def _parse_time(text: str | None) -> datetime:
 # -- status and events ----------------------------------------------------------
 
 
-ROLE_DOCS = ("net", "field", "opcua", "agent", "web")
-
-
 def status_data(paths: Paths) -> dict[str, Any]:
     from appliance.state import revisions as revs
     from appliance.state.live import LiveState
 
     store = _store(paths)
     live = LiveState(paths.run_dir)
-    docs = {role: live.read(role) for role in ROLE_DOCS}
-    alive = {role: live.alive(role) for role in ROLE_DOCS}
+    docs = {role: live.read(role) for role in ROLE_NAMES}
+    alive = {role: live.alive(role) for role in ROLE_NAMES}
     running = revs.desired(store)
     unit = revs.config_of(running).unit.name if running else None
     pend = revs.pending(store)
@@ -430,7 +428,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "version": __version__,
         "unit": unit,
         "health": _health(docs, alive, paths),
-        "roles": {role: alive[role] for role in ROLE_DOCS},
+        "roles": {role: alive[role] for role in ROLE_NAMES},
         "net": {"alive": alive["net"], **(docs["net"] or {})},
         "field": {
             "alive": alive["field"],

@@ -27,10 +27,10 @@ from typing import Any
 from appliance import proc
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
+from appliance.roles import ROLE_NAMES
 from appliance.state.db import Store
 from appliance.state.live import LiveState
 
-ROLES = ("net", "field", "opcua", "agent", "web")
 # EX_TEMPFAIL: "stopped for a factory reset, start me again". The units list it in
 # SuccessExitStatus= (not a failure) and RestartForceExitStatus= (restarted whatever
 # Restart= says); the supervisor restarts such a role at once, without back-off.
@@ -97,11 +97,11 @@ def setup_logging(debug: bool = False) -> None:
 
 def run(paths: Paths, roles: list[str]) -> None:
     """One role: run it in this process. Several: supervise one child process per role."""
-    unknown = [r for r in roles if r not in ROLES]
+    unknown = [r for r in roles if r not in ROLE_NAMES]
     if unknown:
-        raise ApplianceError(f"unknown role {unknown[0]!r} (roles: {', '.join(ROLES)})")
+        raise ApplianceError(f"unknown role {unknown[0]!r} (roles: {', '.join(ROLE_NAMES)})")
     if not roles:
-        raise ApplianceError(f"no role given (roles: {', '.join(ROLES)})")
+        raise ApplianceError(f"no role given (roles: {', '.join(ROLE_NAMES)})")
     roles = list(dict.fromkeys(roles))
     if "net" in roles:
         guard_netns()  # refuse early, before any child starts

@@ -44,7 +44,7 @@ ROLES: tuple[Role, ...] = (
     Role("agent", "health, LEDs, button, heartbeat, syslog and webhooks", follows_config=True),
     Role("web", "the web UI and the REST API", follows_config=False),
 )
-NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
+ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
 # The doorbells to ring after a configuration change.
 CONFIG_FOLLOWERS: tuple[str, ...] = tuple(r.name for r in ROLES if r.follows_config)
 _BY_NAME = {r.name: r for r in ROLES}
@@ -55,4 +55,4 @@ def get(name: str) -> Role:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise KeyError(f"unknown role {name!r} (roles: {', '.join(NAMES)})") from None
+        raise KeyError(f"unknown role {name!r} (roles: {', '.join(ROLE_NAMES)})") from None

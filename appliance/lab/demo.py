@@ -28,8 +28,7 @@ from appliance.errors import ApplianceError, LabError
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec
 from appliance.paths import Paths
-from appliance.roles import CONFIG_FOLLOWERS
-from appliance.roles import NAMES as ROLE_NAMES
+from appliance.roles import CONFIG_FOLLOWERS, ROLE_NAMES
 
 Echo = Callable[[str], None]
 REPO = Path(__file__).resolve().parents[2]

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from appliance.agent.health import PRECEDENCE
+from appliance.roles import ROLE_NAMES
 from appliance.web.api import ROUTES, RouteDoc, error_body
 from appliance.web.auth import principal
 from appliance.web.context import WebContext, ctx
@@ -180,14 +181,16 @@ def allowed_address(addr: str | None, networks: list[str]) -> bool:
 
 
 def scrape(c: WebContext) -> bytes:
-    from appliance.web.views.system import ROLES, cert_facts, health_now
+    from appliance.web.views.system import cert_facts, health_now
 
     now = c.now()
     docs = {r: c.live.read(r) for r in ("net", "field", "agent")}
     _, not_after = cert_facts(c)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
-        LiveCollector(docs, health_now(c, now), {r: c.live.alive(r, now) for r in ROLES}, not_after)  # type: ignore[arg-type]
+        LiveCollector(
+            docs, health_now(c, now), {r: c.live.alive(r, now) for r in ROLE_NAMES}, not_after
+        )  # type: ignore[arg-type]
     )
     return generate_latest(registry)
 

@@ -12,6 +12,7 @@ import pytest
 
 from appliance import daemon
 from appliance.net.render import render_fail_closed
+from appliance.roles import ROLE_NAMES
 
 SYSTEM = Path(__file__).resolve().parents[2] / "system"
 UNITS = sorted((SYSTEM / "systemd").glob("*.service"))
@@ -49,7 +50,7 @@ def test_net_unit_keeps_only_net_admin() -> None:
     assert "User=appliance" in text
 
 
-ROLE_UNITS = {f"appliance-{role}.service": role for role in daemon.ROLES}
+ROLE_UNITS = {f"appliance-{role}.service": role for role in ROLE_NAMES}
 
 
 def unit_settings(path: Path) -> dict[str, list[str]]:

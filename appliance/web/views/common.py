@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
-from appliance import roles
 from appliance.config.model import Config
+from appliance.roles import CONFIG_FOLLOWERS
 from appliance.state.db import Revision
 from appliance.web.auth import principal
 from appliance.web.context import ctx
@@ -40,7 +40,7 @@ def text_of(rev: Revision, cfg: Config, *, admin: bool) -> str:
 
 
 def ring_changed() -> None:
-    ctx().live.ring(*roles.CONFIG_FOLLOWERS)
+    ctx().live.ring(*CONFIG_FOLLOWERS)
 
 
 def int_or_none(v: Any) -> int | None:

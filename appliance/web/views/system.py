@@ -15,6 +15,7 @@ from appliance.agent import diagnostics as diag
 from appliance.agent.health import from_live, health
 from appliance.errors import ApplianceError
 from appliance.field.api import history_capacity
+from appliance.roles import ROLE_NAMES
 from appliance.state import revisions as revs
 from appliance.state.control import call, socket_path
 from appliance.web import tls
@@ -27,7 +28,6 @@ from appliance.web.views.conduits import conduits_with_counters
 bp = Blueprint("status", __name__, url_prefix="/api")
 system_bp = Blueprint("system", __name__, url_prefix="/api")
 
-ROLES = ("net", "field", "opcua", "agent", "web")
 _cert_cache: dict[str, Any] = {}
 
 
@@ -138,7 +138,7 @@ def status_doc(c: WebContext) -> dict[str, Any]:
         "alarms": {"active": alarms.get("active") or [], "counts": alarms.get("counts") or {}},
         "identify_until": agent.get("identify_until"),
         "cert_fingerprint": fp,
-        "roles": {r: c.live.alive(r, now) for r in ROLES},
+        "roles": {r: c.live.alive(r, now) for r in ROLE_NAMES},
     }
 
 
@@ -179,7 +179,7 @@ def system() -> Any:
         "fleet": agent.get("fleet"),
         "syslog": agent.get("syslog") or [],
         "history": capacity,
-        "roles": {r: c.live.alive(r, now) for r in ROLES},
+        "roles": {r: c.live.alive(r, now) for r in ROLE_NAMES},
         "web": c.live.read("web"),
     }
 
