@@ -25,3 +25,12 @@ class Paths:
     def secrets_dir(self) -> Path:
         """Generated secrets (TLS key, setup code, unit token): 0700, wiped by factory reset."""
         return self.data_dir / "secrets"
+
+    @property
+    def web_cert(self) -> Path:
+        """The HTTPS certificate of the UI and API (made by `web.tls`, judged by health)."""
+        return self.secrets_dir / "web-cert.pem"
+
+    @property
+    def web_key(self) -> Path:
+        return self.secrets_dir / "web-key.pem"

@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from appliance import __version__, proc, secretfile
+from appliance.config.model import Config
 from appliance.config.redact import (
     REDACTED,
     is_secret_key,
@@ -52,9 +53,9 @@ from appliance.config.redact import (
 )
 from appliance.errors import ApplianceError
 from appliance.paths import Paths
+from appliance.roles import ROLE_NAMES
 
 MIN_SCRUB_LEN = 8  # shorter values are redacted by key only (scrubbing "1234" would garble)
-ROLES = ("net", "field", "opcua", "agent", "web")
 JOURNAL_SINCE = "-6h"
 EVENTS_LIMIT = 1000
 AUDIT_LIMIT = 500
@@ -269,7 +270,7 @@ def configuration(paths: Paths, secrets: set[str]) -> dict[str, Any]:
             meta = rev.as_dict()
             out[label] = {
                 "revision": redact(meta, secrets),
-                "config": redact_data(doc, None, secrets),
+                "config": redact_data(doc, Config, secrets),
             }
         out["events"] = [e.as_dict() for e in store.events(EVENTS_LIMIT)]
         from appliance.state.db import Audit
@@ -360,11 +361,11 @@ def gather(paths: Paths) -> tuple[dict[str, str], set[str]]:
     from appliance.state.live import LiveState
 
     live = LiveState(paths.run_dir)
-    for role in (*ROLES, "supervisor"):
+    for role in (*ROLE_NAMES, "supervisor"):
         doc = live.read(role)
         if doc is not None:
             files[f"live/{role}.json"] = _dump(redact(doc, secrets))
-    for role in ROLES:
+    for role in ROLE_NAMES:
         files[f"journal/{role}.txt"] = journal(role)
     part("disk.json", lambda: _dump(disk_figures(paths)))
     return files, secrets

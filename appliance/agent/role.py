@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from appliance import certs
 from appliance.agent import button as btn
 from appliance.agent import leds as leds_mod
 from appliance.agent.health import Health, HealthInputs, from_live, health
@@ -40,16 +41,16 @@ from appliance.agent.webhook import WebhookSender
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, Conflict, Invalid, PermissionDenied
 from appliance.paths import Paths
+from appliance.roles import ROLE_NAMES
+from appliance.secretfile import UnsafeSecretPath
 from appliance.state import revisions as revs
 from appliance.state.control import ControlServer, socket_path
 from appliance.state.db import Store, borrowed_store, open_store
 from appliance.state.live import LiveState
-from appliance.web import tls
 
 log = logging.getLogger("appliance.agent")
 
 ROLE = "agent"
-ALL_ROLES = ("net", "field", "opcua", "agent", "web")
 LOOP_S = 0.25
 PUBLISH_S = 1.0
 CONFIG_CHECK_S = 1.0
@@ -71,27 +72,13 @@ def uptime_s(path: Path = Path("/proc/uptime")) -> float | None:
 
 
 def cert_not_after(paths: Paths) -> float | None:
-    """When the web role's HTTPS certificate expires (the earliest, if several), or None."""
+    """When the web role's HTTPS certificate expires, or None before it exists (or when it
+    cannot be read: health then does not judge it)."""
     try:
-        value = tls.not_after(paths)
-    except Exception as e:  # its failure must not stop health: the files are read below
-        log.debug("web tls not_after: %s", e)
-    else:
-        return float(value) if value is not None else None
-    root = paths.secrets_dir
-    if not root.is_dir():
+        return certs.not_after(certs.read_cert(paths.web_cert))
+    except (OSError, ValueError, UnsafeSecretPath) as e:
+        log.debug("web certificate %s: %s", paths.web_cert, e)
         return None
-    found = []
-    candidates = {*root.glob("*.crt"), *root.glob("*cert*.pem")}
-    for p in sorted(candidates):
-        try:
-            from cryptography import x509
-
-            cert = x509.load_pem_x509_certificate(p.read_bytes())
-            found.append(cert.not_valid_after_utc.timestamp())
-        except (OSError, ValueError):
-            continue
-    return min(found) if found else None
 
 
 def daemon_uptime(live: LiveState, now: float) -> float | None:
@@ -114,7 +101,7 @@ def expected_roles(live: LiveState, now: float) -> tuple[str, ...]:
     sup = live.read("supervisor")
     if sup and live.alive("supervisor", now) and isinstance(sup.get("roles"), list):
         return tuple(str(r) for r in sup["roles"])
-    return tuple(r for r in ALL_ROLES if live.read(r) is not None or r in ("net", ROLE))
+    return tuple(r for r in ROLE_NAMES if live.read(r) is not None or r in ("net", ROLE))
 
 
 def gather_inputs(

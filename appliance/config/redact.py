@@ -310,17 +310,13 @@ def _walk(
 
 def redact_data(
     data: Any,
-    model: type[BaseModel] | None = None,
+    model: type[BaseModel],
     found: set[str] | None = None,
     secrets: dict[Path, Any] | None = None,
 ) -> Any:
-    """A copy of `data` (JSON data of `model`, default the whole Config) with every secret
+    """A copy of `data` (JSON data of `model`, e.g. the whole `Config`) with every secret
     redacted. The values taken out go into `found` (for scrubbing free text as a second
     belt), and by path into `secrets`."""
-    if model is None:
-        from appliance.config.model import Config  # config.model imports the agent's models
-
-        model = Config
     return _walk(data, model, (), found, {} if secrets is None else secrets)
 
 
@@ -364,13 +360,9 @@ def _get(data: Any, path: Path) -> Any:
     return data
 
 
-def secret_fields(model: type[BaseModel] | None = None) -> dict[str, SecretKind]:
-    """Every marked field below `model` (default Config), by a path like
+def secret_fields(model: type[BaseModel]) -> dict[str, SecretKind]:
+    """Every marked field below `model` (e.g. `Config`), by a path like
     ``webhooks[].token``: for tests and documentation."""
-    if model is None:
-        from appliance.config.model import Config
-
-        model = Config
     out: dict[str, SecretKind] = {}
     for path, info in walk_fields(model):
         kind = secret_kind(info)

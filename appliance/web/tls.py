@@ -27,18 +27,16 @@ from appliance.secretfile import UnsafeSecretPath
 
 log = logging.getLogger(__name__)
 
-CERT_FILE = "web-cert.pem"
-KEY_FILE = "web-key.pem"
 VALID_DAYS = 3650
 RENEW_BEFORE_S = 30 * 86400.0
 
 
 def cert_path(paths: Paths) -> Path:
-    return paths.secrets_dir / CERT_FILE
+    return paths.web_cert
 
 
 def key_path(paths: Paths) -> Path:
-    return paths.secrets_dir / KEY_FILE
+    return paths.web_key
 
 
 def _load(paths: Paths) -> x509.Certificate | None:
@@ -94,7 +92,9 @@ def ensure_cert(
         ],
     )
     owner = secretfile.owner_for(paths.data_dir)  # root making it for the roles' user
-    certs.write_pair(paths.secrets_dir, KEY_FILE, key, CERT_FILE, cert, owner=owner)
+    certs.write_pair(
+        paths.secrets_dir, paths.web_key.name, key, paths.web_cert.name, cert, owner=owner
+    )
     log.info("made a new HTTPS certificate: %s", certs.fingerprint(cert))
     return cert_path(paths), key_path(paths)
 

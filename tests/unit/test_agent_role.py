@@ -142,7 +142,10 @@ def test_disk_and_certificate(store: Store, tmp_path: Path) -> None:
         .not_valid_after(not_after)
         .sign(key, hashes.SHA256())
     )
+    assert role.cert_not_after(paths) is None  # not made yet
     paths.secrets_dir.mkdir()
+    paths.web_cert.write_text("not a certificate")
+    assert role.cert_not_after(paths) is None  # unreadable: not judged
     (paths.secrets_dir / "web-cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     got = role.cert_not_after(paths)
     assert got == pytest.approx(not_after.replace(microsecond=0).timestamp())
