@@ -20,6 +20,7 @@ demo-down: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: setup-test lint
 	scripts/run-tests
