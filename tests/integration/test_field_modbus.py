@@ -32,9 +32,9 @@ import pytest
 import yaml
 from testkit import wait_for
 
+from appliance.config.field import Device
 from appliance.errors import NotFound, PermissionDenied
 from appliance.field.modbus import DeviceError, tcp_link
-from appliance.field.model import Device
 from appliance.field.poller import Bus, DevicePoller, SplitMemory
 from appliance.lab.topology import in_netns
 from appliance.paths import Paths

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from appliance.config.field import Device
 from appliance.field.modbus import rtu_link
-from appliance.field.model import Device
 from appliance.field.poller import Bus, DevicePoller
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the adapter reports errors

@@ -25,8 +25,8 @@ from appliance.agent.heartbeat import (
     unit_id,
     validate,
 )
-from appliance.agent.model import Fleet
 from appliance.agent.outbox import FLEET_ACK, FLEET_QUEUED, get_cursor
+from appliance.config.agent import Fleet
 from appliance.state.db import Store
 
 from .test_agent_health import T0, net_doc

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from appliance.agent.model import Syslog
 from appliance.agent.syslog import (
     escape_param,
     format_event,
@@ -15,6 +14,7 @@ from appliance.agent.syslog import (
     pri,
     severity_passes,
 )
+from appliance.config.agent import Syslog
 
 # RFC 5424 section 6, strictly: HEADER SP STRUCTURED-DATA [SP MSG]
 PRINTUSASCII = r"[\x21-\x7e]"

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from appliance.agent.heartbeat import FleetError
-from appliance.agent.model import Webhook
 from appliance.agent.webhook import BACKLOG_MAX, WebhookSender, idempotency_key
+from appliance.config.agent import Webhook
 from appliance.state.db import Store
 
 UNIT = {"id": "6f1c1f7e-0000-4000-8000-000000000001", "name": "unit-7", "site": "A"}

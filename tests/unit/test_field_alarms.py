@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from appliance.config.field import Device, Tag
 from appliance.errors import NotFound
 from appliance.field.alarms import AlarmEngine
-from appliance.field.model import Device, Tag
 from appliance.field.store import AlarmRow
 from appliance.state.db import Event, Store
 

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from appliance.config.field import Device, Tag
 from appliance.errors import ApplianceError, NotFound, PermissionDenied
 from appliance.field.alarms import AlarmEngine
 from appliance.field.cli import alarms, parse_time, sql, tags
 from appliance.field.history import HistoryWriter
-from appliance.field.model import Device, Tag
 from appliance.state.control import ControlServer, socket_path
 from appliance.state.db import Store
 from appliance.state.live import LiveState

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from propkit import examples
 
+from appliance.config.points import Point, register_count
 from appliance.field.decode import DecodeError, EncodeError, decode, encode
-from appliance.field.points import Point, register_count
 
 
 def pt(type_: str, **kw: Any) -> Point:

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from testkit import Clock, wait_for
 
+from appliance.config.field import Device, History, Tag
 from appliance.config.model import Config
 from appliance.errors import NotFound
 from appliance.field import history as hist
 from appliance.field.api import tag_history
 from appliance.field.history import HistoryWriter, history_capacity, measure
-from appliance.field.model import Device, History, Tag
 from appliance.field.store import AlarmRow
 from appliance.paths import Paths
 from appliance.state.db import Store

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from appliance.config.field import Device, Serial, Tag, parse_host_port
 from appliance.config.load import Loaded, load_text
 from appliance.errors import ConfigInvalid
-from appliance.field.model import Device, Serial, Tag, parse_host_port
 
 Errors = list[tuple[str, str, int | None]]
 

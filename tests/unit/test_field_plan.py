@@ -11,8 +11,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from propkit import examples
 
+from appliance.config.points import BIT_TABLES, DeviceLimits, Point, register_count
 from appliance.field.plan import Request, ideal_request_count, plan, split_request
-from appliance.field.points import BIT_TABLES, DeviceLimits, Point, register_count
 
 
 def pt(name: str, address: int, type_: str = "int16", table: str = "holding", **kw: Any) -> Point:

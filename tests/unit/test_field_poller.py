@@ -16,12 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from testkit import Clock, until
 
+from appliance.config.field import Device
+from appliance.config.points import Point, register_count
 from appliance.errors import ApplianceError, NotFound, PermissionDenied
 from appliance.field.decode import DecodeError, decode
 from appliance.field.modbus import DeviceError
-from appliance.field.model import Device
 from appliance.field.plan import plan
-from appliance.field.points import Point, register_count
 from appliance.field.poller import Bus, DevicePoller, SplitMemory, compile_request
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from appliance.field.model import Device, Tag
+from appliance.config.field import Device, Tag
 from appliance.field.publish import Policy, Publisher, changed
 
 

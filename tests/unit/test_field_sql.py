@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from appliance.config.field import Device, Tag
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
 from appliance.field import api, sqlworker
 from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
-from appliance.field.model import Device, Tag
 from appliance.paths import Paths
 from appliance.state.db import Store
 
