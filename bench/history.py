@@ -38,6 +38,7 @@ from typing import Any
 
 from _common import Goal, finish, parser
 
+from appliance.field import store as field_store
 from appliance.field.history import HistoryWriter, measure
 from appliance.state.db import Store
 
@@ -84,7 +85,7 @@ class Clock:
 
 def run(variant: str, root: Path, tags: int, seconds: int, every: int = 1) -> dict[str, Any]:
     data = root / variant
-    store = Store(data)
+    store = Store(data, field_store.MODELS)
     clock = Clock()
     per_row = variant == "commit-per-row"
     writer = HistoryWriter(store, flush_samples=1 if per_row else 500_000, clock=clock)

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Goal, finish, parser  # noqa: E402
 
 from appliance.field import api as field_api  # noqa: E402
+from appliance.field import store as field_store  # noqa: E402
 from appliance.field.history import HistoryWriter  # noqa: E402
 from appliance.paths import Paths  # noqa: E402
 from appliance.state.db import Store  # noqa: E402
@@ -284,7 +285,7 @@ def wait_up(port: int, cafile: str, timeout: float) -> None:
 
 
 def make_data(paths: Paths) -> None:
-    store = Store(paths.data_dir)
+    store = Store(paths.data_dir, field_store.MODELS)
     w = HistoryWriter(store)
     t0 = time.time() - 600
     for i in range(600):

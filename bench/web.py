@@ -456,7 +456,7 @@ def main() -> int:
         if sim.stdout.readline().strip() != "ready":
             raise SystemExit("the simulated devices did not start")
 
-        store = Store(paths.data_dir)
+        store = Store(paths.data_dir, accounts.MODELS)
         now = time.time()
         imported = revs.import_text(store, config_text(), author="bench", now=now)
         rev = revs.commit(store, author="bench", now=now, ref=imported.revision.id)

@@ -174,3 +174,8 @@ class Outbox:
     @staticmethod
     def dropped() -> int:
         return get_cursor(OUTBOX_DROPPED)
+
+
+# The agent's tables (history DB): the heartbeat outbox and the senders' cursors;
+# handed to `Store` by the processes that use them.
+MODELS: tuple[type[pw.Model], ...] = (OutboxItem, Cursor)

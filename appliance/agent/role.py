@@ -28,6 +28,7 @@ from typing import Any
 from appliance import certs
 from appliance.agent import button as btn
 from appliance.agent import leds as leds_mod
+from appliance.agent import outbox
 from appliance.agent.health import Health, HealthInputs, from_live, health
 from appliance.agent.heartbeat import (
     FleetSender,
@@ -597,7 +598,7 @@ class Agent:
 
 def main(paths: Paths, stop: threading.Event) -> None:
     """Run the agent role until `stop` is set (or a factory reset)."""
-    store, _ = open_store(paths.data_dir)
+    store, _ = open_store(paths.data_dir, outbox.MODELS)
     live = LiveState(paths.run_dir)
     agent = Agent(paths, store, live, hostname=socket.gethostname())
     agent.run(stop)

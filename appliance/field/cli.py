@@ -90,9 +90,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _store(paths: Paths) -> Any:
+    from appliance.field.store import MODELS
     from appliance.state.db import Store
 
-    return Store(paths.data_dir)
+    return Store(paths.data_dir, MODELS)
 
 
 # -- tags ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from typing import Any
 from appliance.config.field import Device, History
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, Conflict, NotFound, Timeout
+from appliance.field import store as field_store
 from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
 from appliance.field.modbus import rtu_link, tcp_link
@@ -505,7 +506,7 @@ def _status(dev: Device, state: str) -> dict[str, Any]:
 def main(paths: Paths, stop: threading.Event) -> None:
     """The field role (see the module docstring); returns soon after `stop` is set."""
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our adapter reports errors
-    store, own = open_store(paths.data_dir)
+    store, own = open_store(paths.data_dir, field_store.MODELS)
     live = LiveState(paths.run_dir)
     role = FieldRole(paths, store, live)
     try:

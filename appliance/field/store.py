@@ -239,3 +239,8 @@ def meta_get(key: str) -> Any:
 
 def meta_set(key: str, value: Any) -> None:
     HistoryMeta.insert(key=key, value=json.dumps(value)).on_conflict_replace().execute()
+
+
+# The field role's tables (history DB): tag names, samples, alarms; handed to `Store` by
+# the processes that use them.
+MODELS: tuple[type[pw.Model], ...] = (TagName, SampleRecent, Sample, HistoryMeta, AlarmRow)

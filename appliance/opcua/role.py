@@ -295,7 +295,7 @@ class OpcUaRole:
 
 def main(paths: Paths, stop: threading.Event) -> None:
     """The opcua role (see the module docstring); returns soon after `stop` is set."""
-    store, own = open_store(paths.data_dir)
+    store, own = open_store(paths.data_dir, accounts.MODELS)
     live = LiveState(paths.run_dir)
     role = OpcUaRole(paths, store, live, accounts.authenticate)
     try:

@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,39 +93,22 @@ class Event(HistoryModel):
         }
 
 
-CONFIG_MODELS = [Revision, Audit]
-HISTORY_MODELS = [Event]
-
-# Each area keeps its tables next to its code; the Store creates them all.
-MODEL_MODULES = (
-    "appliance.field.store",  # samples, alarms
-    "appliance.agent.outbox",  # heartbeat outbox, agent cursors
-    "appliance.web.accounts",  # users, API tokens, login throttling
-)
-
-
-def _all_models() -> tuple[list[type[pw.Model]], list[type[pw.Model]]]:
-    import importlib
-
-    for name in MODEL_MODULES:
-        importlib.import_module(name)
-
-    def walk(base: type[pw.Model]) -> list[type[pw.Model]]:
-        out: list[type[pw.Model]] = []
-        for sub in base.__subclasses__():
-            out.append(sub)
-            out.extend(walk(sub))
-        return out
-
-    config = [m for m in walk(ConfigModel) if m not in CONFIG_MODELS]
-    history = [m for m in walk(HistoryModel) if m not in HISTORY_MODELS]
-    return CONFIG_MODELS + config, HISTORY_MODELS + history
+# The tables every process has: revisions and audit (config DB), events (history DB).
+CORE_MODELS: tuple[type[pw.Model], ...] = (Revision, Audit, Event)
+Models = Iterable[type[pw.Model]]
 
 
 class Store:
-    """Both databases of one data directory, opened and bound to the models."""
+    """Both databases of one data directory, opened and bound to the models.
 
-    def __init__(self, data_dir: Path) -> None:
+    The core tables always exist; the areas' own (`field.store.MODELS`,
+    `agent.outbox.MODELS`, `web.accounts.MODELS`) are handed in by whoever composes the
+    process, for the tables it reads or writes: the net role names none and so never
+    loads the others' modules (argon2 with the accounts). Creating is idempotent, so
+    every process that uses a table may name it.
+    """
+
+    def __init__(self, data_dir: Path, models: Models = ()) -> None:
         self.data_dir = Path(data_dir)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -150,11 +133,18 @@ class Store:
         try:
             self.config.connect(reuse_if_open=True)
             self.history.connect(reuse_if_open=True)
-            config_models, history_models = _all_models()
-            self.config.create_tables(config_models, safe=True)
-            self.history.create_tables(history_models, safe=True)
+            self.ensure((*CORE_MODELS, *models))
         except pw.OperationalError as e:
             raise ApplianceError(f"cannot open the databases in {self.data_dir}: {e}")
+
+    def ensure(self, models: Models) -> None:
+        """Create the tables of `models` that do not exist yet, each in its database."""
+        models = list(dict.fromkeys(models))
+        unknown = [m for m in models if not issubclass(m, (ConfigModel, HistoryModel))]
+        if unknown:
+            raise TypeError(f"{unknown[0].__name__} is neither a ConfigModel nor a HistoryModel")
+        self.config.create_tables([m for m in models if issubclass(m, ConfigModel)], safe=True)
+        self.history.create_tables([m for m in models if issubclass(m, HistoryModel)], safe=True)
 
     def close(self) -> None:
         self.config.close()
@@ -232,23 +222,27 @@ def bound_store(data_dir: Path) -> Store | None:
     return store
 
 
-def open_store(data_dir: Path) -> tuple[Store, bool]:
-    """The process's Store for `data_dir` if it has one, else a new one; and whether the
-    caller opened it (and so closes it)."""
+def open_store(data_dir: Path, models: Models = ()) -> tuple[Store, bool]:
+    """The process's Store for `data_dir` if it has one (with the tables of `models`),
+    else a new one; and whether the caller opened it (and so closes it)."""
     shared = bound_store(data_dir)
-    return (shared, False) if shared is not None else (Store(data_dir), True)
+    if shared is None:
+        return Store(data_dir, models), True
+    shared.ensure(models)
+    return shared, False
 
 
 @contextlib.contextmanager
-def borrowed_store(data_dir: Path) -> Iterator[Store]:
+def borrowed_store(data_dir: Path, models: Models = ()) -> Iterator[Store]:
     """The process's Store for `data_dir`, or a new one that is closed afterwards, the
     models bound back to what they were bound to before."""
     shared = bound_store(data_dir)
     if shared is not None:
+        shared.ensure(models)
         yield shared
         return
     before = (config_db.obj, history_db.obj)
-    store = Store(data_dir)
+    store = Store(data_dir, models)
     try:
         yield store
     finally:

@@ -940,3 +940,15 @@ def revoke_tokens(user: str, *, by: str, now: float) -> int:
         .where((ApiToken.user == user) & ApiToken.revoked_at.is_null())
         .execute()
     )
+
+
+# The accounts' tables (config DB): users, API tokens, login throttling, sessions;
+# handed to `Store` by the processes that use them.
+MODELS: tuple[type[pw.Model], ...] = (
+    User,
+    ApiToken,
+    TokenParent,
+    LoginThrottle,
+    ThrottleKey,
+    WebSession,
+)

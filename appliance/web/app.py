@@ -21,13 +21,18 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter
 
 from appliance.errors import ApplianceError
+from appliance.field import store as field_store
 from appliance.paths import Paths
 from appliance.state.db import Store
+from appliance.web import accounts
 from appliance.web.context import LiveCache, WebContext
 from appliance.web.jsonapi import error_response, http_error_response
 from appliance.web.schemas import MAX_ID
 
 log = logging.getLogger(__name__)
+
+# The tables the web role reads and writes besides the core: accounts, field data.
+MODELS = (*accounts.MODELS, *field_store.MODELS)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -98,7 +103,7 @@ def create_app(
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["int"] = BoundedInt
-    store = store or Store(paths.data_dir)
+    store = store or Store(paths.data_dir, MODELS)
     app.extensions["appliance"] = WebContext(
         paths=paths, store=store, live=LiveCache(paths.run_dir), clock=now, testing=testing
     )

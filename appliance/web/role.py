@@ -184,7 +184,7 @@ class WebRole:
 
 def main(paths: Paths, stop: threading.Event) -> None:
     """The web role's entry point (see the module docstring)."""
-    store = Store(paths.data_dir)
+    store = Store(paths.data_dir, accounts.MODELS)
     live = LiveState(paths.run_dir)
     live.ensure()
     os.umask(0o027)

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from testkit import Clock, wait_for
 
+from appliance.agent import outbox
 from appliance.agent import role as agent_role
 from appliance.agent.cli import diagnostics, factory_reset, identify
 from appliance.agent.heartbeat import validate
@@ -212,7 +213,7 @@ def fleet(pki: dict[str, Any]) -> Iterator[Fleet]:
 @pytest.fixture
 def unit(tmp_path: Path) -> Iterator[tuple[Paths, Store]]:
     paths = Paths(tmp_path / "data", tmp_path / "run")
-    store = Store(paths.data_dir)
+    store = Store(paths.data_dir, outbox.MODELS)
     try:
         yield paths, store
     finally:
@@ -658,7 +659,7 @@ def test_factory_reset_through_the_running_agent(
     assert not paths.secrets_dir.exists()
     assert (paths.data_dir / "unit-id").read_text() == unit_id
     assert (paths.run_dir / "factory-reset.json").exists()
-    store = Store(paths.data_dir)
+    store = Store(paths.data_dir, outbox.MODELS)
     try:
         kinds = [e.kind for e in store.events(10)]
     finally:

@@ -139,7 +139,7 @@ class Role:
 
 def test_the_opcua_role_end_to_end(plc: str, tmp_path: Path) -> None:
     paths = Paths(tmp_path / "data", tmp_path / "run")
-    store = Store(paths.data_dir)
+    store = Store(paths.data_dir, accounts.MODELS)
     live = LiveState(paths.run_dir)
     accounts.create_user(ADMIN[0], "admin", ADMIN[1], by="test", now=time.time())
     accounts.create_user(VIEWER[0], "viewer", VIEWER[1], by="test", now=time.time())

@@ -82,7 +82,7 @@ def server() -> Iterator[Server]:
     paths = Paths(tmp / "data", tmp / "run")
     proc = None
     try:
-        Store(paths.data_dir)
+        Store(paths.data_dir, accounts.MODELS)
         accounts.create_user("a", "admin", PASSWORD, by="test", now=time.time())
         accounts.create_user("v", "viewer", PASSWORD, by="test", now=time.time())
         cert, key = tls.ensure_cert(paths, unit_name="sql-test")

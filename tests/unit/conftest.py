@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from appliance.agent import outbox
 from appliance.config.load import Loaded, validate_data
 from appliance.errors import ConfigInvalid
+from appliance.field import store as field_store
 from appliance.state.db import Store
+from appliance.web import accounts
 
 from . import factory
 from .factory import NOW
@@ -23,6 +26,10 @@ if TYPE_CHECKING:
 
 # The hypothesis profile (repeatable in `make test`, random in `make fuzz`) is loaded by
 # tests/conftest.py from tests/propkit.py, for every folder.
+
+
+# Every area's tables, as a process running all the roles would have them.
+ALL_MODELS = (*field_store.MODELS, *outbox.MODELS, *accounts.MODELS)
 
 
 @pytest.fixture
@@ -53,9 +60,9 @@ def valid() -> Callable[..., Loaded]:
 
 @pytest.fixture(scope="session")
 def empty_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Databases with their tables, made once: creating them costs ~0.1 s of fsyncs."""
+    """Databases with every area's tables, made once: creating them costs ~0.1 s of fsyncs."""
     path = tmp_path_factory.mktemp("template") / "data"
-    Store(path).close()
+    Store(path, ALL_MODELS).close()
     return path
 
 

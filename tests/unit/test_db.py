@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from appliance.agent import outbox
 from appliance.errors import ApplianceError, PermissionDenied
+from appliance.field import store as field_store
+from appliance.fleet.store import Unit as FleetUnit
 from appliance.state.db import Audit, Event, Revision, Store
+from appliance.web import accounts
 
 
 def test_a_new_data_dir_gets_both_databases(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a" / "b")
+    s = Store(tmp_path / "a" / "b", field_store.MODELS)
     try:
         assert (tmp_path / "a" / "b" / "config.db").exists()
         assert (tmp_path / "a" / "b" / "history.db").exists()
@@ -107,3 +113,31 @@ def test_revision_as_dict_leaves_out_the_documents(store: Store) -> None:
     assert d["state"] == "draft"
     assert "document" not in d and "source" not in d
     assert d["auto_confirm"] is False
+
+
+def test_a_store_makes_the_core_tables_and_those_it_is_handed(tmp_path: Path) -> None:
+    core = Store(tmp_path / "core")
+    try:
+        assert set(core.config.get_tables()) == {"revision", "audit"}
+        assert set(core.history.get_tables()) == {"event"}
+        core.ensure([*outbox.MODELS, *accounts.MODELS])  # idempotent, each in its database
+        core.ensure(outbox.MODELS)
+        assert "web_user" in core.config.get_tables()
+        assert {"agent_outbox", "agent_cursor"} <= set(core.history.get_tables())
+        with pytest.raises(TypeError, match="neither"):
+            core.ensure([FleetUnit])
+    finally:
+        core.close()
+
+
+def test_the_net_roles_store_loads_no_other_area(tmp_path: Path) -> None:
+    """The store is below the roles: opening one (as the net role does) imports neither the
+    field, agent or web tables nor argon2, which the web accounts need."""
+    code = (
+        "import sys; from appliance.state.db import Store; "
+        f"Store({str(tmp_path / 'd')!r}).close(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('argon2', 'appliance.field', "
+        "'appliance.agent', 'appliance.web', 'flask'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

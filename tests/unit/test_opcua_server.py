@@ -395,7 +395,7 @@ def test_opcua_role_asks_the_accounts_for_a_users_role_now(
     from appliance.state.db import Store
     from appliance.web import accounts
 
-    store = Store(tmp_path / "data")
+    store = Store(tmp_path / "data", accounts.MODELS)
     try:
         now = time.time()
         accounts.create_user("alice", "admin", "Oven-Admin-Password-7", by="t", now=now)
