@@ -91,7 +91,6 @@ def server() -> Iterator[Server]:
             serve.command(paths, [serve.bind_spec("127.0.0.1", port)], cert, key),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=serve.die_with_parent,
         )
         ctx = ssl.create_default_context(cafile=str(cert))
         deadline = time.monotonic() + 30
