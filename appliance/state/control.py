@@ -101,8 +101,8 @@ class ControlServer:
             return {"ok": False, "error": "params must be an object", "code": "invalid-request"}
         try:
             return {"ok": True, "result": handler(**params)}
-        except ApplianceError as e:
-            return {"ok": False, "error": str(e), "code": e.code}
+        except ApplianceError as e:  # the field path crosses too (the API names it)
+            return {"ok": False, "error": e.message, "code": e.code, "field": e.field}
         except TypeError as e:
             return {"ok": False, "error": f"bad parameters: {e}", "code": "invalid-request"}
         except Exception as e:  # a handler bug must not kill the role
@@ -144,7 +144,8 @@ def call(path: Path, method: str, timeout: float = 10.0, **params: Any) -> Any:
         raise ApplianceError(f"garbled answer from {path}") from None
     if not answer.get("ok"):
         code = answer.get("code", "error")
-        err = _error_class(code)(answer.get("error", "failed"))
+        field = answer.get("field") if isinstance(answer.get("field"), str) else None
+        err = _error_class(code)(answer.get("error", "failed"), field=field)
         err.code = code  # kept even where no class of ours has it (e.g. device-error)
         raise err
     return answer.get("result")

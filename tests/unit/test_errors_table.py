@@ -112,6 +112,26 @@ def test_a_code_that_came_over_the_control_socket_keeps_its_status() -> None:
     assert web_status(e) == 500
 
 
+def test_an_input_error_keeps_its_field_path_over_the_control_socket(tmp_path) -> None:
+    """The role's error arrives with its code, message and field path, so the API names
+    the field (and the message reads the same as before: `field: message`)."""
+    from appliance.state.control import call
+
+    def identify(seconds: Any) -> None:
+        raise errors.Invalid(f"{seconds!r} is not a number", field="seconds")
+
+    server = ControlServer(tmp_path / "agent.sock", {"identify": identify})
+    server.start()
+    try:
+        with pytest.raises(ApplianceError) as got:
+            call(tmp_path / "agent.sock", "identify", seconds="soon")
+    finally:
+        server.stop()
+    assert got.value.code == "invalid" and got.value.field == "seconds"
+    assert str(got.value) == "seconds: 'soon' is not a number"
+    assert web_status(got.value) == 422
+
+
 # -- through the web API --------------------------------------------------------------
 
 from .webkit import Web, error_of  # noqa: E402
