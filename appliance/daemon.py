@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import proc
+from appliance import roles as registry
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
 from appliance.roles import ROLE_NAMES
@@ -196,7 +197,7 @@ def run_role(paths: Paths, role: str, stop: threading.Event) -> bool:
 
 
 def _run_module(paths: Paths, role: str, stop: threading.Event) -> None:
-    module = importlib.import_module(f"appliance.{role}.role")
+    module = importlib.import_module(registry.get(role).module)
     log.info("%s role starting (data %s, run %s)", role, paths.data_dir, paths.run_dir)
     # The role opens its own Store: one connection of ours held open here would make its
     # writes wait on us (BEGIN IMMEDIATE), so ours is closed before and opened after.
@@ -282,10 +283,8 @@ class Supervisor:
         self.started_at = time.time()
 
     def _spawn(self, child: Child, now: float) -> None:
-        # a clean environment (proc.clean_env keeps APPLIANCE_*, PYTHONPATH, VIRTUAL_ENV)
-        # plus what a role reads besides (proc.SERVICE_ENV), and the paths
+        # a clean environment (proc.clean_env) and the paths
         env = {
-            **proc.inherited(),
             "APPLIANCE_DATA_DIR": str(self.paths.data_dir),
             "APPLIANCE_RUN_DIR": str(self.paths.run_dir),
         }

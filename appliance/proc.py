@@ -22,16 +22,18 @@ from appliance.errors import ApplianceError
 
 log = logging.getLogger(__name__)
 
-_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "HOME", "TERM", "PYTHONPATH", "VIRTUAL_ENV")
 # Popen arguments `spawn` refuses: a shell string is what the argv list avoids, and
 # preexec_fn runs Python between fork and exec, which is unsafe in a threaded process.
 _REFUSED = ("shell", "preexec_fn")
-# What our own long-lived children (the role processes, the HTTPS server) read of the
-# environment beyond what `clean_env` keeps: where SQLite and the SQL worker put
-# temporary files (field/api.py), the zone of local times (syslog lines, journalctl in
-# diagnostics), and the CA store the fleet and webhook clients trust
-# (ssl.create_default_context). See `inherited`.
-SERVICE_ENV = ("TMPDIR", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# What a child keeps of our environment (and every APPLIANCE_* variable): where to find
+# programs and Python, the locale, and what our own children read besides: where SQLite
+# and the SQL worker put temporary files (field/api.py), the zone of local times (syslog
+# lines, journalctl in diagnostics), the CA store the fleet and webhook clients trust
+# (ssl.create_default_context).
+_KEEP_ENV = (
+    *("PATH", "LANG", "LC_ALL", "HOME", "TERM", "PYTHONPATH", "VIRTUAL_ENV"),
+    *("TMPDIR", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR"),
+)
 # After SIGKILL: how long to wait for the kernel to end the child (one stuck in an
 # uninterruptible sleep may take longer; `stop` then gives up and says so).
 KILL_WAIT_S = 5.0
@@ -43,11 +45,6 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
-
-
-def inherited(names: Sequence[str] = SERVICE_ENV) -> dict[str, str]:
-    """Those of `names` this process has set, to hand on to a child: `spawn(env=...)`."""
-    return {k: os.environ[k] for k in names if k in os.environ}
 
 
 def run(

@@ -117,7 +117,7 @@ class WebRole:
         assert self.cert is not None
         argv = serve.command(self.paths, binds, *self.cert)
         log.info("serving HTTPS on %s (%s)", ", ".join(binds), why)
-        self.proc = proc.spawn(argv, env=proc.inherited())
+        self.proc = proc.spawn(argv)
         self.binds, self.listen, self.why = binds, addrs, why
         self.restarts += 1
         self.store.event(

@@ -15,6 +15,7 @@ import pytest
 from labkit import PREFIX, Appliance
 from testkit import wait_for
 
+from appliance import proc
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec, in_netns
 
@@ -68,24 +69,19 @@ def plc(request: pytest.FixtureRequest) -> Iterator[str]:
     _ip("netns", "del", ns, check=False)
     _ip("netns", "add", ns)
     _ip("-n", ns, "link", "set", "lo", "up")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
+    sim = proc.spawn(
         ["ip", "netns", "exec", ns, sys.executable, "-m", "appliance.lab.plc",
          "--bind", "127.0.0.1", "--port", str(port), "--other-port", "18080"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={"PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
 
         def listening() -> bool:
-            assert proc.poll() is None, "the PLC simulator exited"
+            assert sim.poll() is None, "the PLC simulator exited"
             return in_netns(ns, lambda: _listening(port))
 
         wait_for(listening, 20, "the PLC simulator to listen", every=0.1)
         yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        if proc.poll() is None:
-            proc.kill()
+        proc.stop(sim, 5)
         _ip("netns", "del", ns, check=False)
