@@ -24,7 +24,6 @@ ALIVE_WITHIN_S = 5.0
 @dataclass(frozen=True)
 class Role:
     name: str
-    summary: str
     # Rung (its doorbell) when a configuration revision is committed or rolled back, so
     # it applies the new desired state at once instead of at its next poll.
     follows_config: bool
@@ -38,11 +37,11 @@ class Role:
 # In start order: net first (the demarcation point is closed until it has applied a
 # revision), web last (it shows what the others publish).
 ROLES: tuple[Role, ...] = (
-    Role("net", "links, addresses, routes and the nftables ruleset", follows_config=True),
-    Role("field", "polls the field devices; history, alarms, SQL", follows_config=True),
-    Role("opcua", "the OPC UA server that offers field values to IT", follows_config=True),
-    Role("agent", "health, LEDs, button, heartbeat, syslog and webhooks", follows_config=True),
-    Role("web", "the web UI and the REST API", follows_config=False),
+    Role("net", follows_config=True),  # links, addresses, routes, the nftables ruleset
+    Role("field", follows_config=True),  # polls the field devices; history, alarms, SQL
+    Role("opcua", follows_config=True),  # the OPC UA server that offers field values to IT
+    Role("agent", follows_config=True),  # health, LEDs, button, heartbeat, syslog, webhooks
+    Role("web", follows_config=False),  # the web UI and the REST API
 )
 ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
 # The doorbells to ring after a configuration change.
