@@ -103,7 +103,10 @@ def create_app(
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["int"] = BoundedInt
-    store = store or Store(paths.data_dir, MODELS)
+    if store is None:
+        store = Store(paths.data_dir, MODELS)
+    else:  # the caller's Store: it gains the tables the app reads
+        store.ensure(MODELS)
     app.extensions["appliance"] = WebContext(
         paths=paths, store=store, live=LiveCache(paths.run_dir), clock=now, testing=testing
     )
