@@ -10,11 +10,25 @@ document is older, or whose pid is gone, is not running.
 
 A new role (a protocol-inspecting one is coming) is one entry here and its
 `appliance/<name>/role.py`. Pure data: importing this module loads nothing else.
+
+Every role object has the same shape (`RoleContract`): it takes the desired state
+(`apply`, handed a `Change` of the desired revision by the one who reads the database),
+does its periodic work (`step`), and reports what it holds (`snapshot`, the live
+document). Its adapters (the nftables handle, the links, the Modbus links, the OPC UA
+server, the HTTPS server's process, the LED pins) are handed in when it is built, so a
+unit test builds it with fakes. The roles that talk to devices and clients over asyncio
+(field, opcua) are `AsyncRole`s and all run in one loop, `appliance.rolekit.AsyncLoop`;
+the others keep the loop their inputs need (net: select on netlink and the nftables
+monitor; agent: LED timing; web: a one-second tick).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # types only: importing this module stays free of the config stack
+    from appliance.config.model import Config
 
 # A role whose live document is older than this is not running (it publishes at least
 # twice as often).
@@ -47,6 +61,57 @@ ROLE_NAMES: tuple[str, ...] = tuple(r.name for r in ROLES)
 # The doorbells to ring after a configuration change.
 CONFIG_FOLLOWERS: tuple[str, ...] = tuple(r.name for r in ROLES if r.follows_config)
 _BY_NAME = {r.name: r for r in ROLES}
+
+
+@dataclass(frozen=True)
+class Change:
+    """The desired revision changed (or was read for the first time).
+
+    `config` is None when there is no revision yet (a new unit) or when the stored
+    document no longer validates (`error` says why; the role keeps what it runs)."""
+
+    revision_id: int | None
+    config: Config | None
+    error: str | None = None
+
+
+class RoleContract(Protocol):
+    """What every role object offers the loop that runs it."""
+
+    name: str
+    # something the live document shows has changed: publish it soon, not at the next
+    # regular write
+    dirty: bool
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The live document (`state.live.LiveState.write(name, ...)`)."""
+        ...
+
+
+class SyncRole(RoleContract, Protocol):
+    def apply(self, change: Change) -> None:
+        """Make what the role runs match the desired revision."""
+        ...
+
+    def step(self, now: float) -> None:
+        """One pass of periodic work; never raises for bad input or a busy database."""
+        ...
+
+
+class AsyncRole(RoleContract, Protocol):
+    """A role on asyncio (run by `appliance.rolekit.AsyncLoop`)."""
+
+    async def start(self) -> None:
+        """Open what the role serves (control socket, value stream), before any apply."""
+        ...
+
+    async def apply(self, change: Change) -> None: ...
+
+    async def step(self, now: float) -> None: ...
+
+    async def close(self) -> None:
+        """Stop every task and close every adapter; the loop returns after it."""
+        ...
 
 
 def get(name: str) -> Role:
