@@ -89,12 +89,21 @@ class RoleContract(Protocol):
 
 
 class SyncRole(RoleContract, Protocol):
-    def apply(self, change: Change) -> None:
-        """Make what the role runs match the desired revision."""
-        ...
+    """A role on threads with its own loop (net, agent, web) that calls `step`."""
 
     def step(self, now: float) -> None:
         """One pass of periodic work; never raises for bad input or a busy database."""
+        ...
+
+
+class SyncFollower(SyncRole, Protocol):
+    """A sync role that follows the desired revision (web, agent): its loop hands it each
+    `Change` that `rolekit.Desired` reads. The net role is not one: it is the role that
+    moves revisions (applies, auto-confirms, reverts a pending one at its deadline), so
+    it reads them, with their state, in its own step."""
+
+    def apply(self, change: Change) -> None:
+        """Make what the role runs match the desired revision."""
         ...
 
 

@@ -42,7 +42,8 @@ from appliance.agent.webhook import WebhookSender
 from appliance.config.model import Config
 from appliance.errors import ApplianceError, Conflict, Invalid, PermissionDenied
 from appliance.paths import Paths
-from appliance.roles import ROLE_NAMES
+from appliance.rolekit import Desired
+from appliance.roles import ROLE_NAMES, Change
 from appliance.secretfile import UnsafeSecretPath
 from appliance.state import revisions as revs
 from appliance.state.control import ControlServer, socket_path
@@ -173,6 +174,8 @@ HEALTH_EVENT_SEVERITY = {
 
 
 class Agent:
+    name = ROLE
+
     def __init__(
         self,
         paths: Paths,
@@ -188,7 +191,8 @@ class Agent:
         self.clock = clock
         self.started_at = clock()
         self.config: Config | None = None
-        self._config_key: tuple[Any, ...] | None = None
+        self.desired = Desired(store)
+        self.dirty = False  # publish at the next step, not at the next regular write
         self._config_gen = 0
         self.expect_confirmed = False
         self.identify_until: float | None = None
@@ -282,17 +286,17 @@ class Agent:
     # -- configuration -------------------------------------------------------------
 
     def _check_config(self, now: float) -> None:
-        rev = revs.desired(self.store)
         self.expect_confirmed = revs.confirmed(self.store) is not None
-        key = (rev.id, rev.sha256) if rev else None
-        if key == self._config_key:
+        change = self.desired.poll()
+        if change is not None:
+            self.apply(change)
+
+    def apply(self, change: Change) -> None:
+        """The desired revision changed: the unit's name and site, the LEDs and button."""
+        if change.error is not None:  # a stored document that no longer validates: keep the last
+            log.error("revision %s does not load: %s", change.revision_id, change.error)
             return
-        self._config_key = key
-        try:
-            config = revs.config_of(rev) if rev else None
-        except Exception as e:  # a stored document that no longer validates: keep the last
-            log.error("revision %s does not load: %s", rev.id if rev else None, e)
-            return
+        config = change.config
         self.config = config
         unit = config.unit if config else None
         self.unit["name"] = unit.name if unit else "appliance"
@@ -304,7 +308,8 @@ class Agent:
             self._setup_button(config)
         with self._lock:
             self._config_gen += 1
-        log.info("configuration: revision %s", rev.id if rev else "none")
+        self.dirty = True
+        log.info("configuration: revision %s", change.revision_id or "none")
 
     def _setup_leds(self, config: Config | None) -> None:
         if self._led_backend is not None and hasattr(self._led_backend, "close"):
@@ -372,7 +377,7 @@ class Agent:
         self.health = health(inputs, now)
         self._health_event()
         self._show(now)
-        if now >= self._next["publish"]:
+        if self.dirty or now >= self._next["publish"]:
             self.publish(now)
 
     def _health_event(self) -> None:
@@ -451,10 +456,11 @@ class Agent:
                 "error": self.led_error,
                 "button_error": self.button_error,
             },
-            "revision": self._config_key[0] if self._config_key else None,
+            "revision": self.desired.revision_id,
         }
 
     def publish(self, now: float) -> None:
+        self.dirty = False
         self.live.write(ROLE, self.snapshot(now))
         self._next["publish"] = now + PUBLISH_S
 

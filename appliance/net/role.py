@@ -94,7 +94,7 @@ class NetRole:
         self.state = NetState()
         self.started_at = clock()
         self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0, "publish": 0.0}
-        self._dirty = True  # something the live state shows has changed
+        self.dirty = True  # something the live state shows has changed
         self._list_cost = 0.0  # seconds one read-back of the table takes (moving average)
         self._last_drift = 0.0
 
@@ -161,8 +161,9 @@ class NetRole:
 
     # -- one reconcile pass ------------------------------------------------------
 
-    def step(self) -> None:
-        now = self.clock()
+    def step(self, now: float | None = None) -> None:
+        """One reconcile pass at `now` (the role's clock when not given)."""
+        now = self.clock() if now is None else now
         reverted = revs.expire_pending(self.store, now)
         if reverted:
             log.warning(reverted.message)
@@ -180,8 +181,8 @@ class NetRole:
         if now >= self._next["counters"]:
             self._read_counters(listing if listing is not None else self._list(), now)
             self._next["counters"] = now + max(COUNTERS_EVERY_S, COUNTERS_DUTY * self._list_cost)
-            self._dirty = True
-        if self._dirty or now >= self._next["publish"]:
+            self.dirty = True
+        if self.dirty or now >= self._next["publish"]:
             self.publish(now)
 
     def _list(self) -> list[dict] | None:
@@ -278,7 +279,7 @@ class NetRole:
             now,
         )
         self.state.denied_seen.clear()
-        self._dirty = True
+        self.dirty = True
 
     def _carry_counters(self) -> None:
         """Keep conduit and drop counters across a re-apply (the kernel restarts them)."""
@@ -324,7 +325,7 @@ class NetRole:
             )
         before = {o.name: (o.present, o.oper) for o in self.state.links}
         self.state.links = self.links.observe(config)
-        self._dirty = True
+        self.dirty = True
         for o in self.state.links:
             if o.name in before and before[o.name] != (o.present, o.oper):
                 sev = "info" if o.oper == "UP" else "warning"
@@ -420,7 +421,7 @@ class NetRole:
         self.state.denied_budget = (window_start, used + len(fresh))
 
     def _error(self, message: str) -> None:
-        self._dirty = True
+        self.dirty = True
         if message != self.state.last_error:
             log.error(message)
             self.store.event("net.error", message, source="net", severity="error")
@@ -467,5 +468,5 @@ class NetRole:
     def publish(self, now: float) -> None:
         """Write the live state (when it changed, and at least every second: liveness)."""
         self.live.write(self.name, self.snapshot(now))
-        self._dirty = False
+        self.dirty = False
         self._next["publish"] = now + 1.0
