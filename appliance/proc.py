@@ -87,11 +87,13 @@ def spawn(
     argv: Sequence[str],
     *,
     env: dict[str, str] | None = None,
+    exact_env: bool = False,
     error: type[ApplianceError] = ApplianceError,
     **popen_kwargs: Any,
 ) -> subprocess.Popen[bytes]:
     """Start argv (a list, never a shell string) with `clean_env(env)` and hand back the
-    child, which the caller ends with `stop`.
+    child, which the caller ends with `stop`. With `exact_env` the child gets `env` and
+    nothing of ours (a sandboxed worker that must not see PYTHONPATH or APPLIANCE_*).
 
     `popen_kwargs` go to Popen as they are (stdin/stdout/stderr, cwd, start_new_session,
     close_fds ...), except `shell` and `preexec_fn`, which raise TypeError (see
@@ -102,7 +104,8 @@ def spawn(
         raise TypeError(f"spawn() does not take {', '.join(refused)}")
     log.debug("spawn: %s", " ".join(argv))
     try:
-        child = subprocess.Popen(list(argv), env=clean_env(env), **popen_kwargs)
+        child_env = dict(env or {}) if exact_env else clean_env(env)
+        child = subprocess.Popen(list(argv), env=child_env, **popen_kwargs)
     except FileNotFoundError as e:
         raise error(f"{argv[0]}: command not found") from e
     log.debug("spawned pid %d: %s", child.pid, argv[0])

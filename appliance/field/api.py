@@ -270,13 +270,14 @@ def _worker_output(req: dict[str, Any], timeout_s: float) -> bytes:
     started = time.monotonic()
     hard = started + timeout_s + WORKER_GRACE_S
     budget = MAX_RESULT_BYTES + 64 * 1024  # columns line, JSON brackets, the last line
-    # Not proc.spawn: the worker's environment is exactly _worker_env, nothing of ours
-    worker = subprocess.Popen(
+    # the worker's environment is exactly _worker_env, nothing of ours
+    worker = proc.spawn(
         [sys.executable, "-I", "-S", WORKER],
+        env=_worker_env(),
+        exact_env=True,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env=_worker_env(),
         close_fds=True,
     )
     why = "done"

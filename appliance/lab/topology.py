@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import appliance
+from appliance import proc
 from appliance.errors import LabError
-from appliance.proc import clean_env, run
+from appliance.proc import run
 
 T = TypeVar("T")
 
@@ -303,15 +304,14 @@ def spawn(
         log.write(f"--- {stamp} start in {ns or 'host'}: {' '.join(argv)}\n".encode())
         log.flush()
         try:
-            child = subprocess.Popen(
+            child = proc.spawn(
                 full,
+                env={"PYTHONPATH": _pythonpath(), "PYTHONUNBUFFERED": "1", **(env or {})},
+                error=LabError,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=clean_env(
-                    {"PYTHONPATH": _pythonpath(), "PYTHONUNBUFFERED": "1", **(env or {})}
-                ),
             )
         except OSError as exc:
             raise LabError(f"cannot start {name} ({argv[0]}): {exc.strerror}")

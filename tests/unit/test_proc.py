@@ -171,3 +171,21 @@ def test_clean_env_hands_on_only_the_named_variables(monkeypatch: pytest.MonkeyP
     assert env["TZ"] == "Europe/Berlin"
     assert "SSL_CERT_FILE" not in env and "SECRET_TOKEN" not in env
     assert proc.clean_env({"SECRET_TOKEN": "given"})["SECRET_TOKEN"] == "given"
+
+
+def test_spawn_with_exact_env_hands_the_child_nothing_of_ours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("APPLIANCE_SECRET_HINT", "x")
+    monkeypatch.setenv("PYTHONPATH", "/nowhere")
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    child = proc.spawn(
+        [sys.executable, "-I", "-c", code],
+        env={"ONLY": "this"},
+        exact_env=True,
+        stdout=subprocess.PIPE,
+    )
+    out, _ = child.communicate(timeout=30)
+    seen = json.loads(out)
+    seen.pop("LC_CTYPE", None)  # Python itself may set it for a C locale (PEP 538)
+    assert seen == {"ONLY": "this"}
