@@ -7,28 +7,34 @@ no device access (it can only ask the field role to write, over the field role's
 control socket, as an admin user would through the API, audited there). It also keeps
 the field role small (asyncua's server costs tens of MB).
 
-`main(paths, stop)` runs one asyncio loop until `stop` is set:
+`main(paths, stop)` runs the role object (`OpcUaRole`, an `appliance.roles.AsyncRole`)
+in `appliance.rolekit.AsyncLoop` until `stop` is set:
 
-- it reads the desired revision (`revisions.desired`) at start, when its doorbell rings
-  and every 2 s; it runs `Northbound(config.opcua_server, ...)` while
-  ``opcua_server.enabled`` (restarted when those settings change, stopped when disabled)
-  and makes the address space follow the devices and tags;
-- values: it reads ``<run_dir>/field-values.sock`` (`appliance.valuestream`, served by
-  the field role): a snapshot of every tag, then the changes, as JSON lines. While that
-  stream is down (the field role stopped or restarting) every value shows Bad
-  (BadCommunicationError); it reconnects with back-off (0.2 s doubling to 2 s) and the
-  snapshot makes them good again;
+- each `Change` of the desired revision (read at start, when its doorbell rings and
+  every 2 s) goes to `apply`: it runs `Northbound(config.opcua_server, ...)` while
+  ``opcua_server.enabled`` (restarted when those settings change, stopped when
+  disabled) and makes the address space follow the devices and tags. A server that
+  failed to start is tried again by `step` every `RETRY_EVERY_S`;
+- values: `start` runs the reader of ``<run_dir>/field-values.sock``
+  (`appliance.valuestream`, served by the field role): a snapshot of every tag, then
+  the changes, as JSON lines. While that stream is down (the field role stopped or
+  restarting) every value shows Bad (BadCommunicationError); it reconnects with
+  back-off (0.2 s doubling to 2 s) and the snapshot makes them good again;
 - users: `appliance.web.accounts.authenticate` (the web UI's accounts; this process
   opens its own Store for it), told the client's address (the per-address throttle) and
   run on a thread; a logged-on user's current role (`_role_of`: None when disabled or
   deleted) is asked again at every write and every few seconds, so a demoted admin
   stops writing and a disabled user's session is closed; writes by admins go to the
-  field role's ``write`` method (``source="opcua"``), on a thread so the loop never
-  waits on a device;
-- it writes ``<run_dir>/opcua.json`` every second: {"role": "opcua", "enabled",
-  "running", "port", "endpoints": [{"url", "security"}], "sessions": n, "values": n,
-  "connected": bool (the value stream), "last_update": t|null, "error": str|null,
-  "revision": id}.
+  field role's ``write`` method (``source="opcua"``, `field_writer`), on a thread so
+  the loop never waits on a device;
+- the loop writes ``<run_dir>/opcua.json`` (`snapshot`) every second: {"role": "opcua",
+  "enabled", "running", "port", "endpoints": [{"url", "security"}], "sessions": n,
+  "values": n, "connected": bool (the value stream), "last_update": t|null,
+  "error": str|null, "revision": id}.
+
+What touches the outside is handed in (`OpcUaRole(...)`'s keywords, the real ones by
+default): the server (`northbound`, a factory called like `Northbound`), the field
+role's write (`write_field`) and the event log, so a unit test drives the role with fakes.
 """
 
 from __future__ import annotations
@@ -39,25 +45,30 @@ import functools
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
 
 from appliance.config.field import Device
+from appliance.config.field import Northbound as NorthboundConfig
 from appliance.config.model import Config
-from appliance.errors import ApplianceError, NotFound
-from appliance.opcua.server import Authenticate, Northbound, RoleOf
+from appliance.errors import ApplianceError, NotFound, Unavailable
+from appliance.opcua.server import Authenticate, Northbound, OnWrite, RoleOf
 from appliance.paths import Paths
-from appliance.state import control, revisions
-from appliance.state.db import Store, open_store
+from appliance.rolekit import AsyncLoop
+from appliance.roles import Change
+from appliance.state import control
+from appliance.state.db import open_store
 from appliance.state.live import LiveState
 from appliance.valuestream import ValueReader, stream_path
 from appliance.web import accounts
 
 log = logging.getLogger("opcua")
 
-PUBLISH_EVERY_S = 1.0
-RELOAD_EVERY_S = 2.0
-LOOP_S = 0.2
+ROLE = "opcua"
+RETRY_EVERY_S = 2.0  # a server that failed to start is tried again this often
 STOP_TIMEOUT_S = 2.0
+READER_STOP_S = 0.5
 WRITE_TIMEOUT_S = 20.0  # the field role gives a device 15 s
 
 
@@ -70,100 +81,162 @@ def _role_of(name: str) -> str | None:
     return None if user.disabled else str(user.role)
 
 
+class Server(Protocol):
+    """The OPC UA server as the role sees it (`appliance.opcua.server.Northbound`)."""
+
+    @property
+    def cfg(self) -> NorthboundConfig: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def sessions(self) -> int: ...
+
+    async def start(self, devices: Iterable[Device]) -> None:
+        """Listen with these devices' tags; ApplianceError when it cannot."""
+        ...
+
+    async def reconfigure(self, devices: Iterable[Device]) -> None: ...
+
+    def update(self, name: str, value: Any, quality: str, source_time: float | None) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class MakeServer(Protocol):
+    """Builds a server; called like `Northbound(cfg, paths, authenticate, on_write, role_of=)`."""
+
+    def __call__(
+        self,
+        cfg: NorthboundConfig,
+        paths: Paths,
+        authenticate: Authenticate,
+        on_write: OnWrite,
+        *,
+        role_of: RoleOf | None = ...,
+    ) -> Server: ...
+
+
+class EventLog(Protocol):
+    """Where the role's events go (`appliance.state.db.Store.event`)."""
+
+    def event(self, kind: str, message: str, *, source: str, severity: str = ...) -> Any: ...
+
+
+WriteField = Callable[[str, Any, str], Any]  # (tag, value, actor) -> the field role's answer
+
+
+def field_writer(run_dir: Path) -> WriteField:
+    """The real `write_field`: the field role's ``write`` over its control socket
+    (blocking: the role calls it on a thread), ``source="opcua"``. Unavailable when the
+    field role is not running (the OPC UA client gets BadCommunicationError)."""
+    sock = control.socket_path(run_dir, "field")
+
+    def write(tag: str, value: Any, actor: str) -> Any:
+        try:
+            return control.call(
+                sock,
+                "write",
+                timeout=WRITE_TIMEOUT_S,
+                tag=tag,
+                value=value,
+                actor=actor,
+                source="opcua",
+            )
+        except NotFound as e:
+            if not sock.exists() or "role is not running" in str(e):
+                raise Unavailable("the field role is not running") from None
+            raise  # an unknown tag: BadNodeIdUnknown
+
+    return write
+
+
 class OpcUaRole:
-    """The opcua role's state and loop (see the module docstring)."""
+    """The opcua role object (`roles.AsyncRole`, see the module docstring).
+
+    `dirty` is set when what opcua.json shows changes in a way worth publishing before
+    the next one-second write: the value stream connected or lost, the server started
+    or stopped, its error changed (not for each value)."""
+
+    name = ROLE
 
     def __init__(
         self,
         paths: Paths,
-        store: Store,
-        live: LiveState,
+        events: EventLog,
         authenticate: Authenticate,
+        *,
         role_of: RoleOf | None = _role_of,
+        northbound: MakeServer = Northbound,
+        write_field: WriteField | None = None,
     ) -> None:
         self.paths = paths
-        self.store = store
-        self.live = live
+        self.events = events
         self.authenticate = authenticate
         self.role_of = role_of
-        self.stream_path = stream_path(paths.run_dir)
+        self.make_server = northbound
+        self.write_field = field_writer(paths.run_dir) if write_field is None else write_field
         self.reader = ValueReader(
-            self.stream_path, self._snapshot, self._changes, self.disconnected
+            stream_path(paths.run_dir), self._snapshot, self._changes, self.disconnected
         )
-        self.field_socket = control.socket_path(paths.run_dir, "field")
+        self.dirty = False
         self.revision_id: int | None = None
         self.config: Config | None = None
-        self.northbound: Northbound | None = None
+        self.northbound: Server | None = None
         self.error: str | None = None
+        self.tried_at = float("-inf")  # the last failed start (wall clock)
         # tag -> [value, quality, source_time] as the field role last said
         self.values: dict[str, list[Any]] = {}
         self.connected = False
         self.last_update: float | None = None
-        self._wake = asyncio.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self._feed: asyncio.Task[None] | None = None
 
-    # -- the loop -----------------------------------------------------------------------
+    # -- the contract -------------------------------------------------------------------
 
-    async def run(self, stop: threading.Event) -> None:
-        self.loop = asyncio.get_running_loop()
-        bell = self._bind_doorbell()
-        feed = asyncio.create_task(self.reader.run(), name="opcua:values")
-        try:
-            self.publish()
-            await self.reload(force=True)
-            self.publish()
-            next_publish = time.monotonic() + PUBLISH_EVERY_S
-            next_reload = time.monotonic() + RELOAD_EVERY_S
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), LOOP_S)
-                now = time.monotonic()
-                if self._wake.is_set() or now >= next_reload:
-                    self._wake.clear()
-                    await self.reload()
-                    next_reload = now + RELOAD_EVERY_S
-                if now >= next_publish:
-                    self.publish()
-                    next_publish = now + PUBLISH_EVERY_S
-        finally:
-            self.loop.remove_reader(bell.fileno())
-            bell.close()
+    async def start(self) -> None:
+        """Read the field role's value stream (for ever, reconnecting) from now on."""
+        if self._feed is None:
+            self._feed = asyncio.create_task(self.reader.run(), name="opcua:values")
+
+    async def apply(self, change: Change) -> None:
+        """Take a desired revision: no revision yet is the defaults; one that no longer
+        validates is logged and what runs is kept."""
+        self.revision_id = change.revision_id
+        self.dirty = True
+        if change.error is not None:  # stored under older rules: keep what runs, say why
+            log.error("revision %s does not validate: %s", change.revision_id, change.error)
+            return
+        await self._apply(change.config if change.config is not None else Config())
+
+    async def step(self, now: float) -> None:
+        """Try again to start a server that failed to (every RETRY_EVERY_S)."""
+        cfg = self.config.opcua_server if self.config is not None else None
+        if cfg is None or not cfg.enabled or self.running:
+            return
+        if now - self.tried_at >= RETRY_EVERY_S:
+            assert self.config is not None
+            await self._apply(self.config)
+
+    async def close(self) -> None:
+        """Stop the value-stream reader and the server."""
+        feed, self._feed = self._feed, None
+        if feed is not None:
             feed.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(feed, 0.5)
-            await self._stop_server()
-            self.publish()
-
-    def _bind_doorbell(self) -> Any:
-        assert self.loop is not None
-        return self.live.watch_doorbell("opcua", self.loop, self._wake.set)
+                await asyncio.wait_for(feed, READER_STOP_S)
+        await self._stop_server()
 
     # -- configuration ------------------------------------------------------------------
-
-    async def reload(self, force: bool = False) -> None:
-        try:
-            rev = await asyncio.to_thread(revisions.desired, self.store)
-        except Exception as e:  # a busy or broken DB: keep running what we have
-            log.warning("cannot read the desired revision: %s", e)
-            return
-        rev_id = rev.id if rev is not None else None
-        if rev_id == self.revision_id and not force:
-            if self.config is not None and self.config.opcua_server.enabled and not self.running:
-                await self.apply(self.config)  # it failed to start: try again
-            return
-        self.revision_id = rev_id
-        try:
-            config = revisions.config_of(rev) if rev is not None else Config()
-        except ValueError as e:  # stored under older rules: keep what runs, say why
-            log.error("revision %s does not validate: %s", rev_id, e)
-            return
-        await self.apply(config)
 
     @property
     def running(self) -> bool:
         return self.northbound is not None and self.northbound.running
 
-    async def apply(self, config: Config) -> None:
+    async def _apply(self, config: Config) -> None:
         """Run, restart, stop or reconfigure the server to match `config`."""
         self.config = config
         cfg = config.opcua_server
@@ -174,34 +247,44 @@ class OpcUaRole:
             await self._stop_server()
             nb = None
         if not cfg.enabled:
-            self.error = None
+            self._set_error(None)
             return
         if nb is None:
-            nb = Northbound(cfg, self.paths, self.authenticate, self.on_write, role_of=self.role_of)
+            nb = self.make_server(
+                cfg, self.paths, self.authenticate, self.on_write, role_of=self.role_of
+            )
             try:
                 await nb.start(devices)
             except ApplianceError as e:
-                if str(e) != self.error:
+                self.tried_at = time.time()
+                if str(e) != self.error:  # once per cause, not once per retry
                     log.error("OPC UA server: %s", e)
                     await self._event("opcua.server_failed", f"OPC UA server: {e}", "error")
-                self.error = str(e)
+                self._set_error(str(e))
                 return
-            self.error = None
+            self._set_error(None)
             self.northbound = nb
+            self.dirty = True
         else:
             await nb.reconfigure(devices)
         self._push_all()  # new variables get the values known already
 
+    def _set_error(self, error: str | None) -> None:
+        if error != self.error:
+            self.error = error
+            self.dirty = True
+
     async def _stop_server(self) -> None:
         nb, self.northbound = self.northbound, None
         if nb is not None:
+            self.dirty = True
             with contextlib.suppress(Exception):  # best effort: a new one or none follows
                 await asyncio.wait_for(nb.stop(), STOP_TIMEOUT_S)
 
     async def _event(self, kind: str, message: str, severity: str) -> None:
         try:
             await asyncio.to_thread(
-                self.store.event, kind, message, source="opcua", severity=severity
+                self.events.event, kind, message, source="opcua", severity=severity
             )
         except Exception as e:  # a locked history DB: the log has it
             log.warning("cannot record event %s: %s", kind, e)
@@ -222,7 +305,8 @@ class OpcUaRole:
 
     def _snapshot(self, table: dict[str, list[Any]]) -> None:
         self.values = table
-        self.connected = True
+        if not self.connected:
+            self.connected = self.dirty = True
         self._push_all()
         self.last_update = time.time()
 
@@ -238,34 +322,20 @@ class OpcUaRole:
         """The field role is gone: every value is bad until it answers again."""
         if self.connected:
             log.warning("value stream: the field role went away; values are bad")
+            self.dirty = True
         self.connected = False
         self._push_all()
 
     # -- writes to the field role ------------------------------------------------------
 
     async def on_write(self, tag: str, value: Any, actor: str) -> Any:
-        """An admin's OPC UA write: the field role writes the device and audits it."""
-        assert self.loop is not None
-        call = functools.partial(
-            control.call,
-            self.field_socket,
-            "write",
-            timeout=WRITE_TIMEOUT_S,
-            tag=tag,
-            value=value,
-            actor=actor,
-            source="opcua",
-        )
-        try:
-            return await self.loop.run_in_executor(None, call)
-        except NotFound as e:
-            if not self.field_socket.exists() or "role is not running" in str(e):
-                raise ApplianceError("the field role is not running") from None
-            raise
+        """An admin's OPC UA write: the field role writes the device and audits it (on a
+        thread: the loop never waits on a device)."""
+        return await asyncio.to_thread(functools.partial(self.write_field, tag, value, actor))
 
     # -- live state ---------------------------------------------------------------------
 
-    def document(self) -> dict[str, Any]:
+    def snapshot(self, now: float) -> dict[str, Any]:
         cfg = self.config.opcua_server if self.config is not None else None
         nb = self.northbound
         return {
@@ -286,20 +356,13 @@ class OpcUaRole:
             "revision": self.revision_id,
         }
 
-    def publish(self) -> None:
-        try:
-            self.live.write("opcua", self.document())
-        except OSError as e:  # a full or vanished run dir: try again next second
-            log.warning("cannot write opcua.json: %s", e)
-
 
 def main(paths: Paths, stop: threading.Event) -> None:
     """The opcua role (see the module docstring); returns soon after `stop` is set."""
     store, own = open_store(paths.data_dir, accounts.MODELS)
-    live = LiveState(paths.run_dir)
-    role = OpcUaRole(paths, store, live, accounts.authenticate)
+    role = OpcUaRole(paths, store, accounts.authenticate)
     try:
-        asyncio.run(role.run(stop))
+        asyncio.run(AsyncLoop(role, store, LiveState(paths.run_dir)).run(stop))
     finally:
         if own:
             store.close()

@@ -360,10 +360,9 @@ def test_opcua_role_applies_snapshots_changes_and_goes_bad_when_the_stream_drops
     tmp_path: Path,
 ) -> None:
     from appliance.opcua.role import OpcUaRole
-    from appliance.state.live import LiveState
 
     paths = Paths(tmp_path / "data", tmp_path / "run")
-    role = OpcUaRole(paths, None, LiveState(paths.run_dir), lambda u, p, source=None: None)  # type: ignore[arg-type]
+    role = OpcUaRole(paths, None, lambda u, p, source=None: None)  # type: ignore[arg-type]
     nb = FakeNorthbound()
     role.northbound = nb  # type: ignore[assignment]
     role.handle(b'{"snapshot": {"p.a": [1, "good", 5.0], "p.b": [null, "bad", null]}, "t": 6}\n')
@@ -379,15 +378,13 @@ def test_opcua_role_applies_snapshots_changes_and_goes_bad_when_the_stream_drops
     role.disconnected()
     assert not role.connected
     assert sorted(nb.updates) == [("p.a", 1, "bad", 5.0), ("p.b", 2.5, "bad", 7.0)]
-    doc = role.document()
+    doc = role.snapshot(0.0)
     assert doc["connected"] is False and doc["values"] == 2 and doc["sessions"] == 2
     assert doc["running"] is True and doc["enabled"] is False  # no configuration read yet
     assert doc["endpoints"] == [{"url": "opc.tcp://0.0.0.0:4840/", "security": "None"}]
 
 
-def test_opcua_role_asks_the_accounts_for_a_users_role_now(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_opcua_role_asks_the_accounts_for_a_users_role_now(tmp_path: Path) -> None:
     import time
 
     from appliance.config.model import Config
@@ -411,9 +408,9 @@ def test_opcua_role_asks_the_accounts_for_a_users_role_now(
         assert opcua_role._role_of("nobody") is None
     finally:
         store.close()
-    paths = Paths(tmp_path / "data", tmp_path / "run")
-    from appliance.state.live import LiveState
+    from appliance.roles import Change
 
+    paths = Paths(tmp_path / "data", tmp_path / "run")
     made: list[dict[str, Any]] = []
 
     class Recording(FakeNorthbound):
@@ -424,7 +421,6 @@ def test_opcua_role_asks_the_accounts_for_a_users_role_now(
         async def start(self, devices: Any) -> None:
             pass
 
-    monkeypatch.setattr(opcua_role, "Northbound", Recording)
-    role = opcua_role.OpcUaRole(paths, store, LiveState(paths.run_dir), authenticate)
-    asyncio.run(role.apply(Config()))
+    role = opcua_role.OpcUaRole(paths, store, authenticate, northbound=Recording)
+    asyncio.run(role.apply(Change(None, Config())))
     assert [m["role_of"] for m in made] == [opcua_role._role_of]
