@@ -13,6 +13,7 @@ hash the same as `version: 1`.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -97,6 +98,22 @@ def refuse_bool(v: Any) -> Any:
 Int = Annotated[int, BeforeValidator(refuse_bool), _StrictFlag()]
 Float = Annotated[float, BeforeValidator(refuse_bool), _StrictFlag()]
 Bool = Annotated[bool, _StrictFlag()]
+
+
+def not_finite(v: float) -> str | None:
+    """What is wrong with `v` as a scale, offset or limit, or None when it is a finite number:
+    NaN and infinity pass a float type, but no scaling or comparison means anything with them."""
+    return None if math.isfinite(v) else f"must be a finite number, not {v}"
+
+
+def _finite(v: float) -> float:
+    if problem := not_finite(v):
+        raise ValueError(problem)
+    return v
+
+
+# On a float field: `scale: Annotated[Float, Finite]` refuses NaN and infinity.
+Finite = AfterValidator(_finite)
 
 
 def _version(v: Any) -> Any:

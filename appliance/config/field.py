@@ -13,7 +13,6 @@ names, one setting per serial line) are in `check_field`.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from appliance.config.base import (
     Bool,
     Finding,
+    Finite,
     Float,
     Int,
     Line,
@@ -32,6 +32,7 @@ from appliance.config.base import (
     Strict,
     Text,
     check_name,
+    not_finite,
     refuse_bool,
 )
 from appliance.config.points import (
@@ -157,8 +158,8 @@ class AlarmLimits(Strict):
         if not given:
             problems.append(((), "give at least one of low_low, low, high, high_high"))
         for n, v in given:
-            if not math.isfinite(v):
-                problems.append(((n,), f"must be a finite number, not {v}"))
+            if problem := not_finite(v):
+                problems.append(((n,), problem))
         for (n1, v1), (n2, v2) in itertools.pairwise(given):
             if v1 > v2:
                 problems.append(((n2,), f"{n2} ({v2:g}) is below {n1} ({v1:g})"))
@@ -208,8 +209,8 @@ class Tag(Strict):
     length: Int | None = Field(None, ge=1, le=MAX_READ_REGISTERS)
     byte_order: Order = "big"
     word_order: Order = "big"
-    scale: Float = 1.0
-    offset: Float = 0.0
+    scale: Annotated[Float, Finite] = 1.0
+    offset: Annotated[Float, Finite] = 0.0
     deadband: Deadband | None = None
     publish: Literal["every-poll", "on-change"] = "on-change"
     max_silence: Float | None = Field(
@@ -222,13 +223,6 @@ class Tag(Strict):
     @classmethod
     def _name(cls, v: str) -> str:
         return check_name(v, "tag name")
-
-    @field_validator("scale", "offset")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"must be a finite number, not {v}")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> Tag:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from appliance.config.base import Finite
 
 Table = Literal["coil", "discrete", "input", "holding"]
 PointType = Literal[
@@ -74,21 +75,14 @@ class Point(_Strict):
     )
     byte_order: Order = "big"
     word_order: Order = "big"
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: Annotated[float, Finite] = 1.0
+    offset: Annotated[float, Finite] = 0.0
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("point name must not be blank")
-        return v
-
-    @field_validator("scale", "offset")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError(f"must be a finite number, not {v}")
         return v
 
     @model_validator(mode="after")
