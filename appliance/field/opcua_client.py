@@ -44,6 +44,7 @@ from asyncua.crypto import security_policies
 
 from appliance.config.field import Device, Tag
 from appliance.errors import OpcUaError
+from appliance.intrange import INT_RANGE
 from appliance.paths import Paths
 from appliance.uacert import ensure_certificate
 
@@ -57,15 +58,9 @@ ErrorKind = Literal[
     "config", "connect", "timeout", "security", "auth", "closed", "node", "value", "write"
 ]
 
+# The integer variant types a write checks the range of (SByte .. UInt64).
 _INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
-    ua.VariantType.SByte: (-(2**7), 2**7 - 1),
-    ua.VariantType.Byte: (0, 2**8 - 1),
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
-    ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
-    ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
-    ua.VariantType.UInt64: (0, 2**64 - 1),
+    vt: INT_RANGE[vt.name.lower()] for vt in ua.VariantType if vt.name.lower() in INT_RANGE
 }
 SESSION_TIMEOUT_MS = 60_000  # how long a server keeps our session after we vanish
 _FLOATS = {ua.VariantType.Float, ua.VariantType.Double}

@@ -84,6 +84,7 @@ from appliance import proc
 from appliance.config.field import Device, Tag
 from appliance.config.field import Northbound as NorthboundConfig
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
+from appliance.intrange import INT_RANGE
 from appliance.paths import Paths
 from appliance.uacert import Certificate, ensure_certificate
 
@@ -138,13 +139,9 @@ _VTYPE: dict[str, ua.VariantType] = {
     "float64": ua.VariantType.Double,
     "string": ua.VariantType.String,
 }
+# The integer variant types the server publishes (Int16 .. UInt64) and their ranges.
 _INT_RANGE: dict[ua.VariantType, tuple[int, int]] = {
-    ua.VariantType.Int16: (-(2**15), 2**15 - 1),
-    ua.VariantType.UInt16: (0, 2**16 - 1),
-    ua.VariantType.Int32: (-(2**31), 2**31 - 1),
-    ua.VariantType.UInt32: (0, 2**32 - 1),
-    ua.VariantType.Int64: (-(2**63), 2**63 - 1),
-    ua.VariantType.UInt64: (0, 2**64 - 1),
+    vt: INT_RANGE[name] for name, vt in _VTYPE.items() if name in INT_RANGE
 }
 
 # Units people write in the configuration -> (UNECE common code, description).
