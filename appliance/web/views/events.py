@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint
@@ -14,7 +15,15 @@ bp = Blueprint("events", __name__, url_prefix="/api")
 audit_bp = Blueprint("audit", __name__, url_prefix="/api")
 
 
-def _page(rows: list[Any], limit: int, as_dict: Any) -> dict[str, Any]:
+def _page(
+    model: Any, q: Any, before_id: int | None, limit: int, as_dict: Callable[[Any], Any]
+) -> dict[str, Any]:
+    """One page of `q`'s rows of `model`, newest first: those below `before_id` (the last
+    page's cursor), `limit` at most, and the cursor of the next page (None on the last)."""
+    q = q.order_by(model.id.desc())
+    if before_id:
+        q = q.where(model.id < before_id)
+    rows = list(q.limit(limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     return {
@@ -34,16 +43,14 @@ def _page(rows: list[Any], limit: int, as_dict: Any) -> dict[str, Any]:
     summary="Events (drops, changes, drift, faults), newest first",
 )
 def events(query: EventsQuery) -> Any:
-    q = Event.select().order_by(Event.id.desc())
+    q = Event.select()
     if query.kind:
         q = q.where(Event.kind.startswith(query.kind))
     if query.severity:
         q = q.where(Event.severity == query.severity)
     if query.source:
         q = q.where(Event.source == query.source)
-    if query.before_id:
-        q = q.where(Event.id < query.before_id)
-    return _page(list(q.limit(query.limit + 1)), query.limit, lambda e: e.as_dict())
+    return _page(Event, q, query.before_id, query.limit, lambda e: e.as_dict())
 
 
 def audit_dict(a: Audit) -> dict[str, Any]:
@@ -70,11 +77,9 @@ def audit_dict(a: Audit) -> dict[str, Any]:
     summary="Who did what, from where, with what result; newest first",
 )
 def audit(query: AuditQuery) -> Any:
-    q = Audit.select().order_by(Audit.id.desc())
+    q = Audit.select()
     if query.actor:
         q = q.where(Audit.actor.contains(query.actor))
     if query.action:
         q = q.where(Audit.action.startswith(query.action))
-    if query.before_id:
-        q = q.where(Audit.id < query.before_id)
-    return _page(list(q.limit(query.limit + 1)), query.limit, audit_dict)
+    return _page(Audit, q, query.before_id, query.limit, audit_dict)
