@@ -52,6 +52,31 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def pct(values: Sequence[float], q: int) -> float:
+    """The q-th percentile (inclusive method); NaN for fewer than two values."""
+    if len(values) < 2:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def wait_for(pred: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
+    """`pred()`'s first true answer, asked every `every` seconds; SystemExit after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(every)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @dataclass(frozen=True)
 class Goal:
     """One goal: a figure, optionally a baseline from the same run, and the limit it must meet.

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import Goal, finish, fmt, parser
+from _common import Goal, finish, fmt, parser, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "fa-bench"
@@ -222,16 +222,6 @@ def memory(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(rest.split()[0]) / 1024
     return out
-
-
-def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def measure(seconds: float, tmp: Path) -> tuple[list[Goal], dict[str, Any]]:

@@ -35,7 +35,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -51,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Goal, finish, parser  # noqa: E402
+from _common import Goal, finish, free_port, parser, pct  # noqa: E402
 
 from appliance.field import api as field_api  # noqa: E402
 from appliance.field import store as field_store  # noqa: E402
@@ -190,12 +189,6 @@ def run_attacker(
 # -- figures ----------------------------------------------------------------------------------
 
 
-def pct(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
-
-
 def stats(values: list[float]) -> dict[str, float]:
     return {
         "n": len(values),
@@ -261,12 +254,6 @@ class RssWatch(threading.Thread):
                     max((rss_kb(c) for c in sql), default=0),
                 )
             )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(port: int, cafile: str, timeout: float) -> None:

@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import poll  # noqa: E402  (bench/poll.py: the simulated devices and their layout)
-from _common import Goal, finish, parser  # noqa: E402
+from _common import Goal, finish, free_port, parser, pct, wait_for  # noqa: E402
 
 from appliance.paths import Paths  # noqa: E402
 from appliance.state import revisions as revs  # noqa: E402
@@ -139,16 +139,6 @@ class NetWriter(threading.Thread):
             self.live.write("net", net_doc(time.time(), n, self.rev))
             n += 1
             self.stop.wait(1.0)
-
-
-def wait_for(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -290,12 +280,6 @@ def run_client(
     port: int, cafile: str, start: float, until: float, seed: int, closed: bool
 ) -> dict[str, Any]:
     return Client(port, cafile, start, until, seed, closed).run()
-
-
-def pct(values: list[float], q: int) -> float:
-    if len(values) < 2:
-        return float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 def phase(
@@ -479,7 +463,7 @@ def main() -> int:
             return len(devs) == poll.DEVICES and all(d["state"] == "ok" for d in devs.values())
 
         try:
-            wait_for(all_ok, 60, "the field role to poll all 10 devices")
+            wait_for(all_ok, 60, "the field role to poll all 10 devices", every=0.2)
         except SystemExit:
             print((tmp / "field.log").read_text()[-2000:])
             raise
@@ -487,7 +471,7 @@ def main() -> int:
         field_pid = int(doc.get("pid") or role_child(role.pid))
 
         cert, key = tls.ensure_cert(paths, unit_name="bench")
-        port = poll_free_port()
+        port = free_port()
         server = subprocess.Popen(
             serve.command(paths, [serve.bind_spec("127.0.0.1", port)], cert, key),
             stdout=subprocess.DEVNULL,
@@ -504,7 +488,7 @@ def main() -> int:
             except OSError:
                 return False
 
-        wait_for(up, 30, "the web server")
+        wait_for(up, 30, "the web server", every=0.2)
         workers = os.environ.get("APPLIANCE_WEB_WORKERS", str(serve.WORKERS))
         print(
             f"server: gunicorn gthread, {workers} workers x {serve.THREADS} threads, TLS, "
@@ -569,14 +553,6 @@ def main() -> int:
             stop_proc(proc)
         ip("netns", "del", NS, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def poll_free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":
