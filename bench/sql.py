@@ -272,7 +272,7 @@ def wait_up(port: int, cafile: str, timeout: float) -> None:
 
 
 def make_data(paths: Paths) -> None:
-    store = Store(paths.data_dir, field_store.MODELS)
+    store = Store(paths.data_dir, (*field_store.MODELS, *accounts.MODELS))
     w = HistoryWriter(store)
     t0 = time.time() - 600
     for i in range(600):
