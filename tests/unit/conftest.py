@@ -99,3 +99,18 @@ def ready(web: Web) -> Web:
     for role in ROLES:
         web.user(role, role)
     return web
+
+
+@pytest.fixture
+def mock_pins() -> Iterator[Any]:
+    """gpiozero's mock pin factory as every Device's, for one test (`.pin(n)` is pin n)."""
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    old = Device.pin_factory
+    Device.pin_factory = MockFactory()
+    try:
+        yield Device.pin_factory
+    finally:
+        Device.pin_factory.close()
+        Device.pin_factory = old

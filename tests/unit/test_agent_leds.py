@@ -75,20 +75,6 @@ def run(
 PINS = {"status": 17, "link": 27}
 
 
-@pytest.fixture
-def mock_pins() -> Iterator[Any]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    old = Device.pin_factory
-    Device.pin_factory = MockFactory()
-    try:
-        yield Device.pin_factory
-    finally:
-        Device.pin_factory.close()
-        Device.pin_factory = old
-
-
 def sysfs_root(tmp_path: Path, max_brightness: str | None = "1") -> Path:
     for d in ("unit:green:status", "unit:amber:link"):
         (tmp_path / d).mkdir()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +26,17 @@ from .factory import base
 from .test_agent_health import net_doc
 
 STATUS_PIN, LINK_PIN, BUTTON_PIN = 17, 27, 22
+# The leds section of the button tests: LEDs and the button on mock pins.
+GPIO_WITH_BUTTON = {
+    "backend": "gpio",
+    "map": {"status": STATUS_PIN, "link": LINK_PIN},
+    "button": {"pin": BUTTON_PIN},
+}
 
 
 @pytest.fixture(autouse=True)
 def steady_uptime(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(role, "uptime_s", lambda: 5000.0)
-
-
-@pytest.fixture
-def pins() -> Iterator[Any]:
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    old = Device.pin_factory
-    Device.pin_factory = MockFactory()
-    try:
-        yield Device.pin_factory
-    finally:
-        Device.pin_factory.close()
-        Device.pin_factory = old
 
 
 def paths_of(store: Store, tmp_path: Path) -> Paths:
@@ -224,7 +215,7 @@ def test_factory_reset_needs_the_proof(store: Store, tmp_path: Path) -> None:
     assert agent._reset_request is None
 
 
-def test_leds_follow_health_on_mock_pins(store: Store, tmp_path: Path, pins: Any) -> None:
+def test_leds_follow_health_on_mock_pins(store: Store, tmp_path: Path, mock_pins: Any) -> None:
     commit(store, leds={"backend": "gpio", "map": {"status": STATUS_PIN, "link": LINK_PIN}})
     agent, clock, live = make_agent(store, tmp_path)
     healthy(live)
@@ -233,44 +224,32 @@ def test_leds_follow_health_on_mock_pins(store: Store, tmp_path: Path, pins: Any
     assert agent.health.state == "fault"
     seen = []
     for _ in range(4):
-        seen.append(pins.pin(STATUS_PIN).state)
+        seen.append(mock_pins.pin(STATUS_PIN).state)
         clock.t += 0.25
         agent.step(clock())
     assert seen == [True, False, True, False]
-    assert pins.pin(LINK_PIN).state is True
+    assert mock_pins.pin(LINK_PIN).state is True
     assert live.read("agent")["leds"]["backend"] == "gpio"  # type: ignore[index]
 
 
-def test_button_short_press_identifies(store: Store, tmp_path: Path, pins: Any) -> None:
-    commit(
-        store,
-        leds={
-            "backend": "gpio",
-            "map": {"status": STATUS_PIN, "link": LINK_PIN},
-            "button": {"pin": BUTTON_PIN},
-        },
-    )
+def test_button_short_press_identifies(store: Store, tmp_path: Path, mock_pins: Any) -> None:
+    commit(store, leds=GPIO_WITH_BUTTON)
     agent, clock, live = make_agent(store, tmp_path)
     healthy(live)
     agent.step(clock())
     assert agent.button is not None
-    pins.pin(BUTTON_PIN).drive_low()
+    mock_pins.pin(BUTTON_PIN).drive_low()
     clock.t += 0.5
-    pins.pin(BUTTON_PIN).drive_high()
+    mock_pins.pin(BUTTON_PIN).drive_high()
     agent.step(clock())
     assert agent.health.state == "identify"
     assert store.events(5, "unit.identify")[0].message.endswith("button")
 
 
-def test_button_hold_warns_then_resets_the_unit(store: Store, tmp_path: Path, pins: Any) -> None:
-    commit(
-        store,
-        leds={
-            "backend": "gpio",
-            "map": {"status": STATUS_PIN, "link": LINK_PIN},
-            "button": {"pin": BUTTON_PIN},
-        },
-    )
+def test_button_hold_warns_then_resets_the_unit(
+    store: Store, tmp_path: Path, mock_pins: Any
+) -> None:
+    commit(store, leds=GPIO_WITH_BUTTON)
     paths = paths_of(store, tmp_path)
     paths.secrets_dir.mkdir()
     (paths.secrets_dir / "web.key").write_text("secret")
@@ -278,7 +257,7 @@ def test_button_hold_warns_then_resets_the_unit(store: Store, tmp_path: Path, pi
     agent, clock, live = make_agent(store, tmp_path)
     healthy(live)
     agent.step(clock())
-    pins.pin(BUTTON_PIN).drive_low()
+    mock_pins.pin(BUTTON_PIN).drive_low()
     start = clock.t
     warned = False
     while clock.t - start < RESET_AFTER_S:
@@ -307,7 +286,7 @@ def test_button_hold_warns_then_resets_the_unit(store: Store, tmp_path: Path, pi
 
 
 def test_only_a_change_of_the_leds_section_touches_the_pins(
-    store: Store, tmp_path: Path, pins: Any
+    store: Store, tmp_path: Path, mock_pins: Any
 ) -> None:
     leds = {"backend": "gpio", "map": {"status": STATUS_PIN, "link": LINK_PIN}}
     commit(store, leds=leds)
@@ -325,4 +304,4 @@ def test_only_a_change_of_the_leds_section_touches_the_pins(
     clock.t += 1.5
     agent.step(clock())
     assert agent._led_backend is not first
-    assert pins.pin(5).state is True  # ok: status solid on, on the new pin
+    assert mock_pins.pin(5).state is True  # ok: status solid on, on the new pin
