@@ -183,14 +183,6 @@ def test_address_lockout(ready: Web) -> None:
     assert r.status_code == 200
 
 
-def test_lock_schedule() -> None:
-    free = accounts.FREE_FAILURES["user"]
-    assert accounts._lock_for("user", free - 1) == 0
-    assert accounts._lock_for("user", free) == accounts.LOCK_BASE_S
-    assert accounts._lock_for("user", free + 1) == 2 * accounts.LOCK_BASE_S
-    assert accounts._lock_for("user", free + 50) == accounts.LOCK_MAX_S
-
-
 def test_authenticate_for_other_services(ready: Web) -> None:
     with ready.app.app_context():
         assert accounts.authenticate("operator", PASSWORD, now=ready.clock()) == "operator"

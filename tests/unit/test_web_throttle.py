@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from appliance.state.db import Audit
 from appliance.web import accounts
 
@@ -137,13 +139,15 @@ def test_opcua_logons_with_a_source_count_for_that_source(ready: Web) -> None:
     assert _login(ready, "admin", PASSWORD, "10.10.0.7").status_code == 200
 
 
-def test_pair_lock_schedule() -> None:
-    free = accounts.FREE_FAILURES["pair"]
-    assert accounts._lock_for("pair", free - 1) == 0
-    assert accounts._lock_for("pair", free) == accounts.LOCK_BASE_S
-    assert accounts._lock_for("pair", free + 1) == 2 * accounts.LOCK_BASE_S
-    assert accounts._lock_for("pair", free + 50) == accounts.LOCK_MAX_S
-    assert accounts._lock_for("pair", 10**6) == accounts.LOCK_MAX_S
+@pytest.mark.parametrize("kind", sorted(accounts.FREE_FAILURES))
+def test_lock_schedule(kind: str) -> None:
+    """Each counter's back-off: free tries, then LOCK_BASE_S doubled per failure, capped."""
+    free = accounts.FREE_FAILURES[kind]
+    assert accounts._lock_for(kind, free - 1) == 0
+    assert accounts._lock_for(kind, free) == accounts.LOCK_BASE_S
+    assert accounts._lock_for(kind, free + 1) == 2 * accounts.LOCK_BASE_S
+    assert accounts._lock_for(kind, free + 50) == accounts.LOCK_MAX_S
+    assert accounts._lock_for(kind, 10**6) == accounts.LOCK_MAX_S
 
 
 # -- what a failed login leaves in the audit log and the throttle table --------------------
