@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -321,12 +322,23 @@ def test_a_legitimate_query_near_the_limits_still_answers(paths: Paths) -> None:
     assert [len(row[0]) for row in r["rows"]] == [2000000] * 3
 
 
+@pytest.fixture
+def worker_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Make the SQL worker a script of the test's own (Python source): one that hangs,
+    floods or crashes, to see what the caller does about it."""
+
+    def use(source: str) -> None:
+        script = tmp_path / "worker.py"
+        script.write_text(source)
+        monkeypatch.setattr(api, "WORKER", str(script))
+
+    return use
+
+
 def test_the_worker_is_killed_at_the_deadline_whatever_it_does(
-    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    paths: Paths, worker_script: Callable[[str], None]
 ) -> None:
-    stuck = tmp_path / "stuck.py"
-    stuck.write_text("import time\ntime.sleep(600)\n")
-    monkeypatch.setattr(api, "WORKER", str(stuck))
+    worker_script("import time\ntime.sleep(600)\n")
     started = time.monotonic()
     with pytest.raises(Timeout, match=r"longer than 0\.5 s"):
         api.sql_query(paths, "SELECT 1", timeout_s=0.5)
@@ -336,11 +348,9 @@ def test_the_worker_is_killed_at_the_deadline_whatever_it_does(
 
 
 def test_a_worker_that_writes_too_much_is_killed(
-    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    paths: Paths, worker_script: Callable[[str], None]
 ) -> None:
-    flood = tmp_path / "flood.py"
-    flood.write_text("import sys\nwhile True:\n    sys.stdout.write('[1]\\n' * 10000)\n")
-    monkeypatch.setattr(api, "WORKER", str(flood))
+    worker_script("import sys\nwhile True:\n    sys.stdout.write('[1]\\n' * 10000)\n")
     tracemalloc.start()
     try:
         with pytest.raises(ApplianceError, match=ANSWER):
@@ -353,11 +363,9 @@ def test_a_worker_that_writes_too_much_is_killed(
 
 
 def test_a_worker_that_dies_gives_a_clear_error(
-    paths: Paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    paths: Paths, worker_script: Callable[[str], None]
 ) -> None:
-    crash = tmp_path / "crash.py"
-    crash.write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
-    monkeypatch.setattr(api, "WORKER", str(crash))
+    worker_script("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     with pytest.raises(ApplianceError, match="stopped without an answer") as exc:
         api.sql_query(paths, "SELECT 1")
     assert exc.value.field == "sql"
