@@ -818,8 +818,8 @@ def _last_poll(doc: dict[str, Any], device: str) -> float:
 # -- 10. the supervisor restarts a killed role ---------------------------------------------
 
 
-def test_killed_field_role_is_restarted_and_tags_come_back(e2e: E2E) -> None:
-    _polling(e2e)
+def _kill_field_role(e2e: E2E) -> tuple[int, float]:
+    """SIGKILL the supervisor's field role and wait for the next one: (its pid, the kill time)."""
     old = e2e.child_pid("field")
     assert old, f"supervisor.json has no field pid: {e2e.live('supervisor')}"
     killed_at = time.time()
@@ -830,6 +830,12 @@ def test_killed_field_role_is_restarted_and_tags_come_back(e2e: E2E) -> None:
         "the supervisor to start a new field role",
         lambda: e2e.live("supervisor"),
     )
+    return new, killed_at
+
+
+def test_killed_field_role_is_restarted_and_tags_come_back(e2e: E2E) -> None:
+    _polling(e2e)
+    new, killed_at = _kill_field_role(e2e)
     restarted = [
         e
         for e in e2e.events("role.restarted")
@@ -870,16 +876,7 @@ def test_an_active_alarm_survives_a_field_role_restart(e2e: E2E) -> None:
             "plc1's comm alarm",
             lambda: e2e.live("field").get("alarms"),
         )
-        old = e2e.child_pid("field")
-        assert old
-        killed_at = time.time()
-        os.kill(old, signal.SIGKILL)
-        new = wait_until(
-            lambda: (lambda p: p if p and p != old else None)(e2e.child_pid("field")),
-            20,
-            "the supervisor to start a new field role",
-            lambda: e2e.live("supervisor"),
-        )
+        new, killed_at = _kill_field_role(e2e)
 
         def restored() -> dict[str, Any] | None:
             doc = e2e.live("field")
