@@ -1,4 +1,4 @@
-"""Helpers every test folder shares: a clock to inject, and polling for a condition.
+"""Helpers every test folder shares: a clock to inject, polling for a condition, a role's process.
 
 tests/ is on sys.path (tests/conftest.py sits there without an __init__.py), so any test
 module imports these as `from testkit import Clock, wait_for`.
@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from appliance.paths import Paths
 
 T0 = 1_800_000_000.0  # a fixed epoch second (2027-01-15)
 
@@ -67,3 +73,19 @@ async def until(pred: Callable[[], Any], timeout: float, what: str, every: float
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(every)
+
+
+def start_roles(paths: Paths, roles: str) -> subprocess.Popen[bytes]:
+    """`appliance run --roles <roles>` as a unit runs it (its data and run directories in the
+    environment), stdout dropped and stderr piped for the test's messages; the caller stops it."""
+    env = {
+        **os.environ,
+        "APPLIANCE_DATA_DIR": str(paths.data_dir),
+        "APPLIANCE_RUN_DIR": str(paths.run_dir),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--roles", roles],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )

@@ -15,7 +15,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from testkit import Clock, wait_for
+from testkit import Clock, start_roles, wait_for
 
 from appliance.agent import outbox
 from appliance.agent import role as agent_role
@@ -552,17 +551,7 @@ def test_syslog_tls_refuses_an_untrusted_receiver(
 @pytest.fixture
 def running_agent(tmp_path: Path) -> Iterator[tuple[Paths, subprocess.Popen[bytes]]]:
     paths = Paths(tmp_path / "data", tmp_path / "run")
-    env = {
-        **os.environ,
-        "APPLIANCE_DATA_DIR": str(paths.data_dir),
-        "APPLIANCE_RUN_DIR": str(paths.run_dir),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "--roles", "agent"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_roles(paths, "agent")
     live = LiveState(paths.run_dir)
     try:
         wait_for(lambda: live.alive("agent"), 20, "agent.json", lambda: proc.poll())

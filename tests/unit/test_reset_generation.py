@@ -5,8 +5,6 @@ systemd unit runs) stops the role and exits with EXIT_RESET when it changes."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 import types
@@ -14,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import start_roles
 
 from appliance import daemon
 from appliance.agent import reset
@@ -169,17 +168,7 @@ def test_a_role_that_fails_on_its_wiped_files_still_exits_for_a_restart(
 def test_appliance_run_exits_for_a_restart_after_a_reset(tmp_path: Path) -> None:
     """The process a unit runs: `appliance run --roles field`, env as in the unit."""
     paths = paths_in(tmp_path)
-    env = {
-        **os.environ,
-        "APPLIANCE_DATA_DIR": str(paths.data_dir),
-        "APPLIANCE_RUN_DIR": str(paths.run_dir),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "--roles", "field"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_roles(paths, "field")
     try:
         deadline = time.monotonic() + 30
         while not (paths.run_dir / "field.json").exists():
