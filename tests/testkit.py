@@ -12,10 +12,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from appliance.errors import DeviceError
 
 if TYPE_CHECKING:
     from appliance.paths import Paths
@@ -89,3 +91,64 @@ def start_roles(paths: Paths, roles: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+class FakeLink:
+    """A Modbus device in memory behind the link interface of `appliance.field.modbus`
+    (`ModbusLink`): registers and coils to read and write, errors to inject."""
+
+    def __init__(self, registers: dict[int, int] | None = None) -> None:
+        self.registers = registers or {}
+        self.coils: dict[int, bool] = {}
+        self.holes: set[int] = set()  # addresses that answer exception 2 when read
+        self.fail: DeviceError | None = None  # every read fails with this
+        self.connect_error: DeviceError | None = None
+        self.is_connected = False
+        self.reads: list[tuple[str, int, int]] = []
+        self.writes: list[tuple[str, int, Any]] = []
+        self.connects = 0
+        self.timeout = 1.0
+        self.requests = 0
+        self.times: list[tuple[float, float]] = []
+        self.delay = 0.0  # seconds each read takes (a slow or hanging device)
+
+    @property
+    def connected(self) -> bool:
+        return self.is_connected
+
+    def set_timeout(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    async def connect(self) -> None:
+        if self.is_connected:
+            return
+        self.connects += 1
+        if self.connect_error is not None:
+            raise self.connect_error
+        self.is_connected = True
+
+    def close(self) -> None:
+        self.is_connected = False
+
+    async def read(self, unit: int, table: str, start: int, count: int) -> Sequence[Any]:
+        t0 = time.monotonic()
+        self.reads.append((table, start, count))
+        self.requests += 1
+        await asyncio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail
+        if any(a in self.holes for a in range(start, start + count)):
+            raise DeviceError("exception", "illegal data address", exception_code=2)
+        self.times.append((t0, time.monotonic()))
+        if table in ("coil", "discrete"):
+            return [self.coils.get(a, False) for a in range(start, start + count)]
+        return [self.registers.get(a, 0) for a in range(start, start + count)]
+
+    async def write_coil(self, unit: int, address: int, value: bool) -> None:
+        self.writes.append(("coil", address, value))
+        self.coils[address] = value
+
+    async def write_registers(self, unit: int, address: int, values: Sequence[int]) -> None:
+        self.writes.append(("holding", address, list(values)))
+        for i, v in enumerate(values):
+            self.registers[address + i] = v
