@@ -1,23 +1,29 @@
 """The field role: poll the configured devices, keep live values, alarms and history, serve IT.
 
-`main(paths, stop)` runs one asyncio loop in this process until `stop` is set:
+`FieldRole` is an `appliance.roles.AsyncRole`; `main(paths, stop)` runs it in
+`appliance.rolekit.AsyncLoop` until `stop` is set:
 
-- it reads the desired revision (`revisions.desired`) at start, when woken (the
-  `reload` control method, or the doorbell where it has its own socket) and every 2 s,
-  and reconfigures when the revision id changed: device tasks start, stop or take their
-  new tags without losing their schedule;
+- the loop hands it each change of the desired revision (`apply`, at start, when woken
+  by the doorbell or the `reload` control method, and every 2 s): device tasks start,
+  stop or take their new tags without losing their schedule; a stored revision that no
+  longer validates is an event (`field.config_invalid`) and the devices keep running;
 - one task per device: `DevicePoller` for Modbus TCP/RTU (devices on one serial port
   share a `Bus`), `OpcUaDevice` for OPC UA;
 - values go to the live tag table, the publisher (deadband / publish policy) and from
   it to the history writer, to the alarm engine (tags with limits; comm loss per
-  device) and to the value stream;
-- it writes ``<run_dir>/field.json`` once a second (the contract in the shared brief)
-  and serves ``<run_dir>/field.sock``: ``write(tag, value, actor)`` (audited; the same bus
-  lock as the polls) and ``ack_alarm(id, actor)``;
+  device; its timers run in `step`) and to the value stream;
+- its live document (`snapshot`, ``<run_dir>/field.json``) is written once a second and
+  soon after an alarm changes (`dirty`); it serves ``<run_dir>/field.sock``:
+  ``write(tag, value, actor)`` (audited; the same bus lock as the polls),
+  ``ack_alarm(id, actor)`` and ``reload()``;
 - it serves ``<run_dir>/field-values.sock`` (`appliance.valuestream.ValueStream`): the
   opcua role's feed of changed values. The northbound OPC UA server runs in that role's
   own process, not here: the stack that parses what the IT network sends never shares a
   process with the OT connections, and this role stays small.
+
+Its adapters are handed in: the Modbus TCP and RTU links (`tcp_link`, `rtu_link`), the
+OPC UA client (`opcua_device`, loaded only when a device needs it) and `ring`, which
+wakes the loop for a reload; a unit test builds the role with fakes.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +44,12 @@ from appliance.errors import ApplianceError, Conflict, NotFound, Timeout
 from appliance.field import store as field_store
 from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
-from appliance.field.modbus import rtu_link, tcp_link
+from appliance.field.modbus import ModbusLink, rtu_link, tcp_link
 from appliance.field.poller import Bus, DevicePoller, Sample, SplitMemory
 from appliance.field.publish import Publisher
 from appliance.paths import Paths
-from appliance.state import revisions
+from appliance.rolekit import AsyncLoop
+from appliance.roles import Change
 from appliance.state.control import ControlServer, socket_path
 from appliance.state.db import Store, open_store
 from appliance.state.live import LiveState
@@ -49,13 +57,19 @@ from appliance.valuestream import ValueStream, stream_path
 
 log = logging.getLogger("field")
 
-PUBLISH_EVERY_S = 1.0
-TICK_EVERY_S = 0.5
-RELOAD_EVERY_S = 2.0
+ROLE = "field"
 WRITE_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 2.0
-LOOP_S = 0.2  # how often the main loop looks at the stop flag and its timers
-SOON_S = 0.2  # an alarm change is in field.json this soon after the last write
+
+# (device, paths) -> an object with `run(on_value, on_state, stop)` and `write(tag, value)`
+OpcUaFactory = Callable[[Device, Paths], Any]
+
+
+def _opcua_device(dev: Device, paths: Paths) -> Any:
+    # loaded here, not at import: asyncua is large and most units poll only Modbus
+    from appliance.field.opcua_client import OpcUaDevice
+
+    return OpcUaDevice(dev, paths=paths)
 
 
 @dataclass
@@ -78,12 +92,28 @@ def _identity(dev: Device) -> tuple[Any, ...]:
 
 
 class FieldRole:
-    """The field role's state and loop (see the module docstring)."""
+    """The field role's state (see the module docstring); run by `AsyncLoop`.
 
-    def __init__(self, paths: Paths, store: Store, live: LiveState) -> None:
+    `dirty` is set when an alarm changes, so the live document shows it within 0.2 s."""
+
+    name = ROLE
+
+    def __init__(
+        self,
+        paths: Paths,
+        store: Store,
+        *,
+        ring: Callable[[], Any],
+        tcp_link: Callable[[str, int, float], ModbusLink] = tcp_link,
+        rtu_link: Callable[..., ModbusLink] = rtu_link,
+        opcua_device: OpcUaFactory = _opcua_device,
+    ) -> None:
         self.paths = paths
         self.store = store
-        self.live = live
+        self.ring = ring
+        self.tcp_link = tcp_link
+        self.rtu_link = rtu_link
+        self.opcua_device = opcua_device
         self.started_at = time.time()
         self.splits = SplitMemory(paths.run_dir / "field-splits.json")
         self.runners: dict[str, _Runner] = {}
@@ -93,71 +123,49 @@ class FieldRole:
         self._tagmap: dict[str, dict[str, tuple[str, dict[str, Any], bool]]] = {}
         self.revision_id: int | None = None
         self.config: Config | None = None
-        self.publisher: Publisher
-        self.history: HistoryWriter
-        self.alarms: AlarmEngine
-        self.stream = ValueStream(stream_path(paths.run_dir), self.tags_snapshot)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._wake = asyncio.Event()
-        self._alarms_changed = False
-
-    # -- the other helpers' engines -----------------------------------------------------
-
-    def _start_engines(self) -> None:
         self.publisher = Publisher([])
-        self.history = HistoryWriter(self.store)
-        self.history.start()
-        self.alarms = AlarmEngine(self.store)
-
-    # -- the loop -----------------------------------------------------------------------
-
-    async def run(self, stop: threading.Event) -> None:
-        self.loop = asyncio.get_running_loop()
-        self._start_engines()
-        control = ControlServer(
-            socket_path(self.paths.run_dir, "field"),
+        self.history = HistoryWriter(store)
+        self.alarms = AlarmEngine(store)
+        self.stream = ValueStream(stream_path(paths.run_dir), self.tags_snapshot)
+        self.control = ControlServer(
+            socket_path(paths.run_dir, ROLE),
             {"write": self.rpc_write, "ack_alarm": self.rpc_ack_alarm, "reload": self.rpc_reload},
         )
-        control.start()
-        bell = self._bind_doorbell()
-        try:
-            await self.stream.start()
-            await self.reload(force=True)
-            self.publish()
-            next_publish = next_tick = time.monotonic()
-            next_reload = time.monotonic() + RELOAD_EVERY_S
-            while not stop.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), LOOP_S)
-                now = time.monotonic()
-                if self._wake.is_set():
-                    self._wake.clear()
-                    await self.reload()
-                    next_reload = now + RELOAD_EVERY_S
-                if now >= next_reload:
-                    await self.reload()
-                    next_reload = now + RELOAD_EVERY_S
-                if now >= next_tick:
-                    self._alarm_changes(self.alarms.tick(time.time()))
-                    next_tick = now + TICK_EVERY_S
-                if now >= next_publish or (
-                    self._alarms_changed and now >= next_publish - PUBLISH_EVERY_S + SOON_S
-                ):
-                    self.publish()
-                    next_publish = now + PUBLISH_EVERY_S
-        finally:
-            if bell is not None:
-                self.loop.remove_reader(bell.fileno())
-                bell.close()
-            control.stop()
-            self.stream.stop()
-            await self._shutdown()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.dirty = False
 
-    def _bind_doorbell(self) -> Any:
-        assert self.loop is not None
-        return self.live.watch_doorbell("field", self.loop, self._wake.set)
+    # -- the contract (appliance.roles.AsyncRole) ---------------------------------------
 
-    async def _shutdown(self) -> None:
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.history.start()
+        self.control.start()
+        await self.stream.start()
+
+    async def apply(self, change: Change) -> None:
+        self.revision_id = change.revision_id
+        if change.error is not None:  # stored under older rules: keep what runs, say why
+            log.error("revision %s does not validate: %s", change.revision_id, change.error)
+            self.event(
+                "field.config_invalid",
+                f"revision {change.revision_id} does not validate; the field role keeps its "
+                "devices: " + change.error.splitlines()[0],
+                "error",
+                {"revision": change.revision_id},
+            )
+            return
+        config = change.config if change.config is not None else Config()
+        log.info(
+            "configuration: revision %s, %d device(s)", change.revision_id, len(config.devices)
+        )
+        await self.configure(config)
+
+    async def step(self, now: float) -> None:
+        self._alarm_changes(self.alarms.tick(now))
+
+    async def close(self) -> None:
+        self.control.stop()
+        self.stream.stop()
         for runner in self.runners.values():
             runner.stop.set()
         tasks = [r.task for r in self.runners.values() if r.task is not None]
@@ -169,34 +177,21 @@ class FieldRole:
             bus.close()
         await asyncio.to_thread(self.history.stop, STOP_TIMEOUT_S)
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        return {
+            "role": ROLE,
+            "started_at": self.started_at,
+            "revision": self.revision_id,
+            "devices": self.device_status(),
+            "tags": self.tags,
+            "alarms": {"active": self.alarms.active(), "counts": self.alarms.counts()},
+            "comm_loss": self.alarms.comm_loss(),
+            "history": self.history.stats(),
+        }
+
     # -- configuration ------------------------------------------------------------------
 
-    async def reload(self, force: bool = False) -> None:
-        try:
-            rev = await asyncio.to_thread(revisions.desired, self.store)
-        except Exception as e:  # a busy or broken DB: keep running what we have
-            log.warning("cannot read the desired revision: %s", e)
-            return
-        rev_id = rev.id if rev is not None else None
-        if rev_id == self.revision_id and not force:
-            return
-        self.revision_id = rev_id
-        try:
-            config = revisions.config_of(rev) if rev is not None else Config()
-        except ValueError as e:  # stored under older rules: keep what runs, say why
-            log.error("revision %s does not validate: %s", rev_id, e)
-            self.event(
-                "field.config_invalid",
-                f"revision {rev_id} does not validate; the field role keeps its devices: "
-                + str(e).splitlines()[0],
-                "error",
-                {"revision": rev_id},
-            )
-            return
-        log.info("configuration: revision %s, %d device(s)", rev_id, len(config.devices))
-        await self.apply(config)
-
-    async def apply(self, config: Config) -> None:
+    async def configure(self, config: Config) -> None:
         """Make the running devices, tags and engines match `config`."""
         self.config = config
         wanted = {d.name: d for d in config.devices}
@@ -262,7 +257,7 @@ class FieldRole:
             assert s is not None
             key = ("rtu", s.port, str(s.baud), s.parity, str(s.stop_bits), str(s.data_bits))
             if key not in self.buses:
-                link = rtu_link(
+                link = self.rtu_link(
                     s.port,
                     baud=s.baud,
                     parity=s.parity,
@@ -275,7 +270,7 @@ class FieldRole:
         host, port = dev.host_port()
         key = ("tcp", dev.name)
         if key not in self.buses:
-            self.buses[key] = Bus(tcp_link(host, port, dev.timeout))
+            self.buses[key] = Bus(self.tcp_link(host, port, dev.timeout))
         return self.buses[key]
 
     def _start_runner(self, dev: Device) -> None:
@@ -291,12 +286,10 @@ class FieldRole:
         runner.task = asyncio.create_task(runner.poller.run(runner.stop), name=f"poll:{dev.name}")
 
     def _start_opcua(self, runner: _Runner) -> None:
-        from appliance.field.opcua_client import OpcUaDevice
-
         dev = runner.device
         runner.status = _status(dev, "connecting")
         try:
-            runner.opcua = OpcUaDevice(dev, paths=self.paths)
+            runner.opcua = self.opcua_device(dev, self.paths)
         except ApplianceError as e:
             runner.status.update(state="down", last_error=str(e))
             log.error("%s: %s", dev.name, e)
@@ -394,10 +387,10 @@ class FieldRole:
             record()
 
     def _alarm_changes(self, changes: list[dict[str, Any]]) -> None:
-        # The engine records its own events; an alarm change is published within SOON_S
+        # The engine records its own events; an alarm change is published soon (`dirty`)
         # rather than at the next regular write of field.json.
         if changes:
-            self._alarms_changed = True
+            self.dirty = True
 
     # -- live state ---------------------------------------------------------------------
 
@@ -407,25 +400,9 @@ class FieldRole:
             out[name] = r.poller.status() if r.poller is not None else dict(r.status)
         return out
 
-    def document(self) -> dict[str, Any]:
-        return {
-            "role": "field",
-            "started_at": self.started_at,
-            "revision": self.revision_id,
-            "devices": self.device_status(),
-            "tags": self.tags,
-            "alarms": {"active": self.alarms.active(), "counts": self.alarms.counts()},
-            "comm_loss": self.alarms.comm_loss(),
-            "history": self.history.stats(),
-        }
-
     def tags_snapshot(self) -> dict[str, list[Any]]:
         """Every tag's newest value for the value stream: name -> [value, quality, time]."""
         return {n: [e["value"], e["quality"], e["source_time"]] for n, e in self.tags.items()}
-
-    def publish(self) -> None:
-        self._alarms_changed = False
-        self.live.write("field", self.document())
 
     # -- control socket (called on its threads) -----------------------------------------
 
@@ -449,8 +426,7 @@ class FieldRole:
         return self._call(ack(), 5.0)  # type: ignore[no-any-return]
 
     def rpc_reload(self) -> dict[str, Any]:
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self._wake.set)
+        self.ring()  # the loop's doorbell: it reads the desired revision at once
         return {"ok": True}
 
     async def write(self, tag: str, value: Any, actor: str, source: str = "api") -> dict[str, Any]:
@@ -508,9 +484,9 @@ def main(paths: Paths, stop: threading.Event) -> None:
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # our adapter reports errors
     store, own = open_store(paths.data_dir, field_store.MODELS)
     live = LiveState(paths.run_dir)
-    role = FieldRole(paths, store, live)
+    role = FieldRole(paths, store, ring=lambda: live.ring(ROLE))
     try:
-        asyncio.run(role.run(stop))
+        asyncio.run(AsyncLoop(role, store, live).run(stop))
     finally:
         if own:
             store.close()
