@@ -77,6 +77,50 @@ async def until(pred: Callable[[], Any], timeout: float, what: str, every: float
         await asyncio.sleep(every)
 
 
+def contract_problems(role: object, contract: type) -> list[str]:
+    """What `role` (a built role object) lacks of `contract` (a Protocol of appliance.roles).
+
+    The Protocols are not runtime-checkable and a type checker only sees what a test
+    annotates, so this reads the contract itself: every attribute it declares is set (with
+    the declared type for `name` and `dirty`), `name` is a role of `roles.ROLES`, and every
+    method it declares exists, is a coroutine function exactly when the contract's is, and
+    takes the contract's arguments."""
+    from appliance.roles import ROLE_NAMES
+
+    problems: list[str] = []
+    protocols = [k for k in contract.__mro__ if getattr(k, "_is_protocol", False)]
+    attributes = {a for k in protocols for a in getattr(k, "__annotations__", {})}
+    for attr in sorted(attributes):
+        if not hasattr(role, attr):
+            problems.append(f"no attribute {attr!r}")
+    if isinstance(getattr(role, "name", None), str):
+        if role.name not in ROLE_NAMES:  # type: ignore[attr-defined]
+            problems.append(f"name {role.name!r} is not a role of roles.ROLES")  # type: ignore[attr-defined]
+    elif "name" in attributes:
+        problems.append("name is not a str")
+    if hasattr(role, "dirty") and not isinstance(role.dirty, bool):  # type: ignore[attr-defined]
+        problems.append("dirty is not a bool")
+    methods = {
+        m: f for k in reversed(protocols) for m, f in vars(k).items() if inspect.isfunction(f)
+    }
+    for m, declared in sorted(methods.items()):
+        if m.startswith("_"):
+            continue
+        got = getattr(role, m, None)
+        if not callable(got):
+            problems.append(f"no method {m}()")
+            continue
+        if inspect.iscoroutinefunction(declared) != inspect.iscoroutinefunction(got):
+            want = "async" if inspect.iscoroutinefunction(declared) else "not async"
+            problems.append(f"{m}() must be {want}")
+        args = [p for p in inspect.signature(declared).parameters.values() if p.name != "self"]
+        try:
+            inspect.signature(got).bind(*(None for _ in args))
+        except TypeError as e:
+            problems.append(f"{m}() does not take ({', '.join(p.name for p in args)}): {e}")
+    return problems
+
+
 def start_roles(paths: Paths, roles: str) -> subprocess.Popen[bytes]:
     """`appliance run --roles <roles>` as a unit runs it (its data and run directories in the
     environment), stdout dropped and stderr piped for the test's messages; the caller stops it."""
