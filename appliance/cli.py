@@ -498,7 +498,7 @@ def status(as_json: bool, paths: Paths) -> None:
         )
     else:
         click.echo("net role:  NOT RUNNING")
-    others = [r for r in ("field", "opcua", "agent", "web") if data["roles"][r]]
+    others = [r for r in ROLE_NAMES if r != "net" and data["roles"][r]]
     if others:
         click.echo(
             f"roles:     net {'up' if net.get('alive') else 'DOWN'}, "
