@@ -7,6 +7,7 @@ import struct
 from collections.abc import Sequence
 
 from appliance.config.points import NUMERIC_TYPES, Point, register_count
+from appliance.intrange import INT_RANGE
 
 Value = bool | int | float | str
 
@@ -19,14 +20,6 @@ _FORMAT: dict[str, str] = {
     "uint64": "Q",
     "float32": "f",
     "float64": "d",
-}
-_INT_RANGE: dict[str, tuple[int, int]] = {
-    "int16": (-(2**15), 2**15 - 1),
-    "uint16": (0, 2**16 - 1),
-    "int32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
 }
 # How far (value - offset) / scale may sit from a whole number and still be written.
 _INT_TOLERANCE = 1e-6
@@ -119,7 +112,7 @@ def _raw_number(point: Point, value: Value) -> int | float:
         raise EncodeError(
             f"point {point.name!r} is {point.type}{unit}: {value!r} is not a whole step"
         )
-    lo, hi = _INT_RANGE[point.type]
+    lo, hi = INT_RANGE[point.type]
     if not lo <= whole <= hi:
         raise EncodeError(
             f"point {point.name!r} is {point.type}: raw value {whole} is outside {lo}..{hi}"
