@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.config.model import Config
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -31,6 +34,19 @@ BASE: dict[str, Any] = {
 def base() -> dict[str, Any]:
     """A fresh copy of BASE (IT 10.10.0.0/24, OT 192.168.50.0/24, one Modbus conduit)."""
     return copy.deepcopy(BASE)
+
+
+def web_config(**web: Any) -> Config:
+    """The base configuration with a management interface (10.99.0.2/30, fd00:99::2/64)
+    and these `web` settings, validated."""
+    from appliance.config.load import validate_data
+
+    doc = base()
+    doc["interfaces"].append(
+        {"name": "mgmt0", "role": "mgmt", "addresses": ["10.99.0.2/30", "fd00:99::2/64"]}
+    )
+    doc["web"] = web
+    return validate_data(doc).config
 
 
 def conduit(name: str, **fields: Any) -> dict[str, Any]:

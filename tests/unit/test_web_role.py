@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance.config.load import validate_data
-from appliance.config.model import Config
 from appliance.paths import Paths
 from appliance.roles import Change
 from appliance.state import revisions as revs
@@ -29,13 +27,7 @@ MGMT = ["10.99.0.2", "fd00:99::2"]
 MGMT_BINDS = ["10.99.0.2:443", "[fd00:99::2]:443"]
 
 
-def cfg(**web: Any) -> Config:
-    doc = factory.base()
-    doc["interfaces"].append(
-        {"name": "mgmt0", "role": "mgmt", "addresses": ["10.99.0.2/30", "fd00:99::2/64"]}
-    )
-    doc["web"] = web
-    return validate_data(doc).config
+cfg = factory.web_config
 
 
 class FakeServer:

@@ -9,27 +9,18 @@ import signal
 import stat
 import sys
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from appliance import proc
 from appliance.config.load import validate_data
-from appliance.config.model import Config
 from appliance.paths import Paths
 from appliance.web import serve, tls
 
 from . import factory
 
-
-def cfg(**web: Any) -> Config:
-    doc = factory.base()
-    doc["interfaces"].append(
-        {"name": "mgmt0", "role": "mgmt", "addresses": ["10.99.0.2/30", "fd00:99::2/64"]}
-    )
-    doc["web"] = web
-    return validate_data(doc).config
+cfg = factory.web_config
 
 
 def test_listens_on_mgmt_only_by_default() -> None:
