@@ -11,7 +11,8 @@ from appliance.intrange import INT_RANGE
 
 Value = bool | int | float | str
 
-_FORMAT: dict[str, str] = {
+# The struct format character of each numeric point type.
+STRUCT_FORMAT: dict[str, str] = {
     "int16": "h",
     "uint16": "H",
     "int32": "i",
@@ -88,7 +89,7 @@ def decode(point: Point, registers_or_bits: Sequence[int | bool], offset: int = 
             raise DecodeError(
                 f"point {point.name!r}: byte {e.start} is 0x{data[e.start]:02x}, not ASCII"
             ) from None
-    (number,) = struct.unpack(">" + _FORMAT[point.type], data)
+    (number,) = struct.unpack(">" + STRUCT_FORMAT[point.type], data)
     if point.scale == 1 and point.offset == 0:
         return number
     return number * point.scale + point.offset
@@ -158,7 +159,7 @@ def encode(point: Point, value: Value, base: int = 0) -> list[int]:
     assert point.type in NUMERIC_TYPES
     raw = _raw_number(point, value)
     try:
-        data = struct.pack(">" + _FORMAT[point.type], raw)
+        data = struct.pack(">" + STRUCT_FORMAT[point.type], raw)
     except (OverflowError, struct.error):
         raise EncodeError(f"point {point.name!r} is {point.type}: cannot hold {value!r}") from None
     return _bytes_to_words(point, data)

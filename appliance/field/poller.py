@@ -49,7 +49,7 @@ from typing import Any, Protocol
 from appliance.config.field import Device, Tag
 from appliance.config.points import BIT_TABLES, DeviceLimits, Point
 from appliance.errors import BadRequest, NotFound, PermissionDenied
-from appliance.field.decode import EncodeError, decode, encode
+from appliance.field.decode import STRUCT_FORMAT, EncodeError, decode, encode
 from appliance.field.modbus import ILLEGAL_DATA_ADDRESS, DeviceError, ModbusLink
 from appliance.field.plan import Boundary, Request, ideal_request_count, plan, split_request
 
@@ -60,17 +60,6 @@ Sample = tuple[str, Any, Quality]  # (tag name within the device, value or None,
 Decoder = Callable[[Sequence[Any]], list[Sample]]
 # A gateway's "path unavailable" / "target failed to respond": the device is not there.
 GATEWAY_UNREACHABLE = frozenset({10, 11})
-
-_FORMAT = {
-    "int16": "h",
-    "uint16": "H",
-    "int32": "i",
-    "uint32": "I",
-    "int64": "q",
-    "uint64": "Q",
-    "float32": "f",
-    "float64": "d",
-}
 
 
 class Sink(Protocol):
@@ -127,7 +116,7 @@ def compile_request(request: Request, points: Mapping[str, Point]) -> Decoder:
             if not words:
                 endian = ">"
             need_little |= use_little
-            fmt = struct.Struct(endian + _FORMAT[p.type])
+            fmt = struct.Struct(endian + STRUCT_FORMAT[p.type])
             scaled = p.scale != 1 or p.offset != 0
             is_float = p.type.startswith("float")
             plans.append(
