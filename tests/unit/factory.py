@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from appliance.config.field import Device
     from appliance.config.model import Config
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -34,6 +35,20 @@ BASE: dict[str, Any] = {
 def base() -> dict[str, Any]:
     """A fresh copy of BASE (IT 10.10.0.0/24, OT 192.168.50.0/24, one Modbus conduit)."""
     return copy.deepcopy(BASE)
+
+
+def oven_plc(**tag: Any) -> Device:
+    """plc1 (Modbus TCP, 192.168.50.10) with one tag, temp: holding 10, float32, degC;
+    `tag` adds or replaces the tag's fields (alarms, description, ...)."""
+    from appliance.config.field import Device, Tag
+
+    fields = {"name": "temp", "table": "holding", "address": 10, "type": "float32", "unit": "degC"}
+    return Device(
+        name="plc1",
+        protocol="modbus-tcp",
+        address="192.168.50.10",
+        tags=[Tag(**{**fields, **tag})],
+    )
 
 
 def web_config(**web: Any) -> Config:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from appliance.config.field import Device, Tag
+from appliance.config.field import Device
 from appliance.errors import ApplianceError, NotFound, PermissionDenied
 from appliance.field.alarms import AlarmEngine
 from appliance.field.cli import alarms, parse_time, sql, tags
@@ -21,6 +21,8 @@ from appliance.field.history import HistoryWriter
 from appliance.state.control import ControlServer, socket_path
 from appliance.state.db import Store
 from appliance.state.live import LiveState
+
+from . import factory
 
 NOW = time.time()
 
@@ -193,23 +195,7 @@ def test_parse_time() -> None:
 
 
 def _devices() -> list[Device]:
-    return [
-        Device(
-            name="plc1",
-            protocol="modbus-tcp",
-            address="192.168.50.10",
-            tags=[
-                Tag(
-                    name="temp",
-                    table="holding",
-                    address=10,
-                    type="float32",
-                    unit="degC",
-                    alarms={"high": 30, "high_high": 40},
-                )
-            ],
-        )
-    ]
+    return [factory.oven_plc(alarms={"high": 30, "high_high": 40})]
 
 
 def test_alarms_active_from_the_live_document_and_all_from_the_table(

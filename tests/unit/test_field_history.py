@@ -19,6 +19,8 @@ from appliance.field.store import AlarmRow
 from appliance.paths import Paths
 from appliance.state.db import Store
 
+from . import factory
+
 T0 = 1_790_000_000.0  # a fixed epoch second
 
 
@@ -264,21 +266,7 @@ def test_retention_by_size_deletes_the_oldest_in_chunks(
 
 
 def test_describe_fills_the_tags_view(store: Store, writer: HistoryWriter) -> None:
-    dev = Device(
-        name="plc1",
-        protocol="modbus-tcp",
-        address="192.168.50.10",
-        tags=[
-            Tag(
-                name="temp",
-                table="holding",
-                address=10,
-                type="float32",
-                unit="degC",
-                description="oven",
-            )
-        ],
-    )
+    dev = factory.oven_plc(description="oven")
     writer.add("plc1.temp", T0, 1.0, "good")
     writer.flush()
     writer.describe([dev])

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config.field import Device, Tag
 from appliance.errors import ApplianceError, NotFound, PermissionDenied, Timeout
 from appliance.field import api, sqlworker
 from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
 from appliance.paths import Paths
 from appliance.state.db import Store
+
+from . import factory
 
 T0 = 1_790_000_000.0
 
@@ -37,21 +38,7 @@ def paths(store: Store, tmp_path: Path) -> Paths:
     w.compact()
     w.add("plc1.counter", T0 + 100, 100, "good")  # one in the hot table too
     w.flush()
-    dev = Device(
-        name="plc1",
-        protocol="modbus-tcp",
-        address="192.168.50.10",
-        tags=[
-            Tag(
-                name="temp",
-                table="holding",
-                address=10,
-                type="float32",
-                unit="degC",
-                alarms={"high": 30},
-            )
-        ],
-    )
+    dev = factory.oven_plc(alarms={"high": 30})
     w.describe([dev])
     e = AlarmEngine(store)
     e.configure([dev], t=T0)
