@@ -18,6 +18,7 @@ from typing import Any
 import peewee as pw
 
 from appliance.errors import ApplianceError, PermissionDenied
+from appliance.state import auditlog
 
 config_db = pw.DatabaseProxy()
 history_db = pw.DatabaseProxy()
@@ -69,6 +70,8 @@ class Audit(ConfigModel):
     target = pw.TextField(default="")
     result = pw.TextField(default="ok")
     detail = pw.TextField(default="")
+    # the hash chain (state/auditlog.py): this row's fields and the previous row's digest
+    digest = pw.CharField(max_length=64, default="")
 
 
 class Event(HistoryModel):
@@ -145,6 +148,24 @@ class Store:
             raise TypeError(f"{unknown[0].__name__} is neither a ConfigModel nor a HistoryModel")
         self.config.create_tables([m for m in models if issubclass(m, ConfigModel)], safe=True)
         self.history.create_tables([m for m in models if issubclass(m, HistoryModel)], safe=True)
+        if Audit in models:
+            self._chain_audit()
+
+    def _chain_audit(self) -> None:
+        """Give an audit table written before the hash chain existed its chain: the rows
+        it holds are chained as they are now, and vouched for from then on."""
+        if any(c.name == "digest" for c in self.config.get_columns("audit")):
+            return
+        with self.config.atomic():  # BEGIN IMMEDIATE: one process upgrades, the others see it
+            if any(c.name == "digest" for c in self.config.get_columns("audit")):
+                return
+            self.config.execute_sql(
+                "ALTER TABLE audit ADD COLUMN digest VARCHAR(64) NOT NULL DEFAULT ''"
+            )
+            prev = auditlog.GENESIS
+            for row in Audit.select().order_by(Audit.id):
+                prev = auditlog.link(prev, row.id, row.__data__)
+                Audit.update(digest=prev).where(Audit.id == row.id).execute()
 
     def close(self) -> None:
         self.config.close()
@@ -183,16 +204,30 @@ class Store:
         source: str = "cli",
         at: float | None = None,
     ) -> Audit:
+        fields = auditlog.normalise(
+            {
+                "at": time.time() if at is None else at,
+                "actor": actor,
+                "source": source,
+                "action": action,
+                "target": target,
+                "result": result,
+                "detail": detail,
+            }
+        )
+        # BEGIN IMMEDIATE: the last row read here is still the last when this one is added
         with self.config.atomic():
-            return Audit.create(
-                at=time.time() if at is None else at,
-                actor=actor,
-                source=source,
-                action=action,
-                target=target,
-                result=result,
-                detail=detail,
-            )
+            last = Audit.select(Audit.id, Audit.digest).order_by(Audit.id.desc()).first()
+            row_id = last.id + 1 if last else 1
+            prev = last.digest if last else auditlog.GENESIS
+            return Audit.create(id=row_id, digest=auditlog.link(prev, row_id, fields), **fields)
+
+    def verify_audit(self) -> auditlog.Verdict:
+        """The audit log's hash chain checked from its first row (`auditlog.verify`)."""
+        # one read transaction: a snapshot (WAL), writers go on meanwhile
+        with self.config.atomic("DEFERRED"):
+            rows = Audit.select().order_by(Audit.id).iterator()
+            return auditlog.verify((a.id, a.__data__, a.digest) for a in rows)
 
     def events(self, limit: int = 50, kind_prefix: str | None = None) -> list[Event]:
         q = Event.select().order_by(Event.id.desc()).limit(limit)

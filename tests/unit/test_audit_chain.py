@@ -1,0 +1,147 @@
+"""The audit log's hash chain: written by every `Store.audit`, checked by `verify_audit`,
+broken where a row was changed, removed or inserted, and added to an older database."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from appliance.state import auditlog
+from appliance.state.db import Audit, Store
+
+
+def fill(store: Store, n: int = 5) -> None:
+    for i in range(n):
+        store.audit(f"user{i}", "config.commit", target=f"revision {i}", detail="ü", at=1000.0 + i)
+
+
+def sql(store: Store, statement: str, *args: object) -> None:
+    """What someone with write access to config.db could do behind the appliance's back."""
+    db = sqlite3.connect(store.data_dir / "config.db")
+    with db:
+        db.execute(statement, args)
+    db.close()
+
+
+def test_an_empty_log_is_intact(store: Store) -> None:
+    v = store.verify_audit()
+    assert (v.rows, v.intact, v.head_id, v.head) == (0, True, None, auditlog.GENESIS)
+    assert v.line() == "audit log: empty"
+
+
+def test_each_row_links_to_the_one_before(store: Store) -> None:
+    fill(store)
+    rows = list(Audit.select().order_by(Audit.id))
+    assert [r.id for r in rows] == [1, 2, 3, 4, 5]
+    prev = auditlog.GENESIS
+    for r in rows:
+        assert r.digest == auditlog.link(prev, r.id, r.__data__)
+        prev = r.digest
+    v = store.verify_audit()
+    assert v.intact and v.rows == 5 and v.head_id == 5 and v.head == rows[-1].digest
+    assert v.line() == f"audit log: 5 rows, chain intact (last row 5, digest {v.head[:16]})"
+
+
+def test_an_integer_time_and_non_text_detail_chain_as_stored(store: Store) -> None:
+    store.audit("alice", "tag.write", detail=42, at=1000)  # type: ignore[arg-type]
+    assert store.verify_audit().intact
+
+
+@pytest.mark.parametrize(
+    ("statement", "args", "broken_at", "problem"),
+    [
+        (
+            "UPDATE audit SET detail = ? WHERE id = 3",
+            ("nothing to see",),
+            3,
+            "it, or the row before it, was changed after it was written",
+        ),
+        ("UPDATE audit SET at = at + 1 WHERE id = 1", (), 1, "it, or the row before it, was"),
+        # a row rewritten with a digest recomputed for its new content breaks the next one
+        ("UPDATE audit SET actor = 'mallory', digest = ? WHERE id = 2", (), 3, "the row before"),
+        ("DELETE FROM audit WHERE id = 3", (), 4, "row 3 before it was removed"),
+        ("DELETE FROM audit WHERE id IN (2, 3)", (), 4, "rows 2..3 before it were removed"),
+        ("DELETE FROM audit WHERE id = 1", (), 2, "row 1 before it was removed"),
+    ],
+)
+def test_a_tampered_row_breaks_the_chain_there(
+    store: Store, statement: str, args: tuple[object, ...], broken_at: int, problem: str
+) -> None:
+    fill(store)
+    if "digest = ?" in statement:
+        one = Audit.get_by_id(1)
+        two = Audit.get_by_id(2)
+        forged = {**two.__data__, "actor": "mallory"}
+        args = (auditlog.link(one.digest, 2, forged),)
+    sql(store, statement, *args)
+    v = store.verify_audit()
+    assert not v.intact and v.broken_at == broken_at and problem in (v.problem or "")
+    assert v.line().startswith(f"audit log: the chain breaks at row {broken_at}: ")
+
+
+def test_an_inserted_row_breaks_the_chain(store: Store) -> None:
+    fill(store, 3)
+    sql(
+        store,
+        "INSERT INTO audit (id, at, actor, source, action, target, result, detail, digest)"
+        " VALUES (10, 2000, 'mallory', 'cli', 'login', '', 'ok', '', ?)",
+        "f" * 64,
+    )
+    v = store.verify_audit()
+    assert not v.intact and v.broken_at == 10
+
+
+def test_a_cut_off_end_is_a_shorter_whole_chain_whose_head_differs(store: Store) -> None:
+    fill(store)
+    before = store.verify_audit()
+    sql(store, "DELETE FROM audit WHERE id > 3")
+    after = store.verify_audit()
+    # what only an outside record of the head shows
+    assert after.intact and after.head_id == 3 and after.head != before.head
+
+
+def test_rows_written_by_many_threads_make_one_chain(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data")
+
+    def write(n: int) -> None:  # each thread on its own connection (peewee's per thread)
+        for i in range(20):
+            store.audit(f"t{n}", "x", detail=str(i))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    v = store.verify_audit()
+    assert v.intact and v.rows == 80
+    store.close()
+
+
+def test_a_database_from_before_the_chain_gets_one(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    db = sqlite3.connect(data / "config.db")
+    db.execute(
+        "CREATE TABLE audit (id INTEGER NOT NULL PRIMARY KEY, at REAL NOT NULL,"
+        " actor TEXT NOT NULL, source TEXT NOT NULL, action TEXT NOT NULL,"
+        " target TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL)"
+    )
+    db.executemany(
+        "INSERT INTO audit VALUES (?, ?, ?, 'cli', 'config.commit', '', 'ok', '')",
+        [(1, 1000.0, "alice"), (2, 1001.0, "bob"), (4, 1002.0, "carol")],
+    )
+    db.commit()
+    db.close()
+    store = Store(data)
+    v = store.verify_audit()
+    assert v.intact and v.rows == 3 and v.head_id == 4
+    store.audit("dave", "login")
+    v = store.verify_audit()
+    assert v.intact and v.rows == 4 and v.head_id == 5
+    store.close()
+    again = Store(data)  # upgrading twice is a no-op
+    assert again.verify_audit().head == v.head
+    again.close()
