@@ -58,6 +58,7 @@ LAZY_COMMANDS = {
     "factory-reset": "appliance.agent.cli:factory_reset",
     "setup-code": "appliance.web.setup:setup_code_cmd",
     "fleet": "appliance.fleet.cli:fleet",
+    "audit": "appliance.audit_cli:audit",
 }
 
 

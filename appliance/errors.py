@@ -176,6 +176,14 @@ class Unavailable(ApplianceError):
     http_status = 503
 
 
+class AuditBroken(ApplianceError):
+    """The audit log's hash chain does not hold: a row was changed, removed or inserted."""
+
+    code = "audit-broken"
+    exit_code = 11
+    http_status = 500
+
+
 class DeviceError(ApplianceError):
     """A field device did not give what was asked: `kind` says how (see field/modbus.py)."""
 
