@@ -240,16 +240,27 @@ def require(role: str, page: bool = False) -> Callable[[Callable[..., Any]], Cal
                     return resp
                 return refusal(401, getattr(g, "auth_problem", None) or "login required")
             if not p.at_least(role):
+                _denied(f"needs the {role} role (is {p.role})")
                 if page:
                     abort(403)
                 return refusal(403, f"needs the {role} role (you are {p.role})")
-            check_csrf(p)
+            try:
+                check_csrf(p)
+            except PermissionDenied as e:
+                _denied(e.message)
+                raise
             return fn(*args, **kw)
 
         wrapper.required_role = role  # type: ignore[attr-defined]
         return wrapper
 
     return deco
+
+
+def _denied(why: str) -> None:
+    """An authenticated request refused by its role or CSRF token: an audit row (CR 2.8:
+    authorization failures are audited), named by method and path, never by body."""
+    audit("auth.denied", target=f"{request.method} {request.path}", result="denied", detail=why)
 
 
 def public(fn: Callable[..., Any]) -> Callable[..., Any]:

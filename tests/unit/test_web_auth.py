@@ -56,6 +56,30 @@ def test_csrf_of_another_session_is_refused(ready: Web) -> None:
     assert r.status_code == 403 and "CSRF" in error_of(r)
 
 
+def test_refusals_of_an_authenticated_request_are_audited(ready: Web) -> None:
+    """CR 2.8: a role too low (API and page) and a missing CSRF token leave a row each,
+    with who, what was asked and why; a refusal of the anonymous does not."""
+    viewer = ready.login("viewer")
+    assert viewer.post("/api/config/confirm", headers=ready.h(viewer)).status_code == 403
+    assert viewer.get("/users").status_code == 403
+    admin = ready.login("admin")
+    assert admin.post("/api/config/confirm").status_code == 403  # no CSRF header
+    assert ready.client().post("/api/config/confirm").status_code == 401
+    rows = audit_rows("auth.denied")
+    got = [(a.actor, a.target, a.result, a.detail) for a in rows]
+    assert got == [
+        ("viewer", "POST /api/config/confirm", "denied", "needs the operator role (is viewer)"),
+        ("viewer", "GET /users", "denied", "needs the admin role (is viewer)"),
+        (
+            "admin",
+            "POST /api/config/confirm",
+            "denied",
+            "CSRF token missing or wrong (send the header X-CSRF-Token)",
+        ),
+    ]
+    assert all(a.source.startswith("web:") for a in rows)
+
+
 # -- login, rotation, logout ----------------------------------------------------------------
 
 
