@@ -3,6 +3,8 @@
 The net role owns the NICs named in the configuration: it finds each by MAC
 (renaming it to its configured name) or by name, sets MTU and addresses,
 brings it up and keeps the default route. Links it does not own are not touched.
+It also reads what netlink says about every link of the namespace (`Links.nics`), for
+the port list (`appliance.net.ports`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,38 @@ from appliance.errors import ApplyFailed
 log = logging.getLogger(__name__)
 
 PROTO_STATIC = 4
+IFF_UP = 0x1
+IFF_LOOPBACK = 0x8
+# The counters of a port (IFLA_STATS64 names), in the order people read them.
+COUNTERS = (
+    "rx_bytes",
+    "rx_packets",
+    "rx_errors",
+    "rx_dropped",
+    "tx_bytes",
+    "tx_packets",
+    "tx_errors",
+    "tx_dropped",
+)
+
+
+@dataclass(frozen=True)
+class NicFacts:
+    """What netlink says about one link of the namespace (any link: `ports` picks the NICs)."""
+
+    index: int
+    name: str
+    mac: str | None
+    kind: str | None  # IFLA_INFO_KIND of a virtual link (veth, bridge, vlan...); None: hardware
+    loopback: bool
+    admin_up: bool
+    carrier: bool
+    operstate: str  # UP, DOWN, LOWERLAYERDOWN, UNKNOWN... (RFC 2863, as the kernel says)
+    counters: dict[str, int]
+    # the device the link sits on, as the kernel names it (IFLA_PARENT_DEV_NAME/_BUS_NAME):
+    # e.g. ("0000:02:00.0", "pci") or ("virtio2", "virtio"); None for virtual links
+    parent: str | None = None
+    parent_bus: str | None = None
 
 
 @dataclass
@@ -98,6 +132,15 @@ class Links:
                 }
             )
         return out
+
+    def nics(self) -> list[NicFacts]:
+        """Every link of this namespace as netlink reports it (ApplyFailed if it cannot)."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        try:
+            return [nic_facts(msg) for msg in self._ipr.get_links()]
+        except (NetlinkError, OSError) as e:
+            raise ApplyFailed(f"netlink cannot list the links: {e}")
 
     def _addresses(self, index: int) -> list[str]:
         out = []
@@ -216,6 +259,28 @@ class Links:
             self._ipr.route("replace", dst=dst, gateway=str(addr), proto=PROTO_STATIC)
             changes.append(f"default route via {addr} ({iface.name})")
         return changes
+
+
+def nic_facts(msg: Any) -> NicFacts:
+    """One RTM_NEWLINK message (pyroute2's ifinfmsg) as NicFacts."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    stats = msg.get_attr("IFLA_STATS64") or msg.get_attr("IFLA_STATS")
+    counters = {k: int(stats.get(k) or 0) if stats is not None else 0 for k in COUNTERS}
+    flags = int(msg["flags"])
+    return NicFacts(
+        index=int(msg["index"]),
+        name=msg.get_attr("IFLA_IFNAME") or f"if{msg['index']}",
+        mac=(msg.get_attr("IFLA_ADDRESS") or "").lower() or None,
+        kind=kind or None,
+        loopback=bool(flags & IFF_LOOPBACK),
+        admin_up=bool(flags & IFF_UP),
+        carrier=bool(msg.get_attr("IFLA_CARRIER")),
+        operstate=msg.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
+        counters=counters,
+        parent=msg.get_attr("IFLA_PARENT_DEV_NAME") or None,
+        parent_bus=msg.get_attr("IFLA_PARENT_DEV_BUS_NAME") or None,
+    )
 
 
 class Forwarding:

@@ -2,8 +2,10 @@
 
 Each step: revert a pending revision whose deadline passed; apply the desired
 revision if it changed (or a conduit expired); reconcile the NICs on link events;
-read the table back, re-assert it on drift; publish counters, links and denied
-flows to the live state. Only this role needs CAP_NET_ADMIN.
+read the table back, re-assert it on drift; publish counters, links, the unit's
+ports (`net.ports`: every NIC, configured or not, read every PORTS_EVERY_S and at once on
+a link event; a carrier change is a `port.carrier_up`/`port.carrier_lost` event) and
+denied flows to the live state. Only this role needs CAP_NET_ADMIN.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from appliance.errors import ApplianceError, ApplyFailed
 from appliance.net import nft as nftlib
 from appliance.net.conntrack import Conntrack, flows_to_cut
 from appliance.net.links import Forwarding, LinkObs, Links
+from appliance.net.ports import Port, Ports, carrier_changes
 from appliance.net.render import Ruleset, render, render_fail_closed
 from appliance.state import revisions as revs
 from appliance.state.db import Revision, Store
@@ -31,6 +34,7 @@ log = logging.getLogger("appliance.net")
 
 DRIFT_EVERY_S = 5.0
 LINKS_EVERY_S = 30.0
+PORTS_EVERY_S = 5.0  # and at once on a netlink link event (a carrier change is one)
 COUNTERS_EVERY_S = 1.0
 # Reading the table back costs ~30 ms per 1000 conduits. Periodic reads are spaced
 # so that they take at most 1/COUNTERS_DUTY (counters) and 1/DRIFT_DUTY (drift) of
@@ -56,6 +60,7 @@ class Applied:
 class NetState:
     applied: Applied | None = None
     links: list[LinkObs] = field(default_factory=list)
+    ports: list[Port] = field(default_factory=list)
     carry: dict[str, dict[str, int]] = field(default_factory=dict)  # counters before re-applies
     conduits: dict[str, dict[str, int]] = field(default_factory=dict)
     drops: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -82,6 +87,7 @@ class NetRole:
         monitor: nftlib.NftMonitor | None = None,
         forwarding: Forwarding | None = None,
         conntrack: Conntrack | None = None,
+        ports: Ports | None = None,
     ) -> None:
         self.store = store
         self.live = live
@@ -91,12 +97,15 @@ class NetRole:
         self.monitor = monitor
         self.forwarding = forwarding or Forwarding()
         self.conntrack = conntrack
+        # the port list reads netlink through the links adapter unless given its own
+        self.ports = ports if ports is not None else (Ports(links.nics) if links else None)
         self.state = NetState()
         self.started_at = clock()
-        self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0, "publish": 0.0}
+        self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0, "publish": 0.0, "ports": 0.0}
         self.dirty = True  # something the live state shows has changed
         self._list_cost = 0.0  # seconds one read-back of the table takes (moving average)
         self._last_drift = 0.0
+        self._ports_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -144,6 +153,7 @@ class NetRole:
                             break
                 if self.links and self.links.fileno() in ready and self.links.drain():
                     self._next["links"] = 0.0
+                    self._next["ports"] = 0.0
                 if self.monitor and self.monitor.fileno() in ready and self.monitor.drain():
                     # someone changed nftables: read it back now (at most every 0.2 s)
                     self._next["drift"] = min(self._next["drift"], self._last_drift + 0.2)
@@ -171,6 +181,9 @@ class NetRole:
         if now >= self._next["links"] and self.state.applied and self.state.applied.config:
             self._reconcile_links(self.state.applied.config)
             self._next["links"] = now + LINKS_EVERY_S
+        if self.ports is not None and now >= self._next["ports"]:
+            self._read_ports(self.ports, now)
+            self._next["ports"] = now + PORTS_EVERY_S
         listing = None
         if now >= self._next["drift"]:
             listing = self._list()
@@ -337,6 +350,31 @@ class NetRole:
                     data=o.as_dict(),
                 )
 
+    def _read_ports(self, reader: Ports, now: float) -> None:
+        """Every NIC of the namespace, labelled with the running configuration's roles; a
+        carrier that came or went is an event."""
+        config = self.state.applied.config if self.state.applied else None
+        try:
+            ports = reader.read(config)
+        except ApplianceError as e:
+            self._error(str(e))
+            self._ports_error = str(e)
+            return
+        if self._ports_error is not None and self.state.last_error == self._ports_error:
+            self.state.last_error = None  # that error is over (others wait for an apply)
+        self._ports_error = None
+        for change in carrier_changes(self.state.ports, ports):
+            self.store.event(
+                change.kind,
+                change.message,
+                source="net",
+                severity=change.severity,
+                data=change.data,
+                at=now,
+            )
+        self.state.ports = ports
+        self.dirty = True
+
     def _check_drift(self, listing: list[dict] | None, now: float) -> None:
         applied = self.state.applied
         if applied is None:
@@ -459,6 +497,7 @@ class NetRole:
             "last_error": self.state.last_error,
             "forwarding": self.forwarding.enabled(),
             "links": [o.as_dict() for o in self.state.links],
+            "ports": [p.as_dict() for p in self.state.ports],
             "conduits": conduits,
             "drops": self.state.drops,
             "denied": self.state.denied[:50],

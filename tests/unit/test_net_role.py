@@ -12,14 +12,17 @@ import yaml
 from testkit import Clock
 
 from appliance.errors import ApplyFailed
+from appliance.net.links import NicFacts
+from appliance.net.ports import Ports, Sysfs
 from appliance.net.render import render_fail_closed
-from appliance.net.role import NetRole
+from appliance.net.role import PORTS_EVERY_S, NetRole
 from appliance.state import revisions as revs
 from appliance.state.db import Revision, Store
 from appliance.state.live import LiveState
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = yaml.safe_load((REPO / "examples" / "demo.yaml").read_text())
+DEMO_IT_MAC = next(i["mac"] for i in DEMO["interfaces"] if i["role"] == "it")
 
 
 class FakeNft:
@@ -216,3 +219,120 @@ def test_expiry_reapplies_and_records_once(env) -> None:
     clock.t += 61
     role.step()
     assert len(store.events(10, "conduit.expired")) == 1
+
+
+# -- the port list ---------------------------------------------------------------------
+
+
+class FakeNics:
+    """Netlink's links as the test says: the appliance's two veths, carrier as set."""
+
+    def __init__(self) -> None:
+        self.carrier = {"it0": True, "ot0": True}
+        self.reads = 0
+        self.fail: str | None = None
+
+    def __call__(self) -> list[NicFacts]:
+        self.reads += 1
+        if self.fail:
+            raise ApplyFailed(self.fail)
+        macs = {"it0": "02:a0:00:00:01:01", "ot0": "02:a0:00:00:02:01"}
+        return [
+            NicFacts(1, "lo", "00:00:00:00:00:00", None, True, True, True, "UNKNOWN", {}),
+            *(
+                NicFacts(
+                    i, name, macs[name], "veth", False, True, self.carrier[name],
+                    "UP" if self.carrier[name] else "LOWERLAYERDOWN", {"rx_bytes": 10 * i},
+                )
+                for i, name in ((2, "it0"), (3, "ot0"))
+            ),
+        ]  # fmt: skip
+
+
+@pytest.fixture
+def ports_env(tmp_path: Path):
+    store = Store(tmp_path / "data")
+    nft, clock, nics = FakeNft(), Clock(), FakeNics()
+    ports = Ports(nics, Sysfs(tmp_path / "no-sysfs"))
+    role = NetRole(
+        store, LiveState(tmp_path / "run"), nft, None, clock=clock,
+        forwarding=FakeForwarding(), ports=ports,
+    )  # fmt: skip
+    yield store, clock, role, nics
+    store.close()
+
+
+def test_ports_are_in_the_snapshot_with_the_running_roles(ports_env) -> None:
+    store, clock, role, _nics = ports_env
+    role.start()
+    role.step()
+    listed = role.snapshot(clock.t)["ports"]
+    assert [(p["name"], p["role"], p["carrier"]) for p in listed] == [
+        ("it0", None, True),
+        ("ot0", None, True),
+    ]  # fail-closed: no configuration names them yet
+    assert listed[0]["counters"]["rx_bytes"] == 20 and listed[0]["driver"] == "veth"
+    commit(store, clock, yaml.safe_dump(DEMO))
+    clock.advance(PORTS_EVERY_S)
+    role.step()
+    roles = {p["name"]: (p["role"], p["interface"]) for p in role.snapshot(clock.t)["ports"]}
+    assert roles == {"it0": ("it", "it0"), "ot0": ("ot", "ot0")}
+    assert json.loads(json.dumps(role.snapshot(clock.t)))["ports"][0]["mac"] == DEMO_IT_MAC
+
+
+def test_ports_are_read_every_few_seconds(ports_env) -> None:
+    _store, clock, role, nics = ports_env
+    role.start()
+    role.step()
+    assert nics.reads == 1
+    clock.advance(PORTS_EVERY_S - 1)
+    role.step()
+    assert nics.reads == 1
+    clock.advance(1)
+    role.step()
+    assert nics.reads == 2
+
+
+def test_a_carrier_change_is_an_event_once(ports_env) -> None:
+    store, clock, role, nics = ports_env
+    role.start()
+    role.step()
+    assert store.events(10, "port.") == []  # the first look is no change
+    nics.carrier["ot0"] = False
+    for _ in range(3):
+        clock.advance(PORTS_EVERY_S)
+        role.step()
+    [lost] = store.events(10, "port.")
+    assert (lost.kind, lost.severity, lost.message) == (
+        "port.carrier_lost",
+        "warning",
+        "ot0: carrier lost (no link)",
+    )
+    assert [p["carrier"] for p in role.snapshot(clock.t)["ports"]] == [True, False]
+    nics.carrier["ot0"] = True
+    clock.advance(PORTS_EVERY_S)
+    role.step()
+    assert [e.kind for e in store.events(10, "port.")] == ["port.carrier_up", "port.carrier_lost"]
+
+
+def test_a_failing_port_read_is_an_error_and_keeps_the_last_list(ports_env) -> None:
+    store, clock, role, nics = ports_env
+    role.start()
+    role.step()
+    nics.fail = "netlink cannot list the links: [Errno 105] No buffer space available"
+    clock.advance(PORTS_EVERY_S)
+    role.step()
+    snap = role.snapshot(clock.t)
+    assert snap["last_error"] == nics.fail and len(snap["ports"]) == 2
+    assert store.events(10, "net.error")[0].message == nics.fail
+    nics.fail = None
+    clock.advance(PORTS_EVERY_S)
+    role.step()
+    assert role.snapshot(clock.t)["last_error"] is None  # netlink answers again
+
+
+def test_without_links_or_ports_there_is_no_port_list(env) -> None:
+    _store, _nft, clock, role, _ = env
+    role.start()
+    role.step()
+    assert role.ports is None and role.snapshot(clock.t)["ports"] == []
