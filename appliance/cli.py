@@ -316,11 +316,16 @@ def config_export(rev: str | None, canonical: bool, redact: bool, paths: Paths) 
     from appliance.config.redact import redact_config
     from appliance.state import revisions as revs
 
-    r = revs.resolve(_store(paths), rev, default="running")
+    store = _store(paths)
+    r = revs.resolve(store, rev, default="running")
     if redact:  # built from the document redacted by key, never by searching the text
         text = yaml.safe_dump(redact_config(revs.config_of(r)), sort_keys=False)
     else:
         text = to_yaml(revs.config_of(r)) if canonical else r.source
+    # an export may carry the device passwords and tokens: who took one is audited
+    store.audit(
+        actor(), "config.export", target=f"revision {r.id}", detail="redacted" if redact else ""
+    )
     click.echo(text, nl=False)
 
 

@@ -96,6 +96,8 @@ def test_revision_workflow_without_daemon(tmp_path: Path) -> None:
     assert "+    - ping" in cp.stdout.replace("+  - ping", "+    - ping")
     exported = run("config", "export", "2", data=tmp_path).stdout
     assert exported == changed.read_text()
+    audit = json.loads(run("audit", "list", "--json", "-n", "1", data=tmp_path).stdout)
+    assert audit[0]["action"] == "config.export" and audit[0]["target"] == "revision 2"
     log = run("config", "log", "--json", data=tmp_path)
     states = {r["id"]: r["state"] for r in json.loads(log.stdout)}
     assert states == {1: "pending", 2: "draft"}

@@ -143,6 +143,13 @@ def test_secrets_only_for_admins(ready: Web) -> None:
     assert "s3cret-fleet-token" not in r.get_data(as_text=True)
     assert "s3cret-fleet-token" not in v.get("/api/config/export").get_data(as_text=True)
     assert "s3cret-fleet-token" not in v.get("/api/revisions/1").get_data(as_text=True)
+    assert "s3cret-fleet-token" in a.get("/api/config/export").get_data(as_text=True)
+    # who took a copy, with or without the secrets, is audited
+    exports = Audit.select().where(Audit.action == "config.export").order_by(Audit.id)
+    assert [(x.actor, x.target, x.detail) for x in exports] == [
+        ("viewer", "revision 1", "redacted"),
+        ("admin", "revision 1", ""),
+    ]
 
 
 # -- conduits ------------------------------------------------------------------------------

@@ -266,7 +266,10 @@ def rollback(body: RollbackIn) -> Any:
 )
 def export(query: ExportQuery) -> Any:
     rev = revs.resolve(ctx().store, query.revision)
-    text = text_of(rev, revs.config_of(rev), admin=is_admin())
+    admin = is_admin()
+    text = text_of(rev, revs.config_of(rev), admin=admin)
+    # an admin's export carries the device passwords and tokens: who took one is audited
+    audit("config.export", target=f"revision {rev.id}", detail="" if admin else "redacted")
     return Response(
         text,
         mimetype="text/yaml",
