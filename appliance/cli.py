@@ -591,6 +591,73 @@ def events(limit: int, kind: str | None, as_json: bool, paths: Paths) -> None:
         click.echo(f"{_fmt_time(e.at)}  {e.severity:<7} {e.kind:<18} {e.message}")
 
 
+def ports_data(paths: Paths) -> dict[str, Any]:
+    """The net role's port list as it last published it; Unavailable when it is not running
+    (a list it left behind is not what the ports are now)."""
+    from appliance.errors import Unavailable
+    from appliance.state.live import LiveState
+
+    live = LiveState(paths.run_dir)
+    doc = live.read("net")
+    if doc is None or not live.alive("net"):
+        raise Unavailable(
+            f"the net role is not running (no live port list in {paths.run_dir}): "
+            "`appliance status` says more"
+        )
+    return {"ports": doc.get("ports") or [], "updated_at": doc.get("updated_at")}
+
+
+def _speed(port: dict[str, Any]) -> str:
+    if not port.get("speed"):
+        return "-"
+    duplex = {"full": "FD", "half": "HD"}.get(port.get("duplex") or "", "")
+    return f"{port['speed']}M {duplex}".strip()
+
+
+def _carrier(port: dict[str, Any]) -> str:
+    if port.get("carrier") is None:
+        return "unknown (down)"
+    return "yes" if port["carrier"] else "NO"
+
+
+@cli.command("ports")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+@paths_options
+def ports(as_json: bool, paths: Paths) -> None:
+    """Every NIC of the unit, configured or not: MAC, carrier, speed, role, counters."""
+    from appliance.field.cli import table
+
+    data = ports_data(paths)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    if not data["ports"]:
+        click.echo("no ports: the net role sees no NIC besides loopback")
+        return
+    rows = []
+    for p in data["ports"]:
+        c = p.get("counters") or {}
+        rows.append(
+            (
+                p["name"],
+                p.get("label") or "-",
+                f"{p['role']} ({p['interface']})" if p.get("role") else "-",
+                p.get("mac") or "-",
+                _carrier(p),
+                _speed(p),
+                p.get("driver") or "-",
+                p.get("pci_path") or "-",
+                f"{_fmt_bytes(c.get('rx_bytes', 0))} / {c.get('rx_packets', 0)}",
+                f"{_fmt_bytes(c.get('tx_bytes', 0))} / {c.get('tx_packets', 0)}",
+                f"{c.get('rx_errors', 0) + c.get('tx_errors', 0)}"
+                f" / {c.get('rx_dropped', 0) + c.get('tx_dropped', 0)}",
+            )
+        )
+    headers = ("PORT", "LABEL", "ROLE", "MAC", "CARRIER", "SPEED", "DRIVER", "PCI")
+    for line in table((*headers, "RX BYTES / PKTS", "TX BYTES / PKTS", "ERR / DROP"), rows):
+        click.echo(line)
+
+
 # -- daemon -------------------------------------------------------------------------
 
 

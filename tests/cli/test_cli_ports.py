@@ -1,0 +1,123 @@
+"""`appliance ports [--json]`: the net role's port list, a table for people, JSON for tools,
+one line and exit 10 when the net role is not running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.state.live import LiveState
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def port(name: str, mac: str, **kw: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": name,
+        "mac": mac,
+        "driver": "igb",
+        "pci_path": "0000:02:00.0",
+        "label": None,
+        "kind": None,
+        "role": None,
+        "interface": None,
+        "admin_up": True,
+        "carrier": True,
+        "operstate": "UP",
+        "speed": 1000,
+        "duplex": "full",
+        "counters": {
+            "rx_bytes": 1_500_000, "rx_packets": 1000, "rx_errors": 1, "rx_dropped": 2,
+            "tx_bytes": 3000, "tx_packets": 30, "tx_errors": 0, "tx_dropped": 4,
+        },
+        "index": 2,
+    }  # fmt: skip
+    doc.update(kw)
+    return doc
+
+
+PORTS = [
+    port("it0", "02:a0:00:00:01:01", label="IT", role="it", interface="it0"),
+    port(
+        "enp3s0", "00:1b:21:0a:0b:0d", driver="e1000e", pci_path="0000:03:00.0",
+        admin_up=False, carrier=None, operstate="DOWN", speed=None, duplex=None, index=3,
+    ),
+    port("ot0", "02:a0:00:00:02:01", role="ot", interface="ot0", carrier=False, speed=None,
+         duplex=None, operstate="LOWERLAYERDOWN", driver="veth", kind="veth", pci_path=None),
+]  # fmt: skip
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_DATA_DIR"] = str(tmp_path / "data")
+    env["APPLIANCE_RUN_DIR"] = str(tmp_path / "run")
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", "ports", *args],
+        capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_the_table_shows_each_port(tmp_path: Path) -> None:
+    LiveState(tmp_path / "run").write("net", {"ports": PORTS})  # alive: this pid, now
+    cp = run(tmp_path)
+    assert cp.returncode == 0, cp.stderr
+    header, *lines = cp.stdout.splitlines()
+    assert header.split()[:8] == [
+        "PORT",
+        "LABEL",
+        "ROLE",
+        "MAC",
+        "CARRIER",
+        "SPEED",
+        "DRIVER",
+        "PCI",
+    ]
+    it, enp, ot = lines
+    assert it.split()[:10] == [
+        "it0", "IT", "it", "(it0)", "02:a0:00:00:01:01", "yes", "1000M", "FD", "igb",
+        "0000:02:00.0",
+    ]  # fmt: skip
+    assert "1.5 MB / 1000" in it and "3.0 kB / 30" in it and it.endswith("1 / 6")
+    assert "unknown (down)" in enp and "e1000e" in enp and "0000:03:00.0" in enp
+    assert ot.split()[:6] == ["ot0", "-", "ot", "(ot0)", "02:a0:00:00:02:01", "NO"]
+
+
+def test_json_is_the_live_list(tmp_path: Path) -> None:
+    LiveState(tmp_path / "run").write("net", {"ports": PORTS})
+    cp = run(tmp_path, "--json")
+    assert cp.returncode == 0, cp.stderr
+    data = json.loads(cp.stdout)
+    assert data["ports"] == PORTS and isinstance(data["updated_at"], float)
+
+
+def test_no_port_besides_loopback(tmp_path: Path) -> None:
+    LiveState(tmp_path / "run").write("net", {"ports": []})
+    cp = run(tmp_path)
+    assert cp.returncode == 0 and "no ports" in cp.stdout
+
+
+def one_line_error(cp: subprocess.CompletedProcess[str]) -> str:
+    assert cp.returncode == 10, (cp.returncode, cp.stdout, cp.stderr)
+    assert "Traceback" not in cp.stderr and cp.stdout == ""
+    [line] = cp.stderr.splitlines()
+    assert line.startswith("appliance: the net role is not running"), line
+    return line
+
+
+def test_without_the_net_role_one_line_and_exit_10(tmp_path: Path) -> None:
+    line = one_line_error(run(tmp_path))
+    assert str(tmp_path / "run") in line
+    one_line_error(run(tmp_path, "--json"))
+
+
+def test_a_list_the_net_role_left_behind_is_not_shown(tmp_path: Path) -> None:
+    live = LiveState(tmp_path / "run")
+    live.write("net", {"ports": PORTS})
+    doc = json.loads(live.path("net").read_text())
+    doc["updated_at"] -= 60  # it stopped writing a minute ago
+    live.path("net").write_text(json.dumps(doc))
+    one_line_error(run(tmp_path, "--json"))
