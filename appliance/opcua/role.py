@@ -20,9 +20,10 @@ in `appliance.rolekit.AsyncLoop` until `stop` is set:
   the changes, as JSON lines. While that stream is down (the field role stopped or
   restarting) every value shows Bad (BadCommunicationError); it reconnects with
   back-off (0.2 s doubling to 2 s) and the snapshot makes them good again;
-- users: `appliance.web.accounts.authenticate` (the web UI's accounts; this process
-  opens its own Store for it), told the client's address (the per-address throttle) and
-  run on a thread; a logged-on user's current role (`_role_of`: None when disabled or
+- users: `appliance.web.accounts.audited_authenticate` (the web UI's accounts; this
+  process opens its own Store for it), told the client's address (the per-address
+  throttle) and run on a thread; every log-on, good, failed or throttled, is an audit
+  row with the client's address (`opcua:<address>`); a logged-on user's current role (`_role_of`: None when disabled or
   deleted) is asked again at every write and every few seconds, so a demoted admin
   stops writing and a disabled user's session is closed; writes by admins go to the
   field role's ``write`` method (``source="opcua"``, `field_writer`), on a thread so
@@ -360,7 +361,7 @@ class OpcUaRole:
 def main(paths: Paths, stop: threading.Event) -> None:
     """The opcua role (see the module docstring); returns soon after `stop` is set."""
     store, own = open_store(paths.data_dir, accounts.MODELS)
-    role = OpcUaRole(paths, store, accounts.authenticate)
+    role = OpcUaRole(paths, store, accounts.audited_authenticate(store, "opcua"))
     try:
         asyncio.run(AsyncLoop(role, store, LiveState(paths.run_dir)).run(stop))
     finally:

@@ -75,7 +75,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from appliance.config.base import NAME_RE
 from appliance.errors import Busy, Conflict, Invalid, NotFound, Throttled
-from appliance.state.db import ConfigModel
+from appliance.state.db import ConfigModel, Store
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
 MIN_PASSWORD = 12
@@ -691,6 +691,34 @@ def authenticate(
     except Throttled:
         return None
     return result.role if result else None
+
+
+def audited_authenticate(store: Store, service: str) -> Callable[..., str | None]:
+    """`authenticate` for another service (the OPC UA server) that also leaves the audit
+    row a web login leaves (CR 1.1, 2.8): action `login`, source `<service>:<address>`,
+    result ok, failed or throttled; a failed login names the user only when one exists
+    (`audit_name`, with the name's tag otherwise)."""
+
+    def check(
+        username: str, password: str, *, source: str | None = None, now: float | None = None
+    ) -> str | None:
+        now = time.time() if now is None else now
+        where = f"{service}:{source or 'unknown'}"
+        try:
+            result = login(username, password, source=source, now=now)
+        except Throttled:
+            result, outcome = None, "throttled"
+        else:
+            outcome = "ok" if result else "failed"
+        if result is not None:
+            store.audit(result.user, "login", source=where, at=now)
+            return result.role
+        actor = audit_name(username)
+        detail = "" if actor == username else f"name #{name_tag(username)}"
+        store.audit(actor, "login", result=outcome, detail=detail, source=where, at=now)
+        return None
+
+    return check
 
 
 # -- sessions -----------------------------------------------------------------------------

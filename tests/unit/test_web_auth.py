@@ -214,6 +214,29 @@ def test_authenticate_for_other_services(ready: Web) -> None:
         assert accounts.authenticate("nobody", PASSWORD, now=ready.clock()) is None
 
 
+def test_logons_of_other_services_are_audited_as_web_logins_are(ready: Web) -> None:
+    check = accounts.audited_authenticate(ready.app.extensions["appliance"].store, "opcua")
+    with ready.app.app_context():
+        assert check("operator", PASSWORD, source="10.10.0.5", now=ready.clock()) == "operator"
+        assert check("operator", "wrong-one-here", source="10.10.0.5", now=ready.clock()) is None
+        assert (
+            check("hunter2-typed-as-a-name", PASSWORD, source="10.10.0.6", now=ready.clock())
+            is None
+        )
+        for _ in range(accounts.FREE_FAILURES["pair"]):
+            check("viewer", "wrong-one-here", source="10.10.0.7", now=ready.clock())
+        assert check("viewer", PASSWORD, source="10.10.0.7", now=ready.clock()) is None
+    rows = audit_rows("login")
+    got = [(a.actor, a.source, a.result) for a in rows[:3]]
+    assert got == [
+        ("operator", "opcua:10.10.0.5", "ok"),
+        ("operator", "opcua:10.10.0.5", "failed"),
+        (accounts.UNKNOWN_USER, "opcua:10.10.0.6", "failed"),
+    ]
+    assert "hunter2" not in rows[2].detail and rows[2].detail.startswith("name #")
+    assert (rows[-1].actor, rows[-1].result) == ("viewer", "throttled")
+
+
 # -- timeouts (injected clock) --------------------------------------------------------------
 
 
