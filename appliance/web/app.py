@@ -63,6 +63,7 @@ BLUEPRINTS = (
     "appliance.web.views.field:sql_bp",
     "appliance.web.views.users:bp",
     "appliance.web.views.system:system_bp",
+    "appliance.web.views.ports:bp",
     "appliance.web.metrics:bp",
     "appliance.web.openapi:bp",
 )

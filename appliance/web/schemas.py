@@ -365,6 +365,44 @@ class Status(Out):
     cert_fingerprint: str | None
 
 
+class PortCounters(Out):
+    rx_bytes: int
+    rx_packets: int
+    rx_errors: int
+    rx_dropped: int
+    tx_bytes: int
+    tx_packets: int
+    tx_errors: int
+    tx_dropped: int
+
+
+class PortOut(Out):
+    """One NIC of the unit, configured or not (the net role's `ports`)."""
+
+    name: str = Field(description="the kernel's name of the NIC now")
+    mac: str | None
+    driver: str | None = Field(description="the kernel driver (veth for the lab's NICs)")
+    pci_path: str | None = Field(description="the PCI address of the device, 0000:02:00.0")
+    label: str | None = Field(description="the name on the case, from the hardware profile")
+    kind: str | None = Field(description="veth for a virtual NIC, null for hardware")
+    role: Literal["mgmt", "it", "ot"] | None = Field(
+        description="the role of the running configuration's interface on this NIC"
+    )
+    interface: str | None = Field(description="that interface's name")
+    admin_up: bool
+    carrier: bool | None = Field(description="a link (cable); null: unknown, the port is down")
+    operstate: str = Field(description="UP, DOWN, LOWERLAYERDOWN, UNKNOWN... (RFC 2863)")
+    speed: int | None = Field(description="Mb/s while there is a carrier, when the NIC says")
+    duplex: Literal["full", "half"] | None
+    counters: PortCounters
+    index: int = Field(description="the kernel's interface index")
+
+
+class PortsOut(Out):
+    ports: list[PortOut]
+    updated_at: float = Field(description="when the net role read them (epoch seconds)")
+
+
 class System(Out):
     version: str
     uptime_s: float | None

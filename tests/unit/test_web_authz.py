@@ -51,6 +51,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     # reading
     ("GET", "/api/status"): "viewer",
     ("GET", "/api/system"): "viewer",
+    ("GET", "/api/ports"): "viewer",
     ("GET", "/api/config/running"): "viewer",
     ("GET", "/api/config/draft"): "viewer",
     ("GET", "/api/config/draft/<section>"): "viewer",

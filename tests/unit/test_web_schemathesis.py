@@ -11,6 +11,7 @@ generator soon guesses the admin token's id) and logging out.
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from appliance.errors import NotFound
 from appliance.paths import Paths
 from appliance.state import revisions as revs
 from appliance.state.control import ControlServer, socket_path
+from appliance.state.live import LiveState
 from appliance.web import accounts
 from appliance.web.app import create_app
 
@@ -69,7 +71,12 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ]
     for server in servers:
         server.start()
+    stop = threading.Event()
+    net = threading.Thread(target=publish_net, args=(LiveState(paths.run_dir), stop), daemon=True)
+    net.start()
     yield app
+    stop.set()
+    net.join()
     for server in servers:
         server.stop()
     shutil.rmtree(root, ignore_errors=True)
@@ -89,6 +96,36 @@ def field_ack(id: int, actor: str) -> dict[str, Any]:
 
 def agent_identify(seconds: int = 15, actor: str = "") -> dict[str, Any]:
     return {"until": 100.0 + seconds}
+
+
+# the net role's live document (ports among them), as it writes it
+NET_DOC: dict[str, Any] = {
+    "role": "net",
+    "applied": {"revision": 1, "sha256": None, "state": "confirmed", "confirm_deadline": None,
+                "at": 2.0, "fail_closed": False},
+    "last_error": None,
+    "forwarding": True,
+    "links": [],
+    "ports": [{
+        "name": "it0", "mac": "02:a0:00:00:01:01", "driver": "veth", "pci_path": None,
+        "label": None, "kind": "veth", "role": "it", "interface": "it0", "admin_up": True,
+        "carrier": True, "operstate": "UP", "speed": 10000, "duplex": "full", "index": 2,
+        "counters": {"rx_bytes": 1, "rx_packets": 1, "rx_errors": 0, "rx_dropped": 0,
+                     "tx_bytes": 1, "tx_packets": 1, "tx_errors": 0, "tx_dropped": 0},
+    }],
+    "conduits": {},
+    "drops": {},
+    "denied": [],
+    "drift": {"count": 0, "last_at": None},
+}  # fmt: skip
+
+
+def publish_net(live: LiveState, stop: threading.Event) -> None:
+    """Write the net role's document every second (alive), as the role does, until stop."""
+    while True:
+        live.write("net", NET_DOC)
+        if stop.wait(1.0):
+            return
 
 
 def operations(app: Any) -> list[Any]:
