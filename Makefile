@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup setup-test demo demo-down test fuzz unit browser lint bench clean
+.PHONY: setup setup-test demo demo-down test fuzz unit browser lint bench deb clean
 
 setup:
 	@scripts/setup-host
@@ -45,6 +45,10 @@ bench: setup
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/sql.py
 
+# build/appliance_<version>_amd64.deb: the code, its pinned venv and system/ (scripts/build-deb).
+deb: setup
+	@scripts/build-deb
+
 clean:
 	-$(BIN)/appliance lab down
-	rm -rf $(VENV) .lab .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .lab .pytest_cache .ruff_cache .hypothesis build
