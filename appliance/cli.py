@@ -620,11 +620,15 @@ def _carrier(port: dict[str, Any]) -> str:
     return "yes" if port["carrier"] else "NO"
 
 
-@cli.command("ports")
+@cli.group("ports", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
 @paths_options
-def ports(as_json: bool, paths: Paths) -> None:
-    """Every NIC of the unit, configured or not: MAC, carrier, speed, role, counters."""
+@click.pass_context
+def ports(ctx: click.Context, as_json: bool, paths: Paths) -> None:
+    """Every NIC of the unit, configured or not: MAC, carrier, speed, role, counters;
+    `ports identify PORT` blinks one's LED."""
+    if ctx.invoked_subcommand is not None:
+        return
     from appliance.field.cli import table
 
     data = ports_data(paths)
@@ -656,6 +660,22 @@ def ports(as_json: bool, paths: Paths) -> None:
     headers = ("PORT", "LABEL", "ROLE", "MAC", "CARRIER", "SPEED", "DRIVER", "PCI")
     for line in table((*headers, "RX BYTES / PKTS", "TX BYTES / PKTS", "ERR / DROP"), rows):
         click.echo(line)
+
+
+@ports.command("identify")
+@click.argument("port")
+@click.option("--seconds", default=15, show_default=True, type=int, help="at most 300")
+@paths_options
+def ports_identify(port: str, seconds: int, paths: Paths) -> None:
+    """Blink PORT's link LED so an installer finds the socket (where its NIC can)."""
+    from appliance.errors import Unavailable
+    from appliance.state.control import call, socket_path
+
+    path = socket_path(paths.run_dir, "net")
+    if not path.exists():
+        raise Unavailable(f"the net role is not running (no {path})")
+    result = call(path, "identify_port", port=port, seconds=seconds, actor=actor())
+    click.echo(f"{port}: blinking until {_fmt_time(result['until'])} ({seconds} s)")
 
 
 # -- daemon -------------------------------------------------------------------------

@@ -6,6 +6,9 @@ read the table back, re-assert it on drift; publish counters, links, the unit's
 ports (`net.ports`: every NIC, configured or not, read every PORTS_EVERY_S and at once on
 a link event; a carrier change is a `port.carrier_up`/`port.carrier_lost` event) and
 denied flows to the live state. Only this role needs CAP_NET_ADMIN.
+
+Its control socket (`<run_dir>/net.sock`) takes one request: `identify_port` (blink a
+port's LED for an installer, through the `PortBlinker` adapter it is given).
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.config.model import Config
-from appliance.errors import ApplianceError, ApplyFailed
+from appliance.errors import ApplianceError, ApplyFailed, Invalid, NotFound, Unavailable
 from appliance.net import nft as nftlib
 from appliance.net.conntrack import Conntrack, flows_to_cut
+from appliance.net.identify import PortBlinker
 from appliance.net.links import Forwarding, LinkObs, Links
 from appliance.net.ports import Port, Ports, carrier_changes
 from appliance.net.render import Ruleset, render, render_fail_closed
 from appliance.state import revisions as revs
+from appliance.state.control import ControlServer, socket_path
 from appliance.state.db import Revision, Store
 from appliance.state.live import LiveState
 
@@ -35,6 +40,8 @@ log = logging.getLogger("appliance.net")
 DRIFT_EVERY_S = 5.0
 LINKS_EVERY_S = 30.0
 PORTS_EVERY_S = 5.0  # and at once on a netlink link event (a carrier change is one)
+IDENTIFY_DEFAULT_S = 15
+IDENTIFY_MAX_S = 300
 COUNTERS_EVERY_S = 1.0
 # Reading the table back costs ~30 ms per 1000 conduits. Periodic reads are spaced
 # so that they take at most 1/COUNTERS_DUTY (counters) and 1/DRIFT_DUTY (drift) of
@@ -88,6 +95,7 @@ class NetRole:
         forwarding: Forwarding | None = None,
         conntrack: Conntrack | None = None,
         ports: Ports | None = None,
+        blinker: PortBlinker | None = None,
     ) -> None:
         self.store = store
         self.live = live
@@ -99,6 +107,9 @@ class NetRole:
         self.conntrack = conntrack
         # the port list reads netlink through the links adapter unless given its own
         self.ports = ports if ports is not None else (Ports(links.nics) if links else None)
+        # blinks the LEDs of the NICs of the namespace the links adapter is in
+        self.blinker = blinker if blinker is not None else (PortBlinker() if links else None)
+        self.identifying: dict[str, float] = {}  # port -> until (the role's clock)
         self.state = NetState()
         self.started_at = clock()
         self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0, "publish": 0.0, "ports": 0.0}
@@ -137,11 +148,15 @@ class NetRole:
 
     def run(self, stopping: Callable[[], bool]) -> None:
         doorbell = self.live.bind_doorbell(self.name)
+        control = ControlServer(
+            socket_path(self.live.run_dir, self.name), {"identify_port": self.identify_port}
+        )
         fds = [doorbell.fileno()]
         fds += [self.links.fileno()] if self.links else []
         fds += [self.monitor.fileno()] if self.monitor else []
         try:
             self.start()
+            control.start()
             while not stopping():
                 self.safe_step()
                 ready, _, _ = select.select(fds, [], [], 0.5)
@@ -158,6 +173,7 @@ class NetRole:
                     # someone changed nftables: read it back now (at most every 0.2 s)
                     self._next["drift"] = min(self._next["drift"], self._last_drift + 0.2)
         finally:
+            control.stop()
             doorbell.close()
 
     def safe_step(self) -> None:
@@ -375,6 +391,34 @@ class NetRole:
         self.state.ports = ports
         self.dirty = True
 
+    # -- requests (control socket: a thread of its own) -----------------------------------
+
+    def identify_port(
+        self, port: str, seconds: int = IDENTIFY_DEFAULT_S, actor: str = "cli"
+    ) -> dict[str, Any]:
+        """Blink `port`'s LED for `seconds` (one of the ports listed now)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise Invalid(f"{seconds!r} is not a whole number of seconds", field="seconds")
+        if not 1 <= seconds <= IDENTIFY_MAX_S:
+            raise Invalid(f"must be between 1 and {IDENTIFY_MAX_S} seconds", field="seconds")
+        listed = [p.name for p in self.state.ports]  # the list the loop published last
+        if port not in listed:
+            raise NotFound(f"no port {port!r} (ports: {', '.join(listed) or 'none'})", field="port")
+        if self.blinker is None:
+            raise Unavailable("this net role has no way to blink a port's LED")
+        self.blinker.blink(port, seconds)
+        now = self.clock()
+        self.identifying[port] = now + seconds
+        self.dirty = True
+        self.store.event(
+            "port.identify",
+            f"{port}: blinking its LED for {seconds} s, asked by {actor}",
+            source="net",
+            data={"port": port, "seconds": seconds, "actor": str(actor)},
+            at=now,
+        )
+        return {"port": port, "until": now + seconds}
+
     def _check_drift(self, listing: list[dict] | None, now: float) -> None:
         applied = self.state.applied
         if applied is None:
@@ -498,6 +542,7 @@ class NetRole:
             "forwarding": self.forwarding.enabled(),
             "links": [o.as_dict() for o in self.state.links],
             "ports": [p.as_dict() for p in self.state.ports],
+            "identifying": {n: t for n, t in list(self.identifying.items()) if t > now},
             "conduits": conduits,
             "drops": self.state.drops,
             "denied": self.state.denied[:50],

@@ -7,9 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from appliance.errors import Conflict
+from appliance.state.control import ControlServer, socket_path
 from appliance.state.live import LiveState
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,3 +126,46 @@ def test_a_list_the_net_role_left_behind_is_not_shown(tmp_path: Path) -> None:
     doc["updated_at"] -= 60  # it stopped writing a minute ago
     live.path("net").write_text(json.dumps(doc))
     one_line_error(run(tmp_path, "--json"))
+
+
+# -- ports identify ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def net_socket(tmp_path: Path) -> Iterator[list[dict[str, Any]]]:
+    """The net role's control socket, answering identify_port as the role does for it0."""
+    asked: list[dict[str, Any]] = []
+
+    def identify_port(port: str, seconds: int, actor: str) -> dict[str, Any]:
+        asked.append({"port": port, "seconds": seconds, "actor": actor})
+        if port == "ot0":
+            raise Conflict("ot0 cannot blink its LED: its driver does not support it", field="port")
+        return {"port": port, "until": 1_800_000_000.0 + seconds}
+
+    server = ControlServer(socket_path(tmp_path / "run", "net"), {"identify_port": identify_port})
+    server.start()
+    yield asked
+    server.stop()
+
+
+def test_identify_asks_the_net_role(tmp_path: Path, net_socket: list[dict[str, Any]]) -> None:
+    cp = run(tmp_path, "identify", "it0", "--seconds", "20")
+    assert cp.returncode == 0, cp.stderr
+    assert cp.stdout.strip() == "it0: blinking until 2027-01-15 08:00:20 UTC (20 s)"
+    [asked] = net_socket
+    assert asked["port"] == "it0" and asked["seconds"] == 20
+    assert asked["actor"].startswith("cli:")
+
+
+def test_identify_refused_is_one_line(tmp_path: Path, net_socket: list[dict[str, Any]]) -> None:
+    cp = run(tmp_path, "identify", "ot0")
+    assert cp.returncode == 4, cp.stderr
+    assert cp.stderr.strip() == (
+        "appliance: port: ot0 cannot blink its LED: its driver does not support it"
+    )
+    assert net_socket[0]["seconds"] == 15  # the default
+
+
+def test_identify_without_the_net_role(tmp_path: Path) -> None:
+    line = one_line_error(run(tmp_path, "identify", "it0"))
+    assert str(socket_path(tmp_path / "run", "net")) in line
