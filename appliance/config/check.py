@@ -18,8 +18,11 @@ from typing import NamedTuple
 
 from appliance.config.base import Finding
 from appliance.config.field import check_field
+from appliance.config.modbus import FUNCTION_CODES, TABLE_OF
 from appliance.config.model import Conduit, Config, IPNet
 from appliance.config.services import Service
+
+MODBUS_PORT = 502
 
 MAX_REPORTED = 20
 
@@ -363,6 +366,8 @@ def _check_conduits(
             )
         if now is not None and c.expires is not None and c.expires <= now:
             warnings.append(Finding(f"conduits[{n}].expires", "already expired: passes nothing"))
+        if c.modbus is not None:
+            _check_modbus(n, c, errors, warnings)
         if c.enabled and (now is None or c.active(now)):
             active.append((n, c))
     for a_owner, a, b_owner, b in conduit_overlaps(active):
@@ -376,6 +381,52 @@ def _check_conduits(
                 f"{second.describe()}: a flow must belong to exactly one conduit"
             )
         errors.append(Finding(f"conduits[{hi}]", msg))
+
+
+def carries_modbus(conduit: Conduit) -> bool:
+    """Whether the conduit's services include Modbus (tcp/502)."""
+    return any(s.proto == "tcp" and s.lo <= MODBUS_PORT <= s.hi for s in conduit.parsed_services())
+
+
+def _check_modbus(n: int, c: Conduit, errors: list[Finding], warnings: list[Finding]) -> None:
+    """A Modbus restriction applies to the tcp/502 connections a conduit opens from IT (the
+    modbusproxy role sees them); IPv4 only for now (the proxy's transparent socket is)."""
+    where = f"conduits[{n}].modbus"
+    if not carries_modbus(c):
+        errors.append(
+            Finding(where, "restricts Modbus, but the conduit's services do not include modbus")
+        )
+    if c.direction == "both":
+        errors.append(
+            Finding(
+                f"conduits[{n}].direction",
+                "a conduit with a Modbus restriction is one-way (the restriction checks the "
+                "requests of connections opened from IT)",
+            )
+        )
+    for key, nets in (("from", c.from_), ("to", c.to)):
+        for k, net in enumerate(nets):
+            if net.version != 4:
+                errors.append(
+                    Finding(
+                        f"conduits[{n}].{key}[{k}]",
+                        f"{net} is IPv6: a Modbus restriction is IPv4 only for now",
+                    )
+                )
+    m = c.modbus
+    assert m is not None
+    if m.ranges is None:
+        return
+    for code in sorted(m.allowed_function_codes()):
+        table = TABLE_OF.get(code)
+        if table is not None and m.ranges.of(table) == []:
+            warnings.append(
+                Finding(
+                    f"{where}.ranges",
+                    f"function code {code} ({FUNCTION_CODES[code]}) uses the {table} table, "
+                    "which `ranges` does not list: every such request is refused",
+                )
+            )
 
 
 # -- one owner per flow, without listing the flows --------------------------------
