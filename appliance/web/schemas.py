@@ -403,6 +403,15 @@ class PortsOut(Out):
     updated_at: float = Field(description="when the net role read them (epoch seconds)")
 
 
+class PortIdentifyIn(In):
+    seconds: int = Field(15, ge=1, le=300, description="how long the LED blinks")
+
+
+class PortIdentifyOut(Out):
+    port: str
+    until: float = Field(description="when it stops blinking (epoch seconds)")
+
+
 class System(Out):
     version: str
     uptime_s: float | None

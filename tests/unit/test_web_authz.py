@@ -74,6 +74,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/alarms/<int:alarm_id>/ack"): "operator",
     ("POST", "/api/config/confirm"): "operator",
     ("POST", "/api/identify"): "operator",
+    ("POST", "/api/ports/<name>/identify"): "operator",
     # administering
     ("PUT", "/api/config/draft"): "admin",
     ("PUT", "/api/config/draft/<section>"): "admin",

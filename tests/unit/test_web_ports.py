@@ -4,8 +4,14 @@ and the answer is the one the OpenAPI document describes."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from appliance.errors import Conflict, NotFound
+from appliance.state.control import ControlServer, socket_path
+from appliance.state.db import Audit
 from appliance.state.live import LiveState
 from appliance.web.schemas import PortsOut
 
@@ -73,3 +79,62 @@ def test_the_openapi_document_describes_it(ready: Web) -> None:
         port["properties"]
     )
     assert set(port["required"]) >= {"name", "mac", "carrier", "counters"}
+
+
+# -- identify a port ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def net_socket(ready: Web) -> Iterator[list[dict[str, Any]]]:
+    """The net role's control socket, answering identify_port as the role does."""
+    asked: list[dict[str, Any]] = []
+
+    def identify_port(port: str, seconds: int, actor: str) -> dict[str, Any]:
+        asked.append({"port": port, "seconds": seconds, "actor": actor})
+        if port == "enp3s0":
+            raise Conflict("enp3s0 is blinking already", field="port")
+        if port != "it0":
+            raise NotFound(f"no port {port!r} (ports: it0, enp3s0)", field="port")
+        return {"port": port, "until": 100.0 + seconds}
+
+    server = ControlServer(
+        socket_path(ready.paths.run_dir, "net"), {"identify_port": identify_port}
+    )
+    server.start()
+    yield asked
+    server.stop()
+
+
+def test_operators_identify_a_port(ready: Web, net_socket: list[dict[str, Any]]) -> None:
+    op = ready.login("operator")
+    r = op.post("/api/ports/it0/identify", json={"seconds": 30}, headers=ready.h(op))
+    assert r.status_code == 200, r.json
+    assert r.json == {"port": "it0", "until": 130.0}
+    assert net_socket == [{"port": "it0", "seconds": 30, "actor": "web:operator"}]
+    r = op.post("/api/ports/it0/identify", headers=ready.h(op))  # no body: 15 s
+    assert r.status_code == 200 and net_socket[-1]["seconds"] == 15
+    rows = Audit.select().where(Audit.action == "port.identify").order_by(Audit.id)
+    assert [(a.actor, a.target, a.detail) for a in rows] == [
+        ("operator", "it0", "30 s"),
+        ("operator", "it0", "15 s"),
+    ]
+
+
+def test_identify_answers_name_the_field(ready: Web, net_socket: list[dict[str, Any]]) -> None:
+    op = ready.login("operator")
+    h = ready.h(op)
+    r = op.post("/api/ports/eth9/identify", json={}, headers=h)
+    assert r.status_code == 404 and r.json["field"] == "port" and "eth9" in r.json["error"]
+    r = op.post("/api/ports/enp3s0/identify", json={}, headers=h)
+    assert r.status_code == 409 and r.json["error"] == "enp3s0 is blinking already"
+    r = op.post("/api/ports/it0/identify", json={"seconds": 0}, headers=h)
+    assert r.status_code == 422 and r.json["field"] == "seconds"
+    v = ready.login("viewer")
+    assert v.post("/api/ports/it0/identify", json={}, headers=ready.h(v)).status_code == 403
+    assert [a["port"] for a in net_socket] == ["eth9", "enp3s0"]
+
+
+def test_identify_without_the_net_role(ready: Web) -> None:
+    op = ready.login("operator")
+    r = op.post("/api/ports/it0/identify", json={}, headers=ready.h(op))
+    assert r.status_code == 503 and "net role is not running" in error_of(r)

@@ -62,12 +62,13 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Any:
         revs.import_text(store, yaml.safe_dump(doc), author="test", now=1.0)
         revs.commit(store, author="test", now=2.0)
     app.config["TOKEN"] = token
-    # the field and agent roles' control sockets, answering as those roles do
+    # the field, agent and net roles' control sockets, answering as those roles do
     servers = [
         ControlServer(
             socket_path(paths.run_dir, "field"), {"write": field_write, "ack_alarm": field_ack}
         ),
         ControlServer(socket_path(paths.run_dir, "agent"), {"identify": agent_identify}),
+        ControlServer(socket_path(paths.run_dir, "net"), {"identify_port": net_identify_port}),
     ]
     for server in servers:
         server.start()
@@ -92,6 +93,12 @@ def field_ack(id: int, actor: str) -> dict[str, Any]:
     if id != 1:
         raise NotFound(f"no alarm {id}")
     return {"id": 1, "acked": True, "acked_by": actor}
+
+
+def net_identify_port(port: str, seconds: int = 15, actor: str = "") -> dict[str, Any]:
+    if port != "it0":
+        raise NotFound(f"no port {port!r} (ports: it0)", field="port")
+    return {"port": port, "until": 100.0 + seconds}
 
 
 def agent_identify(seconds: int = 15, actor: str = "") -> dict[str, Any]:
