@@ -18,6 +18,18 @@ Shape of the table:
             counted per direction and remembered in the dynamic `denied4/6`
             sets (source, destination, protocol, port) for the event monitor.
   dstnat/srcnat  only when NAT is configured (1:1 NAT, port forwards, masquerade).
+  modbus_tproxy  only when a conduit has a Modbus restriction (`modbus:`): prerouting,
+            after dstnat. The restricted conduit's tcp/502 flows are not in the forward
+            sets but in `m_it_ot_4`; a packet of one is handed by `tproxy` to the
+            modbusproxy role's transparent socket (127.0.0.1:MODBUS_PROXY_PORT) and
+            marked TPROXY_MARK, and `socket transparent` marks the PLC's answers to
+            the proxy's upstream connections; input accepts what carries the mark. With
+            no proxy listening, tproxy finds no socket, the packet goes on to forward,
+            which has no element for it: the restricted conduit passes nothing (fail
+            closed) and the attempt is counted and remembered as denied. Marked packets
+            reach the local socket only with the policy route the net role holds:
+            `ip rule fwmark TPROXY_MARK lookup TPROXY_TABLE` and `local 0.0.0.0/0 dev lo`
+            in that table (without it they are forwarded, and dropped: closed, too).
 """
 
 from __future__ import annotations
@@ -41,6 +53,14 @@ DENIED_TIMEOUT_S = 3600
 DENIED_SIZE = 65535
 FAIL_CLOSED_MGMT_GLOB = "mgmt*"
 FAIL_CLOSED_SERVICES = (("tcp", 22), ("tcp", 443), ("tcp", 80))
+# The modbusproxy role listens here (IP_TRANSPARENT, loopback only: nothing reaches it
+# but what tproxy hands it). The mark and routing table steer tproxy'd packets to it.
+MODBUS_PROXY_ADDRESS = "127.0.0.1"
+MODBUS_PROXY_PORT = 15020
+MODBUS_PORT = 502
+TPROXY_MARK = 0x4D42  # "MB"
+TPROXY_TABLE = 77
+TPROXY_PRIO = -90  # after dstnat (-100): 1:1 NAT and port forwards have rewritten daddr
 ICMPV6_ND = [
     "nd-router-solicit",
     "nd-router-advert",
@@ -177,7 +197,8 @@ def set_name(kind: str, zone: str, family: int) -> str:
     flows with a network or a port range, in an interval set; `p` ping. Interval
     (pipapo) sets cost new connections and applies far more than hash sets (bench/:
     0.67x new connections/s and 2.4 s vs 0.15 s to load 10k elements), so only what
-    needs ranges goes there.
+    needs ranges goes there. `m` (IT→OT, IPv4 only) the tcp/502 flows of conduits with a
+    Modbus restriction, which the modbusproxy role checks (`modbus_tproxy`).
     """
     return f"{kind}_{zone}_{family}"
 
@@ -199,6 +220,27 @@ def _element_value(el: Element) -> Any:
     return {"concat": [_addr(el.src), _addr(el.dst), el.service.proto, _port(el.service)]}
 
 
+def _split_modbus(el: Element) -> list[tuple[str, Element]]:
+    """A restricted conduit's element as (set kind, element) parts: its tcp/502 goes to the
+    proxy (kind `m`), the rest of a port range around it stays a plain flow."""
+    svc = el.service
+    if not (el.zone == "it_ot" and el.family == 4 and svc.proto == "tcp"):
+        return [(_kind(el), el)]
+    if not svc.lo <= MODBUS_PORT <= svc.hi:
+        return [(_kind(el), el)]
+    out = [("m", el._replace(service=Service("tcp", MODBUS_PORT, MODBUS_PORT)))]
+    for lo, hi in ((svc.lo, MODBUS_PORT - 1), (MODBUS_PORT + 1, svc.hi)):
+        if lo <= hi:
+            part = el._replace(service=Service("tcp", lo, hi))
+            out.append((_kind(part), part))
+    return out
+
+
+def restricted(config: Config) -> bool:
+    """Whether any conduit has a Modbus restriction (the proxy's set and chain exist)."""
+    return any(c.modbus is not None for c in config.conduits)
+
+
 def _conduit_sets(config: Config, now: datetime) -> tuple[list[Json], tuple, datetime | None]:
     elems: dict[str, list[Any]] = {}
     owned: list[tuple[str, Any, str, Element]] = []
@@ -212,12 +254,14 @@ def _conduit_sets(config: Config, now: datetime) -> tuple[list[Json], tuple, dat
             next_change = (
                 conduit.expires if next_change is None else min(next_change, conduit.expires)
             )
-        for el in conduit_elements(conduit):
-            name = set_name(_kind(el), el.zone, el.family)
-            val = _element_value(el)
-            owned.append((name, val, conduit.name, el))
-            item = {"elem": {"val": val, "timeout": timeout}} if timeout else val
-            elems.setdefault(name, []).append(item)
+        for whole in conduit_elements(conduit):
+            parts = _split_modbus(whole) if conduit.modbus else [(_kind(whole), whole)]
+            for kind, el in parts:
+                name = set_name(kind, el.zone, el.family)
+                val = _element_value(el)
+                owned.append((name, val, conduit.name, el))
+                item = {"elem": {"val": val, "timeout": timeout}} if timeout else val
+                elems.setdefault(name, []).append(item)
     out: list[Json] = []
     for zone in ZONES:
         for fam, addr_t in ((4, "ipv4_addr"), (6, "ipv6_addr")):
@@ -240,7 +284,59 @@ def _conduit_sets(config: Config, now: datetime) -> tuple[list[Json], tuple, dat
                     stmt=[{"counter": None}],
                 )
             )
+    if restricted(config):
+        out.append(
+            _set(
+                set_name("m", "it_ot", 4),
+                ["ipv4_addr", "ipv4_addr", "inet_proto", "inet_service"],
+                ["interval", "timeout"],
+                elems.get(set_name("m", "it_ot", 4)),
+                stmt=[{"counter": None}],
+            )
+        )
     return out, tuple(owned), next_change
+
+
+def _tproxy() -> list[Json]:
+    """The restricted conduits' Modbus to the proxy, and the PLC's answers to its upstream
+    connections back to it (see the module docstring)."""
+    mark = {"mangle": {"key": _meta("mark"), "value": TPROXY_MARK}}
+    key = {
+        "concat": [
+            _payload("ip", "saddr"),
+            _payload("ip", "daddr"),
+            _meta("l4proto"),
+            _payload("th", "dport"),
+        ]
+    }
+    to = {"tproxy": {"family": "ip", "addr": MODBUS_PROXY_ADDRESS, "port": MODBUS_PROXY_PORT}}
+    return [
+        {
+            "add": {
+                "chain": {
+                    **{"family": FAMILY, "table": TABLE, "name": "modbus_tproxy"},
+                    **{"type": "filter", "hook": "prerouting", "prio": TPROXY_PRIO},
+                    "policy": "accept",  # it only steers: what passes is forward's and input's
+                }
+            }
+        },
+        _rule(
+            "modbus_tproxy",
+            _match(_meta("iifname"), "@if_it"),
+            _match(_meta("l4proto"), "tcp"),  # tproxy needs it said, not only in the concat
+            _match(key, "@" + set_name("m", "it_ot", 4)),
+            to,
+            mark,
+            ACCEPT,
+        ),
+        _rule(
+            "modbus_tproxy",
+            _match(_meta("l4proto"), "tcp"),
+            _match({"socket": {"key": "transparent"}}, 1),
+            mark,
+            ACCEPT,
+        ),
+    ]
 
 
 def _zone_ifsets(config: Config) -> list[Json]:
@@ -259,6 +355,8 @@ def _input(config: Config) -> tuple[list[Json], list[str]]:
         _rule("input", _ct_state("invalid"), DROP),
         _rule("input", _match(_payload("icmpv6", "type"), {"set": ICMPV6_ND}), ACCEPT),
     ]
+    if restricted(config):  # handed to the Modbus proxy by modbus_tproxy
+        out.append(_rule("input", _match(_meta("mark"), TPROXY_MARK), ACCEPT))
     counters = []
     vmap = []
     for iface in sorted(config.interfaces, key=lambda i: i.name):
@@ -447,7 +545,7 @@ def _render(config: Config, now: datetime) -> Ruleset:
         *_zone_ifsets(config),
         *sets,
         *_denied_sets(),
-        *_chains_first([*inp, *fwd, *_nat(config)]),
+        *_chains_first([*inp, *fwd, *_nat(config), *(_tproxy() if restricted(config) else [])]),
     ]
     return Ruleset(commands, owned, next_change, tuple(counters))
 

@@ -21,6 +21,7 @@ import pytest
 from appliance.config.check import Element, conduit_elements
 from appliance.config.load import load_text, validate_data
 from appliance.config.model import Config
+from appliance.config.services import Service
 from appliance.net.render import (
     TABLE,
     Ruleset,
@@ -33,7 +34,7 @@ from .factory import NOW, base, conduit
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CASES = ["demo", "nat", "ipv6", "expiring", "both-direction"]
+CASES = ["demo", "nat", "ipv6", "expiring", "both-direction", "modbus"]
 
 
 # -- golden files ---------------------------------------------------------------
@@ -268,21 +269,40 @@ def test_owners_map_every_conduit_element_to_its_conduit(make) -> None:
     expected = {}
     for c in config.conduits:
         if c.active(NOW):
-            for el in conduit_elements(c):
-                expected[
-                    (f"{kind_of(el)}_{el.zone}_{el.family}", element_key(listed_value(el)))
-                ] = c.name
+            for whole in conduit_elements(c):
+                for kind, el in parts_of(c, whole):
+                    expected[(f"{kind}_{el.zone}_{el.family}", element_key(listed_value(el)))] = (
+                        c.name
+                    )
     assert rs.owners == expected
     # and each conduit set holds exactly the owned elements
     held = {
         (name, element_key(item["elem"]["val"] if "elem" in item else item))
         for name, items in set_elems(rs).items()
-        if name.split("_")[0] in ("c", "cr", "p")
+        if name.split("_")[0] in ("c", "cr", "p", "m")
         for item in items
     }
     assert held == set(expected)
-    conduit_sets = [v for k, v in set_elems(rs).items() if k.split("_")[0] in ("c", "cr", "p")]
+    conduit_sets = [v for k, v in set_elems(rs).items() if k.split("_")[0] in ("c", "cr", "p", "m")]
     assert sum(len(v) for v in conduit_sets) == len(held)
+
+
+def parts_of(c, el) -> list[tuple[str, Element]]:
+    """Where an element's flows go: a Modbus-restricted conduit's tcp/502 to the proxy's set
+    (`m`), the ports around it in a range stay plain flows."""
+    svc = el.service
+    if c.modbus is None or svc.proto != "tcp" or not svc.lo <= 502 <= svc.hi:
+        return [(kind_of(el), el)]
+    out = [("m", el._replace(service=Service("tcp", 502, 502)))]
+    for lo, hi in ((svc.lo, 501), (503, svc.hi)):
+        if lo <= hi:
+            out.append(
+                (
+                    kind_of(el._replace(service=Service("tcp", lo, hi))),
+                    el._replace(service=Service("tcp", lo, hi)),
+                )
+            )
+    return out
 
 
 def kind_of(el) -> str:
@@ -541,3 +561,54 @@ def test_element_key_is_the_same_for_protocol_names_and_numbers() -> None:
     numbered = {"concat": ["10.10.0.2", "192.168.50.10", 6, 502]}
     assert element_key(named) == element_key(numbered)
     assert element_key(named) != element_key({"concat": ["10.10.0.2", "192.168.50.10", 17, 502]})
+
+
+# -- Modbus-restricted conduits ---------------------------------------------------------
+
+
+def test_a_restricted_conduit_forwards_none_of_its_modbus() -> None:
+    """Its tcp/502 is only in the proxy's set: with no proxy listening, tproxy finds no
+    socket, and forward has no element for the flow (fail closed)."""
+    rs = render(load_case("modbus"), NOW)
+    elems = set_elems(rs)
+    forwarded = json.dumps([elems[k] for k in elems if k.split("_")[0] in ("c", "cr")])
+    for host in ("10.10.0.2", "10.10.0.3"):
+        assert host not in forwarded
+    assert '"range": [500, 501]' in forwarded and '"range": [503, 510]' in forwarded
+    assert "10.10.0.4" in forwarded  # the unrestricted conduit is forwarded as before
+    assert len(elems["m_it_ot_4"]) == 3
+
+
+def test_the_tproxy_chain_steers_and_accepts_nothing_else() -> None:
+    rs = render(load_case("modbus"), NOW)
+    [chain] = [c for c in adds(rs, "chain") if c["name"] == "modbus_tproxy"]
+    assert (chain["hook"], chain["prio"], chain["policy"]) == ("prerouting", -90, "accept")
+    steer, answers = rules_of(rs, "modbus_tproxy")
+    assert {"tproxy": {"family": "ip", "addr": "127.0.0.1", "port": 15020}} in steer
+    assert {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "@if_it"}} in steer
+    assert {"match": {"op": "==", "left": {"socket": {"key": "transparent"}}, "right": 1}} in (
+        answers
+    )
+    mark = {"match": {"op": "==", "left": {"meta": {"key": "mark"}}, "right": 0x4D42}}
+    assert [mark, {"accept": None}] in rules_of(rs, "input")
+
+
+def test_without_a_restriction_there_is_no_proxy_path() -> None:
+    rs = render(cfg(), NOW)
+    assert "modbus_tproxy" not in {c["name"] for c in adds(rs, "chain")}
+    assert "m_it_ot_4" not in set_elems(rs)
+    assert "tproxy" not in json.dumps(rs.commands) and "19778" not in json.dumps(rs.commands)
+
+
+def test_restricting_a_conduit_withdraws_its_forwarded_flow() -> None:
+    """So the net role cuts the connections that ran unchecked before the restriction."""
+    data = base()
+    plain = render(cfg(data), NOW)
+    data["conduits"][0]["modbus"] = "read-only"
+    checked = render(cfg(data), NOW)
+    assert [el.describe() for el in plain.withdrawn(checked)] == [
+        "10.10.0.2/32 → 192.168.50.10/32 tcp/502"
+    ]
+    assert [el.describe() for el in checked.withdrawn(plain)] == [
+        "10.10.0.2/32 → 192.168.50.10/32 tcp/502"
+    ]
