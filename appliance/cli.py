@@ -19,6 +19,7 @@ import click
 from appliance import __version__
 from appliance.cli_options import actor, has_unit_state, paths_options
 from appliance.errors import ApplianceError, ConfigInvalid
+from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S
 from appliance.paths import Paths
 from appliance.roles import CONFIG_FOLLOWERS, ROLE_NAMES
 
@@ -664,7 +665,13 @@ def ports(ctx: click.Context, as_json: bool, paths: Paths) -> None:
 
 @ports.command("identify")
 @click.argument("port")
-@click.option("--seconds", default=15, show_default=True, type=int, help="at most 300")
+@click.option(
+    "--seconds",
+    default=IDENTIFY_DEFAULT_S,
+    show_default=True,
+    type=click.IntRange(1, IDENTIFY_MAX_S),
+    help="how long it blinks",
+)
 @paths_options
 def ports_identify(port: str, seconds: int, paths: Paths) -> None:
     """Blink PORT's link LED so an installer finds the socket (where its NIC can)."""

@@ -24,6 +24,8 @@ SIOCETHTOOL = 0x8946
 ETHTOOL_PHYS_ID = 0x1C
 IFNAMSIZ = 16
 REFUSAL_WAIT_S = 0.3  # a driver without set_phys_id answers EOPNOTSUPP well within this
+IDENTIFY_DEFAULT_S = 15  # how long a port blinks when nobody says
+IDENTIFY_MAX_S = 300
 
 
 def phys_id(name: str, seconds: int) -> None:

@@ -26,7 +26,7 @@ from appliance.config.model import Config
 from appliance.errors import ApplianceError, ApplyFailed, Invalid, NotFound, Unavailable
 from appliance.net import nft as nftlib
 from appliance.net.conntrack import Conntrack, flows_to_cut
-from appliance.net.identify import PortBlinker
+from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S, PortBlinker
 from appliance.net.links import Forwarding, LinkObs, Links
 from appliance.net.ports import Port, Ports, carrier_changes
 from appliance.net.render import Ruleset, render, render_fail_closed
@@ -40,8 +40,6 @@ log = logging.getLogger("appliance.net")
 DRIFT_EVERY_S = 5.0
 LINKS_EVERY_S = 30.0
 PORTS_EVERY_S = 5.0  # and at once on a netlink link event (a carrier change is one)
-IDENTIFY_DEFAULT_S = 15
-IDENTIFY_MAX_S = 300
 COUNTERS_EVERY_S = 1.0
 # Reading the table back costs ~30 ms per 1000 conduits. Periodic reads are spaced
 # so that they take at most 1/COUNTERS_DUTY (counters) and 1/DRIFT_DUTY (drift) of

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S
+
 Role = Literal["viewer", "operator", "admin"]
 MAX_ID = 2**62  # ids are SQLite integers
 MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z: datetime and every client can show it
@@ -404,7 +406,9 @@ class PortsOut(Out):
 
 
 class PortIdentifyIn(In):
-    seconds: int = Field(15, ge=1, le=300, description="how long the LED blinks")
+    seconds: int = Field(
+        IDENTIFY_DEFAULT_S, ge=1, le=IDENTIFY_MAX_S, description="how long the LED blinks"
+    )
 
 
 class PortIdentifyOut(Out):

@@ -169,3 +169,9 @@ def test_identify_refused_is_one_line(tmp_path: Path, net_socket: list[dict[str,
 def test_identify_without_the_net_role(tmp_path: Path) -> None:
     line = one_line_error(run(tmp_path, "identify", "it0"))
     assert str(socket_path(tmp_path / "run", "net")) in line
+
+
+def test_identify_seconds_out_of_range(tmp_path: Path, net_socket: list[dict[str, Any]]) -> None:
+    cp = run(tmp_path, "identify", "it0", "--seconds", "301")
+    assert cp.returncode == 2 and "301 is not in the range 1<=x<=300" in cp.stderr
+    assert "Traceback" not in cp.stderr and net_socket == []

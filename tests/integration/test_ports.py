@@ -106,3 +106,19 @@ def test_carrier_follows_the_peer_end_at_once(
     [up] = wait_for(lambda: appliance.events("port.carrier_up"), 5, "port.carrier_up")
     assert up["message"].startswith("it0 (it): carrier up")
     assert len(appliance.events("port.carrier_lost")) == 1
+
+
+def test_identify_asks_the_kernel_in_the_appliances_namespace(appliance: Appliance) -> None:
+    # the lab's NICs are veths, which cannot blink: the kernel's refusal is the answer
+    # (the request never reaches a NIC of the host: the net role runs in the lab)
+    wait_for(lambda: "it0" in ports_of(appliance), 10, "the port list")
+    cp = cli_ports(appliance, "identify", "it0", "--seconds", "2")
+    assert cp.returncode == 4, (cp.stdout, cp.stderr)
+    assert cp.stderr.strip() == (
+        "appliance: port: it0 cannot blink its LED: its driver does not support it"
+    )
+    cp = cli_ports(appliance, "identify", "eth9")
+    assert cp.returncode == 3 and "no port 'eth9' (ports: it0, ot0)" in cp.stderr
+    cp = cli_ports(appliance, "identify", "it0", "--seconds", "0")
+    assert cp.returncode == 2 and "0 is not in the range 1<=x<=300" in cp.stderr
+    assert appliance.events("port.identify") == []

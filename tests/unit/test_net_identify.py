@@ -10,10 +10,10 @@ import pytest
 from testkit import Clock
 
 from appliance.errors import ApplianceError, Conflict, Invalid, NotFound, Unavailable
-from appliance.net.identify import PortBlinker
+from appliance.net.identify import IDENTIFY_MAX_S, PortBlinker
 from appliance.net.links import NicFacts
 from appliance.net.ports import Ports, Sysfs
-from appliance.net.role import IDENTIFY_MAX_S, NetRole
+from appliance.net.role import NetRole
 from appliance.state.db import Store
 from appliance.state.live import LiveState
 
