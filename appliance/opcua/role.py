@@ -23,11 +23,11 @@ in `appliance.rolekit.AsyncLoop` until `stop` is set:
 - users: `appliance.web.accounts.audited_authenticate` (the web UI's accounts; this
   process opens its own Store for it), told the client's address (the per-address
   throttle) and run on a thread; every log-on, good, failed or throttled, is an audit
-  row with the client's address (`opcua:<address>`); a logged-on user's current role (`_role_of`: None when disabled or
-  deleted) is asked again at every write and every few seconds, so a demoted admin
-  stops writing and a disabled user's session is closed; writes by admins go to the
-  field role's ``write`` method (``source="opcua"``, `field_writer`), on a thread so
-  the loop never waits on a device;
+  row with the client's address (`opcua:<address>`); a logged-on user's current role
+  (`_role_of`: None when disabled or deleted) is asked again at every write and every
+  few seconds, so a demoted admin stops writing and a disabled user's session is closed;
+  writes by admins go to the field role's ``write`` method (``source="opcua"``,
+  `field_writer`), on a thread so the loop never waits on a device;
 - the loop writes ``<run_dir>/opcua.json`` (`snapshot`) every second: {"role": "opcua",
   "enabled", "running", "port", "endpoints": [{"url", "security"}], "sessions": n,
   "values": n, "connected": bool (the value stream), "last_update": t|null,
