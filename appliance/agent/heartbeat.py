@@ -203,6 +203,7 @@ class HeartbeatInputs:
     events_cursor: int = 0
     outbox_queued: int = 0
     outbox_dropped: int = 0
+    audit_head: tuple[int, str] | None = None  # Store.audit_head()
 
 
 def build(i: HeartbeatInputs) -> dict[str, Any]:
@@ -232,6 +233,10 @@ def build(i: HeartbeatInputs) -> dict[str, Any]:
         "events": [event_summary(e) for e in i.events][:EVENTS_MAX],
         "events_cursor": i.events_cursor,
         "outbox": {"queued": i.outbox_queued, "dropped": i.outbox_dropped},
+        "audit": {
+            "head_id": i.audit_head[0] if i.audit_head else None,
+            "head": i.audit_head[1] if i.audit_head else None,
+        },
     }
 
 

@@ -509,6 +509,7 @@ class Agent:
                 events_cursor=parts["events_cursor"],
                 outbox_queued=parts["queued"],
                 outbox_dropped=parts["dropped"],
+                audit_head=self.store.audit_head(),
             )
         )
 

@@ -450,8 +450,11 @@ def record(unit: Unit, hb: HeartbeatIn, key: str, now: float) -> Receipt:
         current = Unit.get_by_id(unit.id)
         epoch = current.epoch
         if not duplicate:
+            before = _newest_before(current, hb.sent_at)
             epoch = _update_state(current, hb)
             _store_events(current, hb, epoch, now)
+            if before is not None and epoch == current.epoch:  # not across a factory reset
+                _check_audit_head(current, before, hb, epoch, now)
         Unit.update(last_seen=now).where(
             (Unit.id == unit.id) & (Unit.last_seen.is_null() | (Unit.last_seen < now))
         ).execute()
@@ -464,12 +467,62 @@ def record(unit: Unit, hb: HeartbeatIn, key: str, now: float) -> Receipt:
         stored = (
             Event.select(pw.fn.MAX(Event.event_id))
             .where(
-                (Event.unit == unit.id) & (Event.unit_uid == hb.unit_id) & (Event.epoch == epoch)
+                (Event.unit == unit.id)
+                & (Event.unit_uid == hb.unit_id)
+                & (Event.epoch == epoch)
+                & (Event.event_id > 0)  # the unit's own, not the fleet's (_check_audit_head)
             )
             .scalar()
         )
         interval = Unit.select(Unit.interval_request).where(Unit.id == unit.id).scalar()
     return Receipt(duplicate, ack_cursor(stored, hb.events_cursor), interval, identify)
+
+
+def _newest_before(unit: Unit, sent_at: float) -> Heartbeat | None:
+    return (
+        Heartbeat.select()
+        .where((Heartbeat.unit == unit.id) & (Heartbeat.sent_at < sent_at))
+        .order_by(Heartbeat.sent_at.desc())
+        .first()
+    )
+
+
+def audit_rewound(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str | None:
+    """What is wrong when a unit's audit head (`{head_id, head}` of two heartbeats, the
+    earlier first) went back or changed in place; None when it only grew (or is missing:
+    a unit from before the audit head)."""
+    if not before or not after or before.get("head_id") is None:
+        return None
+    b_id, a_id = before["head_id"], after.get("head_id")
+    if a_id is None or a_id < b_id:
+        return f"went back from row {b_id} to {'no row' if a_id is None else f'row {a_id}'}"
+    if a_id == b_id and after.get("head") != before.get("head"):
+        return f"row {a_id} was rewritten"
+    return None
+
+
+def _check_audit_head(
+    unit: Unit, before: Heartbeat, hb: HeartbeatIn, epoch: int, now: float
+) -> None:
+    """A unit's audit log cut or rewritten between two heartbeats is a critical fleet event
+    (the unit's own chain cannot show rows cut off its end: this record can)."""
+    problem = audit_rewound(json.loads(before.body).get("audit"), hb.body.get("audit"))
+    if problem is None:
+        return
+    log.warning("unit %s: the audit log %s", unit.name, problem)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(before.sent_at))
+    Event.insert(
+        unit=unit.id,
+        unit_uid=hb.unit_id,
+        epoch=epoch,
+        event_id=-hb.seq,  # the fleet's own events: below the unit's ids, one per heartbeat
+        at=hb.sent_at,
+        received_at=now,
+        kind="fleet.audit_rewound",
+        severity="critical",
+        source="fleet",
+        message=f"the unit's audit log {problem} since its heartbeat {before.seq} ({when} UTC)",
+    ).on_conflict_ignore().execute()
 
 
 def ack_cursor(stored_max: int | None, events_cursor: int | None) -> int | None:

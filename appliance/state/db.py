@@ -222,6 +222,12 @@ class Store:
             prev = last.digest if last else auditlog.GENESIS
             return Audit.create(id=row_id, digest=auditlog.link(prev, row_id, fields), **fields)
 
+    def audit_head(self) -> tuple[int, str] | None:
+        """The last audit row's id and digest: what the heartbeat carries off the unit, so
+        that rows cut off the end or rewritten show against an earlier record of it."""
+        last = Audit.select(Audit.id, Audit.digest).order_by(Audit.id.desc()).first()
+        return (last.id, last.digest) if last else None
+
     def verify_audit(self) -> auditlog.Verdict:
         """The audit log's hash chain checked from its first row (`auditlog.verify`)."""
         # one read transaction: a snapshot (WAL), writers go on meanwhile

@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import sys
 import tarfile
 import time
@@ -223,6 +224,28 @@ def test_fleet_receiver_has_heartbeats_with_health_and_revision(e2e: E2E) -> Non
     assert u["revision"]["state"] in ("confirmed", "pending")
     agent = e2e.live("agent").get("fleet") or {}
     assert agent.get("last_ok"), f"agent.json says the fleet was not reached: {agent}"
+    # the heartbeat carries the audit log's head off the unit: a row the unit has, and
+    # the digest that row has there (the unit's chain is intact, too)
+    assert e2e.cli("config", "export").returncode == 0  # an audit row now, at least
+    [newest] = e2e.cli_json("audit", "list", "--json", "-n", "1")
+
+    def head() -> dict[str, Any] | None:
+        fleet = sqlite3.connect(e2e.spec.fleet_dir / "fleet.db")
+        try:
+            (body,) = fleet.execute(
+                "SELECT body FROM heartbeats ORDER BY sent_at DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            fleet.close()
+        seen["audit"] = json.loads(body).get("audit")
+        return (
+            seen["audit"] if ((seen["audit"] or {}).get("head_id") or 0) >= newest["id"] else None
+        )
+
+    got = wait_until(head, 45, "a heartbeat with the new audit head", lambda: seen, 1.0)
+    rows = {r["id"]: r["digest"] for r in e2e.cli_json("audit", "list", "--json", "-n", "100000")}
+    assert rows.get(got["head_id"]) == got["head"], (got, max(rows))
+    assert e2e.cli_json("audit", "verify", "--json")["intact"] is True
 
     # the operator's side: the unit's events arrived, and a request to identify reaches it
     password = (e2e.spec.fleet_dir / "operator-password").read_text().strip()

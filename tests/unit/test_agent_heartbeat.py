@@ -223,7 +223,18 @@ def test_schema_file_is_2020_12_and_names_the_version() -> None:
     assert s["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert s["properties"]["schema"] == {"const": "appliance-heartbeat/1"}
     assert schema() == s
-    assert set(s["required"]) == set(build(inputs()))
+    # every key is required but those added later in version 1 (older units omit them)
+    assert set(s["required"]) | {"audit"} == set(build(inputs())) == set(s["properties"])
+
+
+def test_the_audit_head_goes_in_the_heartbeat() -> None:
+    assert build(inputs())["audit"] == {"head_id": None, "head": None}
+    doc = build(inputs(audit_head=(41, "ab" * 32)))
+    assert doc["audit"] == {"head_id": 41, "head": "ab" * 32}
+    assert validate(doc) == []
+    older = {k: v for k, v in doc.items() if k != "audit"}
+    assert validate(older) == []  # a unit from before the audit head is still accepted
+    assert validate({**doc, "audit": {"head_id": 41, "head": "not a digest"}})
 
 
 def test_unit_id_is_made_once(tmp_path: Path) -> None:

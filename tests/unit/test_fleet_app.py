@@ -643,3 +643,51 @@ def test_a_long_unit_name_is_not_echoed(client: FlaskClient, token: str) -> None
     login(client)
     r = client.get("/api/v1/units/" + "n" * 50_000)
     assert r.status_code == 404 and len(r.json["error"]) < 200
+
+
+def audit(head_id: int | None, head: str | None) -> dict[str, Any]:
+    return {"audit": {"head_id": head_id, "head": head}}
+
+
+def fleet_events() -> list[tuple[str, str, str]]:
+    with store.fleet_db.connection_context():
+        rows = store.Event.select().where(store.Event.source == "fleet").order_by(store.Event.id)
+        return [(e.kind, e.severity, e.message) for e in rows]
+
+
+def test_an_audit_log_cut_or_rewritten_between_heartbeats_is_a_critical_event(
+    client: FlaskClient, token: str
+) -> None:
+    a, b = "a" * 64, "b" * 64
+    post_hb(client, token, heartbeat(1, **audit(None, None)))
+    post_hb(client, token, heartbeat(2, **audit(10, a)))  # grew: fine
+    post_hb(client, token, heartbeat(3, **audit(12, b)))
+    assert fleet_events() == []
+    r = post_hb(client, token, heartbeat(4, events=[event(1)], **audit(8, a)))
+    assert r.json["ack_cursor"] == 1  # the fleet's own event is not the unit's cursor
+    post_hb(client, token, heartbeat(5, **audit(8, b)))
+    post_hb(client, token, heartbeat(6, **audit(9, b)))  # grew again from there: fine
+    got = fleet_events()
+    assert [(k, s) for k, s, _ in got] == [("fleet.audit_rewound", "critical")] * 2
+    assert got[0][2].startswith(
+        "the unit's audit log went back from row 12 to row 8 since its heartbeat 3 ("
+    )
+    assert got[1][2].startswith("the unit's audit log row 8 was rewritten since its heartbeat 4 (")
+    # a heartbeat that arrives late compares with the one before it, not with the newest
+    post_hb(client, token, heartbeat(7, sent_at=T0 + 60 * 3 + 1, **audit(12, b)))
+    assert len(fleet_events()) == 2
+
+
+def test_an_audit_log_that_starts_again_after_a_factory_reset_is_no_event(
+    client: FlaskClient, token: str
+) -> None:
+    post_hb(client, token, heartbeat(50, **audit(300, "a" * 64)))
+    post_hb(client, token, heartbeat(1, sent_at=T0 + 6000, **audit(2, "c" * 64)))
+    post_hb(client, token, heartbeat(2, sent_at=T0 + 6060, **audit(3, "d" * 64)))
+    assert fleet_events() == []
+
+
+def test_a_unit_without_an_audit_head_is_no_event(client: FlaskClient, token: str) -> None:
+    post_hb(client, token, heartbeat(1, **audit(10, "a" * 64)))
+    post_hb(client, token, heartbeat(2))
+    assert fleet_events() == []
