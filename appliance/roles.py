@@ -3,13 +3,14 @@ diagnostics, health and the demo read.
 
 A role is one process (`appliance daemon <role>`, one systemd unit each in production)
 that owns one part of the unit: the kernel's network state (net), the field devices
-(field), the OPC UA server for IT (opcua), LEDs, button, heartbeat and notifications
-(agent), the web UI and REST API (web). Each publishes a live document
+(field), the Modbus requests of restricted conduits (modbusproxy), the OPC UA server
+for IT (opcua), LEDs, button, heartbeat and notifications (agent), the web UI and REST
+API (web). Each publishes a live document
 (`state.live.LiveState`) at least every `ALIVE_WITHIN_S / 2` seconds; a role whose
 document is older, or whose pid is gone, is not running.
 
-A new role (a protocol-inspecting one is coming) is one entry here and its
-`appliance/<name>/role.py`. Pure data: importing this module loads nothing else.
+A new role is one entry here and its `appliance/<name>/role.py`. Pure data: importing
+this module loads nothing else.
 
 Every role object has the same shape (`RoleContract`): it takes the desired state
 (`apply`, handed a `Change` of the desired revision by the one who reads the database),
@@ -17,9 +18,9 @@ does its periodic work (`step`), and reports what it holds (`snapshot`, the live
 document). Its adapters (the nftables handle, the links, the Modbus links, the OPC UA
 server, the HTTPS server's process, the LED pins) are handed in when it is built, so a
 unit test builds it with fakes. The roles that talk to devices and clients over asyncio
-(field, opcua) are `AsyncRole`s and all run in one loop, `appliance.rolekit.AsyncLoop`;
-the others keep the loop their inputs need (net: select on netlink and the nftables
-monitor; agent: LED timing; web: a one-second tick).
+(field, opcua, modbusproxy) are `AsyncRole`s and all run in one loop,
+`appliance.rolekit.AsyncLoop`; the others keep the loop their inputs need (net: select on
+netlink and the nftables monitor; agent: LED timing; web: a one-second tick).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Role:
 # revision), web last (it shows what the others publish).
 ROLES: tuple[Role, ...] = (
     Role("net", follows_config=True),  # links, addresses, routes, the nftables ruleset
+    # the transparent proxy that checks each request of the Modbus-restricted conduits
+    Role("modbusproxy", follows_config=True),
     Role("field", follows_config=True),  # polls the field devices; history, alarms, SQL
     Role("opcua", follows_config=True),  # the OPC UA server that offers field values to IT
     Role("agent", follows_config=True),  # health, LEDs, button, heartbeat, syslog, webhooks

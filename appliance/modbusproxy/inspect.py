@@ -45,6 +45,12 @@ ILLEGAL_FUNCTION = 0x01
 ILLEGAL_DATA_ADDRESS = 0x02
 ILLEGAL_DATA_VALUE = 0x03
 GATEWAY_PATH_UNAVAILABLE = 0x0A
+EXCEPTIONS = {
+    ILLEGAL_FUNCTION: "illegal function",
+    ILLEGAL_DATA_ADDRESS: "illegal data address",
+    ILLEGAL_DATA_VALUE: "illegal data value",
+    GATEWAY_PATH_UNAVAILABLE: "gateway path unavailable",
+}
 
 _MBAP = struct.Struct(">HHHB")
 
@@ -276,7 +282,11 @@ class Policy:
         if fc >= 0x80 or fc not in FUNCTION_CODES:
             return _refused(adu, ILLEGAL_FUNCTION, f"function {fc} is not a public Modbus one")
         if fc not in self.function_codes:
-            return _refused(adu, ILLEGAL_FUNCTION, f"function {fc} ({FUNCTION_CODES[fc]})")
+            try:  # the addresses it would have touched, for the refusal's event
+                spans = request_spans(adu.pdu)
+            except Malformed:
+                spans = ()
+            return _refused(adu, ILLEGAL_FUNCTION, f"function {fc} ({FUNCTION_CODES[fc]})", spans)
         if fc == 43 and (len(adu.pdu) < 2 or adu.pdu[1] != MEI_DEVICE_ID):
             mei = adu.pdu[1] if len(adu.pdu) > 1 else None
             return _refused(adu, ILLEGAL_FUNCTION, f"function 43 with MEI type {mei}, not 14")

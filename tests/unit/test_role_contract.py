@@ -1,5 +1,5 @@
 """Every role of `roles.ROLES` fulfils its contract (net: SyncRole; agent, web:
-SyncFollower; field, opcua: AsyncRole), each built with the fakes of its own test file;
+SyncFollower; field, opcua, modbusproxy: AsyncRole), each built with the fakes of its own test file;
 and the checker (testkit.contract_problems) is shown to fail on each way a role can miss
 the contract, so that first assertion can fail too."""
 
@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from testkit import Clock, contract_problems
 
+from appliance.modbusproxy.role import ModbusProxyRole
 from appliance.net.role import NetRole
 from appliance.roles import ROLE_NAMES, AsyncRole, Change, RoleContract, SyncFollower, SyncRole
 from appliance.state.db import Store
 from appliance.state.live import LiveState
 
-from . import test_field_role, test_opcua_role, test_web_role
+from . import test_field_role, test_modbusproxy_role, test_opcua_role, test_web_role
 from .test_agent_role import make_agent
 from .test_net_role import FakeForwarding, FakeNft
 
@@ -36,6 +37,10 @@ BUILDERS: dict[str, tuple[type, Callable[[Store, Path], object]]] = {
     ),
     "field": (AsyncRole, lambda store, tmp: test_field_role.Fixture(store, tmp).role),
     "opcua": (AsyncRole, lambda store, tmp: test_opcua_role.Fixture(tmp).role),
+    "modbusproxy": (
+        AsyncRole,
+        lambda store, tmp: ModbusProxyRole(store, sockets=test_modbusproxy_role.LoopbackSockets(0)),
+    ),
     "agent": (SyncFollower, lambda store, tmp: make_agent(store, tmp)[0]),
     "web": (SyncFollower, lambda store, tmp: test_web_role.Unit(store, tmp).role),
 }

@@ -1,0 +1,315 @@
+"""The modbusproxy role over loopback sockets: a fake PLC, the role between, a client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.config.load import validate_data
+from appliance.modbusproxy import role as proxy
+from appliance.modbusproxy.role import ModbusProxyRole
+from appliance.roles import Change
+
+from .factory import base, conduit
+
+PLC = ("192.168.50.10", 502)
+
+
+class FakePlc:
+    """Answers each request with a fixed response; records what reached it."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while data := await r.read(65536):
+            self.received += data
+            while data:
+                tid, _, length, unit = struct.unpack(">HHHB", data[:7])
+                fc = data[7]
+                data = data[6 + length :]
+                w.write(struct.pack(">HHHBBBH", tid, 0, 5, unit, fc, 2, 42))
+            await w.drain()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+class LoopbackSockets:
+    """Plain sockets: the client "meant" PLC, the upstream goes to the fake PLC's port."""
+
+    def __init__(self, plc_port: int) -> None:
+        self.plc_port = plc_port
+        self.port = 0
+        self.sources: list[str | None] = []
+        self.fail = False
+
+    def listener(self) -> socket.socket:
+        if self.fail:
+            raise PermissionError(1, "Operation not permitted")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        s.setblocking(False)
+        self.port = s.getsockname()[1]
+        return s
+
+    def destination(self, writer: asyncio.StreamWriter) -> tuple[str, int]:
+        return PLC
+
+    async def connect(self, source: str | None, destination: tuple[str, int]) -> Any:
+        assert destination == PLC
+        self.sources.append(source)
+        return await asyncio.open_connection("127.0.0.1", self.plc_port)
+
+
+class Events:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, str, dict[str, Any]]] = []
+
+    def event(self, kind: str, message: str, **kw: Any) -> None:
+        self.rows.append((kind, message, kw.get("data") or {}))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1767225600.0  # 2026-01-01, the factory's NOW
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def config(modbus: Any = "read-only", client: str = "127.0.0.1", **extra: Any) -> Any:
+    data = base()
+    data["interfaces"][0]["addresses"].append("127.0.0.1/8")
+    data["conduits"] = [conduit("scada", modbus=modbus, **{"from": [client]}, **extra)]
+    return validate_data(data, now=None).config
+
+
+def rq(tid: int, fc: int, *values: int, fmt: str = "HH", unit: int = 1) -> bytes:
+    body = bytes([fc]) + struct.pack(">" + fmt, *values)
+    return struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body
+
+
+class Rig:
+    def __init__(self, tmp_path: Path) -> None:
+        self.plc = FakePlc()
+        self.events = Events()
+        self.clock = Clock()
+
+    async def start(self, cfg: Any) -> ModbusProxyRole:
+        port = await self.plc.start()
+        self.sockets = LoopbackSockets(port)
+        self.role = ModbusProxyRole(self.events, sockets=self.sockets, clock=self.clock)
+        await self.role.start()
+        await self.role.apply(Change(1, cfg))
+        return self.role
+
+    async def client(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.sockets.port)
+
+    async def stop(self) -> None:
+        await self.role.close()
+        self.plc.close()
+
+
+async def answer(r: asyncio.StreamReader, n: int = 1) -> list[bytes]:
+    out = []
+    for _ in range(n):
+        head = await asyncio.wait_for(r.readexactly(6), 2)
+        out.append(head + await r.readexactly(struct.unpack(">H", head[4:])[0]))
+    return out
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    return Rig(tmp_path)
+
+
+def test_reads_pass_and_a_write_is_answered_with_exception_01(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1) + rq(2, 6, 0, 99) + rq(3, 4, 0, 1))  # the write is the 2nd ADU
+        got = await answer(r, 3)
+        assert rq(2, 6, 0, 99) not in rig.plc.received
+        assert rig.plc.received == rq(1, 3, 0, 1) + rq(3, 4, 0, 1)
+        assert bytes.fromhex("0002 0000 0003 01 86 01") in got
+        assert sum(1 for a in got if a[7] == 3 or a[7] == 4) == 2
+        w.write(rq(4, 16, 0, 1, 2, 7, fmt="HHBH")[:9])  # a write split over two segments
+        await w.drain()
+        await asyncio.sleep(0.05)
+        w.write(rq(4, 16, 0, 1, 2, 7, fmt="HHBH")[9:])
+        assert await answer(r) == [bytes.fromhex("0004 0000 0003 01 90 01")]
+        assert rig.sockets.sources == ["127.0.0.1"]  # upstream from the client's own address
+        snap = rig.role.snapshot(rig.clock())
+        assert snap["listening"] and snap["connections"] == 1
+        assert snap["conduits"]["scada"]["allowed"] == {"3": 1, "4": 1}
+        assert snap["conduits"]["scada"]["refused"] == {"6": 1, "16": 1}
+        assert snap["conduits"]["scada"]["restriction"] == "read-only"
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_refusals_are_aggregated_events(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        r, w = await rig.client()
+        for tid in range(10):  # a client retrying its write
+            w.write(rq(tid, 6, 5, 1))
+            await answer(r)
+            rig.clock.t += 0.1
+        await rig.role.step(rig.clock())
+        refused = [row for row in rig.events.rows if row[0] == "modbus.refused"]
+        assert len(refused) == 1  # the first at once, the rest wait for REPORT_EVERY_S
+        _kind, message, data = refused[0]
+        assert message == (
+            "conduit scada: refused 127.0.0.1 → 192.168.50.10 unit 1 function 6 (write single "
+            "register) holding 5 (illegal function)"
+        )
+        assert (data["source"], data["plc"], data["unit"], data["function"]) == (
+            "127.0.0.1", "192.168.50.10", 1, 6,
+        )  # fmt: skip
+        rig.clock.t += proxy.REPORT_EVERY_S
+        await rig.role.step(rig.clock())
+        refused = [row for row in rig.events.rows if row[0] == "modbus.refused"]
+        assert len(refused) == 2
+        assert refused[1][1].endswith("(9 times since the last report)")
+        assert refused[1][2]["count"] == 10
+        assert refused[1][2]["first_seen"] < refused[1][2]["last_seen"]
+        await rig.role.step(rig.clock() + proxy.REPORT_EVERY_S)
+        assert len([row for row in rig.events.rows if row[0] == "modbus.refused"]) == 2
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_on_refusal_reset_resets_the_connection(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config({"preset": "read-only", "on_refusal": "reset"}))
+        r, w = await rig.client()
+        w.write(rq(1, 6, 0, 1))
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r)
+        assert rig.plc.received == b""
+        await rig.role.step(rig.clock())
+        [(_kind, message, data)] = rig.events.rows
+        assert message.endswith("holding 0 (connection reset)") and data["exception"] == 0
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_a_client_of_no_restricted_conduit_is_reset(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config(client="10.10.0.2"))
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r)
+        assert rig.sockets.sources == []  # the PLC was never contacted
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_a_conduit_that_goes_resets_its_connections_and_a_new_policy_applies(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        r, w = await rig.client()
+        w.write(rq(1, 6, 0, 1))
+        assert (await answer(r))[0][7] == 0x86
+        await rig.role.apply(Change(2, config("read-write")))  # loosened: the next write passes
+        w.write(rq(2, 6, 0, 1))
+        assert (await answer(r))[0][7] == 6
+        await rig.role.apply(Change(3, config(enabled=False)))
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r)
+        assert rig.role.snapshot(rig.clock())["conduits"] == {}
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_an_expired_conduit_resets_at_the_next_step(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config(expires="2026-01-01T00:01:00Z"))
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        await answer(r)
+        rig.clock.t += 61
+        await rig.role.step(rig.clock())
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r)
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_a_response_to_no_request_resets(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        await answer(r)
+        [conn] = rig.role.conns
+        # the PLC side sends an answer nobody asked for
+        out = conn.session.from_server(struct.pack(">HHHBBBH", 9, 0, 5, 1, 3, 2, 1))
+        assert out.reset == "a response (transaction 9) to no request"
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_masquerade_connects_from_the_appliance(rig: Rig) -> None:
+    async def run() -> None:
+        cfg = config()
+        cfg = cfg.model_copy(update={"nat": cfg.nat.model_copy(update={"masquerade": True})})
+        await rig.start(cfg)
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        await answer(r)
+        assert rig.sockets.sources == [None]
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_a_listener_that_cannot_open_is_an_error_and_tried_again(rig: Rig) -> None:
+    async def run() -> None:
+        port = await rig.plc.start()
+        sockets = LoopbackSockets(port)
+        sockets.fail = True
+        role = ModbusProxyRole(rig.events, sockets=sockets, clock=rig.clock)
+        await role.start()
+        snap = role.snapshot(rig.clock())
+        assert not snap["listening"]
+        assert snap["error"] == (
+            "cannot listen for the restricted conduits: [Errno 1] Operation not permitted"
+        )
+        await role.step(rig.clock())
+        assert [row[0] for row in rig.events.rows] == ["modbusproxy.failed"]
+        sockets.fail = False
+        rig.clock.t += proxy.RETRY_EVERY_S
+        await role.step(rig.clock())
+        assert role.snapshot(rig.clock())["listening"] and role.error is None
+        await role.close()
+        rig.plc.close()
+
+    asyncio.run(run())
