@@ -1,0 +1,168 @@
+"""A Modbus-restricted conduit in the lab: the net role's tproxy, the modbusproxy role, a
+lab PLC. Reads pass; a write is refused (exception 01) also as the 2nd ADU of a segment and
+split over two segments; the PLC's register is unchanged; with the proxy gone the conduit
+passes nothing."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from labkit import IT_HOST, PLC1, Appliance, config, modbus_read, wait_for
+
+from appliance.lab import topology
+from appliance.lab.topology import LabSpec, in_netns
+from appliance.net.render import TPROXY_MARK, TPROXY_TABLE
+from appliance.state.live import LiveState
+
+pytestmark = pytest.mark.integration
+
+PROXY = "modbusproxy"
+SETPOINT = 40  # a writable holding register of the lab PLC
+
+MODBUS_WRITE = r"""
+import json, sys
+from pymodbus.client import ModbusTcpClient
+c = ModbusTcpClient(sys.argv[1], port=502, timeout=2, retries=0)
+if not c.connect():
+    print(json.dumps({"error": "connect"})); sys.exit(0)
+r = c.write_register(int(sys.argv[2]), int(sys.argv[3]), device_id=1)
+print(json.dumps({"exception": r.exception_code} if r.isError() else {"written": True}))
+c.close()
+"""
+
+
+def modbus_write(lab: LabSpec, address: int, value: int) -> dict:
+    cp = topology.ns_run(
+        lab.ns_it, [sys.executable, "-c", MODBUS_WRITE, PLC1, str(address), str(value)]
+    )
+    return json.loads(cp.stdout.strip().splitlines()[-1])
+
+
+def adu(tid: int, fc: int, *values: int, fmt: str = "HH") -> bytes:
+    body = bytes([fc]) + struct.pack(">" + fmt, *values)
+    return struct.pack(">HHHB", tid, 0, len(body) + 1, 1) + body
+
+
+def exchange(lab: LabSpec, segments: list[bytes], answers: int) -> list[bytes]:
+    """Send each segment on its own (TCP_NODELAY, a pause between) from the IT host; read
+    `answers` ADUs back."""
+
+    def run() -> list[bytes]:
+        s = socket.create_connection((PLC1, 502), timeout=3)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with s:
+            for seg in segments:
+                s.sendall(seg)
+                time.sleep(0.2)
+            out, buf = [], b""
+            while len(out) < answers:
+                buf += s.recv(4096)
+                while len(buf) >= 6 and len(buf) >= 6 + struct.unpack(">H", buf[4:6])[0]:
+                    n = 6 + struct.unpack(">H", buf[4:6])[0]
+                    out.append(buf[:n])
+                    buf = buf[n:]
+            return out
+
+    return in_netns(lab.ns_it, run)
+
+
+def read_setpoint(lab: LabSpec) -> int:
+    [answer] = exchange(lab, [adu(7, 3, SETPOINT, 1)], 1)
+    assert answer[7] == 3, answer.hex()
+    return struct.unpack(">H", answer[9:11])[0]
+
+
+@pytest.fixture
+def proxy(lab: LabSpec, appliance: Appliance) -> Iterator[LiveState]:
+    """The modbusproxy role in its own process beside the net role (so that it can be
+    killed alone), and the policy route that delivers tproxy'd packets to it. That route
+    is the net role's to hold (appliance.net.render's docstring); until it does, it is
+    set here, in the lab's appliance namespace."""
+    ns = lab.ns_app
+    mark, table = hex(TPROXY_MARK), str(TPROXY_TABLE)
+    topology.ns_run(ns, ["ip", "rule", "add", "fwmark", mark, "lookup", table])
+    topology.ns_run(ns, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", table])
+    argv = [sys.executable, "-m", "appliance", "run", "--roles", PROXY]
+    argv += ["--data-dir", str(appliance.paths.data_dir), "--run-dir", str(appliance.paths.run_dir)]
+    live = LiveState(appliance.paths.run_dir)
+    topology.spawn(lab, ns, PROXY, argv)
+    try:
+        wait_for(
+            lambda: (live.read(PROXY) or {}).get("listening"),
+            20,
+            "the modbusproxy role to listen",
+            detail=lambda: topology.log_tail(lab, PROXY, 10),
+        )
+        yield live
+    finally:
+        topology.stop(lab, PROXY)
+        topology.ns_run(ns, ["ip", "rule", "del", "fwmark", mark, "lookup", table], check=False)
+        topology.ns_run(ns, ["ip", "route", "flush", "table", table], check=False)
+
+
+def restricted(modbus: object = "read-only") -> dict:
+    cfg = config()
+    cfg["conduits"][0]["modbus"] = modbus
+    return cfg
+
+
+def test_a_read_only_conduit_passes_reads_and_refuses_writes(
+    appliance: Appliance, lab: LabSpec, proxy: LiveState
+) -> None:
+    # unrestricted first: the write goes through (so the refusals below are the proxy's)
+    appliance.commit(config())
+    assert modbus_write(lab, SETPOINT, 111) == {"written": True}
+    assert read_setpoint(lab) == 111
+
+    rev = appliance.commit(restricted())
+    wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+    assert "registers" in modbus_read(lab, PLC1), "reads pass"
+    assert modbus_write(lab, SETPOINT, 999) == {"exception": 1}
+
+    # a write as the 2nd ADU of one segment: the read is answered, the write refused
+    one_segment = adu(1, 3, 0, 2) + adu(2, 6, SETPOINT, 999)
+    answers = {a[:2]: a for a in exchange(lab, [one_segment], 2)}
+    assert answers[b"\x00\x01"][7] == 3
+    assert answers[b"\x00\x02"] == bytes.fromhex("0002 0000 0003 01 86 01")
+
+    # a write split over two segments
+    write = adu(3, 16, SETPOINT, 1, 2, 999, fmt="HHBH")
+    assert exchange(lab, [write[:9], write[9:]], 1) == [bytes.fromhex("0003 0000 0003 01 90 01")]
+
+    assert read_setpoint(lab) == 111, "the PLC's register is unchanged"
+
+    def counted() -> dict | None:
+        doc = (proxy.read(PROXY) or {}).get("conduits", {}).get("scada-modbus")
+        return doc if doc and doc["refused"].get("16") == 1 else None
+
+    doc = wait_for(counted, 5, "the proxy's counters")
+    assert doc["refused"] == {"6": 2, "16": 1}
+    assert doc["allowed"] == {"3": 3}  # modbus_read, the packed read, the read-back
+    events = appliance.events("modbus.refused")
+    assert events, "refusals are events"
+    assert {e["data"]["source"] for e in events} == {IT_HOST}
+
+
+def test_with_the_proxy_gone_the_restricted_conduit_passes_nothing(
+    appliance: Appliance, lab: LabSpec, proxy: LiveState
+) -> None:
+    rev = appliance.commit(restricted())
+    wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+    assert "registers" in modbus_read(lab, PLC1)
+    topology.stop(lab, PROXY)
+    assert not proxy.alive(PROXY) or wait_for(lambda: not proxy.alive(PROXY), 10, "dead proxy")
+    assert modbus_read(lab, PLC1) == {"error": "connect"}
+
+    def denied() -> bool:
+        return any(
+            d.get("dst") == PLC1 and d.get("port") == 502
+            for d in appliance.live().get("denied", [])
+        )
+
+    wait_for(denied, 10, "the attempt to show as denied", detail=lambda: appliance.live())
