@@ -23,6 +23,7 @@ from appliance.errors import ApplianceError, Conflict
 SIOCETHTOOL = 0x8946
 ETHTOOL_PHYS_ID = 0x1C
 IFNAMSIZ = 16
+IFREQ_SIZE = 40
 REFUSAL_WAIT_S = 0.3  # a driver without set_phys_id answers EOPNOTSUPP well within this
 IDENTIFY_DEFAULT_S = 15  # how long a port blinks when nobody says
 IDENTIFY_MAX_S = 300
@@ -31,7 +32,12 @@ IDENTIFY_MAX_S = 300
 def phys_id(name: str, seconds: int) -> None:
     """ETHTOOL_PHYS_ID on `name` for `seconds`: returns when the LED stops (OSError if not)."""
     value = ctypes.create_string_buffer(struct.pack("=II", ETHTOOL_PHYS_ID, seconds))
-    ifreq = struct.pack(f"{IFNAMSIZ}sP", name.encode()[: IFNAMSIZ - 1], ctypes.addressof(value))
+    # struct ifreq: the name, then a union (40 bytes in all) whose ifr_data points at `value`
+    ifreq = struct.pack(
+        f"{IFNAMSIZ}sP{IFREQ_SIZE - IFNAMSIZ - struct.calcsize('P')}x",
+        name.encode()[: IFNAMSIZ - 1],
+        ctypes.addressof(value),
+    )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
 
