@@ -149,6 +149,27 @@ def test_a_read_only_conduit_passes_reads_and_refuses_writes(
     assert {e["data"]["source"] for e in events} == {IT_HOST}
 
 
+def test_the_plc_sees_the_real_client(appliance: Appliance, lab: LabSpec, proxy: LiveState) -> None:
+    """The upstream connection comes from the IT host's own address (IP_TRANSPARENT), so a
+    PLC's own access list keeps working behind a restricted conduit."""
+    rev = appliance.commit(restricted())
+    wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+
+    def peers_while_connected() -> str:
+        s = socket.create_connection((PLC1, 502), timeout=3)
+        with s:
+            s.sendall(adu(1, 3, 0, 1))
+            s.recv(100)
+            cp = topology.ns_run(
+                lab.ns_ot, ["ss", "-Htn", "state", "established", "sport", "= :502"]
+            )
+            return cp.stdout
+
+    peers = in_netns(lab.ns_it, peers_while_connected)
+    assert f"{IT_HOST}:" in peers, peers
+    assert "192.168.50.1:" not in peers  # not the appliance's OT address
+
+
 def test_with_the_proxy_gone_the_restricted_conduit_passes_nothing(
     appliance: Appliance, lab: LabSpec, proxy: LiveState
 ) -> None:
