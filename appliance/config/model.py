@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -18,9 +18,7 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
-    SerializerFunctionWrapHandler,
     field_validator,
-    model_serializer,
 )
 
 from appliance.config.agent import Fleet, Leds, Syslog, Webhook
@@ -176,6 +174,8 @@ class Conduit(Strict):
     description: Text = ""
     modbus: ModbusRestriction | None = Field(
         None,
+        # left out when unset: documents from before it keep their canonical form and hash
+        exclude_if=lambda v: v is None,
         description="restrict the conduit's Modbus (tcp/502): read-only, read-write, or a "
         "mapping of function_codes, unit_ids, ranges (0-based wire addresses) and on_refusal; "
         "every request is checked by the modbusproxy role",
@@ -192,14 +192,6 @@ class Conduit(Strict):
         if not v.strip():
             raise ValueError("must not be blank")
         return v
-
-    @model_serializer(mode="wrap")
-    def _without_no_restriction(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """`modbus` is left out when unset: documents from before it hash as they did."""
-        out = handler(self)
-        if self.modbus is None and isinstance(out, dict):
-            out.pop("modbus", None)
-        return out
 
     def parsed_services(self) -> tuple[Service, ...]:
         out: list[Service] = []
