@@ -65,6 +65,7 @@ FORGET_AFTER_S = 3600.0  # an aggregate not seen for this long is dropped
 MAX_AGGREGATES = 1000
 SHOWN_REFUSALS = 20  # the most recent aggregates in the live document
 READ_SIZE = 65536
+MAX_CONNECTIONS = 512  # proxied at once; more are reset (a PLC takes a handful)
 
 Address = tuple[str, int]
 
@@ -341,6 +342,10 @@ class ModbusProxyRole:
         conduit = self.conduit_for(client[0], plc, now)
         if conduit is None or conduit.modbus is None:
             log.warning("%s → %s:%s: no restricted conduit; reset", client[0], *plc)
+            _abort(writer, reset=True)
+            return
+        if len(self.conns) >= MAX_CONNECTIONS:
+            log.warning("%s: %d connections already; reset", conduit.name, len(self.conns))
             _abort(writer, reset=True)
             return
         with contextlib.suppress(OSError):

@@ -313,3 +313,23 @@ def test_a_listener_that_cannot_open_is_an_error_and_tried_again(rig: Rig) -> No
         rig.plc.close()
 
     asyncio.run(run())
+
+
+def test_connections_beyond_the_limit_are_reset(rig: Rig, monkeypatch) -> None:
+    monkeypatch.setattr(proxy, "MAX_CONNECTIONS", 1)
+
+    async def run() -> None:
+        await rig.start(config())
+        r1, w1 = await rig.client()
+        w1.write(rq(1, 3, 0, 1))
+        await answer(r1)
+        r2, w2 = await rig.client()
+        w2.write(rq(1, 3, 0, 1))
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r2)
+        w1.write(rq(2, 3, 0, 1))
+        assert len(await answer(r1)) == 1  # the first one goes on
+        w1.close()
+        await rig.stop()
+
+    asyncio.run(run())
