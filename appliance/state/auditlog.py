@@ -61,9 +61,15 @@ class Verdict:
         )
 
 
-def verify(rows: Iterable[tuple[int, Mapping[str, Any], str]]) -> Verdict:
-    """Check (id, fields, digest) rows in id order; stop at the first that breaks."""
-    prev, prev_id, count = GENESIS, 0, 0
+def verify(
+    rows: Iterable[tuple[int, Mapping[str, Any], str]], anchor: tuple[int, str] | None = None
+) -> Verdict:
+    """Check (id, fields, digest) rows in id order; stop at the first that breaks.
+
+    `anchor`: the id and digest of the last row pruned (`Store.prune_audit`), from which
+    the rows left go on; without one the chain starts at row 1 from `GENESIS`."""
+    prev_id, prev = anchor if anchor else (0, GENESIS)
+    count = 0
     for row_id, fields, digest in rows:
         count += 1
         if digest != link(prev, row_id, fields):
@@ -79,3 +85,20 @@ def verify(rows: Iterable[tuple[int, Mapping[str, Any], str]]) -> Verdict:
             return Verdict(count, False, prev_id or None, prev, row_id, problem)
         prev, prev_id = digest, row_id
     return Verdict(count, True, prev_id or None, prev)
+
+
+def prune_upto(
+    ages: Iterable[tuple[int, float]], rows: int, *, max_rows: int, keep_after: float
+) -> int | None:
+    """The id of the last row to prune so that at most 90 % of `max_rows` stay, among
+    (id, at) in id order, never a row newer than `keep_after`; None: nothing to prune
+    (within the quota, or every row that would go is still kept by its age)."""
+    if rows <= max_rows:
+        return None
+    excess = rows - int(max_rows * 0.9)
+    last = None
+    for n, (row_id, at) in enumerate(ages, 1):
+        if n > excess or at > keep_after:
+            break
+        last = row_id
+    return last

@@ -74,6 +74,16 @@ class Audit(ConfigModel):
     digest = pw.CharField(max_length=64, default="")
 
 
+class AuditAnchor(ConfigModel):
+    """Where the audit log's hash chain starts once old rows were pruned: the last pruned
+    row's id and digest (one row, id 1), and how many rows went in all."""
+
+    last_id = pw.IntegerField()
+    digest = pw.CharField(max_length=64)
+    pruned_rows = pw.IntegerField(default=0)
+    pruned_at = pw.FloatField()
+
+
 class Event(HistoryModel):
     """Something a person should see: changes, drift, expiries, faults."""
 
@@ -97,7 +107,7 @@ class Event(HistoryModel):
 
 
 # The tables every process has: revisions and audit (config DB), events (history DB).
-CORE_MODELS: tuple[type[pw.Model], ...] = (Revision, Audit, Event)
+CORE_MODELS: tuple[type[pw.Model], ...] = (Revision, Audit, AuditAnchor, Event)
 Models = Iterable[type[pw.Model]]
 
 
@@ -232,8 +242,32 @@ class Store:
         """The audit log's hash chain checked from its first row (`auditlog.verify`)."""
         # one read transaction: a snapshot (WAL), writers go on meanwhile
         with self.config.atomic("DEFERRED"):
+            anchor = AuditAnchor.get_or_none(AuditAnchor.id == 1)
             rows = Audit.select().order_by(Audit.id).iterator()
-            return auditlog.verify((a.id, a.__data__, a.digest) for a in rows)
+            return auditlog.verify(
+                ((a.id, a.__data__, a.digest) for a in rows),
+                (anchor.last_id, anchor.digest) if anchor else None,
+            )
+
+    def prune_audit(self, *, max_rows: int, keep_s: float, now: float) -> int:
+        """Delete the oldest audit rows beyond `max_rows` (down to 90 % of it), but never
+        one younger than `keep_s` seconds; the chain goes on from an anchor (the last row
+        deleted). Returns how many went. The rows that go are chained as they were: a
+        broken chain is not made whole by pruning (verify first, `appliance audit verify`)."""
+        with self.config.atomic():
+            rows = Audit.select().count()
+            ages = Audit.select(Audit.id, Audit.at).order_by(Audit.id).tuples().iterator()
+            upto = auditlog.prune_upto(ages, rows, max_rows=max_rows, keep_after=now - keep_s)
+            if upto is None:
+                return 0
+            last = Audit.get_by_id(upto)
+            gone = Audit.delete().where(Audit.id <= upto).execute()
+            anchor = AuditAnchor.get_or_none(AuditAnchor.id == 1)
+            total = (anchor.pruned_rows if anchor else 0) + gone
+            AuditAnchor.insert(
+                id=1, last_id=upto, digest=last.digest, pruned_rows=total, pruned_at=now
+            ).on_conflict_replace().execute()
+            return gone
 
     def events(self, limit: int = 50, kind_prefix: str | None = None) -> list[Event]:
         q = Event.select().order_by(Event.id.desc()).limit(limit)

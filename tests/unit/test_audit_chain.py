@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.state import auditlog
-from appliance.state.db import Audit, Store
+from appliance.state.db import Audit, AuditAnchor, Store
 
 
 def fill(store: Store, n: int = 5) -> None:
@@ -145,3 +145,34 @@ def test_a_database_from_before_the_chain_gets_one(tmp_path: Path) -> None:
     again = Store(data)  # upgrading twice is a no-op
     assert again.verify_audit().head == v.head
     again.close()
+
+
+def test_pruning_keeps_the_quota_and_the_chain(store: Store) -> None:
+    fill(store, 30)  # at 1000 .. 1029
+    assert store.prune_audit(max_rows=40, keep_s=0, now=5000) == 0  # within the quota
+    gone = store.prune_audit(max_rows=20, keep_s=0, now=5000)
+    assert gone == 12  # down to 90 % of 20
+    assert [a.id for a in Audit.select().order_by(Audit.id)][:1] == [13]
+    v = store.verify_audit()
+    assert v.intact and v.rows == 18 and v.head_id == 30
+    store.audit("later", "login")
+    assert store.verify_audit().intact
+    # an anchor that counts every row pruned
+    store.prune_audit(max_rows=10, keep_s=0, now=5000)
+    assert AuditAnchor.get_by_id(1).pruned_rows == 12 + 10 and store.verify_audit().intact
+
+
+def test_pruning_never_takes_a_row_younger_than_the_retention(store: Store) -> None:
+    fill(store, 30)  # at 1000 .. 1029
+    # only the rows at least 1020 s old at 2025 (at <= 1005) may go: 6 of the 12 wanted
+    assert store.prune_audit(max_rows=20, keep_s=1020, now=2025) == 6
+    assert store.prune_audit(max_rows=20, keep_s=1e6, now=2025) == 0
+    assert Audit.select().count() == 24 and store.verify_audit().intact
+
+
+def test_after_pruning_a_row_removed_behind_the_anchor_still_shows(store: Store) -> None:
+    fill(store, 30)
+    store.prune_audit(max_rows=20, keep_s=0, now=5000)
+    sql(store, "DELETE FROM audit WHERE id = 13")  # the first row the chain goes on with
+    v = store.verify_audit()
+    assert not v.intact and v.broken_at == 14 and v.problem == "row 13 before it was removed"

@@ -118,7 +118,7 @@ def test_revision_as_dict_leaves_out_the_documents(store: Store) -> None:
 def test_a_store_makes_the_core_tables_and_those_it_is_handed(tmp_path: Path) -> None:
     core = Store(tmp_path / "core")
     try:
-        assert set(core.config.get_tables()) == {"revision", "audit"}
+        assert set(core.config.get_tables()) == {"revision", "audit", "auditanchor"}
         assert set(core.history.get_tables()) == {"event"}
         core.ensure([*outbox.MODELS, *accounts.MODELS])  # idempotent, each in its database
         core.ensure(outbox.MODELS)
