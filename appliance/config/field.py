@@ -515,10 +515,20 @@ def check_field(devices: Sequence[Device], errors: list[Finding], warnings: list
 
 
 class History(Strict):
-    """How long tag history is kept: by age and by size, whichever limit is hit first."""
+    """How long tag history is kept: by age and by size, whichever limit is hit first; and
+    the quotas of the event and audit tables (a warning event at 80 %, the oldest rows
+    pruned at the limit; an audit row younger than `audit_days` is never pruned)."""
 
     retention_days: Float = Field(90, gt=0, le=3650)
     max_mb: Int = Field(1024, ge=1, le=1_000_000)
+    events_days: Float = Field(365, gt=0, le=3650, description="events older than this go")
+    events_max: Int = Field(500_000, ge=1000, le=100_000_000, description="events kept at most")
+    audit_days: Float = Field(
+        365, ge=1, le=3650, description="audit rows younger than this are never pruned"
+    )
+    audit_max: Int = Field(
+        200_000, ge=1000, le=100_000_000, description="audit rows kept at most (beyond audit_days)"
+    )
     flush_interval: Float = Field(1.0, gt=0, le=60, description="seconds between batch writes")
     flush_samples: Int = Field(500, ge=1, le=100_000, description="or after this many samples")
 

@@ -40,7 +40,7 @@ from appliance.config.field import Device, History
 from appliance.errors import ApplianceError, NotFound
 from appliance.field import store as fs
 from appliance.paths import Paths
-from appliance.state.db import Store
+from appliance.state.db import Audit, Event, Store
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class HistoryWriter:
         self.measure_interval = measure_interval
         self.retention_days = History().retention_days
         self.max_mb = History().max_mb
+        self.quotas = History()  # events_days/_max, audit_days/_max
+        self._quota_warned: set[str] = set()
         self.clock = clock
         self._queue: deque[tuple[str, int, Any, int]] = deque()
         self._cond = threading.Condition()
@@ -123,6 +125,7 @@ class HistoryWriter:
             self.flush_samples = history.flush_samples
             self.retention_days = history.retention_days
             self.max_mb = history.max_mb
+            self.quotas = history
             self._last_retention = 0.0  # a tighter limit applies at the next loop
             self._cond.notify()
 
@@ -331,12 +334,77 @@ class HistoryWriter:
             log.info(
                 "history: %d oldest samples deleted to stay within %d MiB", by_size, self.max_mb
             )
+        self.prune_records(now)
         # measuring reads every page of the samples: every 5 minutes only while that is cheap
         due = now - self._last_measure >= self.measure_interval
         if by_age or by_size or due or self._measured_rows < CHEAP_MEASURE_ROWS:
             self._measured_rows = self._measure(now)
             self._last_measure = now
         return {"by_age": by_age, "by_size": by_size}
+
+    def prune_records(self, now: float) -> dict[str, int]:
+        """The event and audit quotas (`history.events_*`, `history.audit_*`): events
+        older than `events_days` go, then the oldest beyond `events_max` (down to 90 %);
+        audit rows beyond `audit_max` go oldest first but never one younger than
+        `audit_days` (`Store.prune_audit`, the chain kept). A table at 80 % of its quota is
+        a warning event, once until it is back under 70 %; an audit log over its quota with
+        nothing old enough to prune is another."""
+        q = self.quotas
+        with self._write_lock, self.db.atomic():
+            events = Event.delete().where(Event.at < now - q.events_days * 86400).execute()
+            count = Event.select().count()
+            if count > q.events_max:
+                upto = (
+                    Event.select(Event.id)
+                    .order_by(Event.id)
+                    .offset(count - int(q.events_max * 0.9) - 1)
+                    .limit(1)
+                    .scalar()
+                )
+                events += Event.delete().where(Event.id <= upto).execute()
+        if events:
+            log.info(
+                "history: %d old events deleted (quota %d, %g days)",
+                events,
+                q.events_max,
+                q.events_days,
+            )
+        audit = self.store.prune_audit(max_rows=q.audit_max, keep_s=q.audit_days * 86400, now=now)
+        if audit:
+            log.info("history: %d audit rows beyond the quota of %d pruned", audit, q.audit_max)
+        quotas = (
+            ("event", Event, q.events_max, "events_max"),
+            ("audit", Audit, q.audit_max, "audit_max"),
+        )
+        for table, model, limit, key in quotas:
+            rows = model.select().count()
+            if rows >= 0.8 * limit and table not in self._quota_warned:
+                self._quota_warned.add(table)
+                self._quota_event(
+                    f"the {table} table holds {rows} rows, {100 * rows // limit} % of "
+                    f"history.{key} ({limit}): the oldest are pruned at the limit",
+                    {"table": table, "rows": rows, "limit": limit},
+                    now,
+                )
+            elif rows < 0.7 * limit:
+                self._quota_warned.discard(table)
+        rows = Audit.select().count()
+        if rows > q.audit_max and "audit-full" not in self._quota_warned:
+            self._quota_warned.add("audit-full")
+            self._quota_event(
+                f"the audit log holds {rows} rows, over history.audit_max ({q.audit_max}), and "
+                f"none is older than history.audit_days ({q.audit_days:g}): none is pruned",
+                {"table": "audit", "rows": rows, "limit": q.audit_max, "full": True},
+                now,
+            )
+        elif rows <= q.audit_max:
+            self._quota_warned.discard("audit-full")
+        return {"events": events, "audit": audit}
+
+    def _quota_event(self, message: str, data: dict[str, Any], now: float) -> None:
+        self.store.event(
+            "history.quota", message, source="field", severity="warning", data=data, at=now
+        )
 
     def _span(self) -> tuple[int, int] | None:
         """(oldest, newest) sample time in ms, by one index seek per tag (no full scan)."""

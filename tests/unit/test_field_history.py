@@ -328,3 +328,67 @@ def test_capacity_uses_the_measured_rate(
     cap: dict[str, Any] = history_capacity(Paths(store.data_dir, tmp_path), Config(), store)
     assert cap["rate_basis"] == "measured"
     assert cap["samples_per_hour"] == pytest.approx(1000 * 3600 / 540, rel=0.01)
+
+
+# -- the event and audit quotas -----------------------------------------------------------
+
+
+def quota_events(store: Store) -> list[str]:
+    return [e.message for e in reversed(store.events(100, "history.quota"))]
+
+
+def test_events_go_by_age_then_by_count_with_one_warning_at_80_percent(
+    store: Store, writer: HistoryWriter
+) -> None:
+    writer.configure(History(events_days=10, events_max=1000))
+    now = T0 + 100 * 86400
+    for i in range(50):  # 50 events older than 10 days
+        store.event("x.old", f"old {i}", source="field", at=now - 11 * 86400)
+    for i in range(850):
+        store.event("x.new", f"new {i}", source="field", at=now - 3600)
+    assert writer.prune_records(now) == {"events": 50, "audit": 0}
+    # 850 left: at 80 % of 1000, one warning (an event itself), not one per pass
+    [warning] = quota_events(store)
+    assert warning == (
+        "the event table holds 850 rows, 85 % of history.events_max (1000): "
+        "the oldest are pruned at the limit"
+    )
+    writer.prune_records(now)
+    assert len(quota_events(store)) == 1
+    for i in range(300):
+        store.event("x.new", f"more {i}", source="field", at=now - 60)
+    got = writer.prune_records(now)
+    assert got["events"] == 1151 - 900 and rows(store, "event") == 900  # down to 90 %
+    oldest = store.history.execute_sql("SELECT min(message) FROM event WHERE kind = 'x.new'")
+    assert oldest.fetchone()[0] is not None
+    # the newest stay: the last one written is still there
+    assert store.events(1, "x.new")[0].message == "more 299"
+
+
+def test_audit_rows_go_beyond_the_quota_but_never_younger_than_audit_days(
+    store: Store, writer: HistoryWriter
+) -> None:
+    writer.configure(History(audit_days=30, audit_max=1000))
+    now = T0 + 400 * 86400
+    for i in range(700):
+        store.audit("cli:old", "config.commit", at=now - 60 * 86400 + i)
+    for i in range(600):
+        store.audit("cli:new", "config.commit", at=now - 86400 + i)
+    assert writer.prune_records(now)["audit"] == 1300 - 900  # old enough: down to 90 %
+    assert store.verify_audit().intact
+    # 300 old rows left; 800 young ones more: only the old may go, and then none
+    for i in range(800):
+        store.audit("cli:new", "login", at=now - 3600 + i)
+    assert writer.prune_records(now)["audit"] == 300
+    assert writer.prune_records(now)["audit"] == 0
+    assert rows_of_audit(store) == 1400 and store.verify_audit().intact
+    full = [m for m in quota_events(store) if "none is pruned" in m]
+    assert full == [
+        "the audit log holds 1400 rows, over history.audit_max (1000), and none is older "
+        "than history.audit_days (30): none is pruned"
+    ]  # said once, not at every pass
+    assert len([m for m in quota_events(store) if m.startswith("the audit table holds")]) == 1
+
+
+def rows_of_audit(store: Store) -> int:
+    return store.config.execute_sql("SELECT count(*) FROM audit").fetchone()[0]
