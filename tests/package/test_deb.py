@@ -266,6 +266,27 @@ def deb_paths(deb: Path) -> list[str]:
     return sorted(paths - {"/"})
 
 
+# Files that change a machine with no unit of ours running. The package ships none: its
+# sysctls are applied by appliance-failclosed.service, once the machine opted in.
+MACHINE_SETTINGS = (
+    "/etc",
+    "/usr/lib/sysctl.d",
+    "/usr/lib/modules-load.d",
+    "/usr/lib/modprobe.d",
+    "/usr/lib/systemd/network",
+    "/usr/lib/systemd/system-preset",
+    "/usr/lib/udev",
+    "/usr/lib/NetworkManager",
+)
+
+
+def test_installing_changes_no_setting_of_the_machine(deb: Path) -> None:
+    shipped = deb_paths(deb)
+    bad = [p for p in shipped for d in MACHINE_SETTINGS if p == d or p.startswith(d + "/")]
+    assert not bad, bad
+    assert "/usr/lib/appliance/sysctl.d/90-appliance.conf" in shipped
+
+
 def test_apt_pulls_the_debian_dependencies(chroot: Chroot) -> None:
     for pkg in ["appliance", *DEPENDS]:
         cp = chroot.run(["dpkg-query", "-W", "-f=${Status}", pkg], check=False)
@@ -285,6 +306,16 @@ def test_every_unit_verifies(chroot: Chroot) -> None:
     cp = chroot.run(["systemd-analyze", "verify", *paths], check=False)
     said = [ln for ln in (cp.stdout + cp.stderr).splitlines() if "appliance" in ln]
     assert cp.returncode == 0 and not said, cp.stdout + cp.stderr
+    # verify checks the programs; the files they are given must be installed too
+    named = set()
+    for p in paths:
+        for line in chroot.path(p).read_text().splitlines():
+            if re.match(r"Exec\w+=", line):
+                named |= {w.lstrip("+-@!:") for w in line.split("=", 1)[1].split()}
+    files = sorted(w for w in named if w.startswith("/"))
+    script = 'for f; do [ -e "$f" ] || echo "$f"; done'  # in the chroot: links resolve there
+    missing = chroot.run(["sh", "-c", script, "sh", *files]).stdout.split()
+    assert files and not missing, missing
 
 
 def test_the_users_and_directories_exist(chroot: Chroot) -> None:

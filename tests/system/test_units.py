@@ -87,3 +87,20 @@ def test_a_role_unit_restarts_its_role_after_a_factory_reset(name: str) -> None:
     env = " ".join(unit["Environment"]).split()
     assert "APPLIANCE_DATA_DIR=/var/lib/appliance" in env
     assert unit["StateDirectory"] == ["appliance"]
+
+
+def test_the_sysctls_apply_only_once_the_machine_opted_in() -> None:
+    """The package keeps system/sysctl.d out of /usr/lib/sysctl.d (installing it changes no
+    setting of a machine that did not opt in); the fail-closed unit, which appliance.target
+    starts, applies every file before it loads the ruleset."""
+    unit = unit_settings(SYSTEM / "systemd" / "appliance-failclosed.service")
+    pre = [cmd.split() for cmd in unit.get("ExecStartPre", [])]
+    applied = {
+        arg for argv in pre if argv[0] == "+/usr/lib/systemd/systemd-sysctl" for arg in argv[1:]
+    }
+    shipped = {
+        f"/usr/lib/appliance/sysctl.d/{f.name}" for f in (SYSTEM / "sysctl.d").glob("*.conf")
+    }
+    assert shipped and shipped == applied, (shipped, pre)
+    target = unit_settings(SYSTEM / "systemd" / "appliance.target")
+    assert "appliance-failclosed.service" in " ".join(target["Wants"]).split()
