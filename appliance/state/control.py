@@ -10,6 +10,7 @@ can ask. Answers are `{"ok": true, "result": ...}` or `{"ok": false, "error": ".
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -156,8 +157,17 @@ def _error_class(code: str) -> type[ApplianceError]:
     todo = [ApplianceError]
     while todo:
         cls = todo.pop()
-        same = cls.code == code and cls is not ApplianceError
-        if same and cls.__init__ is ApplianceError.__init__:
+        if cls.code == code and cls is not ApplianceError and _takes_message_and_field(cls):
             return cls
         todo.extend(cls.__subclasses__())
     return ApplianceError
+
+
+def _takes_message_and_field(cls: type[ApplianceError]) -> bool:
+    """Whether `cls(message, field=...)` builds one (Invalid does; DeviceError, which
+    needs a kind first, does not)."""
+    try:
+        inspect.signature(cls).bind("message", field=None)
+    except TypeError:
+        return False
+    return True

@@ -130,6 +130,21 @@ def test_an_input_error_keeps_its_field_path_over_the_control_socket(tmp_path) -
     assert got.value.code == "invalid" and got.value.field == "seconds"
     assert str(got.value) == "seconds: 'soon' is not a number"
     assert web_status(got.value) == 422
+    # the class comes back too, so the CLI exits as if the error were its own
+    assert type(got.value) is errors.Invalid and got.value.exit_code == 2
+
+
+@pytest.mark.parametrize("cls", [c for c in errors._classes() if c is not ApplianceError])
+def test_every_class_that_takes_a_message_comes_back_as_itself(tmp_path, cls: type) -> None:
+    """Over the control socket an error is its code; the caller gets the class back when
+    it can be built from a message and a field (the others: the base class, same code)."""
+    from appliance.state.control import _error_class, _takes_message_and_field
+
+    got = _error_class(cls.code)
+    if _takes_message_and_field(cls):
+        assert got.code == cls.code and got.exit_code == cls.exit_code, cls
+    else:
+        assert got.code == cls.code or got is ApplianceError, cls
 
 
 # -- through the web API --------------------------------------------------------------
