@@ -369,6 +369,32 @@ def test_no_role_is_enabled_or_started(chroot: Chroot) -> None:
     assert not inside, f"processes left running in the chroot: {inside}"
 
 
+def test_an_upgrade_restarts_only_the_roles_that_already_run(chroot: Chroot, deb: Path) -> None:
+    """The one path where the scripts name the roles: dpkg configures an upgrade (here the
+    same version again) on a running machine. postinst may only try-restart the roles (one
+    that is not running stays stopped), never start or enable one, and never rerun the
+    fail-closed unit (that would replace the live ruleset)."""
+    log = chroot.path(SYSTEMCTL_LOG)
+    before = len(log.read_text().splitlines())
+    shutil.copy(deb, chroot.path(f"/tmp/{deb.name}"))
+    chroot.path("/run/systemd/system").mkdir()
+    try:
+        # dpkg gives the maintainer scripts its own PATH: the shim's directory first
+        chroot.run(
+            ["env", f"PATH=/usr/local/sbin:{DEFAULT_PATH}", "dpkg", "-i", f"/tmp/{deb.name}"]
+        )
+    finally:
+        chroot.path("/run/systemd/system").rmdir()
+        chroot.path(f"/tmp/{deb.name}").unlink()
+    calls = log.read_text().splitlines()[before:]
+    ours = [c.split() for c in calls if "appliance" in c]
+    assert ours, calls
+    for argv in ours:
+        assert argv[0] == "try-restart", calls
+        assert not {"appliance.target", "appliance-failclosed.service"} & set(argv), calls
+    assert "appliance-net.service" in ours[0], calls
+
+
 def test_dpkg_owns_every_file(chroot: Chroot, deb: Path) -> None:
     """dpkg -L names every path of the .deb, and nothing else lies in the package's own
     directory (after the tests above ran the program: no bytecode written at run time)."""
