@@ -102,3 +102,35 @@ def prune_upto(
             break
         last = row_id
     return last
+
+
+# The audit actions whose failures are security events too (events go to syslog, the
+# fleet and webhooks; the audit table stays on the unit): log-ons, refused requests and
+# tokens, the setup code, password changes.
+SECURITY_ACTIONS = frozenset({"login", "auth.denied", "token.invalid", "setup", "password.change"})
+REPEAT_WINDOW_S = 60.0
+
+
+class Repeats:
+    """One security event per (action, actor, source) per `window` seconds: a client
+    retrying every 100 ms makes one event a minute that says how many more there were,
+    not a flood (the audit table still has every row)."""
+
+    def __init__(self, window: float = REPEAT_WINDOW_S, keys_max: int = 10_000) -> None:
+        self.window = window
+        self.keys_max = keys_max
+        self._last: dict[tuple[str, ...], float] = {}
+        self._held: dict[tuple[str, ...], int] = {}
+
+    def offer(self, key: tuple[str, ...], now: float) -> int | None:
+        """None: held back (counted); else emit now, with this many held since the last."""
+        last = self._last.get(key)
+        if last is not None and now - last < self.window:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if len(self._last) >= self.keys_max:  # many sources: forget the oldest half
+            for k in sorted(self._last, key=self._last.__getitem__)[: self.keys_max // 2]:
+                self._last.pop(k, None)
+                self._held.pop(k, None)
+        self._last[key] = now
+        return self._held.pop(key, 0)

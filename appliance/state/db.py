@@ -107,6 +107,8 @@ class Event(HistoryModel):
 
 
 # The tables every process has: revisions and audit (config DB), events (history DB).
+# The security events this process made lately (one a minute per action, actor, source).
+SECURITY_REPEATS = auditlog.Repeats()
 CORE_MODELS: tuple[type[pw.Model], ...] = (Revision, Audit, AuditAnchor, Event)
 Models = Iterable[type[pw.Model]]
 
@@ -230,7 +232,33 @@ class Store:
             last = Audit.select(Audit.id, Audit.digest).order_by(Audit.id.desc()).first()
             row_id = last.id + 1 if last else 1
             prev = last.digest if last else auditlog.GENESIS
-            return Audit.create(id=row_id, digest=auditlog.link(prev, row_id, fields), **fields)
+            row = Audit.create(id=row_id, digest=auditlog.link(prev, row_id, fields), **fields)
+        if fields["result"] != "ok" and fields["action"] in auditlog.SECURITY_ACTIONS:
+            self._security_event(fields)
+        return row
+
+    def _security_event(self, f: dict[str, Any]) -> None:
+        """A failed log-on or a refused request as an event too (syslog, fleet, webhooks),
+        at most one a minute per action, actor and source (`auditlog.Repeats`)."""
+        held = SECURITY_REPEATS.offer((f["action"], f["actor"], f["source"]), f["at"])
+        if held is None:
+            return
+        where = f["source"]
+        what = f"{f['action']} {f['result']} for {f['actor']} from {where}"
+        if f["target"]:
+            what += f": {f['target']}"
+        if f["detail"]:
+            what += f" ({f['detail']})"
+        if held:
+            what += f"; {held} more like it in the last {auditlog.REPEAT_WINDOW_S:g} s"
+        self.event(
+            f"security.{f['action']}",
+            what,
+            source=where.split(":", 1)[0][:16] or "audit",
+            severity="warning",
+            data={"actor": f["actor"], "from": where, "result": f["result"], "repeats": held},
+            at=f["at"],
+        )
 
     def audit_head(self) -> tuple[int, str] | None:
         """The last audit row's id and digest: what the heartbeat carries off the unit, so

@@ -176,3 +176,78 @@ def test_after_pruning_a_row_removed_behind_the_anchor_still_shows(store: Store)
     sql(store, "DELETE FROM audit WHERE id = 13")  # the first row the chain goes on with
     v = store.verify_audit()
     assert not v.intact and v.broken_at == 14 and v.problem == "row 13 before it was removed"
+
+
+# -- security events ------------------------------------------------------------------
+
+
+@pytest.fixture
+def repeats(monkeypatch: pytest.MonkeyPatch) -> auditlog.Repeats:
+    fresh = auditlog.Repeats()
+    monkeypatch.setattr("appliance.state.db.SECURITY_REPEATS", fresh)
+    return fresh
+
+
+def security(store: Store) -> list[tuple[str, str, str]]:
+    return [(e.kind, e.source, e.message) for e in reversed(store.events(100, "security."))]
+
+
+def test_a_failed_login_or_refusal_is_a_security_event_too(
+    store: Store, repeats: auditlog.Repeats
+) -> None:
+    store.audit("alice", "login", result="ok", source="web:10.0.0.5", at=1000)
+    store.audit("config.commit", "config.commit", result="failed", at=1001)  # not security
+    store.audit(
+        "unknown user",
+        "login",
+        result="failed",
+        detail="name #ab12",
+        source="web:10.0.0.9",
+        at=1002,
+    )
+    store.audit(
+        "bob",
+        "auth.denied",
+        target="POST /api/users",
+        result="denied",
+        detail="needs the admin role (is viewer)",
+        source="web:10.0.0.7",
+        at=1003,
+    )
+    assert security(store) == [
+        ("security.login", "web", "login failed for unknown user from web:10.0.0.9 (name #ab12)"),
+        (
+            "security.auth.denied",
+            "web",
+            "auth.denied denied for bob from web:10.0.0.7: POST /api/users "
+            "(needs the admin role (is viewer))",
+        ),
+    ]
+    assert {e.severity for e in store.events(100, "security.")} == {"warning"}
+
+
+def test_a_client_retrying_makes_one_event_a_minute_that_counts_the_rest(
+    store: Store, repeats: auditlog.Repeats
+) -> None:
+    for i in range(601):  # every 100 ms for a minute: 1000.0 .. 1060.0
+        store.audit(
+            "admin", "login", result="throttled", source="opcua:10.0.0.66", at=1000 + i / 10
+        )
+    store.audit(
+        "admin", "login", result="failed", source="opcua:10.0.0.67", at=1001
+    )  # another source
+    got = [m for _, _, m in security(store)]
+    assert got == [
+        "login throttled for admin from opcua:10.0.0.66",
+        "login throttled for admin from opcua:10.0.0.66; 599 more like it in the last 60 s",
+        "login failed for admin from opcua:10.0.0.67",
+    ]
+    assert len(list(Audit.select())) == 602  # the audit table keeps every row
+
+
+def test_repeats_forgets_the_oldest_sources_beyond_its_bound() -> None:
+    r = auditlog.Repeats(window=60, keys_max=10)
+    for i in range(25):
+        assert r.offer(("login", "x", f"web:10.0.0.{i}"), 1000) == 0
+    assert len(r._last) <= 10
+    assert r.offer(("login", "x", "web:10.0.0.24"), 1001) is None  # a recent one is held
