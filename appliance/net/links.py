@@ -18,10 +18,13 @@ from typing import Any
 
 from appliance.config.model import Config, Interface
 from appliance.errors import ApplyFailed
+from appliance.net.render import TPROXY_MARK, TPROXY_TABLE
 
 log = logging.getLogger(__name__)
 
 PROTO_STATIC = 4
+RTN_LOCAL = 2
+TPROXY_RULE_PRIO = 100  # before main (32766): marked packets find the local route first
 IFF_UP = 0x1
 IFF_LOOPBACK = 0x8
 # The counters of a port (IFLA_STATS64 names), in the order people read them.
@@ -196,6 +199,7 @@ class Links:
                     continue
                 changes.extend(self._reconcile_one(config, iface, lk))
             changes.extend(self._routes(config, links))
+            changes.extend(self._tproxy_route())
         except NetlinkError as e:
             raise ApplyFailed(f"netlink refused a link change: {e}")
         return changes
@@ -258,6 +262,38 @@ class Links:
                 continue
             self._ipr.route("replace", dst=dst, gateway=str(addr), proto=PROTO_STATIC)
             changes.append(f"default route via {addr} ({iface.name})")
+        return changes
+
+    def _tproxy_route(self) -> list[str]:
+        """The policy route that delivers the connections the ruleset hands to the Modbus
+        proxy (nftables `tproxy`, marked `TPROXY_MARK`) to the local socket: `ip rule
+        fwmark TPROXY_MARK lookup TPROXY_TABLE` and `local 0.0.0.0/0 dev lo` in that
+        table. Held always: it only routes marked packets, and only a restricted conduit
+        marks any; without it a restricted conduit passes nothing (fail closed)."""
+        changes = []
+        rules = self._ipr.get_rules(family=2)
+        if not any(
+            r.get_attr("FRA_FWMARK") == TPROXY_MARK and r.get_attr("FRA_TABLE") == TPROXY_TABLE
+            for r in rules
+        ):
+            self._ipr.rule(
+                "add", fwmark=TPROXY_MARK, table=TPROXY_TABLE, priority=TPROXY_RULE_PRIO, family=2
+            )
+            changes.append(f"policy rule: fwmark {TPROXY_MARK:#x} lookup {TPROXY_TABLE}")
+        routes = self._ipr.get_routes(family=2, table=TPROXY_TABLE)
+        if not any(r.get("type") == RTN_LOCAL and r["dst_len"] == 0 for r in routes):
+            lo = self._ipr.link_lookup(ifname="lo")[0]
+            self._ipr.route(
+                "replace",
+                dst="0.0.0.0/0",
+                oif=lo,
+                table=TPROXY_TABLE,
+                family=2,
+                type="local",
+                scope="host",
+                proto=PROTO_STATIC,
+            )
+            changes.append(f"local route in table {TPROXY_TABLE} (the Modbus proxy's)")
         return changes
 
 

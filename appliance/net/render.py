@@ -27,9 +27,10 @@ Shape of the table:
             no proxy listening, tproxy finds no socket, the packet goes on to forward,
             which has no element for it: the restricted conduit passes nothing (fail
             closed) and the attempt is counted and remembered as denied. Marked packets
-            reach the local socket only with the policy route the net role holds:
-            `ip rule fwmark TPROXY_MARK lookup TPROXY_TABLE` and `local 0.0.0.0/0 dev lo`
-            in that table (without it they are forwarded, and dropped: closed, too).
+            reach the local socket only with the policy route the net role holds
+            (`links.Links._tproxy_route`, from its first apply): `ip rule fwmark
+            TPROXY_MARK lookup TPROXY_TABLE` and `local 0.0.0.0/0 dev lo` in that table
+            (without it they are forwarded, and dropped: closed, too).
 """
 
 from __future__ import annotations

@@ -81,13 +81,11 @@ def read_setpoint(lab: LabSpec) -> int:
 @pytest.fixture
 def proxy(lab: LabSpec, appliance: Appliance) -> Iterator[LiveState]:
     """The modbusproxy role in its own process beside the net role (so that it can be
-    killed alone), and the policy route that delivers tproxy'd packets to it. That route
-    is the net role's to hold (appliance.net.render's docstring); until it does, it is
-    set here, in the lab's appliance namespace."""
+    killed alone). The policy route that delivers tproxy'd packets to it is the net
+    role's (`Links._tproxy_route`, held from its first apply): taken away afterwards, so
+    the next test's net role has to make it again, as a fresh unit's does."""
     ns = lab.ns_app
     mark, table = hex(TPROXY_MARK), str(TPROXY_TABLE)
-    topology.ns_run(ns, ["ip", "rule", "add", "fwmark", mark, "lookup", table])
-    topology.ns_run(ns, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", table])
     argv = [sys.executable, "-m", "appliance", "run", "--roles", PROXY]
     argv += ["--data-dir", str(appliance.paths.data_dir), "--run-dir", str(appliance.paths.run_dir)]
     live = LiveState(appliance.paths.run_dir)
@@ -122,6 +120,11 @@ def test_a_read_only_conduit_passes_reads_and_refuses_writes(
 
     rev = appliance.commit(restricted())
     wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+    # the net role holds the policy route that brings the marked packets to the proxy
+    rules = topology.ns_run(lab.ns_app, ["ip", "rule"]).stdout
+    assert f"fwmark {TPROXY_MARK:#x} lookup {TPROXY_TABLE}" in rules, rules
+    local = topology.ns_run(lab.ns_app, ["ip", "route", "show", "table", str(TPROXY_TABLE)])
+    assert "local default dev lo" in local.stdout, local.stdout
     assert "registers" in modbus_read(lab, PLC1), "reads pass"
     assert modbus_write(lab, SETPOINT, 999) == {"exception": 1}
 
