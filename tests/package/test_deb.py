@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from appliance.roles import ROLE_NAMES
+
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "build"
 CACHE = BUILD / "chroot"
@@ -39,7 +41,7 @@ VENV_PY = "/usr/lib/appliance/venv/bin/python"
 UNITS = (
     "appliance.target",
     "appliance-failclosed.service",
-    *(f"appliance-{r}.service" for r in ("net", "field", "opcua", "agent", "web")),
+    *(f"appliance-{r}.service" for r in ROLE_NAMES),
 )
 # The Debian dependencies, as image/deb/depends names them (without versions).
 DEPENDS = sorted(

@@ -104,3 +104,14 @@ def test_the_sysctls_apply_only_once_the_machine_opted_in() -> None:
     assert shipped and shipped == applied, (shipped, pre)
     target = unit_settings(SYSTEM / "systemd" / "appliance.target")
     assert "appliance-failclosed.service" in " ".join(target["Wants"]).split()
+
+
+def test_the_target_and_the_maintainer_scripts_name_every_role() -> None:
+    """appliance.target starts every role of roles.ROLES; the maintainer scripts get the
+    list from the registry at build time (@ROLE_UNITS@), never one of their own."""
+    target = unit_settings(SYSTEM / "systemd" / "appliance.target")
+    assert set(ROLE_UNITS) <= set(" ".join(target["Wants"]).split())
+    for script in ("postinst", "prerm", "postrm"):
+        text = (SYSTEM.parent / "image" / "deb" / script).read_text()
+        assert "@ROLE_UNITS@" in text, script
+        assert not any(f"appliance-{r}.service" in text for r in ROLE_NAMES), script
