@@ -62,6 +62,7 @@ CERT_WARN_S = 14 * 86400.0
 CLOCK_PLAUSIBLE_FROM = datetime(2024, 1, 1, tzinfo=UTC).timestamp()
 LINK_UP_OPER = ("UP",)
 NET = "net"
+MODBUSPROXY = "modbusproxy"
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,10 @@ class HealthInputs:
     cert_not_after: float | None = None  # epoch seconds
     identify_until: float | None = None  # epoch seconds
     restarted: Mapping[str, float] = field(default_factory=dict)  # role -> last restart
+    # the active conduits with a Modbus restriction, and the modbusproxy role's live
+    # document (None: not running), which every one of them needs to pass anything
+    modbus_restricted: tuple[str, ...] = ()
+    modbus_proxy: Mapping[str, Any] | None = None
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -161,6 +166,23 @@ def _findings(i: HealthInputs, now: float) -> list[tuple[str, Reason]]:
                 add(FAULT, "role-dead-net", "fault", "the net role is not running")
         else:
             add(DEGRADED, f"role-dead-{role}", "warning", f"the {role} role is not running")
+
+    if i.modbus_restricted and not starting:
+        names = ", ".join(i.modbus_restricted)
+        what = "conduit" if len(i.modbus_restricted) == 1 else "conduits"
+        proxy = i.modbus_proxy
+        if proxy is None or not proxy.get("listening"):
+            why = (
+                "the modbusproxy role is not running"
+                if proxy is None
+                else f"the modbusproxy role is not listening ({proxy.get('error') or 'starting'})"
+            )
+            add(
+                DEGRADED,
+                "modbus-proxy-down",
+                "warning",
+                f"restricted {what} {names} pass nothing: {why}",
+            )
 
     # -- what the net role reports ---------------------------------------------
     if net is not None:
@@ -286,6 +308,7 @@ def from_live(
     disk_total: int | None = None,
     cert_not_after: float | None = None,
     identify_until: float | None = None,
+    modbus_restricted: Sequence[str] = (),
 ) -> HealthInputs:
     """HealthInputs from live-state documents by role (as `LiveState.read` returns them).
 
@@ -331,4 +354,6 @@ def from_live(
         disk_total=disk_total,
         cert_not_after=cert_not_after,
         identify_until=identify_until,
+        modbus_restricted=tuple(modbus_restricted),
+        modbus_proxy=live.get(MODBUSPROXY) if roles_alive.get(MODBUSPROXY) else None,
     )

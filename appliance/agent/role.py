@@ -21,7 +21,8 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +116,11 @@ def gather_inputs(
     identify_until: float | None = None,
     cert: float | None = None,
     self_alive: bool = True,
+    modbus_restricted: Sequence[str] = (),
 ) -> HealthInputs:
     roles = expected_roles(live, now)
-    docs = {r: live.read(r) for r in set(roles) | {"net", "field"}}
+    proxy = {"modbusproxy"} if modbus_restricted else set()
+    docs = {r: live.read(r) for r in set(roles) | {"net", "field"} | proxy}
     alive = {r: live.alive(r, now) for r in docs}
     if self_alive:
         alive[ROLE] = True
@@ -130,7 +133,7 @@ def gather_inputs(
         free, total = disk.free, disk.total
     except OSError:
         free = total = None
-    shown = {r: d for r, d in docs.items() if r in roles or r == "net"}
+    shown = {r: d for r, d in docs.items() if r in roles or r == "net" or r in proxy}
     if live.alive("supervisor", now):
         shown["supervisor"] = live.read("supervisor")  # which roles it had to restart
     return from_live(
@@ -146,7 +149,16 @@ def gather_inputs(
         disk_total=total,
         cert_not_after=cert,
         identify_until=identify_until,
+        modbus_restricted=modbus_restricted,
     )
+
+
+def modbus_restricted(config: Config | None, now: float) -> tuple[str, ...]:
+    """The conduits active now whose Modbus requests the modbusproxy role checks."""
+    if config is None:
+        return ()
+    when = datetime.fromtimestamp(now, UTC)
+    return tuple(c.name for c in config.conduits if c.modbus is not None and c.active(when))
 
 
 def compute_health(paths: Paths, now: float | None = None) -> Health:
@@ -154,9 +166,20 @@ def compute_health(paths: Paths, now: float | None = None) -> Health:
     now = time.time() if now is None else now
     with borrowed_store(paths.data_dir) as store:
         expect = revs.confirmed(store) is not None
+        desired = revs.desired(store)
+        try:
+            config = revs.config_of(desired) if desired is not None else None
+        except ValueError:
+            config = None
     live = LiveState(paths.run_dir)
     inputs = gather_inputs(
-        paths, live, now, expect_confirmed=expect, cert=cert_not_after(paths), self_alive=False
+        paths,
+        live,
+        now,
+        expect_confirmed=expect,
+        cert=cert_not_after(paths),
+        self_alive=False,
+        modbus_restricted=modbus_restricted(config, now),
     )
     return health(inputs, now)
 
@@ -373,6 +396,7 @@ class Agent:
             expect_confirmed=self.expect_confirmed,
             identify_until=ident,
             cert=self._cert,
+            modbus_restricted=modbus_restricted(self.config, now),
         )
         self.health = health(inputs, now)
         self._health_event()

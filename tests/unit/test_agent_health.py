@@ -109,6 +109,13 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("field role dead", {"roles_alive": {"net": True}}, "degraded", "role-dead-field"),
     ("net error", {"net": net_doc(last_error="nft: busy")}, "degraded", "net-error"),
     ("unconfigured", {"net": FAULTY, "expect_confirmed": False}, "degraded", "not-configured"),
+    ("no modbus proxy", {"modbus_restricted": ("scada",)}, "degraded", "modbus-proxy-down"),
+    (
+        "modbus proxy not listening",
+        {"modbus_restricted": ("scada",), "modbus_proxy": {"listening": False, "error": "x"}},
+        "degraded",
+        "modbus-proxy-down",
+    ),
 ]
 
 
@@ -305,3 +312,32 @@ def test_a_restarted_role_is_reported_for_ten_minutes() -> None:
     assert "role-dead-supervisor" not in codes
     later = health(inputs, now + 601).reasons
     assert "role-restarted-field" not in [r.code for r in later]
+
+
+def test_a_restricted_conduit_without_its_proxy_says_so() -> None:
+    """A Modbus-restricted conduit passes nothing while the modbusproxy role is down (it
+    fails closed): health names the conduits and why; a listening proxy, no conduit with
+    a restriction, or the boot grace make no such reason."""
+    h = health(good(modbus_restricted=("scada", "hmi")), T0)
+    [r] = [r for r in h.reasons if r.code == "modbus-proxy-down"]
+    assert r.message == (
+        "restricted conduits scada, hmi pass nothing: the modbusproxy role is not running"
+    )
+    h = health(good(modbus_restricted=("scada",), modbus_proxy={"listening": False}), T0)
+    assert "the modbusproxy role is not listening (starting)" in h.reasons[0].message
+    up = {"listening": True, "error": None}
+    assert health(good(modbus_restricted=("scada",), modbus_proxy=up), T0).state == "ok"
+    assert health(good(modbus_proxy=None), T0).state == "ok"
+    starting = good(modbus_restricted=("scada",), uptime_s=3.0)
+    assert "modbus-proxy-down" not in codes(health(starting, T0))
+    # from the live documents: only a proxy that is alive counts
+    doc = {"role": "modbusproxy", "listening": True, "updated_at": T0}
+    i = from_live({"net": net_doc(), "modbusproxy": doc}, T0, modbus_restricted=["scada"])
+    assert i.modbus_proxy == doc and i.modbus_restricted == ("scada",)
+    dead = from_live(
+        {"net": net_doc(), "modbusproxy": doc},
+        T0,
+        alive={"net": True, "modbusproxy": False},
+        modbus_restricted=["scada"],
+    )
+    assert dead.modbus_proxy is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,21 @@ def test_only_a_change_of_the_leds_section_touches_the_pins(
     agent.step(clock())
     assert agent._led_backend is not first
     assert mock_pins.pin(5).state is True  # ok: status solid on, on the new pin
+
+
+def test_the_restricted_conduits_health_watches_are_the_active_ones() -> None:
+    from appliance.config.load import validate_data
+
+    doc = base()
+    doc["conduits"][0]["modbus"] = "read-only"
+    old = dict(doc["conduits"][0], name="old", to=["192.168.50.11"], expires="2026-06-01T00:00:00Z")
+    doc["conduits"].append(old)
+    doc["conduits"].append(dict(doc["conduits"][0], name="open", to=["192.168.50.12"], modbus=None))
+    config = validate_data(doc, now=datetime(2026, 1, 1, tzinfo=UTC)).config
+    assert role.modbus_restricted(config, datetime(2026, 3, 1, tzinfo=UTC).timestamp()) == (
+        "scada-modbus",
+        "old",
+    )
+    after = datetime(2026, 7, 1, tzinfo=UTC).timestamp()  # "old" has expired
+    assert role.modbus_restricted(config, after) == ("scada-modbus",)
+    assert role.modbus_restricted(None, after) == ()
