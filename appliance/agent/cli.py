@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from appliance.cli_options import actor, paths_options
+from appliance.cli_options import actor, has_unit_state, paths_options
 from appliance.errors import ApplianceError, PermissionDenied
 from appliance.paths import Paths
 
@@ -53,6 +53,11 @@ def diagnostics(output: str | None, paths: Paths) -> None:
     if output != "-" and output is not None and Path(output).exists() and Path(output).is_dir():
         raise ApplianceError(f"{output} is a directory", field="--output")
     data = build(paths)
+    if has_unit_state(paths):  # who took the unit's figures, logs and (redacted) config
+        from appliance.state.db import borrowed_store
+
+        with borrowed_store(paths.data_dir) as store:
+            store.audit(actor(), "diagnostics", detail=f"{len(data)} bytes")
     if output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

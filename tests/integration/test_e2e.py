@@ -552,6 +552,8 @@ def test_diagnostics_archive_has_every_area_and_no_secret(e2e: E2E) -> None:
     cp = e2e.cli("diagnostics", "-o", str(out))
     assert cp.returncode == 0, f"`appliance diagnostics` exited {cp.returncode}: {cp.stderr}"
     assert out.stat().st_mode & 0o077 == 0, "the archive is readable by others"
+    [taken] = e2e.cli_json("audit", "list", "--json", "--action", "diagnostics", "-n", "1")
+    assert taken["actor"].startswith("cli:") and taken["detail"].endswith(" bytes"), taken
     files: dict[str, str] = {}
     with tarfile.open(out) as tar:
         for member in tar.getmembers():
