@@ -132,18 +132,29 @@ def create_app(
             resp.headers["Pragma"] = "no-cache"
         return resp
 
+    # Pages get the unit's own HTML error page (appliance.web.ui.error_page), never the
+    # framework's; the API its JSON error.
+    from appliance.web.ui import error_page
+
     @app.errorhandler(ApplianceError)
     def _appliance_error(e: ApplianceError) -> Any:
         resp, status = error_response(e)
         if is_api(request.path):
             return resp, status
-        return Response(str(e), status=status, mimetype="text/plain")
+        return error_page(status, str(e))
 
     @app.errorhandler(HTTPException)
     def _http_error(e: HTTPException) -> Any:
         if is_api(request.path):
             return http_error_response(e)
-        return e
+        if e.code is None or e.code < 400:  # e.g. a routing redirect: werkzeug's own answer
+            return e
+        body, status = error_page(e.code)
+        resp = Response(body, status=status, mimetype="text/html")
+        for k, v in e.get_headers():  # e.g. Allow on a 405
+            if k.lower() not in ("content-type", "content-length"):
+                resp.headers[k] = v
+        return resp
 
     @app.errorhandler(Exception)
     def _internal(e: Exception) -> Any:  # the one place an unexpected error becomes JSON
@@ -154,6 +165,10 @@ def create_app(
             return jsonify(
                 {"error": "internal error (the unit's log has the details)", "field": None}
             ), 500
-        return InternalServerError()
+        try:
+            return error_page(500)
+        except Exception:  # the page itself failed (templates, config DB): plain text
+            log.exception("the error page failed too")
+            return Response(str(InternalServerError.description), 500, mimetype="text/plain")
 
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request
@@ -15,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from appliance import __version__
 from appliance.redirects import safe_next
-from appliance.web.auth import require
+from appliance.web.auth import current_user, require
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,29 @@ def render(page: str, title: str, **extra: Any) -> str:
     )
 
 
+ERRORS: dict[int, tuple[str, str]] = {
+    400: ("Bad request", "The unit could not read this request."),
+    403: ("Not allowed", "Your account's role may not open this page."),
+    404: ("Page not found", "There is no page at {path} on this unit."),
+    405: ("Not allowed here", "This address does not take a {method} request."),
+    413: ("Too large", "The request is larger than the unit accepts."),
+    500: ("Something went wrong", "The unit could not show this page; its log has the details."),
+}
+
+
+def error_page(status: int, message: str | None = None) -> tuple[str, int]:
+    """The unit's own HTML page for an error on a page address (the API answers JSON)."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    title, default = ERRORS.get(status, (phrase, f"The unit answered {status} ({phrase})."))
+    text = message or default.format(path=request.path, method=request.method)
+    box_id = "not-found" if status == 404 else "error-box"
+    page = render("error", title, status=status, message=text, path=request.path, box_id=box_id)
+    return page, status
+
+
 def _view(p: Page) -> Callable[..., str]:
     def view() -> str:
         return render(p.page, p.title)
@@ -114,9 +138,14 @@ def tag(name: str) -> str:
 
 
 @bp.get("/login")
-def login() -> str:
-    """Sign in (no session needed); the banner is the unit's configured login banner."""
-    return render("login", "Sign in", next=safe_next(request.args.get("next")))
+def login() -> str | Response:
+    """Sign in (no session needed); the banner is the unit's configured login banner.
+    Someone signed in already goes where the login would have led (Back after a login
+    lands here too), unless the page is asked to end the session (?logout=1)."""
+    target = safe_next(request.args.get("next"))
+    if current_user() is not None and not request.args.get("logout"):
+        return redirect(target)
+    return render("login", "Sign in", next=target)
 
 
 @bp.get("/setup")

@@ -208,3 +208,30 @@ def test_formatting(js: Any) -> None:
         ["a", "b", "c"],
         'x,y\r\n"a,b","say ""hi"""\r\n',
     ]
+
+
+def test_the_header_health_follows_the_revision_not_the_agents_lag(js: Any) -> None:
+    run = "async ([hl, rev]) => (await import('/js/lib.js')).headerHealth(hl, rev)"
+    pend = {"code": "pending-confirm", "severity": "warning", "message": "waits, 80 s left"}
+    alarm = {"code": "alarms", "severity": "warning", "message": "1 active alarm(s)"}
+    info = {"code": "booting", "severity": "info", "message": "started"}
+    confirmed = {"id": 7, "state": "confirmed"}
+    pending = {"id": 8, "state": "pending"}
+    # confirmed a moment ago, the agent has not caught up: no PENDING-CONFIRM any more
+    out = js(run, [{"state": "pending-confirm", "reasons": [pend, alarm]}, confirmed])
+    assert out == {"state": "degraded", "reasons": [alarm]}
+    out = js(run, [{"state": "pending-confirm", "reasons": [pend, info]}, confirmed])
+    assert out == {"state": "ok", "reasons": [info]}
+    assert js(run, [{"state": "pending-confirm", "reasons": [pend]}, None])["state"] == "ok"
+    # committed on trial a moment ago: it says so before the agent does
+    out = js(run, [{"state": "degraded", "reasons": [alarm]}, pending])
+    assert out["state"] == "pending-confirm" and out["reasons"][1:] == [alarm]
+    assert "revision 8" in out["reasons"][0]["message"]
+    assert js(run, [{"state": "ok", "reasons": []}, pending])["state"] == "pending-confirm"
+    # what outranks a trial, and agreeing answers, stay as they are
+    for state in ("fault", "booting", "identify"):
+        hl = {"state": state, "reasons": [alarm]}
+        assert js(run, [hl, pending]) == hl
+    hl = {"state": "pending-confirm", "reasons": [pend]}
+    assert js(run, [hl, pending]) == hl
+    assert js(run, [{"state": "ok", "reasons": []}, confirmed]) == {"state": "ok", "reasons": []}

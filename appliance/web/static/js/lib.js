@@ -69,6 +69,23 @@ export function listOf(data, ...keys) {
   return [];
 }
 
+// Which revisions there are: the newest draft, pending and confirmed one (null when none).
+// Pages ask this before they ask for the draft, which answers 404 when there is none (and
+// the browser logs every 404 in its console).
+export async function revisionFacts() {
+  const list = listOf(await api("GET", "/api/revisions"), "revisions");
+  const first = (state) => list.find((r) => r.state === state) || null;
+  const pending = first("pending");
+  const confirmed = first("confirmed");
+  return { draft: first("draft"), pending, confirmed, running: pending || confirmed };
+}
+
+// The draft's document answer (GET /api/config/draft), null when there is no draft.
+export async function draftOrNull() {
+  if (!(await revisionFacts()).draft) return null;
+  return api("GET", "/api/config/draft").catch((e) => (e.status === 404 ? null : Promise.reject(e)));
+}
+
 // -- DOM ------------------------------------------------------------------------------------
 
 // h("td", {class: "num", dataset: {path: "x"}, onclick: fn}, "text", child, [more])
@@ -204,6 +221,28 @@ const STATE_CLASS = {
 
 export function stateClass(state) {
   return STATE_CLASS[String(state).toLowerCase()] || "off";
+}
+
+// The header's health from one status answer. The agent works "pending-confirm" out from
+// what the net role last applied, seconds behind the revision's own state (`revision`, read
+// from the config DB with the same answer): the revision wins, so the header does not say
+// PENDING-CONFIRM after a Confirm, nor OK while a trial runs. The precedence is the agent's
+// (appliance/agent/health.py): identify, booting, fault > pending-confirm > degraded > ok.
+export function headerHealth(health, revision) {
+  const hl = health || {};
+  const reasons = hl.reasons || [];
+  const pending = !!revision && revision.state === "pending";
+  const code = (r) => (typeof r === "string" ? r : r && r.code);
+  if (hl.state === "pending-confirm" && !pending) {
+    const rest = reasons.filter((r) => code(r) !== "pending-confirm");
+    const warned = rest.some((r) => r && typeof r === "object" && (r.severity === "warning" || r.severity === "fault"));
+    return { ...hl, state: warned ? "degraded" : "ok", reasons: rest };
+  }
+  if (pending && (hl.state === "ok" || hl.state === "degraded")) {
+    const why = { code: "pending-confirm", severity: "warning", message: `revision ${revision.id} waits for confirmation` };
+    return { ...hl, state: "pending-confirm", reasons: [why, ...reasons] };
+  }
+  return hl;
 }
 
 export function pill(state, text) {

@@ -1,7 +1,8 @@
 // Read and write one section of the draft (GET/PUT /api/config/draft/<section>); without a
-// draft the running revision's section is shown (the first save creates the draft).
+// draft the running revision's section is shown (the first save creates the draft). Whether
+// there is a draft is asked first, so a page without one logs no 404.
 
-import { api } from "./lib.js";
+import { api, revisionFacts } from "./lib.js";
 
 function unwrap(resp, section) {
   if (resp && typeof resp === "object" && !Array.isArray(resp)) {
@@ -14,12 +15,16 @@ function unwrap(resp, section) {
 }
 
 export async function loadSection(section) {
-  try {
-    const resp = await api("GET", `/api/config/draft/${section}`);
-    return { value: unwrap(resp, section), source: "draft", revision: resp?.revision?.id ?? resp?.revision ?? null };
-  } catch (e) {
-    if (e.status !== 404) throw e;
+  const facts = await revisionFacts();
+  if (facts.draft) {
+    try {
+      const resp = await api("GET", `/api/config/draft/${section}`);
+      return { value: unwrap(resp, section), source: "draft", revision: resp?.revision?.id ?? resp?.revision ?? null };
+    } catch (e) {
+      if (e.status !== 404) throw e; // committed meanwhile: the running one follows
+    }
   }
+  if (!facts.running && !facts.draft) return { value: undefined, source: "none", revision: null };
   try {
     const run = await api("GET", "/api/config/running");
     return { value: (run.document || {})[section], source: "running", revision: run.revision?.id ?? run.revision ?? null };

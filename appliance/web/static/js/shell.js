@@ -2,7 +2,7 @@
 // hides controls), the unit's name and health, and the pending-commit banner with its
 // countdown and Confirm button. Pages subscribe to the same /api/status poll.
 
-import { $, ApiError, api, clear, fmtDuration, h, pill, setCsrf, toast } from "./lib.js";
+import { $, ApiError, api, clear, fmtDuration, h, headerHealth, pill, setCsrf, toast } from "./lib.js";
 
 const listeners = new Set();
 let last = null;
@@ -10,6 +10,7 @@ let intervalMs = 5000;
 let timer = null;
 let deadline = null; // local epoch seconds of the pending revision's deadline
 let pendingId = null;
+const confirmedHere = new Set(); // revisions this tab confirmed: it said so already
 
 export function onStatus(fn) {
   listeners.add(fn);
@@ -33,6 +34,7 @@ export async function refreshStatus() {
   const mine = ++generation; // only the newest call schedules the next poll
   try {
     const st = await api("GET", "/api/status");
+    if (mine !== generation) return; // a newer call (e.g. after Confirm) paints, not this one
     st._fetched = Date.now() / 1000;
     last = st;
     $("#conn-lost").hidden = true;
@@ -58,7 +60,7 @@ function paintHeader(st) {
   const unit = st.unit || {};
   $("#unit-name").textContent = unit.name || "appliance";
   $("#unit-site").textContent = unit.site || "";
-  const health = st.health || {};
+  const health = headerHealth(st.health, st.revision);
   const hp = $("#health-pill");
   hp.className = pill(health.state).className;
   hp.textContent = health.state || "unknown";
@@ -97,7 +99,7 @@ async function announceOutcome(id) {
     const r = rev.revision || rev;
     if (r.state === "rolled-back") {
       showReverted(r);
-    } else if (r.state === "confirmed") {
+    } else if (r.state === "confirmed" && !confirmedHere.has(r.id)) {
       toast(`Revision ${id} is confirmed and running.`, "ok");
     }
   } catch {
@@ -130,16 +132,20 @@ function tickCountdown() {
   if (bar) bar.classList.toggle("urgent", left !== null && left < 30);
 }
 
+// One toast for one Confirm (the poll that sees the revision confirmed stays quiet about
+// it), and the header repainted from a fresh status at once, not at the next poll.
 export async function confirmPending(button) {
   if (button) button.disabled = true;
   try {
-    await api("POST", "/api/config/confirm", {});
-    toast("Confirmed: the pending revision stays.", "ok");
+    const r = await api("POST", "/api/config/confirm", {});
+    const id = r && r.revision && typeof r.revision === "object" ? r.revision.id : pendingId;
+    if (id !== null && id !== undefined) confirmedHere.add(id);
+    toast(`Revision ${id ?? ""} is confirmed and running.`, "ok");
   } catch (e) {
     toast(`Confirm failed: ${e.message}`, "bad", 8000);
   } finally {
     if (button) button.disabled = false;
-    refreshStatus();
+    await refreshStatus();
   }
 }
 

@@ -7,6 +7,7 @@ import {
   clear,
   clearErrors,
   confirmDialog,
+  draftOrNull,
   fmtBytes,
   fmtCount,
   fmtTime,
@@ -58,7 +59,7 @@ function same(a, b) {
 async function load() {
   const [r, d] = await Promise.all([
     api("GET", "/api/conduits"),
-    api("GET", "/api/config/draft").catch((e) => (e.status === 404 ? null : Promise.reject(e))),
+    draftOrNull(),
   ]);
   running = listOf(r, "conduits");
   draft = d && d.document ? d.document.conduits || [] : null;
@@ -110,13 +111,13 @@ function render() {
         {
           label: "",
           cls: "act needs-admin",
+          // Expire now: only a conduit that runs can expire (one new in the draft is deleted)
           get: (c) =>
             c._mark === "removed"
               ? ""
               : [
                   h("button", { type: "button", class: "btn small", "data-edit": c.name, onclick: () => openForm(c) }, "Edit"),
-                  " ",
-                  h("button", { type: "button", class: "btn small", "data-expire": c.name, onclick: () => expire(c) }, "Expire now"),
+                  c._running ? [" ", h("button", { type: "button", class: "btn small", "data-expire": c.name, onclick: () => expire(c) }, "Expire now")] : "",
                   " ",
                   h("button", { type: "button", class: "btn small danger", "data-delete": c.name, onclick: () => remove(c) }, "Delete"),
                 ],

@@ -1,8 +1,9 @@
 // Configuration: the draft vs running diff, commit with a confirm deadline (countdown and
-// Confirm button; the automatic revert is shown when nobody confirms), the YAML editor
+// Confirm button; the automatic revert is shown when nobody confirms), during a trial what
+// the trial changes (the previous confirmed revision vs the pending one), the YAML editor
 // with import/export and errors at their line.
 
-import { $, api, clear, clearErrors, fmtTime, h, listOf, showErrors, toast } from "../lib.js";
+import { $, api, clear, clearErrors, fmtTime, h, listOf, revisionFacts, showErrors, toast } from "../lib.js";
 import { lineEditor } from "../editor.js";
 import { onStatus, refreshStatus } from "../shell.js";
 
@@ -32,8 +33,7 @@ for (const b of Object.values(tabs)) {
 }
 
 // -- diff ------------------------------------------------------------------------------------
-function paintDiff(text) {
-  const pre = $("#diff");
+function paintDiff(pre, text) {
   const lines = String(text || "").split("\n");
   clear(
     pre,
@@ -49,27 +49,83 @@ function paintDiff(text) {
   pre.hidden = !text;
 }
 
+const revLabel = (x) => (x && typeof x === "object" ? `revision ${x.id ?? "?"}${x.state ? ` (${x.state})` : ""}` : x ? String(x) : "none");
+
+function paintChanges(list, changes, same) {
+  clear(list, changes.length ? changes.map((c) => h("li", null, typeof c === "string" ? c : c.message || JSON.stringify(c))) : h("li", { class: "muted" }, same));
+}
+
+function noDraft(text) {
+  const box = $("#no-draft");
+  if (text) box.textContent = text;
+  box.hidden = false;
+  $("#changes").replaceChildren();
+  paintDiff($("#diff"), "");
+  $("#diff-revs").textContent = "";
+}
+
+// Draft vs running; asked only when both exist (the diff answers 404 otherwise).
 async function loadDiff() {
   try {
+    const facts = await revisionFacts();
+    loadTrial(facts);
+    if (!facts.draft) {
+      noDraft();
+      $("#commit-panel").hidden = true;
+      return;
+    }
+    if (!facts.running) {
+      noDraft(`Nothing runs yet: draft revision ${facts.draft.id} is the first configuration. Commit it to run it.`);
+      $("#commit-panel").hidden = false;
+      return;
+    }
     const d = await api("GET", "/api/config/diff?a=running&b=draft");
     $("#no-draft").hidden = true;
     const changes = d.changes || [];
-    clear($("#changes"), changes.length ? changes.map((c) => h("li", null, typeof c === "string" ? c : c.message || JSON.stringify(c))) : h("li", { class: "muted" }, "the draft is the same as the running configuration"));
-    paintDiff(d.diff);
-    const label = (x) => (x && typeof x === "object" ? `revision ${x.id ?? "?"}${x.state ? ` (${x.state})` : ""}` : x ? String(x) : "none");
-    $("#diff-revs").textContent = `${label(d.a)} → ${label(d.b)}`;
+    paintChanges($("#changes"), changes, "the draft is the same as the running configuration");
+    paintDiff($("#diff"), d.diff);
+    $("#diff-revs").textContent = `${revLabel(d.a)} → ${revLabel(d.b)}`;
     $("#commit-panel").hidden = !changes.length && !d.diff;
   } catch (e) {
     if (e.status === 404 || e.status === 409) {
-      $("#no-draft").hidden = false;
-      $("#changes").replaceChildren();
-      paintDiff("");
-      $("#diff-revs").textContent = "";
+      noDraft(); // committed or replaced meanwhile
       $("#commit-panel").hidden = true;
     } else {
-      $("#no-draft").hidden = false;
-      $("#no-draft").textContent = `Cannot show the diff: ${e.message}`;
+      noDraft(`Cannot show the diff: ${e.message}`);
     }
+  }
+}
+
+// During a trial: what it changes, from the confirmed revision it reverts to.
+let trialShown = null;
+let scrollToTrial = false;
+async function loadTrial(facts) {
+  const pending = facts.pending;
+  const note = $("#trial-note");
+  if (!pending) {
+    trialShown = null;
+    return;
+  }
+  if (trialShown === pending.id) return;
+  trialShown = pending.id;
+  if (!facts.confirmed) {
+    $("#trial-changes").replaceChildren();
+    paintDiff($("#trial-diff"), "");
+    $("#trial-revs").textContent = "";
+    note.textContent = `Nothing was confirmed before: revision ${pending.id} is the first configuration, and a revert leaves the unit fail-closed.`;
+    note.hidden = false;
+    return;
+  }
+  try {
+    const d = await api("GET", `/api/config/diff?a=${facts.confirmed.id}&b=${pending.id}`);
+    note.hidden = true;
+    paintChanges($("#trial-changes"), d.changes || [], "the trial runs the same configuration as the confirmed revision");
+    paintDiff($("#trial-diff"), d.diff);
+    $("#trial-revs").textContent = `${revLabel(d.a)} → ${revLabel(d.b)}`;
+  } catch (e) {
+    trialShown = null;
+    note.textContent = `Cannot show what the trial changes: ${e.message}`;
+    note.hidden = false;
   }
 }
 
@@ -105,6 +161,12 @@ onStatus((st) => {
   const pending = rev.state === "pending" && (rev.confirm_deadline || rev.seconds_left !== undefined);
   $("#cfg-pending").hidden = !pending;
   if (pending) $("#cfg-pending-rev").textContent = String(rev.id);
+  if (pending && trialShown !== rev.id) revisionFacts().then(loadTrial, () => {});
+  if (!pending) trialShown = null;
+  if (pending && scrollToTrial) {
+    scrollToTrial = false;
+    $("#cfg-pending").scrollIntoView({ block: "start" });
+  }
 });
 // A revert that happened while nobody had the page open is shown too: the newest
 // revision rolled back after the running one was confirmed.
@@ -147,25 +209,25 @@ async function loadYaml() {
 }
 
 async function fillYaml() {
-  try {
-    const d = await api("GET", "/api/config/draft");
+  const facts = await revisionFacts(); // the draft is asked for only when there is one
+  const get = (which) => api("GET", `/api/config/${which}`).catch((e) => (e.status === 404 ? null : Promise.reject(e)));
+  const d = facts.draft ? await get("draft") : null;
+  if (d) {
     editSource = "draft";
     editor.set(d.yaml || "");
     $("#edit-source").textContent = `the draft (revision ${d.revision?.id ?? d.revision ?? "?"})`;
-  } catch (e) {
-    if (e.status !== 404) throw e;
-    try {
-      const r = await api("GET", "/api/config/running");
-      editSource = "running";
-      editor.set(r.yaml || "");
-      $("#edit-source").textContent = "the running configuration (saving creates a draft)";
-    } catch (e2) {
-      if (e2.status !== 404) throw e2;
-      editor.set("version: 1\nunit:\n  name: appliance\ninterfaces: []\nconduits: []\n");
-      editSource = "new";
-      $("#edit-source").textContent = "no configuration yet";
-    }
+    return;
   }
+  const r = facts.running || facts.draft ? await get("running") : null;
+  if (r) {
+    editSource = "running";
+    editor.set(r.yaml || "");
+    $("#edit-source").textContent = "the running configuration (saving creates a draft)";
+    return;
+  }
+  editor.set("version: 1\nunit:\n  name: appliance\ninterfaces: []\nconduits: []\n");
+  editSource = "new";
+  $("#edit-source").textContent = "no configuration yet";
 }
 
 function clearYamlErrors() {
@@ -236,7 +298,15 @@ $("#import-file").addEventListener("change", async (ev) => {
   await saveYaml(text);
 });
 
-window.addEventListener("hashchange", () => show(location.hash === "#edit" ? "edit" : "changes"));
+// "Review the change" (the pending banner) leads to #trial: what the trial changes.
+function route() {
+  const hash = location.hash;
+  show(hash === "#edit" ? "edit" : "changes");
+  if (hash !== "#trial") return;
+  if ($("#cfg-pending").hidden) scrollToTrial = true; // once the status says it is on trial
+  else $("#cfg-pending").scrollIntoView({ block: "start" });
+}
+window.addEventListener("hashchange", route);
 loadDiff();
 recentRevert();
-show(location.hash === "#edit" ? "edit" : "changes");
+route();

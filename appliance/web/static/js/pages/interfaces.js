@@ -11,13 +11,13 @@ const editor = rowEditor($("#if-rows"), {
   empty: "no interfaces",
   addLabel: "Add interface",
   columns: [
-    { key: "name", label: "name", placeholder: "it0" },
+    { key: "name", label: "name", placeholder: "e.g. it0" },
     { key: "role", label: "role", type: "select", options: ["it", "ot", "mgmt"] },
-    { key: "mac", label: "MAC", optional: true, placeholder: "02:a0:00:00:01:01" },
-    { key: "addresses", label: "addresses", type: "list", placeholder: "10.10.0.1/24" },
+    { key: "mac", label: "MAC", optional: true, placeholder: "e.g. 02:a0:00:00:01:01" },
+    { key: "addresses", label: "addresses", type: "list", placeholder: "e.g. 10.10.0.1/24" },
     { key: "gateway", label: "gateway", optional: true },
     { key: "mtu", label: "MTU", type: "number", optional: true },
-    { key: "allow_in", label: "allow in", type: "list", optional: true, placeholder: "role default" },
+    { key: "allow_in", label: "allow in", type: "list", optional: true, placeholder: "empty: the role's default" },
     { key: "description", label: "description", optional: true },
   ],
 });

@@ -17,7 +17,7 @@ async function init() {
   }
   try {
     const st = await api("GET", "/api/setup");
-    if (st && st.required) location.assign("/setup");
+    if (st && st.required) location.replace("/setup");
   } catch {
     /* the form still works; the API answers the login itself */
   }
@@ -39,7 +39,7 @@ form.addEventListener("submit", async (ev) => {
   button.disabled = true;
   try {
     await api("POST", "/api/session", { username: data.username, password: data.password });
-    location.assign(form.dataset.next || "/");
+    location.replace(form.dataset.next || "/"); // the login page leaves the history too
   } catch (e) {
     if (e.status === 429) {
       showErrors(form, new ApiError(429, { error: lockoutMessage(e) }));
@@ -53,6 +53,12 @@ form.addEventListener("submit", async (ev) => {
   } finally {
     button.disabled = false;
   }
+});
+
+// Back after signing in may bring this page out of the browser's back-forward cache as it
+// was: ask the unit again instead, which sends someone signed in on to where it leads.
+window.addEventListener("pageshow", (ev) => {
+  if (ev.persisted) location.reload();
 });
 
 init();

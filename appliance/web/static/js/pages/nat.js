@@ -11,8 +11,8 @@ const oneToOne = rowEditor($("#one-to-one"), {
   empty: "no 1:1 addresses",
   addLabel: "Add 1:1 address",
   columns: [
-    { key: "it_address", label: "IT address", placeholder: "10.10.0.50" },
-    { key: "ot_address", label: "OT address", placeholder: "192.168.50.10" },
+    { key: "it_address", label: "IT address", placeholder: "e.g. 10.10.0.50" },
+    { key: "ot_address", label: "OT address", placeholder: "e.g. 192.168.50.10" },
     { key: "description", label: "description", optional: true },
   ],
 });
@@ -21,11 +21,11 @@ const forwards = rowEditor($("#port-forwards"), {
   empty: "no port forwards",
   addLabel: "Add port forward",
   columns: [
-    { key: "name", label: "name", placeholder: "plc1-web" },
+    { key: "name", label: "name", placeholder: "e.g. plc1-web" },
     { key: "protocol", label: "protocol", type: "select", options: ["tcp", "udp"] },
-    { key: "port", label: "IT port", type: "number", placeholder: "8081" },
-    { key: "to_address", label: "to OT address", placeholder: "192.168.50.10" },
-    { key: "to_port", label: "to port", type: "number", optional: true, placeholder: "same" },
+    { key: "port", label: "IT port", type: "number", placeholder: "e.g. 8081" },
+    { key: "to_address", label: "to OT address", placeholder: "e.g. 192.168.50.10" },
+    { key: "to_port", label: "to port", type: "number", optional: true, placeholder: "empty: the same port" },
     { key: "description", label: "description", optional: true },
   ],
 });

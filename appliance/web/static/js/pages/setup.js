@@ -31,7 +31,7 @@ form.addEventListener("submit", async (ev) => {
   try {
     await api("POST", "/api/setup", { code: d.code.trim(), username: d.username.trim(), password: d.password });
     await api("POST", "/api/session", { username: d.username.trim(), password: d.password });
-    location.assign("/");
+    location.replace("/"); // Back must not lead to a setup form already used
   } catch (e) {
     showErrors(form, e);
   } finally {
