@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/sql.py
+	$(BIN)/python bench/modbus_filter.py
 
 # build/appliance_<version>_amd64.deb: the code, its pinned venv and system/ (scripts/build-deb).
 deb: setup

@@ -1,0 +1,244 @@
+"""Cost of a Modbus-restricted conduit: request latency (p50, p99) and requests/s through
+a read-only conduit (every request through the modbusproxy role) vs the same conduit
+unrestricted (forwarded by the kernel), in one run, with 1 and with 50 clients.
+
+The lab (prefix b) with the net and modbusproxy roles running in the appliance's
+namespace; the lab PLC (pymodbus) answers. Each turn commits the variant's revision and
+runs the clients in the IT namespace for `--seconds`: every client keeps one connection
+and sends read holding 0..9 (FC 3) back to back, timing each answer. Variants alternate
+turn by turn (ABBA...) so that drift of this shared 2-core machine hits both alike; the
+ratios are medians of the per-turn ratios. The PLC simulator is in the path of both
+variants: what differs is the proxy.
+
+Goals (issue 13): p50 latency <= 1.2x and requests/s >= 0.8x the unrestricted conduit
+with 50 clients. The figures with 1 client are reported, not judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    IT_HOST,
+    PLC,
+    Goal,
+    config_data,
+    finish,
+    fmt,
+    lab,
+    median,
+    parser,
+    pct,
+    result_of,
+    rotations,
+    wait_for,
+)
+
+VARIANTS = ("open", "read-only")
+REQUEST = struct.pack(">HHHBBHH", 0, 0, 6, 1, 3, 0, 10)  # read holding 0..9, unit 1
+
+
+# -- the client worker (runs in the IT namespace) ------------------------------------------
+
+
+def clients(n: int, seconds: float) -> None:
+    """n connections, each sending FC 3 back to back for `seconds`; prints JSON latencies."""
+
+    async def one(out: list[float], errors: list[str], stop_at: float) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(PLC, 502), 3)
+        except (OSError, TimeoutError) as e:
+            errors.append(f"connect: {e}")
+            return
+        tid = 0
+        try:
+            while time.perf_counter() < stop_at:
+                tid = (tid + 1) & 0xFFFF
+                t0 = time.perf_counter()
+                writer.write(struct.pack(">H", tid) + REQUEST[2:])
+                head = await asyncio.wait_for(reader.readexactly(6), 3)
+                size = struct.unpack(">H", head[4:])[0]
+                body = await asyncio.wait_for(reader.readexactly(size), 3)
+                out.append(time.perf_counter() - t0)
+                if body[1] != 3:
+                    errors.append(f"exception {body[2]}")
+                    return
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
+            errors.append(f"read: {e!r}")
+        finally:
+            writer.close()
+
+    async def run() -> dict[str, Any]:
+        stop_at = time.perf_counter() + seconds
+        lat: list[list[float]] = [[] for _ in range(n)]
+        errors: list[str] = []
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(lat[i], errors, stop_at) for i in range(n)))
+        took = time.perf_counter() - t0
+        flat = sorted(x for one_client in lat for x in one_client)
+        return {"requests": len(flat), "seconds": took, "latencies": flat, "errors": errors[:5]}
+
+    print(json.dumps(asyncio.run(run())), flush=True)
+
+
+# -- the appliance: net and modbusproxy roles in the lab's appliance namespace -------------
+
+
+class Unit:
+    def __init__(self, spec: Any, root: Path) -> None:
+        from appliance.state.db import Store
+
+        self.spec = spec
+        self.data, self.run = root / "data", root / "run"
+        self.store = Store(self.data)
+        self.log = (root / "roles.log").open("w")
+        argv = ["ip", "netns", "exec", spec.ns_app, sys.executable, "-m", "appliance", "run"]
+        argv += ["--roles", "net,modbusproxy", "--data-dir", str(self.data)]
+        argv += ["--run-dir", str(self.run)]
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def commit(self, variant: str) -> None:
+        from appliance.state import revisions as revs
+        from appliance.state.db import Revision
+        from appliance.state.live import LiveState
+
+        doc = config_data([("tcp", 502)])
+        if variant == "read-only":
+            doc["conduits"][0]["modbus"] = "read-only"
+        draft = revs.import_text(self.store, json.dumps(doc), author="bench", now=time.time())
+        revs.commit(self.store, author="bench", now=time.time(), ref=draft.revision.id)
+        live = LiveState(self.run)
+        live.ring("net")
+        live.ring("modbusproxy")
+        rev = draft.revision.id
+
+        def applied() -> bool:
+            if Revision.get_by_id(rev).state == "rolled-back":
+                raise RuntimeError(f"revision {rev} was rolled back")
+            net = (live.read("net") or {}).get("applied") or {}
+            proxy = live.read("modbusproxy") or {}
+            return net.get("revision") == rev and proxy.get("revision") == rev
+
+        wait_for(applied, 30, f"the {variant} revision to be applied by net and modbusproxy")
+        if variant == "read-only":
+            wait_for(lambda: (live.read("modbusproxy") or {}).get("listening"), 10, "the proxy")
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.store.close()
+        self.log.close()
+
+
+def turn(spec: Any, n: int, seconds: float) -> dict[str, Any]:
+    argv = ["ip", "netns", "exec", spec.ns_it, sys.executable, __file__, "clients", str(n)]
+    worker = subprocess.Popen(
+        [*argv, str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    got = result_of(worker, seconds + 30)
+    if got["errors"] or not got["requests"]:
+        raise RuntimeError(f"the clients failed: {got['errors']}")
+    lat = got["latencies"]
+    return {"rate": got["requests"] / got["seconds"], "p50": pct(lat, 50), "p99": pct(lat, 99)}
+
+
+def measure(reps: int, seconds: float, client_counts: tuple[int, ...]) -> dict[str, Any]:
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+        str(n): {v: [] for v in VARIANTS} for n in client_counts
+    }
+    with lab() as spec, tempfile.TemporaryDirectory(prefix="bench-modbus-") as tmp:
+        unit = Unit(spec, Path(tmp))
+        try:
+            assert IT_HOST  # the clients run on the lab's IT host
+            for rep, order in rotations(VARIANTS, reps):
+                for variant in order:
+                    unit.commit(variant)
+                    for n in client_counts:
+                        r = turn(spec, n, seconds)
+                        runs[str(n)][variant].append(r)
+                        print(
+                            f"  turn {rep + 1}/{reps} {variant:9s} {n:2d} clients: "
+                            f"{r['rate']:7.0f} req/s, p50 {r['p50'] * 1e6:6.0f} us, "
+                            f"p99 {r['p99'] * 1e6:6.0f} us",
+                            flush=True,
+                        )
+        finally:
+            unit.close()
+    return runs
+
+
+def paired(runs: dict[str, list[dict[str, Any]]], key: str) -> float:
+    """The median over turns of restricted/open for one figure."""
+    return median([r[key] / o[key] for r, o in zip(runs["read-only"], runs["open"], strict=True)])
+
+
+def main() -> int:
+    p = parser(__doc__)
+    p.add_argument("--reps", type=int, default=4, help="turns per variant")
+    p.add_argument("--seconds", type=float, default=4.0, help="length of one turn")
+    args = p.parse_args()
+    if args.quick:
+        args.reps, args.seconds = 2, 1.5
+    if os.geteuid() != 0:
+        print("bench/modbus_filter.py: needs root (it builds the lab)", file=sys.stderr)
+        return 2
+    print(f"== modbus_filter: {args.reps} turns x {args.seconds:g} s per variant and client count")
+    runs = measure(args.reps, args.seconds, (1, 50))
+    figures: dict[str, Any] = {}
+    for n, by in runs.items():
+        figures[f"{n}_clients"] = {
+            v: {k: median([r[k] for r in by[v]]) for k in ("rate", "p50", "p99")} for v in VARIANTS
+        }
+        f = figures[f"{n}_clients"]
+        print(
+            f"  {n:>2} clients: open {fmt(f['open']['rate'])} req/s p50 "
+            f"{f['open']['p50'] * 1e6:.0f} us p99 {f['open']['p99'] * 1e6:.0f} us; read-only "
+            f"{fmt(f['read-only']['rate'])} req/s p50 {f['read-only']['p50'] * 1e6:.0f} us "
+            f"p99 {f['read-only']['p99'] * 1e6:.0f} us; ratios rate "
+            f"{paired(by, 'rate'):.2f}x p50 {paired(by, 'p50'):.2f}x p99 {paired(by, 'p99'):.2f}x"
+        )
+    fifty = runs["50"]
+    f50 = figures["50_clients"]
+    goals = [
+        Goal(
+            "p50 latency, 50 clients, read-only vs open",
+            f50["read-only"]["p50"] * 1e6,
+            1.2,
+            at_least=False,
+            baseline=f50["open"]["p50"] * 1e6,
+            unit="us",
+            paired=paired(fifty, "p50"),
+        ),
+        Goal(
+            "requests/s, 50 clients, read-only vs open",
+            f50["read-only"]["rate"],
+            0.8,
+            at_least=True,
+            baseline=f50["open"]["rate"],
+            unit="req/s",
+            paired=paired(fifty, "rate"),
+        ),
+    ]
+    return finish("modbus_filter", goals, figures, args.json)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "clients":
+        clients(int(sys.argv[2]), float(sys.argv[3]))
+        sys.exit(0)
+    sys.exit(main())
