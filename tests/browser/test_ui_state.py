@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from test_ui import commit, fetch_json, fill_setup, log_in, signed_in
+from test_ui import commit, fetch_json, fill_setup, log_in, shot, signed_in
 from uikit import PLC2, Unit
 
 from appliance.web import ui
@@ -144,6 +144,7 @@ def test_an_unknown_address_gets_the_units_own_404(tab: Page, unit: Unit) -> Non
     expect(box).to_contain_text("/no-such-page")
     expect(tab.locator("main h1")).to_have_text("Page not found")
     expect(tab.locator("#not-found a[href='/']")).to_be_visible()
+    shot(tab, "not-found")
     assert "requested URL was not found on the server" not in tab.content()
     # the page has the unit's look: its stylesheet, no script that is not there
     assert tab.evaluate("() => getComputedStyle(document.body).fontFamily") != "Times New Roman"
@@ -258,6 +259,7 @@ def test_review_the_change_during_a_trial_shows_what_the_trial_changes(
     # with no draft the changes pane says so, and offers no commit
     expect(tab.locator("#no-draft")).to_be_visible()
     expect(tab.locator("#commit-panel")).to_be_hidden()
+    shot(tab, "config-trial")
 
 
 def test_confirm_repaints_the_header_at_once_with_one_toast(tab: Page, unit: Unit) -> None:
