@@ -185,6 +185,13 @@ class RedirectListeners:
 # -- gunicorn -----------------------------------------------------------------------------
 
 
+def _ssl_context(_conf: Any, default_ssl_context_factory: Any) -> Any:
+    """gunicorn's context (certificate and key loaded) with the web role's TLS policy."""
+    from appliance.web.tls import harden
+
+    return harden(default_ssl_context_factory())
+
+
 def _gunicorn_app(paths: Paths, binds: list[str], certfile: str, keyfile: str) -> Any:
     from gunicorn.app.base import BaseApplication
 
@@ -207,6 +214,7 @@ def _gunicorn_app(paths: Paths, binds: list[str], certfile: str, keyfile: str) -
                 "forwarded_allow_ips": "",
                 "limit_request_line": 8190,
                 "control_socket_disable": True,
+                "ssl_context": _ssl_context,
             }
             super().__init__()
 

@@ -16,6 +16,7 @@ import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -116,3 +117,18 @@ def not_after(paths: Paths) -> float | None:
     """When the certificate expires (epoch seconds), None before it exists."""
     cert = _read(paths)
     return certs.not_after(cert) if cert is not None else None
+
+
+# TLS 1.2 only with forward secrecy and AEAD (TLS 1.3's suites are all of that kind): what
+# BSI TR-02102-2 and Mozilla's "intermediate" profile accept, for IEC 62443-4-2 CR 4.3.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1:!DSS:!RSAPSK:!PSK"
+
+
+def harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
+    """The web role's server TLS: TLS 1.2 and 1.3 only, forward-secret AEAD ciphers, no
+    compression or renegotiation, the server's cipher order."""
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    return ctx

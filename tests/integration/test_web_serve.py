@@ -52,6 +52,31 @@ print(json.dumps(out))
 """
 
 
+# Handshakes a client may try, each answered with the version agreed or "refused".
+HANDSHAKES = """
+import json, socket, ssl, sys
+host, port = sys.argv[1], int(sys.argv[2])
+def hello(lo, hi, ciphers=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.minimum_version, ctx.maximum_version = lo, hi
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    try:
+        with socket.create_connection((host, port), 5) as s, ctx.wrap_socket(s) as t:
+            return t.version()
+    except (ssl.SSLError, OSError):
+        return "refused"
+V = ssl.TLSVersion
+print(json.dumps({
+    "tls1.3": hello(V.TLSv1_3, V.TLSv1_3),
+    "tls1.2 aead": hello(V.TLSv1_2, V.TLSv1_2, "ECDHE+AESGCM"),
+    "tls1.2 cbc": hello(V.TLSv1_2, V.TLSv1_2, "ECDHE+AES+SHA256:ECDHE+AES+SHA384:ECDHE+AES+SHA1"),
+    "tls1.1": hello(V.MINIMUM_SUPPORTED, V.TLSv1_1, "ALL:@SECLEVEL=0"),
+}))
+"""
+
+
 def get(kind: str, host: str, port: int, path: str, cafile: Path) -> dict[str, Any]:
     r = sh("ip", "netns", "exec", NS, PY, "-c", CLIENT, kind, host, str(port), path, str(cafile))
     return json.loads(r.stdout)
@@ -147,6 +172,16 @@ def test_web_role_serves_https_on_mgmt_only(netns: str, tmp_path: Path) -> None:
         assert "default-src 'self'" in r["headers"]["Content-Security-Policy"]
         r = get("https", "10.98.0.2", 8443, "/api/status", cert)
         assert r["status"] == 403 and json.loads(r["body"])["error"] == "setup required"
+        # TLS 1.2 with forward-secret AEAD ciphers and TLS 1.3 only (CR 4.3)
+        got = json.loads(
+            sh("ip", "netns", "exec", NS, PY, "-c", HANDSHAKES, "10.98.0.2", "8443").stdout
+        )
+        assert got == {
+            "tls1.3": "TLSv1.3",
+            "tls1.2 aead": "TLSv1.2",
+            "tls1.2 cbc": "refused",  # CBC with SHA-2: Python's default would take it
+            "tls1.1": "refused",
+        }, got
         # plain HTTP only redirects
         r = get("http", "10.98.0.2", 8080, "/conduits?x=1", cert)
         assert r["status"] == 301

@@ -127,3 +127,15 @@ def test_the_server_exits_when_its_parent_is_already_gone(tmp_path: Path) -> Non
     assert cp.returncode == 1
     assert "is gone" in cp.stderr
     assert "--parent-pid" in serve.command(Paths(tmp_path, tmp_path), [], tmp_path, tmp_path)
+
+
+def test_the_server_tls_policy_is_tls12_up_with_forward_secret_aead_only() -> None:
+    import ssl
+
+    ctx = tls.harden(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))
+    assert ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    names = [c["name"] for c in ctx.get_ciphers()]
+    tls12 = [n for n in names if not n.startswith("TLS_")]  # TLS 1.3's suites: all AEAD
+    assert tls12 and all(n.startswith("ECDHE-") for n in tls12), tls12
+    assert all("GCM" in n or "CHACHA20" in n for n in tls12), tls12
+    assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE
