@@ -84,5 +84,6 @@ export function rowEditor(container, { columns, prefix, empty = "none", addLabel
       paint();
     },
     get: collect,
+    add,
   };
 }

@@ -1,6 +1,6 @@
 // Interfaces section editor, with the links as the net role sees them now.
 
-import { $, can, clear, clearErrors, h, listOf, pill, showErrors, table, toast } from "../lib.js";
+import { $, api, can, clear, clearErrors, fmtBytes, h, listOf, pill, poll, showErrors, table, toast } from "../lib.js";
 import { rowEditor } from "../rows.js";
 import { loadSection, saveSection } from "../section.js";
 import { onStatus, sessionReady } from "../shell.js";
@@ -44,6 +44,84 @@ onStatus((st) => {
     ),
   );
 });
+
+// -- the unit's ports (GET /api/ports): every NIC, configured or not ----------------------
+
+function carrier(p) {
+  if (p.carrier === null || p.carrier === undefined) return pill("warn", p.admin_up ? "unknown" : "down");
+  return p.carrier ? pill("ok", "cable") : pill("bad", "no cable");
+}
+
+function speed(p) {
+  if (!p.speed) return "";
+  return `${p.speed >= 1000 ? `${p.speed / 1000} G` : `${p.speed} M`}${p.duplex === "half" ? " half" : ""}`;
+}
+
+function configured(mac) {
+  return editor.get().some((r) => (r.mac || "").toLowerCase() === (mac || "").toLowerCase());
+}
+
+function useAsInterface(p) {
+  editor.add({ name: p.name, role: "it", mac: p.mac, addresses: [] });
+  toast(`${p.name} (${p.mac}) added below: pick its role and addresses, then save.`);
+  portList.now(); // the port is in the editor now: no second "Use as interface"
+}
+
+async function blink(p) {
+  try {
+    await api("POST", `/api/ports/${encodeURIComponent(p.name)}/identify`, { seconds: 15 });
+    toast(`${p.name}: its link LED blinks for 15 s.`);
+  } catch (e) {
+    toast(`${p.name}: ${e.message}`, "bad", 8000);
+  }
+}
+
+const portList = poll(
+  async () => {
+    let data;
+    try {
+      data = await api("GET", "/api/ports");
+    } catch (e) {
+      if (e.status !== 503) throw e;
+      clear($("#ports"), h("p", { class: "muted" }, "The net role is not running: no port list."));
+      return;
+    }
+    const ports = data.ports || [];
+    clear(
+      $("#ports"),
+      table(
+        [
+          { label: "port", get: (p) => h("span", null, h("strong", null, p.name), p.label ? ` (${p.label})` : "") },
+          { label: "MAC", get: (p) => h("code", null, p.mac || "") },
+          { label: "cable", get: carrier },
+          { label: "speed", get: speed },
+          { label: "driver", get: (p) => p.driver || (p.kind ? `(${p.kind})` : "") },
+          { label: "PCI path", get: (p) => h("code", null, p.pci_path || "") },
+          { label: "in use as", get: (p) => (p.role ? `${p.role} (${p.interface})` : "—") },
+          { label: "rx / tx", get: (p) => `${fmtBytes(p.counters?.rx_bytes || 0)} / ${fmtBytes(p.counters?.tx_bytes || 0)}` },
+          {
+            label: "",
+            get: (p) =>
+              h(
+                "span",
+                { class: "row-actions" },
+                can("admin") && !p.role && p.mac && !configured(p.mac)
+                  ? h("button", { type: "button", class: "btn small use-port", onclick: () => useAsInterface(p) }, "Use as interface")
+                  : "",
+                can("operator")
+                  ? h("button", { type: "button", class: "btn small blink-port", onclick: () => blink(p) }, "Blink")
+                  : "",
+              ),
+          },
+        ],
+        ports,
+        { empty: "the net role sees no NIC besides loopback", rowAttrs: (p) => ({ "data-port": p.name }) },
+      ),
+    );
+  },
+  5000,
+  $("#ports-error"),
+);
 
 async function load() {
   clearErrors(form);
