@@ -154,7 +154,8 @@ def _sweep(boxes: list[Box], members: list[int]) -> list[tuple[int, int]]:
 
 
 class _Sides:
-    """Which interface subnet of a role holds a network: one look-up per prefix length in use."""
+    """Which interface subnet (or network routed out of it) of a role holds a network: one
+    look-up per prefix length in use."""
 
     def __init__(self, config: Config) -> None:
         self._nets: dict[tuple[str, int], dict[tuple[int, int], tuple[int, str, IPNet]]] = (
@@ -162,9 +163,9 @@ class _Sides:
         )
         order = 0
         for i in config.interfaces:
-            for a in i.addresses:
+            # a network behind a router on an interface (its static routes) is on its side
+            for net in [a.network for a in i.addresses] + [r.to for r in i.routes]:
                 order += 1
-                net = a.network
                 key = _prefix_key(net.network_address, net.prefixlen, net.max_prefixlen)
                 self._nets[(i.role, net.version)].setdefault(key, (order, i.name, net))
         self._plens = {k: sorted({p for _, p in v}) for k, v in self._nets.items()}
@@ -298,6 +299,7 @@ def _check_interfaces(config: Config, errors: list[Finding]) -> None:
     _dupes([i.mac for i in ifs], "interfaces[{}].mac", "MAC", errors)
     overlaps = _SubnetOverlaps()
     gateways = {4: None, 6: None}
+    routes: dict[object, str] = {}  # network -> where its route is
     for n, iface in enumerate(ifs):
         for k, addr in enumerate(iface.addresses):
             for where, other in overlaps.add(iface.name, addr.network):
@@ -325,6 +327,38 @@ def _check_interfaces(config: Config, errors: list[Finding]) -> None:
                     )
                 )
             gateways[gw.version] = iface.name  # type: ignore[assignment]
+        for k, route in enumerate(iface.routes):
+            where = f"interfaces[{n}].routes[{k}]"
+            if route.to.version != route.via.version:
+                errors.append(
+                    Finding(f"{where}.via", f"{route.via} is not an IPv{route.to.version} address")
+                )
+            elif not any(route.via in a.network for a in iface.addresses):
+                errors.append(
+                    Finding(
+                        f"{where}.via",
+                        f"{route.via} is not in a subnet of {iface.name}'s addresses",
+                    )
+                )
+            elif route.to.prefixlen == 0:
+                errors.append(
+                    Finding(f"{where}.to", f"{route.to} is the default route: use gateway")
+                )
+            else:
+                seen = routes.setdefault(route.to, where)
+                if seen != where:
+                    errors.append(
+                        Finding(f"{where}.to", f"{route.to} has a route already ({seen})")
+                    )
+                for a in (a for i in ifs for a in i.addresses if a.version == route.to.version):
+                    if route.to.overlaps(a.network):
+                        errors.append(
+                            Finding(
+                                f"{where}.to",
+                                f"{route.to} overlaps {a.network}, a subnet of the unit's own",
+                            )
+                        )
+                        break
 
 
 def _check_conduits(

@@ -113,6 +113,13 @@ class Unit(Strict):
     description: Text = ""
 
 
+class Route(Strict):
+    """A static route out of one interface: `to` a network, `via` a router on its subnet."""
+
+    to: Network
+    via: Address
+
+
 class Interface(Strict):
     """A NIC the appliance owns, matched by MAC (renamed to `name`) or, without MAC, by name."""
 
@@ -121,6 +128,13 @@ class Interface(Strict):
     mac: str | None = None
     addresses: list[Interface_] = Field(default_factory=list)
     gateway: Address | None = None
+    routes: list[Route] = Field(
+        default_factory=list,
+        # left out when empty: documents from before it keep their canonical form and hash
+        exclude_if=lambda v: not v,
+        description="static routes to networks behind a router on this interface's subnet "
+        "(an OT cell behind an L3 switch): [{to: 192.168.60.0/24, via: 192.168.50.254}]",
+    )
     mtu: Int | None = Field(None, ge=576, le=9216)
     allow_in: list[ServiceSpec] | None = Field(
         None,

@@ -199,6 +199,7 @@ class Links:
                     continue
                 changes.extend(self._reconcile_one(config, iface, lk))
             changes.extend(self._routes(config, links))
+            changes.extend(self._static_routes(config, links))
             changes.extend(self._tproxy_route())
         except NetlinkError as e:
             raise ApplyFailed(f"netlink refused a link change: {e}")
@@ -262,6 +263,38 @@ class Links:
                 continue
             self._ipr.route("replace", dst=dst, gateway=str(addr), proto=PROTO_STATIC)
             changes.append(f"default route via {addr} ({iface.name})")
+        return changes
+
+    def _static_routes(self, config: Config, links: list[dict[str, Any]]) -> list[str]:
+        """The interfaces' `routes` in the main table, proto static: a route the document
+        no longer has goes (only ours: proto static, not a default route), a missing or
+        changed one is (re)placed out of its interface."""
+        want: dict[tuple[int, str], tuple[str, int, str]] = {}
+        for iface in config.interfaces:
+            lk = self._find(iface, links)
+            if lk is None:
+                continue
+            for r in iface.routes:
+                want[(r.to.version, str(r.to))] = (str(r.via), lk["index"], iface.name)
+        changes = []
+        for family, af in ((4, 2), (6, 10)):
+            have: dict[str, tuple[str | None, int | None]] = {}
+            for r in self._ipr.get_routes(family=af, table=254):
+                if r.get("proto") != PROTO_STATIC or r["dst_len"] == 0:
+                    continue
+                dst = str(ipaddress.ip_network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}"))
+                have[dst] = (r.get_attr("RTA_GATEWAY"), r.get_attr("RTA_OIF"))
+            for dst, (gw, _oif) in have.items():
+                if (family, dst) not in want:
+                    self._ipr.route("del", dst=dst, gateway=gw, proto=PROTO_STATIC, family=af)
+                    changes.append(f"removed route to {dst} via {gw}")
+            for (fam, dst), (gw, oif, name) in want.items():
+                if fam != family or have.get(dst) == (gw, oif):
+                    continue
+                self._ipr.route(
+                    "replace", dst=dst, gateway=gw, oif=oif, proto=PROTO_STATIC, family=af
+                )
+                changes.append(f"route to {dst} via {gw} ({name})")
         return changes
 
     def _tproxy_route(self) -> list[str]:
