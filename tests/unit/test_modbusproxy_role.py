@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import Clock
 
 from appliance.config.load import validate_data
 from appliance.modbusproxy import role as proxy
@@ -82,14 +83,6 @@ class Events:
         self.rows.append((kind, message, kw.get("data") or {}))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1767225600.0  # 2026-01-01, the factory's NOW
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def config(modbus: Any = "read-only", client: str = "127.0.0.1", **extra: Any) -> Any:
     data = base()
     data["interfaces"][0]["addresses"].append("127.0.0.1/8")
@@ -106,7 +99,7 @@ class Rig:
     def __init__(self, tmp_path: Path) -> None:
         self.plc = FakePlc()
         self.events = Events()
-        self.clock = Clock()
+        self.clock = Clock(1767225600.0)  # 2026-01-01, the factory's NOW
 
     async def start(self, cfg: Any) -> ModbusProxyRole:
         port = await self.plc.start()
