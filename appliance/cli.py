@@ -551,6 +551,17 @@ def status(as_json: bool, paths: Paths) -> None:
             f"link:      {link['name']:<8} {link['role']:<4} {state:<8} "
             f"{' '.join(link['addresses'])}"
         )
+    ports = net.get("ports") or []
+    if ports:  # every NIC, configured or not: which has a cable (`appliance ports` says more)
+        click.echo(
+            "ports:     "
+            + ", ".join(
+                f"{p['name']}"
+                + (f" ({p['role']})" if p.get("role") else "")
+                + f" cable {_carrier(p)}"
+                for p in ports
+            )
+        )
     for name, c in sorted((net.get("conduits") or {}).items()):
         extra = "" if c.get("active", True) else "  (inactive/expired)"
         if c.get("expires") and c.get("active", True):

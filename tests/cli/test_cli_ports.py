@@ -175,3 +175,17 @@ def test_identify_seconds_out_of_range(tmp_path: Path, net_socket: list[dict[str
     cp = run(tmp_path, "identify", "it0", "--seconds", "301")
     assert cp.returncode == 2 and "301 is not in the range 1<=x<=300" in cp.stderr
     assert "Traceback" not in cp.stderr and net_socket == []
+
+
+def test_status_says_which_port_has_a_cable(tmp_path: Path) -> None:
+    LiveState(tmp_path / "run").write("net", {"ports": PORTS})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_DATA_DIR"] = str(tmp_path / "data")
+    env["APPLIANCE_RUN_DIR"] = str(tmp_path / "run")
+    cp = subprocess.run(
+        [sys.executable, "-m", "appliance", "status"],
+        capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    [line] = [x for x in cp.stdout.splitlines() if x.startswith("ports:")]
+    assert line == ("ports:     it0 (it) cable yes, enp3s0 cable unknown (down), ot0 (ot) cable NO")
