@@ -676,6 +676,24 @@ def audit_name(username: str) -> str:
     return UNKNOWN_USER
 
 
+def failed_login_name(username: str) -> tuple[str, str]:
+    """The actor and detail of a failed login's audit row: the name when such a user
+    exists; else `UNKNOWN_USER` and the name's tag (what was typed may be a password)."""
+    actor = audit_name(username)
+    return actor, ("" if actor == username else f"name #{name_tag(username)}")
+
+
+def _attempt(
+    username: str, password: str, source: str | None, now: float
+) -> tuple[LoginResult | None, str]:
+    """`login` for another service: (the result, and ok, failed or throttled)."""
+    try:
+        result = login(username, password, source=source, now=now)
+    except Throttled:
+        return None, "throttled"
+    return result, "ok" if result else "failed"
+
+
 def authenticate(
     username: str, password: str, *, source: str | None = None, now: float | None = None
 ) -> str | None:
@@ -686,35 +704,25 @@ def authenticate(
     is the peer's address; without one, the failures count in a bucket of their own
     (`NO_SOURCE`) and lock no real source out.
     """
-    try:
-        result = login(username, password, source=source, now=time.time() if now is None else now)
-    except Throttled:
-        return None
+    result, _ = _attempt(username, password, source, time.time() if now is None else now)
     return result.role if result else None
 
 
 def audited_authenticate(store: Store, service: str) -> Callable[..., str | None]:
     """`authenticate` for another service (the OPC UA server) that also leaves the audit
     row a web login leaves (CR 1.1, 2.8): action `login`, source `<service>:<address>`,
-    result ok, failed or throttled; a failed login names the user only when one exists
-    (`audit_name`, with the name's tag otherwise)."""
+    result ok, failed or throttled; a failed login named as `failed_login_name` says."""
 
     def check(
         username: str, password: str, *, source: str | None = None, now: float | None = None
     ) -> str | None:
         now = time.time() if now is None else now
         where = f"{service}:{source or 'unknown'}"
-        try:
-            result = login(username, password, source=source, now=now)
-        except Throttled:
-            result, outcome = None, "throttled"
-        else:
-            outcome = "ok" if result else "failed"
+        result, outcome = _attempt(username, password, source, now)
         if result is not None:
             store.audit(result.user, "login", source=where, at=now)
             return result.role
-        actor = audit_name(username)
-        detail = "" if actor == username else f"name #{name_tag(username)}"
+        actor, detail = failed_login_name(username)
         store.audit(actor, "login", result=outcome, detail=detail, source=where, at=now)
         return None
 

@@ -85,8 +85,7 @@ def session_login(body: LoginIn) -> Any:
 
 
 def _audit_failed_login(username: str, result: str) -> None:
-    actor = accounts.audit_name(username)
-    detail = "" if actor == username else f"name #{accounts.name_tag(username)}"
+    actor, detail = accounts.failed_login_name(username)
     audit("login", actor=actor, result=result, detail=detail)
 
 
