@@ -372,12 +372,10 @@ class HistoryWriter:
         audit = self.store.prune_audit(max_rows=q.audit_max, keep_s=q.audit_days * 86400, now=now)
         if audit:
             log.info("history: %d audit rows beyond the quota of %d pruned", audit, q.audit_max)
-        quotas = (
-            ("event", Event, q.events_max, "events_max"),
-            ("audit", Audit, q.audit_max, "audit_max"),
-        )
-        for table, model, limit, key in quotas:
-            rows = model.select().count()
+        counts = {"event": Event.select().count(), "audit": Audit.select().count()}
+        quotas = (("event", q.events_max, "events_max"), ("audit", q.audit_max, "audit_max"))
+        for table, limit, key in quotas:
+            rows = counts[table]
             if rows >= 0.8 * limit and table not in self._quota_warned:
                 self._quota_warned.add(table)
                 self._quota_event(
@@ -388,7 +386,7 @@ class HistoryWriter:
                 )
             elif rows < 0.7 * limit:
                 self._quota_warned.discard(table)
-        rows = Audit.select().count()
+        rows = counts["audit"]
         if rows > q.audit_max and "audit-full" not in self._quota_warned:
             self._quota_warned.add("audit-full")
             self._quota_event(
