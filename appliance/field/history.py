@@ -37,7 +37,7 @@ from typing import Any
 import peewee as pw
 
 from appliance.config.field import Device, History
-from appliance.errors import ApplianceError, NotFound
+from appliance.errors import ApplianceError, AuditBroken, NotFound
 from appliance.field import store as fs
 from appliance.paths import Paths
 from appliance.state.db import Audit, Event, Store
@@ -369,7 +369,17 @@ class HistoryWriter:
                 q.events_max,
                 q.events_days,
             )
-        audit = self.store.prune_audit(max_rows=q.audit_max, keep_s=q.audit_days * 86400, now=now)
+        try:
+            audit = self.store.prune_audit(
+                max_rows=q.audit_max, keep_s=q.audit_days * 86400, now=now
+            )
+        except AuditBroken as e:  # the evidence stays: said once, until pruning works again
+            audit = 0
+            if "audit-broken" not in self._quota_warned:
+                self._quota_warned.add("audit-broken")
+                self._quota_event(f"the audit log is {e}", {"table": "audit", "broken": True}, now)
+        else:
+            self._quota_warned.discard("audit-broken")
         if audit:
             log.info("history: %d audit rows beyond the quota of %d pruned", audit, q.audit_max)
         counts = {"event": Event.select().count(), "audit": Audit.select().count()}

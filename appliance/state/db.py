@@ -17,7 +17,7 @@ from typing import Any
 
 import peewee as pw
 
-from appliance.errors import ApplianceError, PermissionDenied
+from appliance.errors import ApplianceError, AuditBroken, PermissionDenied
 from appliance.state import auditlog
 
 config_db = pw.DatabaseProxy()
@@ -229,9 +229,8 @@ class Store:
         )
         # BEGIN IMMEDIATE: the last row read here is still the last when this one is added
         with self.config.atomic():
-            last = Audit.select(Audit.id, Audit.digest).order_by(Audit.id.desc()).first()
-            row_id = last.id + 1 if last else 1
-            prev = last.digest if last else auditlog.GENESIS
+            last_id, prev = self.audit_head() or (0, auditlog.GENESIS)
+            row_id = last_id + 1
             row = Audit.create(id=row_id, digest=auditlog.link(prev, row_id, fields), **fields)
         if fields["result"] != "ok" and fields["action"] in auditlog.SECURITY_ACTIONS:
             self._security_event(fields)
@@ -270,30 +269,38 @@ class Store:
         """The audit log's hash chain checked from its first row (`auditlog.verify`)."""
         # one read transaction: a snapshot (WAL), writers go on meanwhile
         with self.config.atomic("DEFERRED"):
-            anchor = AuditAnchor.get_or_none(AuditAnchor.id == 1)
-            rows = Audit.select().order_by(Audit.id).iterator()
-            return auditlog.verify(
-                ((a.id, a.__data__, a.digest) for a in rows),
-                (anchor.last_id, anchor.digest) if anchor else None,
-            )
+            return self._verify_chain()
+
+    def _verify_chain(self, upto: int | None = None) -> auditlog.Verdict:
+        """The chain from the anchor (or row 1) up to row `upto` (default: the last)."""
+        anchor = AuditAnchor.get_or_none(AuditAnchor.id == 1)
+        q = Audit.select().order_by(Audit.id)
+        if upto is not None:
+            q = q.where(Audit.id <= upto)
+        return auditlog.verify(
+            ((a.id, a.__data__, a.digest) for a in q.iterator()),
+            (anchor.last_id, anchor.digest) if anchor else None,
+        )
 
     def prune_audit(self, *, max_rows: int, keep_s: float, now: float) -> int:
         """Delete the oldest audit rows beyond `max_rows` (down to 90 % of it), but never
         one younger than `keep_s` seconds; the chain goes on from an anchor (the last row
-        deleted). Returns how many went. The rows that go are chained as they were: a
-        broken chain is not made whole by pruning (verify first, `appliance audit verify`)."""
+        deleted). Returns how many went. Rows whose chain is broken are never pruned (the
+        anchor would vouch for them): AuditBroken names the break, and nothing goes."""
         with self.config.atomic():
             rows = Audit.select().count()
             ages = Audit.select(Audit.id, Audit.at).order_by(Audit.id).tuples().iterator()
             upto = auditlog.prune_upto(ages, rows, max_rows=max_rows, keep_after=now - keep_s)
             if upto is None:
                 return 0
-            last = Audit.get_by_id(upto)
+            verdict = self._verify_chain(upto)
+            if not verdict.intact:
+                raise AuditBroken(f"not pruned: {verdict.line().removeprefix('audit log: ')}")
             gone = Audit.delete().where(Audit.id <= upto).execute()
             anchor = AuditAnchor.get_or_none(AuditAnchor.id == 1)
             total = (anchor.pruned_rows if anchor else 0) + gone
             AuditAnchor.insert(
-                id=1, last_id=upto, digest=last.digest, pruned_rows=total, pruned_at=now
+                id=1, last_id=upto, digest=verdict.head, pruned_rows=total, pruned_at=now
             ).on_conflict_replace().execute()
             return gone
 

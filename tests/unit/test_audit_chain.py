@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.errors import AuditBroken
 from appliance.state import auditlog
 from appliance.state.db import Audit, AuditAnchor, Store
 
@@ -251,3 +252,13 @@ def test_repeats_forgets_the_oldest_sources_beyond_its_bound() -> None:
         assert r.offer(("login", "x", f"web:10.0.0.{i}"), 1000) == 0
     assert len(r._last) <= 10
     assert r.offer(("login", "x", "web:10.0.0.24"), 1001) is None  # a recent one is held
+
+
+def test_rows_whose_chain_is_broken_are_never_pruned(store: Store) -> None:
+    """Pruning past a changed row would put it behind an anchor that vouches for it."""
+    fill(store, 30)
+    sql(store, "UPDATE audit SET detail = 'rewritten' WHERE id = 5")
+    with pytest.raises(AuditBroken, match="not pruned: the chain breaks at row 5"):
+        store.prune_audit(max_rows=20, keep_s=0, now=5000)
+    assert Audit.select().count() == 30 and AuditAnchor.get_or_none(AuditAnchor.id == 1) is None
+    assert store.verify_audit().broken_at == 5

@@ -392,3 +392,21 @@ def test_audit_rows_go_beyond_the_quota_but_never_younger_than_audit_days(
 
 def rows_of_audit(store: Store) -> int:
     return store.config.execute_sql("SELECT count(*) FROM audit").fetchone()[0]
+
+
+def test_a_broken_audit_chain_is_kept_whole_and_said_once(
+    store: Store, writer: HistoryWriter
+) -> None:
+    writer.configure(History(audit_days=1, audit_max=1000))
+    now = T0 + 400 * 86400
+    for i in range(1300):
+        store.audit("cli:old", "config.commit", at=now - 60 * 86400 + i)
+    store.config.execute_sql("UPDATE audit SET detail = 'rewritten' WHERE id = 7")
+    assert writer.prune_records(now)["audit"] == 0
+    writer.prune_records(now)
+    assert rows_of_audit(store) == 1300
+    broken = [m for m in quota_events(store) if "not pruned" in m]
+    assert broken == [
+        "the audit log is not pruned: the chain breaks at row 7: "
+        "it, or the row before it, was changed after it was written"
+    ]
