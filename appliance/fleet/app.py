@@ -291,18 +291,20 @@ def create_app(
     def _login(password: str) -> None:
         address = request.remote_addr or "?"
         now = clock()
-        if store.login_failures(address, now - LOGIN_WINDOW_S) >= LOGIN_MAX_FAILURES:
+        # counted before the hash (store.login_attempt): a burst is no way round the limit
+        attempt = store.login_attempt(address, now, now - LOGIN_WINDOW_S, LOGIN_MAX_FAILURES)
+        if attempt is None:
             raise TooManyAttempts(
                 f"too many failed logins from {address}; wait {LOGIN_WINDOW_S // 60} minutes",
                 field="password",
             )
         if store.password_hash() is None:
+            store.forget_login_failure(attempt)
             raise Unauthorized(
                 "no operator password is set: run `appliance fleet set-password` on the receiver",
                 field="password",
             )
         if not store.verify_password(password):
-            store.note_login_failure(address, now)
             log.warning("failed operator login from %s", address)
             raise Unauthorized("wrong password", field="password")
         store.clear_login_failures(address)

@@ -683,19 +683,42 @@ def verify_password(password: str) -> bool:
     return True
 
 
-def note_login_failure(address: str, now: float) -> None:
+def note_login_failure(address: str, now: float) -> int:
+    """Count a failed login (or one about to be checked) -> its row's id."""
     with fleet_db.atomic():
-        LoginFailure.create(address=address, at=now)
+        row = LoginFailure.create(address=address[:64], at=now)
         prune_login_failures(now)
+    return int(row.id)
+
+
+def login_attempt(address: str, now: float, since: float, limit: int) -> int | None:
+    """Count a login attempt before its password is checked: its row's id (take it back
+    with `forget_login_failure` when the password is right), or None when `address` had
+    `limit` failures since `since` (then nothing is counted).
+
+    Counted first, then compared: attempts in flight at once each see the others' rows,
+    so a burst of them gets no more password checks than the same attempts in a row
+    (reading the count, hashing, then writing it let 26 of 40 concurrent guesses in)."""
+    attempt = note_login_failure(address, now)
+    if login_failures(address, since) > limit:
+        forget_login_failure(attempt)
+        return None
+    return attempt
+
+
+def forget_login_failure(attempt: int) -> None:
+    LoginFailure.delete().where(LoginFailure.id == attempt).execute()
 
 
 def login_failures(address: str, since: float) -> int:
-    q = LoginFailure.select().where((LoginFailure.address == address) & (LoginFailure.at >= since))
+    q = LoginFailure.select().where(
+        (LoginFailure.address == address[:64]) & (LoginFailure.at >= since)
+    )
     return q.count()
 
 
 def clear_login_failures(address: str) -> None:
-    LoginFailure.delete().where(LoginFailure.address == address).execute()
+    LoginFailure.delete().where(LoginFailure.address == address[:64]).execute()
 
 
 def prune_login_failures(now: float) -> int:

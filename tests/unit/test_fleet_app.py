@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -335,6 +337,48 @@ def test_logins_are_throttled(client: FlaskClient, token: str) -> None:
         assert login(client, "wrong password!").status_code == 401
     r = login(client)  # even the right password waits
     assert r.status_code == 429 and "too many failed logins" in r.text
+
+
+def test_a_burst_of_concurrent_wrong_logins_gets_no_more_guesses(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outside review: 40 wrong logins at once from one address had 26 passwords
+    checked (the count was read before the hash and written after it), not 10. Each
+    attempt is counted before its hash now, so a burst gets the same guesses as a row."""
+    slow_verify = store.verify_password
+
+    def verify(password: str) -> bool:
+        time.sleep(0.05)  # argon2 at its real cost: every attempt is in flight at once
+        return slow_verify(password)
+
+    monkeypatch.setattr(store, "verify_password", verify)
+    results: list[int] = []
+
+    def attempt() -> None:
+        c = app.test_client()
+        csrf = c.get("/api/v1/session").json["csrf"]
+        r = c.post(
+            "/api/v1/session", json={"password": "wrong guess!"}, headers={"X-CSRF-Token": csrf}
+        )
+        results.append(r.status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(3 * LOGIN_MAX_FAILURES)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(results)) == [401, 429]
+    assert results.count(401) <= LOGIN_MAX_FAILURES
+    # a refused attempt does not count: the window is the same as after ten in a row
+    with store.fleet_db.connection_context():
+        assert store.LoginFailure.select().count() == results.count(401)
+
+
+def test_a_right_password_after_failures_is_not_counted(client: FlaskClient) -> None:
+    for _ in range(LOGIN_MAX_FAILURES - 1):
+        assert login(client, "wrong password!").status_code == 401
+    assert login(client).status_code == 302
+    assert count(store.LoginFailure) == 0
 
 
 def test_without_a_password_nobody_logs_in(tmp_path: Path, clock: Clock) -> None:
