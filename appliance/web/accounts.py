@@ -43,7 +43,8 @@ that has a `Store` open (the web role, the CLI, the field role's OPC UA server):
   Keys never hold a typed user name (it may be a password): a keyed hash of it
   (`name_tag`; the key lives in the config DB). Rows whose count is forgotten and lock
   over, and ended sessions, are pruned on the way (at most every `PRUNE_EVERY_S`, from
-  `login` and `lookup_session`).
+  `check_throttle`, which every login, wrong token and setup code passes, and from
+  `lookup_session`).
 - argon2 (64 MiB a hash) runs in one of `HASH_SLOTS` slots per process; a caller that
   gets none within `HASH_WAIT_S` is answered `Busy` (429, Retry-After), its attempt
   still counted, so a burst of logins cannot take the web role's memory and CPU.
@@ -557,7 +558,11 @@ def check_throttle(
     username: str | None, source: str | None, now: float, *, trusted: bool = False
 ) -> None:
     """Throttled when the (account, source) pair, the source, or (unless `trusted`: the
-    mgmt side) the account is locked; see the module docstring."""
+    mgmt side) the account is locked; see the module docstring. Every attempt that may
+    count a failure asks here first, so the forgotten rows are pruned here (a unit that
+    scripts use with tokens, where nobody logs in, prunes the rows of wrong tokens too)."""
+    if _due("throttle", now):
+        prune_throttle(now)
     keys = _keys(username, source)
     if trusted:
         keys.pop("user", None)
@@ -644,8 +649,6 @@ def login(
     answer does not tell which names exist. `trusted`: the source is on the mgmt side
     (the account-wide count does not apply; see the module docstring).
     """
-    if _due("throttle", now):
-        prune_throttle(now)
     user = _check_password(username, password, source=source, now=now, trusted=trusted)
     if user is None:
         return None

@@ -189,6 +189,29 @@ def test_throttle_rows_are_pruned(ready: Web) -> None:
         assert accounts.LoginThrottle.select().count() == 0
 
 
+def test_throttle_rows_of_wrong_tokens_are_pruned_without_any_login(ready: Web) -> None:
+    """A unit used by scripts only: nobody logs in, yet the rows of wrong tokens (and wrong
+    setup codes) from every address that ever tried one go once forgotten."""
+    for i in range(20):
+        r = ready.client().get(
+            "/api/status",
+            headers={"Authorization": "Bearer apl_not-a-token"},
+            environ_base={"REMOTE_ADDR": f"10.10.2.{i}"},
+        )
+        assert r.status_code == 401
+    with ready.app.app_context():
+        assert accounts.LoginThrottle.select().count() == 20
+    ready.clock.advance(accounts.LOCK_MAX_S + accounts.FORGET_AFTER_S + 1)
+    r = ready.client().get(
+        "/api/status",
+        headers={"Authorization": "Bearer apl_not-a-token"},
+        environ_base={"REMOTE_ADDR": "10.10.3.1"},
+    )
+    assert r.status_code == 401
+    with ready.app.app_context():
+        assert [t.key for t in accounts.LoginThrottle.select()] == ["addr:10.10.3.1"]
+
+
 def test_a_count_not_yet_forgotten_is_not_pruned(ready: Web) -> None:
     src = "10.10.0.50"
     for _ in range(accounts.FREE_FAILURES["pair"] + 6):
