@@ -7,7 +7,8 @@ that has a `Store` open (the web role, the CLI, the field role's OPC UA server):
   last login. Password policy: at least 12 characters, not in the shipped list of
   common passwords (``common-passwords.txt``), not the user name. A new password
   (own or set by an admin) revokes the user's API tokens and ends their sessions
-  (but the one that made the change, when it is the user's own session).
+  (but the one that made the change, when it is the user's own session); disabling a
+  user does both, and enabling them again brings neither back.
 - API tokens: shown once; only their SHA-256 is stored, with an 8-character prefix
   people can recognise. A token's role is at most its user's role, checked again at
   every use (demoting or disabling a user demotes or disables their tokens). A token
@@ -377,7 +378,8 @@ def update_user(
 
     A new password revokes the user's tokens and ends their sessions, but the one whose
     digest is `keep_session` (the user's own, changing their own password); disabling
-    ends every session.
+    ends every session and revokes every token, for good (enabling the user again
+    brings none back).
     """
     user = get_user(name)
     db = User._meta.database
@@ -399,6 +401,7 @@ def update_user(
         if password is not None:
             revoke_tokens(name, by="password change", now=now)
         if disabled:
+            revoke_tokens(name, by="user disabled", now=now)
             end_sessions(name)
         elif password is not None:
             end_sessions(name, keep=keep_session)

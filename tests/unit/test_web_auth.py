@@ -137,6 +137,27 @@ def test_disabled_user_is_logged_out(ready: Web) -> None:
     assert r.status_code == 401
 
 
+def test_a_disabled_users_tokens_stay_dead_when_the_user_is_enabled_again(ready: Web) -> None:
+    """Disabling (a lost laptop, a leaver) ends the sessions and the tokens for good:
+    enabling the user again brought back every token they had, and no session."""
+    token = ready.token("operator")
+    bearer = {"Authorization": f"Bearer {token}"}
+    a = ready.login("admin")
+    assert (
+        a.patch("/api/users/operator", json={"disabled": True}, headers=ready.h(a)).status_code
+        == 200
+    )
+    assert ready.client().get("/api/status", headers=bearer).status_code == 401
+    assert (
+        a.patch("/api/users/operator", json={"disabled": False}, headers=ready.h(a)).status_code
+        == 200
+    )
+    assert ready.client().get("/api/status", headers=bearer).status_code == 401
+    [row] = a.get("/api/tokens").json
+    assert row["user"] == "operator" and row["revoked_by"] == "user disabled"
+    assert ready.login("operator").get("/api/status").status_code == 200  # the user is back
+
+
 # -- throttling ---------------------------------------------------------------------------
 
 
