@@ -10,7 +10,8 @@ skips that one event. Every POST carries ``Idempotency-Key``, the same on every
 retry of the same event, so a receiver can drop duplicates.
 
 A bearer token goes over https:// only (validation refuses it with http://, and
-the sender checks again for a document that skipped validation). The webhook is
+the sender checks again for a document that skipped validation); so does a password in
+the URL (`https://user:password@host/...`), which is sent as Basic auth. The webhook is
 named in status, events and logs by `shown_url`, without the credentials its URL
 may carry (user:password@, ?key=..., a token in the path).
 
@@ -22,6 +23,7 @@ Body (``appliance-alarm/1``)::
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -33,7 +35,7 @@ from typing import Any
 from appliance.agent.heartbeat import FleetError, post_json
 from appliance.agent.outbox import backoff_delay, get_cursor, has_cursor, set_cursor
 from appliance.agent.tlsutil import client_context
-from appliance.config.agent import Webhook
+from appliance.config.agent import Webhook, basic_auth
 from appliance.config.redact import redact_url
 from appliance.errors import ApplianceError
 from appliance.state.db import Event
@@ -206,6 +208,14 @@ class WebhookSender:
                     field="webhooks.token",
                 )
             headers["Authorization"] = f"Bearer {hook.token}"
+        elif (basic := basic_auth(hook.url)) is not None:
+            if not hook.url.startswith("https://"):  # validation refuses it too
+                raise ApplianceError(
+                    f"webhook {shown_url(hook)}: a password in the URL needs https://; not sent",
+                    field="webhooks.url",
+                )
+            pair = f"{basic[0]}:{basic[1]}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         body = json.dumps(payload(self.unit, ev.as_dict()), sort_keys=True).encode()
         status, _ = self._post(hook.url, body, headers, self._context(hook), hook.timeout)
         return status

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -53,7 +53,17 @@ def _http_url(v: str, schemes: tuple[str, ...]) -> str:
             check_host(host)
     except ValueError:
         raise ValueError(f"{shown!r}: {host!r} is not a host name or IP address") from None
-    return text
+    # `HTTPS://` is https://: stored in lower case, so that every later look at the scheme
+    # (a token needs TLS, which TLS context) reads it as urlsplit did
+    return parts.scheme + text[len(parts.scheme) :]
+
+
+def basic_auth(url: str) -> tuple[str, str] | None:
+    """(user, password) of the URL's user info, percent-decoded; None without one."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return None
+    return unquote(parts.username or ""), unquote(parts.password or "")
 
 
 class Button(Strict):
@@ -147,7 +157,8 @@ class Webhook(Strict):
     """An HTTP(S) POST of each alarm change."""
 
     url: UrlText = Field(
-        description="where alarm changes are POSTed (http:// only without a token)",
+        description="where alarm changes are POSTed (http:// only without a token; "
+        "user:password@ is sent as Basic auth)",
         json_schema_extra=SECRET_URL,
     )
     token: Secret | None = Field(None, description="secret: sent as Bearer, over https:// only")
@@ -167,5 +178,10 @@ class Webhook(Strict):
             raise ValueError(
                 "a bearer token needs https:// (it would cross the network in clear text "
                 f"to {redact_url(url)})"
+            )
+        if v and isinstance(url, str) and basic_auth(url) is not None:
+            raise ValueError(
+                "a bearer token or user:password@ in the URL (Basic auth), not both: "
+                "one Authorization header is sent"
             )
         return v

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
+
+import pytest
+from pydantic import ValidationError
 
 from appliance.agent.heartbeat import FleetError
 from appliance.agent.webhook import BACKLOG_MAX, WebhookSender, idempotency_key
@@ -121,8 +125,6 @@ def test_backlog_is_bounded(store: Store) -> None:
 
 
 def test_a_token_over_http_is_refused_with_the_field_path() -> None:
-    import pytest
-
     from appliance.config.load import validate_data
     from appliance.errors import ConfigInvalid
 
@@ -131,16 +133,56 @@ def test_a_token_over_http_is_refused_with_the_field_path() -> None:
     doc = base()
     doc["webhooks"] = [
         {"url": "https://hooks.example/a", "token": "fine"},
-        {"url": "http://user:pw12@10.10.0.9:8080/alarm", "token": "s3cr3t"},
+        {"url": "http://10.10.0.9:8080/alarm", "token": "s3cr3t"},
     ]
     with pytest.raises(ConfigInvalid) as exc:
         validate_data(doc)
     path, message, _ = exc.value.errors[0]
     assert path == "webhooks[1].token"
     assert "a bearer token needs https://" in message
-    assert "s3cr3t" not in message and "pw12" not in message  # the error names no secret
-    doc["webhooks"][1].pop("token")  # without a token, http:// is still fine
+    assert "s3cr3t" not in message  # the error names no secret
+    doc["webhooks"][1].pop("token")  # without a token, http:// is fine
     assert validate_data(doc).config.webhooks[1].token is None
+
+
+def test_a_url_scheme_in_capitals_is_the_same_scheme() -> None:
+    """`HTTPS://` is https (a token with it was refused as if it were http://), and the
+    sender's TLS context (ca_cert) is chosen by the stored, lower-case, scheme."""
+    hook = Webhook(url="HTTPS://hooks.example/alarm", token="s3cr3t")
+    assert hook.url == "https://hooks.example/alarm"
+
+
+def test_a_token_and_a_password_in_the_url_are_refused_together() -> None:
+    with pytest.raises(ValidationError) as exc:
+        Webhook(url="https://user:pw12@hooks.example/alarm", token="s3cr3t")
+    [err] = exc.value.errors()
+    assert err["loc"] == ("token",) and "not both" in err["msg"]
+
+
+def test_a_password_in_the_url_is_sent_as_basic_auth_over_https(store: Store) -> None:
+    """user:password@ in an https:// URL is what the endpoint expects as Basic auth: it
+    was dropped (the request went out unauthenticated) and the endpoint answered 401."""
+    hook = Webhook(url="https://hook%40user:p%3Ass@hooks.example/alarm")
+    fake = FakeEndpoint()
+    s = WebhookSender(UNIT, event=lambda *a, **kw: None, rand=lambda: 0.0, post=fake)
+    s.configure([hook], UNIT, 0.0)
+    s._contexts[hook.url] = None  # type: ignore[assignment]  # no real TLS here
+    store.event("alarm.raised", "x", source="field")
+    assert s.deliver(1.0) == 1
+    auth = fake.posts[0]["headers"]["Authorization"]
+    assert auth == "Basic " + base64.b64encode(b"hook@user:p:ss").decode()
+
+
+def test_the_sender_never_sends_a_url_password_in_clear_text(store: Store) -> None:
+    hook = Webhook.model_construct(url="http://user:pw12@10.10.0.9/alarm", token=None, timeout=1.0)
+    fake = FakeEndpoint()
+    s = WebhookSender(UNIT, event=lambda *a, **kw: None, rand=lambda: 0.0, post=fake)
+    s.configure([hook], UNIT, 0.0)
+    store.event("alarm.raised", "x", source="field")
+    assert s.deliver(1.0) == 0
+    assert fake.posts == []
+    assert "https://" in s.live()[0]["last_error"]
+    assert "pw12" not in s.live()[0]["last_error"]
 
 
 def test_the_sender_never_sends_a_token_in_clear_text(store: Store) -> None:
