@@ -112,33 +112,57 @@ MAX_DEPTH = 32  # the model nests 6 levels; anything deeper is not a configurati
 REQUIRED = ("version", "interfaces")  # every real document has these: an empty one is a mistake
 
 
+_CORE = "tag:yaml.org,2002:"
+# The explicit tags a document may carry: JSON's types. Others are refused (`!!binary` gave
+# bytes that a text field took as text, `!!omap` a list of tuples, `!!python/...` objects).
+_ALLOWED_TAGS = {
+    None,
+    "!",
+    *(_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq")),
+}
+
+
 def _refuse_expansion(text: str, source: str | None) -> None:
-    """Refuse what makes YAML cost more than its length: anchors and aliases (a few
-    hundred bytes of nested aliases expand to gigabytes, "billion laughs") and deep
-    nesting. One pass over the parser's events: linear in the text."""
-    depth = 0
-    for ev in yaml.parse(
-        text, Loader=yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-    ):
+    """Refuse what makes YAML cost more than its length or mean more than it shows:
+    anchors and aliases (a few hundred bytes of nested aliases expand to gigabytes,
+    "billion laughs"), merge keys (`<<` copies keys in, beside any written out, with no
+    duplicate-key error), tags beyond JSON's types, and deep nesting. One pass over the
+    parser's events: linear in the text."""
+
+    def refuse(message: str, ev: yaml.Event) -> None:
         line = ev.start_mark.line + 1 if ev.start_mark else None
-        if isinstance(ev, yaml.AliasEvent):
-            raise ConfigInvalid(
-                [("", f"YAML aliases (*{ev.anchor}) are not allowed: write the value out", line)],
-                source,
-            )
-        if getattr(ev, "anchor", None):
-            raise ConfigInvalid(
-                [("", f"YAML anchors (&{ev.anchor}) are not allowed: write the value out", line)],
-                source,
-            )
-        if isinstance(ev, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+        raise ConfigInvalid([("", message, line)], source)
+
+    depth = 0
+    loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    for ev in yaml.parse(text, Loader=loader):
+        kind = type(ev)
+        if kind is yaml.ScalarEvent:
+            if ev.tag is not None and ev.tag not in _ALLOWED_TAGS:
+                refuse(_tag_refused(ev.tag), ev)
+            if ev.value == "<<" and ev.implicit[0]:
+                # plain, not quoted: YAML takes it for the merge key (as a value too,
+                # where it fails later with a worse message)
+                refuse("YAML merge keys (<<) are not allowed: write the keys out", ev)
+            if ev.anchor:
+                refuse(f"YAML anchors (&{ev.anchor}) are not allowed: write the value out", ev)
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
             depth += 1
             if depth > MAX_DEPTH:
-                raise ConfigInvalid(
-                    [("", f"the document nests deeper than {MAX_DEPTH} levels", line)], source
-                )
-        elif isinstance(ev, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                refuse(f"the document nests deeper than {MAX_DEPTH} levels", ev)
+            if ev.tag is not None and ev.tag not in _ALLOWED_TAGS:
+                refuse(_tag_refused(ev.tag), ev)
+            if ev.anchor:
+                refuse(f"YAML anchors (&{ev.anchor}) are not allowed: write the value out", ev)
+        elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
             depth -= 1
+        elif kind is yaml.AliasEvent:
+            refuse(f"YAML aliases (*{ev.anchor}) are not allowed: write the value out", ev)
+
+
+def _tag_refused(tag: str) -> str:
+    shown = "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+    return f"the YAML tag {shown} is not allowed: write plain text, numbers, lists and maps"
 
 
 def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | None]:

@@ -267,6 +267,52 @@ def test_aliases_and_merge_keys_are_refused() -> None:
     assert e.errors[0][1].startswith("YAML anchors (&b)")
 
 
+@pytest.mark.parametrize(
+    "unit",
+    [
+        "{<<: {name: a}}",  # a merge key without an alias: YAML merges it silently
+        "{name: a, <<: {name: b}}",  # two values for `name`, and no duplicate-key error
+        "{<<: [{name: a}, {site: b}]}",
+    ],
+)
+def test_merge_keys_are_refused_with_their_line(unit: str) -> None:
+    e = errors_of(f"version: 1\nunit: {unit}\n")
+    assert e.errors == [("", "YAML merge keys (<<) are not allowed: write the keys out", 2)]
+
+
+def test_a_quoted_double_angle_key_is_a_plain_key() -> None:
+    # only the plain scalar << is YAML's merge key; a quoted one is a key like any other
+    e = errors_of(DOC.replace("  name: test-unit", '  "<<": x'))
+    assert [(p, ln) for p, _, ln in e.errors] == [("unit.<<", 3)]
+    assert e.errors[0][1].startswith("unknown key")
+
+
+@pytest.mark.parametrize(
+    ("value", "tag"),
+    [
+        ("!!binary aGVsbG8=", "!!binary"),  # bytes, which a text field took as 'hello'
+        ("!<tag:yaml.org,2002:binary> aGVsbG8=", "!!binary"),
+        ("!!timestamp 2001-12-14", "!!timestamp"),
+        ("!!set {a, b}", "!!set"),
+        ("!!omap [a: 1]", "!!omap"),
+        ("!!python/object/apply:os.system [id]", "!!python/object/apply:os.system"),
+        ("!custom x", "!custom"),
+    ],
+)
+def test_yaml_tags_beyond_json_types_are_refused(value: str, tag: str) -> None:
+    e = errors_of(f"version: 1\nunit:\n  site: {value}\n")
+    assert e.errors == [
+        ("", f"the YAML tag {tag} is not allowed: write plain text, numbers, lists and maps", 3)
+    ]
+
+
+def test_the_core_tags_are_still_allowed() -> None:
+    text = DOC.replace("name: test-unit", "name: !!str test-unit").replace(
+        "version: 1", "version: !!int 1"
+    )
+    assert load_text(text).config.unit.name == "test-unit"
+
+
 def test_deep_nesting_and_size_are_bounded() -> None:
     import time
 
