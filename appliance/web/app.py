@@ -6,6 +6,14 @@ process and registers the API blueprints, then the UI's pages
 (no inline script or style), HSTS, nosniff, no referrer and DENY framing; API
 answers are never cached. Errors under /api and /metrics are JSON
 (`{"error", "field"}`), never HTML and never a traceback.
+
+A request that changes something (any method but GET, HEAD, OPTIONS) from another
+site's page is refused (403, an `auth.denied` audit row) before any view runs, whatever
+it carries: the browser says so in `Sec-Fetch-Site` (cross-site, same-site) or in an
+`Origin` that is not this unit's own `https://<Host>` (`null` included). Scripts send
+neither and are not affected. This stands beside the CSRF token, not instead of it.
+A doubled slash in a path is not merged into a redirect (werkzeug's would name the
+host the request's Host header gave): such a path is simply not found.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.routing import IntegerConverter
 
@@ -87,6 +95,21 @@ def is_api(path: str) -> bool:
     return path.startswith("/api/") or path == "/api" or path == "/metrics"
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cross_site() -> str | None:
+    """Why this request comes from another site's page (see the module docstring), None
+    when it does not say so."""
+    site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
+    if site in ("cross-site", "same-site"):
+        return f"the request comes from another origin (Sec-Fetch-Site: {site})"
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.strip().lower() != f"https://{request.host}".lower():
+        return f"the request comes from another origin ({origin[:100]!r})"
+    return None
+
+
 def create_app(
     paths: Paths,
     *,
@@ -104,6 +127,7 @@ def create_app(
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.url_map.converters["int"] = BoundedInt
+    app.url_map.merge_slashes = False  # see the module docstring: no Host in a Location
     if store is None:
         store = Store(paths.data_dir, MODELS)
     else:  # the caller's Store: it gains the tables the app reads
@@ -122,6 +146,20 @@ def create_app(
     @app.context_processor
     def _user() -> dict[str, Any]:
         return {"current_user": current_user()}
+
+    @app.before_request
+    def _same_origin() -> Any:
+        if request.method in SAFE_METHODS:
+            return None
+        why = cross_site()
+        if why is None:
+            return None
+        from appliance.web.auth import audit
+
+        audit("auth.denied", target=f"{request.method} {request.path}", result="denied", detail=why)
+        resp = jsonify({"error": why, "field": None})
+        resp.status_code = 403
+        return resp
 
     @app.after_request
     def _headers(resp: Response) -> Response:
@@ -160,8 +198,6 @@ def create_app(
     def _internal(e: Exception) -> Any:  # the one place an unexpected error becomes JSON
         log.exception("%s %s failed", request.method, request.path)
         if is_api(request.path):
-            from flask import jsonify
-
             return jsonify(
                 {"error": "internal error (the unit's log has the details)", "field": None}
             ), 500
