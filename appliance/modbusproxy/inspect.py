@@ -1,20 +1,28 @@
 """The Modbus TCP inspector: a conduit's two byte streams in, a decision per ADU out. No I/O.
 
 A TCP segment may carry several ADUs (some clients pipeline up to 19) and an ADU may be
-split over segments, so the streams are reassembled (`Reassembler`) before anything is
-decided; nftables sees only the first ADU of a packet and cannot do this.
+split over segments, so each stream is reassembled (`Session`: an incomplete ADU waits
+for the rest, at most 259 bytes) before anything is decided; nftables sees only the first
+ADU of a packet and cannot do this.
 
 Sanity checks, as Snort's and Suricata's Modbus inspectors make them:
 
 - framing (MBAP header): protocol id 0, a length field of at least 2 (unit id and
   function code) and an ADU of at most 260 bytes. A stream that breaks them cannot be
-  re-synchronised: the connection is reset (`FramingError`);
+  re-synchronised: the connection is reset (`Session.reset`);
 - the function code is a public one, and the PDU's length and counts are what that
   function code defines (quantity limits, byte count = quantity, address + quantity
   within 65536), else the request is refused like a forbidden one;
 - responses only to requests: a server's ADU must answer an outstanding request
   (same transaction id, unit id and function code, or its exception); anything else
   resets the connection (`Session.from_server`).
+
+The proxy calls this once per chunk its sockets read, so the common case is lean: a
+chunk of whole, allowed reads (function codes 1-4) is checked in place, without an
+object per request, and handed back as it came (the same bytes object: nothing is
+copied). Everything else (writes, other function codes, refusals) goes through
+`Policy.check`, which the fast path must agree with (a property test holds them equal).
+Counters are plain ints per function code (`Counts`), shared by a conduit's connections.
 
 Then each request is checked against the conduit's restriction (`Policy`): function
 code (43 only as 43/14, read device identification), unit id, and every address the
@@ -53,15 +61,26 @@ EXCEPTIONS = {
 }
 
 _MBAP = struct.Struct(">HHHB")
+_HH = struct.Struct(">HH")
+_READS = {1: 2000, 2: 2000, 3: 125, 4: 125}  # the read function codes and their quantity limits
 
 
-class FramingError(Exception):
-    """The byte stream is not Modbus TCP (or no longer in step): reset the connection."""
+def _framing(proto: int, length: int) -> str | None:
+    """Why an MBAP header is not Modbus TCP (no re-synchronising after it), or None."""
+    if proto != 0:
+        return f"protocol id {proto}, not 0 (Modbus)"
+    if length < 2:
+        return f"length field {length}: an ADU has a unit id and a function"
+    if HEADER - 1 + length > MAX_ADU:
+        return (
+            f"length field {length}: an ADU is at most {MAX_ADU} bytes, not {HEADER - 1 + length}"
+        )
+    return None
 
 
 @dataclass(frozen=True)
 class Adu:
-    """One Modbus TCP application data unit."""
+    """One Modbus TCP application data unit (built for the requests `Policy.check` takes)."""
 
     transaction: int
     unit: int
@@ -73,41 +92,6 @@ class Adu:
 
     def encode(self) -> bytes:
         return _MBAP.pack(self.transaction, 0, len(self.pdu) + 1, self.unit) + self.pdu
-
-
-class Reassembler:
-    """ADUs out of a byte stream fed in chunks of any size (one ADU split over chunks,
-    several in one chunk). Holds at most one incomplete ADU (< 260 bytes)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    @property
-    def pending(self) -> int:
-        """Bytes of an ADU not complete yet."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[Adu]:
-        """The ADUs completed by `data`; FramingError when the header is not Modbus TCP."""
-        self._buf += data
-        out: list[Adu] = []
-        while len(self._buf) >= HEADER:
-            tid, proto, length, unit = _MBAP.unpack_from(self._buf)
-            if proto != 0:
-                raise FramingError(f"protocol id {proto}, not 0 (Modbus)")
-            if length < 2:
-                raise FramingError(f"length field {length}: an ADU has a unit id and a function")
-            if HEADER - 1 + length > MAX_ADU:
-                raise FramingError(
-                    f"length field {length}: an ADU is at most {MAX_ADU} bytes, not "
-                    f"{HEADER - 1 + length}"
-                )
-            end = HEADER - 1 + length
-            if len(self._buf) < end:
-                break
-            out.append(Adu(tid, unit, bytes(self._buf[HEADER:end])))
-            del self._buf[:end]
-        return out
 
 
 @dataclass(frozen=True)
@@ -153,17 +137,13 @@ def request_spans(pdu: bytes) -> tuple[Span, ...]:
     records, ...) touch none."""
     fc = pdu[0]
     table = TABLE_OF.get(fc)
-    if fc in (1, 2):
+    if fc in _READS:
         _length(pdu, 5)
-        start, count = struct.unpack_from(">HH", pdu, 1)
-        return (_span(table or "", start, count, 2000),)
-    if fc in (3, 4):
-        _length(pdu, 5)
-        start, count = struct.unpack_from(">HH", pdu, 1)
-        return (_span(table or "", start, count, 125),)
+        start, count = _HH.unpack_from(pdu, 1)
+        return (_span(table or "", start, count, _READS[fc]),)
     if fc == 5:
         _length(pdu, 5)
-        addr, value = struct.unpack_from(">HH", pdu, 1)
+        addr, value = _HH.unpack_from(pdu, 1)
         if value not in (0x0000, 0xFF00):
             raise Malformed(f"a coil is written 0x0000 or 0xFF00, not {value:#06x}")
         return (Span("coil", addr, addr),)
@@ -240,6 +220,17 @@ def _refused(adu: Adu, code: int, reason: str, spans: tuple[Span, ...] = ()) -> 
     return Verdict(adu, False, code, reason, spans)
 
 
+def _covered(ranges: tuple[tuple[int, int], ...], first: int, last: int) -> bool:
+    """Whether every address first..last lies in one of the sorted `ranges` (ranges that
+    touch count as one: [0, 9] and [10, 19] cover 5..14)."""
+    for lo, hi in ranges:
+        if lo <= first <= hi:
+            if last <= hi:
+                return True
+            first = hi + 1
+    return False
+
+
 @dataclass(frozen=True)
 class Policy:
     """A conduit's restriction as the inspector checks it."""
@@ -248,6 +239,19 @@ class Policy:
     unit_ids: frozenset[int] | None = None  # None: any
     ranges: dict[str, tuple[tuple[int, int], ...]] | None = None  # None: any address
     reset: bool = False  # on_refusal: reset
+    # the allowed reads for Session's fast path: function code -> (quantity limit, the
+    # table's ranges or None for any address); derived from the fields above
+    reads: dict[int, tuple[int, tuple[tuple[int, int], ...] | None]] = field(
+        init=False, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        reads = {
+            fc: (limit, None if self.ranges is None else self.ranges.get(TABLE_OF[fc], ()))
+            for fc, limit in _READS.items()
+            if fc in self.function_codes
+        }
+        object.__setattr__(self, "reads", reads)
 
     @classmethod
     def of(cls, m: ModbusRestriction) -> Policy:
@@ -265,17 +269,10 @@ class Policy:
         )
 
     def covered(self, span: Span) -> bool:
-        """Whether every address of the span lies in one allowed range (ranges that touch
-        count as one: [0, 9] and [10, 19] cover 5..14)."""
+        """Whether every address of the span lies in the allowed ranges of its table."""
         if self.ranges is None:
             return True
-        first = span.first
-        for lo, hi in self.ranges.get(span.table, ()):
-            if lo <= first <= hi:
-                if span.last <= hi:
-                    return True
-                first = hi + 1
-        return False
+        return _covered(self.ranges.get(span.table, ()), span.first, span.last)
 
     def check(self, adu: Adu) -> Verdict:
         fc = adu.function
@@ -302,88 +299,170 @@ class Policy:
         return Verdict(adu, True, spans=spans)
 
 
-@dataclass
-class FromClient:
-    """What to do with a chunk from the client."""
+class Counts:
+    """Requests allowed and refused, by function code: plain ints, one per code."""
 
-    forward: bytes = b""  # to the PLC: the allowed requests, as they came
-    reply: bytes = b""  # to the client: exception responses for refused requests
-    verdicts: list[Verdict] = field(default_factory=list)
-    reset: str | None = None  # why the connection must be reset, or None
+    __slots__ = ("allowed", "refused")
 
+    def __init__(self) -> None:
+        self.allowed = [0] * 256
+        self.refused = [0] * 256
 
-@dataclass
-class FromServer:
-    forward: bytes = b""  # to the client: responses to its requests
-    reset: str | None = None
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {
+            "allowed": {str(fc): n for fc, n in enumerate(self.allowed) if n},
+            "refused": {str(fc): n for fc, n in enumerate(self.refused) if n},
+        }
 
 
 class Session:
-    """One proxied connection: the client's requests and the PLC's responses."""
+    """One proxied connection: the client's requests and the PLC's responses.
 
-    def __init__(self, policy: Policy) -> None:
+    `from_client` and `from_server` take the bytes read and return the bytes to pass on.
+    What else came of it waits on the session for the caller to take: `reply` (exception
+    responses for the client), `refused` (the verdicts of refused requests) and `reset`
+    (why the connection must be reset; once set, nothing more is passed)."""
+
+    __slots__ = (
+        "_count",
+        "_more",
+        "_req",
+        "_resp",
+        "_waiting",
+        "counts",
+        "policy",
+        "refused",
+        "reply",
+        "reset",
+    )  # fmt: skip
+
+    def __init__(self, policy: Policy, counts: Counts | None = None) -> None:
         self.policy = policy
-        self._requests = Reassembler()
-        self._responses = Reassembler()
-        # transaction id -> (unit id, function code) of each request sent and not answered
-        self._outstanding: dict[int, deque[tuple[int, int]]] = {}
+        self.counts = counts if counts is not None else Counts()
+        self.reply = b""
+        self.refused: list[Verdict] = []
+        self.reset: str | None = None
+        self._req = b""  # the start of a request not complete yet
+        self._resp = b""
+        # transaction id -> unit id << 8 | function code of the oldest request sent with
+        # it and not answered; `_more` the later ones with the same id, in order
+        self._waiting: dict[int, int] = {}
+        self._more: dict[int, deque[int]] = {}
         self._count = 0
 
     @property
     def outstanding(self) -> int:
+        """Requests sent to the PLC and not answered yet."""
         return self._count
 
-    def from_client(self, data: bytes) -> FromClient:
-        out = FromClient()
-        try:
-            adus = self._requests.feed(data)
-        except FramingError as e:
-            out.reset = f"request stream: {e}"
-            return out
-        forward = bytearray()
-        reply = bytearray()
-        for adu in adus:
-            verdict = self.policy.check(adu)
-            out.verdicts.append(verdict)
-            if not verdict.allowed:
-                if self.policy.reset:
-                    out.reset = f"refused request: {verdict.reason}"
-                    break
-                reply += verdict.reply()
-                continue
-            if self._count >= MAX_OUTSTANDING:
-                out.reset = f"more than {MAX_OUTSTANDING} requests not answered"
-                break
-            self._outstanding.setdefault(adu.transaction, deque()).append((adu.unit, adu.function))
-            self._count += 1
-            forward += adu.encode()
-        out.forward, out.reply = bytes(forward), bytes(reply)
-        return out
+    @property
+    def pending(self) -> int:
+        """Bytes of a request not complete yet."""
+        return len(self._req)
 
-    def from_server(self, data: bytes) -> FromServer:
-        out = FromServer()
-        try:
-            adus = self._responses.feed(data)
-        except FramingError as e:
-            out.reset = f"response stream: {e}"
-            return out
-        forward = bytearray()
-        for adu in adus:
-            waiting = self._outstanding.get(adu.transaction)
-            if not waiting:
-                out.reset = f"a response (transaction {adu.transaction}) to no request"
+    def from_client(self, data: bytes) -> bytes:
+        """The allowed requests of `data` (and of what came before it), as they came."""
+        if self.reset is not None:
+            return b""
+        if self._req:
+            data, self._req = self._req + data, b""
+        n = len(data)
+        off = start = 0  # the current ADU; the start of the run of allowed ones before it
+        runs: list[bytes] | None = None  # when refusals cut the chunk: the runs that pass
+        policy = self.policy
+        reads = policy.reads
+        units = policy.unit_ids
+        waiting = self._waiting
+        allowed = self.counts.allowed
+        while n - off >= HEADER:
+            tid, proto, length, unit = _MBAP.unpack_from(data, off)
+            if proto or length < 2 or length > MAX_ADU - HEADER + 1:
+                self.reset = f"request stream: {_framing(proto, length)}"
                 break
-            unit, fc = waiting[0]
-            if adu.unit != unit or adu.function not in (fc, fc | 0x80):
-                out.reset = (
-                    f"transaction {adu.transaction}: response unit {adu.unit} function "
-                    f"{adu.function} to a request to unit {unit} function {fc}"
+            end = off + HEADER - 1 + length
+            if end > n:
+                break
+            fc = data[off + HEADER]
+            read = reads.get(fc)
+            if read is not None and length == 6 and (units is None or unit in units):
+                first, count = _HH.unpack_from(data, off + HEADER + 1)
+                ok = 1 <= count <= read[0] and first + count <= 0x10000
+                if ok and read[1] is not None:
+                    ok = _covered(read[1], first, first + count - 1)
+            else:
+                ok = False
+            if not ok:
+                verdict = policy.check(Adu(tid, unit, data[off + HEADER : end]))
+                if not verdict.allowed:
+                    self.counts.refused[fc] += 1
+                    self.refused.append(verdict)
+                    if runs is None:
+                        runs = []
+                    if off > start:
+                        runs.append(data[start:off])
+                    off = start = end
+                    if policy.reset:
+                        self.reset = f"refused request: {verdict.reason}"
+                        break
+                    self.reply += verdict.reply()
+                    continue
+            if self._count >= MAX_OUTSTANDING:
+                self.reset = f"more than {MAX_OUTSTANDING} requests not answered"
+                break
+            key = unit << 8 | fc
+            if tid in waiting:
+                self._more.setdefault(tid, deque()).append(key)
+            else:
+                waiting[tid] = key
+            self._count += 1
+            allowed[fc] += 1
+            off = end
+        if self.reset is None and off < n:
+            self._req = data[off:]  # a header checked above: less than MAX_ADU bytes
+        if runs is not None:
+            if off > start:
+                runs.append(data[start:off])
+            return b"".join(runs)
+        return data if start == 0 and off == n else data[start:off]
+
+    def from_server(self, data: bytes) -> bytes:
+        """The responses of `data` (and of what came before it) to the client's requests."""
+        if self.reset is not None:
+            return b""
+        if self._resp:
+            data, self._resp = self._resp + data, b""
+        n = len(data)
+        off = 0
+        waiting = self._waiting
+        more = self._more
+        while n - off >= HEADER:
+            tid, proto, length, unit = _MBAP.unpack_from(data, off)
+            if proto or length < 2 or length > MAX_ADU - HEADER + 1:
+                self.reset = f"response stream: {_framing(proto, length)}"
+                break
+            end = off + HEADER - 1 + length
+            if end > n:
+                break
+            fc = data[off + HEADER]
+            key = waiting.get(tid)
+            if key is None:
+                self.reset = f"a response (transaction {tid}) to no request"
+                break
+            if key != unit << 8 | fc & 0x7F:  # its request's unit and function (or exception)
+                self.reset = (
+                    f"transaction {tid}: response unit {unit} function {fc} to a request to "
+                    f"unit {key >> 8} function {key & 0xFF}"
                 )
                 break
-            waiting.popleft()
-            if not waiting:
-                del self._outstanding[adu.transaction]
+            later = more.get(tid) if more else None
+            if later:
+                waiting[tid] = later.popleft()
+                if not later:
+                    del more[tid]
+            else:
+                del waiting[tid]
             self._count -= 1
-            forward += adu.encode()
-        out.forward = bytes(forward)
-        return out
+            off = end
+        if self.reset is None and off < n:
+            self._resp = data[off:]
+        return data if off == n else data[:off]

@@ -22,6 +22,12 @@ document. Refusals are events (`modbus.refused`), aggregated by (conduit, source
 unit, function, addresses): the first at once, then at most one per REPORT_EVERY_S with
 the count since the last one, so a client retrying every 100 ms writes one event a minute.
 
+The I/O path is asyncio Protocols (`_Conn`, `_Upstream`): each chunk read goes through
+the session and what passes is written on at once, with no task, stream or drain per
+request; a transport above its high-water mark stops the reading of the side that fills
+it (flow control). Counters are ints in the session's `Counts`, turned into the live
+document's dicts only when it is published.
+
 Privileges: IP_TRANSPARENT needs CAP_NET_RAW (not CAP_NET_ADMIN); the systemd unit gives
 the role that one capability and nothing else.
 
@@ -39,14 +45,14 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from appliance.config.check import carries_modbus
 from appliance.config.modbus import FUNCTION_CODES
 from appliance.config.model import Conduit, Config
-from appliance.modbusproxy.inspect import EXCEPTIONS, Policy, Session, Verdict
+from appliance.modbusproxy.inspect import EXCEPTIONS, Counts, Policy, Session, Verdict
 from appliance.net.render import MODBUS_PORT, MODBUS_PROXY_ADDRESS, MODBUS_PROXY_PORT
 from appliance.paths import Paths
 from appliance.rolekit import AsyncLoop
@@ -64,7 +70,6 @@ REPORT_EVERY_S = 60.0  # an aggregated refusal is reported again at most this of
 FORGET_AFTER_S = 3600.0  # an aggregate not seen for this long is dropped
 MAX_AGGREGATES = 1000
 SHOWN_REFUSALS = 20  # the most recent aggregates in the live document
-READ_SIZE = 65536
 MAX_CONNECTIONS = 512  # proxied at once; more are reset (a PLC takes a handful)
 
 Address = tuple[str, int]
@@ -77,14 +82,13 @@ class Sockets(Protocol):
         """A bound, listening, non-blocking socket; OSError when it cannot be."""
         ...
 
-    def destination(self, writer: asyncio.StreamWriter) -> Address:
+    def destination(self, transport: asyncio.BaseTransport) -> Address:
         """Where the client's connection was going (the PLC and port)."""
         ...
 
-    async def connect(
-        self, source: str | None, destination: Address
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """The upstream connection, from `source` (the client's address) when given."""
+    async def connect(self, source: str | None, destination: Address) -> socket.socket:
+        """The upstream connection (connected, non-blocking), from `source` (the client's
+        address) when given."""
         ...
 
 
@@ -109,17 +113,14 @@ class TransparentSockets:
             raise
         return s
 
-    def destination(self, writer: asyncio.StreamWriter) -> Address:
-        name = writer.get_extra_info("sockname")
+    def destination(self, transport: asyncio.BaseTransport) -> Address:
+        name = transport.get_extra_info("sockname")
         return str(name[0]), int(name[1])
 
-    async def connect(
-        self, source: str | None, destination: Address
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(self, source: str | None, destination: Address) -> socket.socket:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             s.setblocking(False)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if source is not None:
                 s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
                 s.bind((source, 0))  # another port than the client's: its own conntrack entry
@@ -127,7 +128,7 @@ class TransparentSockets:
         except BaseException:
             s.close()
             raise
-        return await asyncio.open_connection(sock=s)
+        return s
 
 
 class EventLog(Protocol):
@@ -143,22 +144,6 @@ class EventLog(Protocol):
         data: dict[str, Any] | None = ...,
         at: float | None = ...,
     ) -> Any: ...
-
-
-@dataclass
-class Counters:
-    allowed: dict[int, int] = field(default_factory=dict)
-    refused: dict[int, int] = field(default_factory=dict)
-
-    def count(self, v: Verdict) -> None:
-        table = self.allowed if v.allowed else self.refused
-        table[v.function] = table.get(v.function, 0) + 1
-
-    def as_dict(self) -> dict[str, dict[str, int]]:
-        return {
-            "allowed": {str(k): n for k, n in sorted(self.allowed.items())},
-            "refused": {str(k): n for k, n in sorted(self.refused.items())},
-        }
 
 
 @dataclass
@@ -195,30 +180,154 @@ class Refusal:
         }
 
 
-@dataclass(eq=False)  # one per connection, in a set by identity
-class _Conn:
-    conduit: str
-    client: Address
-    plc: Address
-    session: Session
-    client_w: asyncio.StreamWriter
-    upstream_w: asyncio.StreamWriter | None = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
-    reset_why: str | None = None
+def _nodelay(sock: Any) -> None:
+    """TCP_NODELAY: each answer leaves at once, not after the peer's delayed ACK (asyncio
+    sets it only on sockets made with proto IPPROTO_TCP, which these are not)."""
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _abort(writer: asyncio.StreamWriter | None, reset: bool) -> None:
-    """Close a connection; with `reset` by a RST (SO_LINGER 0), not a FIN."""
-    if writer is None:
+def _abort(transport: asyncio.BaseTransport | None, reset: bool) -> None:
+    """Close a connection; with `reset` by a RST (SO_LINGER 0), not a FIN (after what is
+    buffered has been sent)."""
+    if transport is None:
         return
     if reset:
-        sock = writer.get_extra_info("socket")
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort()
+        transport.abort()  # type: ignore[attr-defined]
     else:
-        writer.close()
+        transport.close()
+
+
+class _Conn(asyncio.Protocol):
+    """One proxied connection: this protocol is the client's side, `_Upstream` the PLC's.
+
+    Bytes read go through the session and are written on at once (no task, no drain per
+    request). Flow control by the transports' high-water marks: while the PLC's side has
+    more buffered than its mark, the client's side is not read; while the client's is
+    (its answers, the proxy's exceptions), neither side is read."""
+
+    def __init__(self, role: ModbusProxyRole) -> None:
+        self.role = role
+        self.conduit = ""
+        self.client: Address = ("", 0)
+        self.plc: Address = ("", 0)
+        self.session: Session | None = None
+        self.client_t: asyncio.Transport | None = None
+        self.upstream_t: asyncio.Transport | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []  # read before the PLC's side was up
+        self.ended = False
+        self.reset_why: str | None = None
+        self.up_full = False  # the PLC's side is above its high-water mark
+        self.client_full = False
+
+    # the client's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.client_t = transport
+        self.role._accept(self)
+
+    def data_received(self, data: bytes) -> None:
+        s, up = self.session, self.upstream_t
+        if s is None or self.ended:
+            return
+        if up is None:  # the PLC's side is connecting: held until it is up
+            self.early.append(data)
+            self._reading()
+            return
+        forward = s.from_client(data)
+        if forward:
+            up.write(forward)
+        if s.reply:
+            assert self.client_t is not None
+            self.client_t.write(s.reply)
+            s.reply = b""
+        if s.refused:
+            self.role._refused(self, s.refused)
+            s.refused.clear()
+        if s.reset is not None:
+            self.role._end(self, s.reset, reset=True)
+
+    def eof_received(self) -> bool:
+        self.role._end(self, None, reset=False)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.role._end(self, None, reset=False)
+
+    def pause_writing(self) -> None:
+        self.client_full = True
+        self._reading()
+
+    def resume_writing(self) -> None:
+        self.client_full = False
+        self._reading()
+
+    def _reading(self) -> None:
+        """Read each side only while what it would write has room (module docstring)."""
+        client, up = self.client_t, self.upstream_t
+        if self.ended or client is None:
+            return
+        if self.client_full or self.up_full or up is None:
+            client.pause_reading()
+        else:
+            client.resume_reading()
+        if up is not None:
+            if self.client_full:
+                up.pause_reading()
+            else:
+                up.resume_reading()
+
+    # the PLC's side (`_Upstream` hands its events here)
+
+    def upstream_made(self, transport: asyncio.Transport) -> None:
+        self.upstream_t = transport
+        early, self.early = self.early, []
+        for data in early:
+            self.data_received(data)
+        self._reading()
+
+    def upstream_data(self, data: bytes) -> None:
+        s, client = self.session, self.client_t
+        if s is None or client is None or self.ended:
+            return
+        forward = s.from_server(data)
+        if forward:
+            client.write(forward)
+        if s.reset is not None:
+            log.warning("%s: %s:%s: %s; reset", self.conduit, *self.plc, s.reset)
+            self.role._end(self, s.reset, reset=True)
+
+
+class _Upstream(asyncio.Protocol):
+    """The PLC's side of a `_Conn`."""
+
+    def __init__(self, conn: _Conn) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.upstream_data(data)
+
+    def eof_received(self) -> bool:
+        self.conn.role._end(self.conn, None, reset=False)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.role._end(self.conn, None, reset=False)
+
+    def pause_writing(self) -> None:
+        self.conn.up_full = True
+        self.conn._reading()
+
+    def resume_writing(self) -> None:
+        self.conn.up_full = False
+        self.conn._reading()
 
 
 class ModbusProxyRole:
@@ -239,7 +348,7 @@ class ModbusProxyRole:
         self.error: str | None = None
         self.tried_at = float("-inf")
         self.conns: set[_Conn] = set()
-        self.counters: dict[str, Counters] = {}
+        self.counters: dict[str, Counts] = {}
         self.refusals: dict[tuple, Refusal] = {}
         self._pending_events: list[tuple[str, str, str, dict[str, Any], float]] = []
 
@@ -268,11 +377,12 @@ class ModbusProxyRole:
         server, self.server = self.server, None
         if server is not None:
             server.close()
-        for conn in list(self.conns):
+        conns = list(self.conns)
+        for conn in conns:
             self._end(conn, "the proxy stops", reset=True)
-        tasks = [t for c in list(self.conns) for t in c.tasks]
-        if tasks:
-            await asyncio.wait(tasks, timeout=1.0)
+        tasks = [c.connecting for c in conns if c.connecting is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # the transports' aborts take effect
         self._report(self.clock(), final=True)
         await self._flush_events()
 
@@ -281,7 +391,8 @@ class ModbusProxyRole:
     async def _listen(self) -> None:
         try:
             sock = self.sockets.listener()
-            self.server = await asyncio.start_server(self._serve, sock=sock)
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_server(lambda: _Conn(self), sock=sock)
         except OSError as e:
             self.tried_at = self.clock()
             error = f"cannot listen for the restricted conduits: {e}"
@@ -307,7 +418,9 @@ class ModbusProxyRole:
         at = datetime.fromtimestamp(now, UTC)
         return [c for c in config.conduits if c.modbus is not None and c.active(at)]
 
-    def conduit_for(self, client: str, plc: Address, now: float) -> Conduit | None:
+    def conduit_for(
+        self, client: str, plc: Address, now: float, restricted: list[Conduit] | None = None
+    ) -> Conduit | None:
         """The active restricted conduit from `client` to `plc` (tcp/502), if any."""
         if plc[1] != MODBUS_PORT:
             return None
@@ -315,124 +428,97 @@ class ModbusProxyRole:
             src, dst = ipaddress.ip_address(client), ipaddress.ip_address(plc[0])
         except ValueError:
             return None
-        for c in self.restricted(now):
+        for c in self.restricted(now) if restricted is None else restricted:
             if carries_modbus(c) and any(src in n for n in c.from_) and any(dst in n for n in c.to):
                 return c
         return None
 
     def _recheck(self, now: float) -> None:
         """Connections follow their conduit: gone or inactive, reset; changed, new policy."""
+        if not self.conns:
+            return
+        restricted = self.restricted(now)
+        policies: dict[str, Policy] = {}
         for conn in list(self.conns):
-            c = self.conduit_for(conn.client[0], conn.plc, now)
+            c = self.conduit_for(conn.client[0], conn.plc, now, restricted)
             if c is None or c.name != conn.conduit:
                 self._end(conn, "its conduit no longer allows it", reset=True)
                 continue
-            assert c.modbus is not None
-            policy = Policy.of(c.modbus)
+            assert c.modbus is not None and conn.session is not None
+            policy = policies.get(c.name)
+            if policy is None:
+                policy = policies[c.name] = Policy.of(c.modbus)
             if policy != conn.session.policy:
                 conn.session.policy = policy
 
     # -- one connection -------------------------------------------------------------------
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    def _accept(self, conn: _Conn) -> None:
+        """A client's connection (tproxy'd here): its conduit, or a reset; then the PLC's."""
+        t = conn.client_t
+        assert t is not None
+        peer = t.get_extra_info("peername")
         client: Address = (str(peer[0]), int(peer[1]))
-        plc = self.sockets.destination(writer)
-        now = self.clock()
-        conduit = self.conduit_for(client[0], plc, now)
+        plc = self.sockets.destination(t)
+        conduit = self.conduit_for(client[0], plc, self.clock())
         if conduit is None or conduit.modbus is None:
             log.warning("%s → %s:%s: no restricted conduit; reset", client[0], *plc)
-            _abort(writer, reset=True)
+            conn.ended = True
+            _abort(t, reset=True)
             return
         if len(self.conns) >= MAX_CONNECTIONS:
             log.warning("%s: %d connections already; reset", conduit.name, len(self.conns))
-            _abort(writer, reset=True)
+            conn.ended = True
+            _abort(t, reset=True)
             return
-        with contextlib.suppress(OSError):
-            writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = _Conn(conduit.name, client, plc, Session(Policy.of(conduit.modbus)), writer)
+        _nodelay(t.get_extra_info("socket"))
+        counts = self.counters.setdefault(conduit.name, Counts())
+        conn.conduit, conn.client, conn.plc = conduit.name, client, plc
+        conn.session = Session(Policy.of(conduit.modbus), counts)
         self.conns.add(conn)
         self.dirty = True
+        conn.connecting = asyncio.create_task(self._connect(conn))
+
+    async def _connect(self, conn: _Conn) -> None:
+        source = None if self.config is not None and self.config.nat.masquerade else conn.client[0]
+        loop = asyncio.get_running_loop()
         try:
-            source = None if self.config is not None and self.config.nat.masquerade else client[0]
-            try:
-                up_r, up_w = await asyncio.wait_for(
-                    self.sockets.connect(source, plc), CONNECT_TIMEOUT_S
-                )
-            except (OSError, TimeoutError) as e:
-                log.warning("%s: cannot reach %s:%s: %s", conduit.name, *plc, e or "timeout")
-                self._end(conn, f"the PLC cannot be reached: {e}", reset=True)
-                return
-            conn.upstream_w = up_w
-            if conn.reset_why is not None:  # ended while connecting
-                _abort(up_w, reset=True)
-                return
-            conn.tasks = [
-                asyncio.create_task(self._requests(conn, reader)),
-                asyncio.create_task(self._responses(conn, up_r)),
-            ]
-            _done, pending = await asyncio.wait(conn.tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            self._end(conn, conn.reset_why, reset=conn.reset_why is not None)
+            sock = await asyncio.wait_for(self.sockets.connect(source, conn.plc), CONNECT_TIMEOUT_S)
+            _nodelay(sock)
+            transport, _ = await loop.create_connection(lambda: _Upstream(conn), sock=sock)
+        except (OSError, TimeoutError) as e:
+            log.warning("%s: cannot reach %s:%s: %s", conn.conduit, *conn.plc, e or "timeout")
+            self._end(conn, f"the PLC cannot be reached: {e}", reset=True)
+            return
         finally:
-            self.conns.discard(conn)
-            self.dirty = True
-
-    async def _requests(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
-        """Client → PLC: each request checked; refused ones answered here."""
-        up = conn.upstream_w
-        assert up is not None
-        counters = self.counters.setdefault(conn.conduit, Counters())
-        with contextlib.suppress(ConnectionError):
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    return
-                out = conn.session.from_client(data)
-                now = self.clock()
-                for v in out.verdicts:
-                    counters.count(v)
-                    if not v.allowed:
-                        self._refused(conn, v, now)
-                if out.forward:
-                    up.write(out.forward)
-                if out.reply:
-                    conn.client_w.write(out.reply)
-                if out.reset is not None:
-                    conn.reset_why = out.reset
-                    return
-                await up.drain()
-                await conn.client_w.drain()
-
-    async def _responses(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
-        """PLC → client: only responses to the client's requests."""
-        with contextlib.suppress(ConnectionError):
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    return
-                out = conn.session.from_server(data)
-                if out.forward:
-                    conn.client_w.write(out.forward)
-                if out.reset is not None:
-                    log.warning("%s: %s:%s: %s; reset", conn.conduit, *conn.plc, out.reset)
-                    conn.reset_why = out.reset
-                    return
-                await conn.client_w.drain()
+            conn.connecting = None
+        if conn.ended:  # ended while connecting
+            _abort(transport, reset=True)
+            return
+        conn.upstream_made(transport)
 
     def _end(self, conn: _Conn, why: str | None, reset: bool) -> None:
-        if why is not None and conn.reset_why is None:
-            conn.reset_why = why
-        for t in conn.tasks:
-            t.cancel()
-        _abort(conn.client_w, reset)
-        _abort(conn.upstream_w, reset)
+        """End a proxied connection, both sides (once; later calls do nothing)."""
+        if conn.ended:
+            return
+        conn.ended = True
+        conn.reset_why = why
+        self.conns.discard(conn)
+        self.dirty = True
+        if conn.connecting is not None:
+            conn.connecting.cancel()
+        _abort(conn.client_t, reset)
+        _abort(conn.upstream_t, reset)
 
     # -- refusals ---------------------------------------------------------------------------
 
-    def _refused(self, conn: _Conn, v: Verdict, now: float) -> None:
+    def _refused(self, conn: _Conn, verdicts: list[Verdict]) -> None:
+        now = self.clock()
+        for v in verdicts:
+            self._refusal(conn, v, now)
+
+    def _refusal(self, conn: _Conn, v: Verdict, now: float) -> None:
+        assert conn.session is not None
         addresses = ", ".join(str(s) for s in v.spans)
         key = (conn.conduit, conn.client[0], conn.plc[0], v.adu.unit, v.function, addresses)
         r = self.refusals.get(key)
@@ -501,7 +587,7 @@ class ModbusProxyRole:
                 "restriction": c.modbus.describe(),
                 "on_refusal": c.modbus.on_refusal,
                 "connections": sum(1 for x in self.conns if x.conduit == c.name),
-                **self.counters.get(c.name, Counters()).as_dict(),
+                **self.counters.get(c.name, Counts()).as_dict(),
             }
         recent = sorted(self.refusals.values(), key=lambda r: r.last_seen, reverse=True)
         return {

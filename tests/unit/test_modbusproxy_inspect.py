@@ -12,10 +12,9 @@ from propkit import examples
 from appliance.config.modbus import ModbusRestriction
 from appliance.modbusproxy.inspect import (
     MAX_ADU,
+    MAX_OUTSTANDING,
     Adu,
-    FramingError,
     Policy,
-    Reassembler,
     Session,
     Span,
     request_spans,
@@ -48,28 +47,62 @@ def policy(modbus: object) -> Policy:
 READ_ONLY = policy("read-only")
 
 
+def split(stream: bytes) -> list[bytes]:
+    """The ADUs of a well-formed stream (the test's own framing, not the inspector's)."""
+    out = []
+    while stream:
+        n = 6 + struct.unpack(">H", stream[4:6])[0]
+        out.append(stream[:n])
+        stream = stream[n:]
+    return out
+
+
+def as_adu(data: bytes) -> Adu:
+    tid, _proto, _length, unit = struct.unpack(">HHHB", data[:7])
+    return Adu(tid, unit, data[7:])
+
+
 def decide(p: Policy, data: bytes) -> list[tuple[bool, int | None, str]]:
-    return [(v.allowed, v.code, v.reason) for v in Session(p).from_client(data).verdicts]
+    """What a session decides about each ADU of `data`: passed on as it came, or refused
+    with its verdict. Each decision is also `Policy.check`'s (the session's fast path)."""
+    s = Session(p)
+    forward = s.from_client(data)
+    refused = iter(s.refused)
+    out: list[tuple[bool, int | None, str]] = []
+    for a in split(data):
+        if forward.startswith(a):
+            forward = forward[len(a) :]
+            out.append((True, None, ""))
+        else:
+            v = next(refused)
+            assert v.adu.encode() == a
+            out.append((False, v.code, v.reason))
+        assert p.check(as_adu(a)).allowed == out[-1][0]
+    assert forward == b"" and next(refused, None) is None and s.reset is None
+    return out
 
 
 # -- reassembly -----------------------------------------------------------------------
 
 
-def test_several_adus_in_one_chunk() -> None:
-    r = Reassembler()
-    got = r.feed(read(1, 3, 0, 2) + read(2, 4, 5, 1) + read(3, 1, 0, 8))
-    assert [(a.transaction, a.function) for a in got] == [(1, 3), (2, 4), (3, 1)]
-    assert r.pending == 0
+def test_several_adus_in_one_chunk_pass_as_they_came() -> None:
+    s = Session(READ_ONLY)
+    chunk = read(1, 3, 0, 2) + read(2, 4, 5, 1) + read(3, 1, 0, 8)
+    assert s.from_client(chunk) is chunk  # nothing copied
+    assert (s.outstanding, s.pending) == (3, 0)
+    assert s.counts.as_dict() == {"allowed": {"1": 1, "3": 1, "4": 1}, "refused": {}}
 
 
 def test_one_adu_split_over_chunks() -> None:
-    r = Reassembler()
+    s = Session(policy("read-write"))
     whole = write_registers(9, 10, [1, 2, 3])
-    assert r.feed(whole[:3]) == []
-    assert r.feed(whole[3:8]) == []
-    assert r.pending == 8
-    assert r.feed(whole[8:]) == [Adu(9, 1, whole[7:])]
-    assert r.pending == 0
+    assert s.from_client(whole[:3]) == b""
+    assert s.from_client(whole[3:8]) == b""
+    assert s.pending == 8
+    assert s.from_client(whole[8:] + read(1, 3, 0, 1)[:4]) == whole
+    assert (s.pending, s.outstanding) == (4, 1)
+    assert s.from_client(read(1, 3, 0, 1)[4:]) == read(1, 3, 0, 1)
+    assert (s.pending, s.outstanding) == (0, 2)
 
 
 @pytest.mark.parametrize(
@@ -84,15 +117,31 @@ def test_one_adu_split_over_chunks() -> None:
     ],
 )
 def test_framing_errors(header: bytes, message: str) -> None:
-    with pytest.raises(FramingError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        Reassembler().feed(header + b"\x03")
+    s = Session(READ_ONLY)
+    assert s.from_client(read(1, 3, 0, 1) + header + b"\x03") == read(1, 3, 0, 1)
+    assert s.reset == f"request stream: {message}"
+    assert s.from_client(read(2, 3, 0, 1)) == b""  # nothing more after a reset
+    s = Session(READ_ONLY)
+    s.from_client(read(1, 3, 0, 1))
+    assert s.from_server(header + b"\x03") == b""
+    assert s.reset == f"response stream: {message}"
+
+
+def test_a_header_is_checked_before_its_adu_is_complete() -> None:
+    s = Session(READ_ONLY)  # so an incomplete ADU never holds more than MAX_ADU - 1 bytes
+    assert s.from_client(struct.pack(">HHHB", 1, 0, 255, 1)) == b""
+    assert s.reset is not None and s.pending == 0
 
 
 def test_the_largest_adu_is_taken() -> None:
     pdu = bytes([16]) + struct.pack(">HHB", 0, 123, 246) + bytes(246)
     assert len(pdu) == 252
     data = struct.pack(">HHHB", 1, 0, len(pdu) + 1, 1) + pdu
-    assert Reassembler().feed(data)[0].pdu == pdu
+    s = Session(policy("read-write"))
+    for i in range(len(data) - 1):
+        assert s.from_client(data[i : i + 1]) == b""
+    assert s.pending == len(data) - 1 < MAX_ADU
+    assert s.from_client(data[-1:]) == data
 
 
 # -- read-only ------------------------------------------------------------------------
@@ -127,10 +176,11 @@ def test_read_only_refuses_the_rest_with_illegal_function(data: bytes, reason: s
 
 
 def test_the_exception_answer() -> None:
-    out = Session(READ_ONLY).from_client(write_register(0x1234, 0, 7, unit=5))
-    assert out.forward == b""
-    assert out.reply == bytes.fromhex("1234 0000 0003 05 86 01")
-    assert out.reset is None
+    s = Session(READ_ONLY)
+    assert s.from_client(write_register(0x1234, 0, 7, unit=5)) == b""
+    assert s.reply == bytes.fromhex("1234 0000 0003 05 86 01")
+    assert s.reset is None
+    assert s.counts.as_dict() == {"allowed": {}, "refused": {"6": 1}}
 
 
 @pytest.mark.parametrize(
@@ -214,34 +264,49 @@ def test_unit_ids() -> None:
 
 def test_a_write_packed_after_a_read_is_refused_and_the_read_goes_on() -> None:
     s = Session(READ_ONLY)
-    out = s.from_client(read(1, 3, 0, 2) + write_register(2, 0, 99) + read(3, 3, 5, 1))
-    assert out.forward == read(1, 3, 0, 2) + read(3, 3, 5, 1)
-    assert out.reply == bytes.fromhex("0002 0000 0003 01 86 01")
-    assert [v.allowed for v in out.verdicts] == [True, False, True]
+    assert s.from_client(read(1, 3, 0, 2) + write_register(2, 0, 99) + read(3, 3, 5, 1)) == (
+        read(1, 3, 0, 2) + read(3, 3, 5, 1)
+    )
+    assert s.reply == bytes.fromhex("0002 0000 0003 01 86 01")
+    assert [(v.adu.transaction, v.allowed) for v in s.refused] == [(2, False)]
     assert s.outstanding == 2
 
 
 def test_a_write_split_over_two_segments_is_refused() -> None:
     s = Session(READ_ONLY)
     whole = write_registers(4, 0, [1, 2, 3])
-    first = s.from_client(whole[:9])
-    assert (first.forward, first.reply, first.verdicts) == (b"", b"", [])
-    second = s.from_client(whole[9:])
-    assert second.forward == b""
-    assert second.reply == bytes.fromhex("0004 0000 0003 01 90 01")
+    assert s.from_client(whole[:9]) == b""
+    assert (s.reply, s.refused) == (b"", [])
+    assert s.from_client(whole[9:]) == b""
+    assert s.reply == bytes.fromhex("0004 0000 0003 01 90 01")
 
 
 def test_on_refusal_reset() -> None:
     s = Session(policy({"preset": "read-only", "on_refusal": "reset"}))
-    out = s.from_client(read(1, 3, 0, 2) + write_register(2, 0, 99) + read(3, 3, 5, 1))
-    assert out.forward == read(1, 3, 0, 2)  # what came before the refused one
-    assert out.reply == b""
-    assert out.reset == "refused request: function 6 (write single register)"
+    forward = s.from_client(read(1, 3, 0, 2) + write_register(2, 0, 99) + read(3, 3, 5, 1))
+    assert forward == read(1, 3, 0, 2)  # what came before the refused one
+    assert s.reply == b""
+    assert s.reset == "refused request: function 6 (write single register)"
+    assert [v.adu.transaction for v in s.refused] == [2]
 
 
 def test_a_broken_request_stream_resets() -> None:
-    out = Session(READ_ONLY).from_client(read(1, 3, 0, 2)[:2] + b"\x00\x07" + b"\x00" * 8)
-    assert out.reset == "request stream: protocol id 7, not 0 (Modbus)"
+    s = Session(READ_ONLY)
+    assert s.from_client(read(1, 3, 0, 2)[:2] + b"\x00\x07" + b"\x00" * 8) == b""
+    assert s.reset == "request stream: protocol id 7, not 0 (Modbus)"
+
+
+def test_at_most_max_outstanding_requests() -> None:
+    s = Session(READ_ONLY)
+    many = b"".join(read(t, 3, 0, 1) for t in range(MAX_OUTSTANDING))
+    assert s.from_client(many) is many
+    assert s.from_client(read(999, 3, 0, 1) + read(1000, 3, 0, 1)) == b""
+    assert s.reset == f"more than {MAX_OUTSTANDING} requests not answered"
+    s = Session(READ_ONLY)  # answered ones make room
+    s.from_client(many)
+    s.from_server(response(0, 3, b"\x02\x00\x01"))
+    assert s.from_client(read(999, 3, 0, 1)) == read(999, 3, 0, 1)
+    assert s.reset is None
 
 
 def response(tid: int, fc: int, payload: bytes, unit: int = 1) -> bytes:
@@ -252,51 +317,70 @@ def test_responses_only_to_requests() -> None:
     s = Session(READ_ONLY)
     s.from_client(read(1, 3, 0, 1) + read(2, 3, 0, 1))
     answer = response(2, 3, b"\x02\x00\x07")
-    assert s.from_server(answer).forward == answer  # out of order is fine (transaction ids)
+    assert s.from_server(answer) is answer  # out of order is fine (transaction ids)
     exc = response(1, 0x83, b"\x02")
-    assert s.from_server(exc).forward == exc  # an exception answers its request
+    assert s.from_server(exc) == exc  # an exception answers its request
     assert s.outstanding == 0
-    assert s.from_server(answer).reset == "a response (transaction 2) to no request"
+    assert s.from_server(answer) == b""
+    assert s.reset == "a response (transaction 2) to no request"
 
 
 def test_a_response_must_match_its_request() -> None:
     s = Session(READ_ONLY)
     s.from_client(read(1, 3, 0, 1))
-    assert s.from_server(response(1, 6, b"\x00\x00\x00\x07")).reset == (
-        "transaction 1: response unit 1 function 6 to a request to unit 1 function 3"
-    )
+    assert s.from_server(response(1, 6, b"\x00\x00\x00\x07")) == b""
+    assert s.reset == "transaction 1: response unit 1 function 6 to a request to unit 1 function 3"
     s = Session(READ_ONLY)
     s.from_client(read(1, 3, 0, 1))
-    assert "response unit 9" in (s.from_server(response(1, 3, b"\x02\x00\x07", unit=9)).reset or "")
+    s.from_server(response(1, 3, b"\x02\x00\x07", unit=9))
+    assert "response unit 9" in (s.reset or "")
+    s = Session(READ_ONLY)
+    s.from_client(read(1, 3, 0, 1))
+    s.from_server(response(1, 0x84, b"\x02"))  # the exception of another function
+    assert (
+        s.reset == "transaction 1: response unit 1 function 132 to a request to unit 1 function 3"
+    )
+
+
+def test_the_responses_before_a_bad_one_pass() -> None:
+    s = Session(READ_ONLY)
+    s.from_client(read(1, 3, 0, 1))
+    good = response(1, 3, b"\x02\x00\x07")
+    assert s.from_server(good + response(5, 3, b"\x02\x00\x07")) == good
+    assert s.reset == "a response (transaction 5) to no request"
 
 
 def test_a_reused_transaction_id_is_answered_in_turn() -> None:
     s = Session(READ_ONLY)  # some clients send every request with transaction id 0
-    s.from_client(read(0, 3, 0, 1) + read(0, 4, 0, 1))
-    assert s.from_server(response(0, 3, b"\x02\x00\x01")).reset is None
-    assert s.from_server(response(0, 4, b"\x02\x00\x01")).reset is None
-    assert s.from_server(response(0, 4, b"\x02\x00\x01")).reset is not None
+    s.from_client(read(0, 3, 0, 1) + read(0, 4, 0, 1) + read(0, 1, 0, 1))
+    assert s.from_server(response(0, 3, b"\x02\x00\x01")) != b""
+    assert s.from_server(response(0, 4, b"\x02\x00\x01")) != b""
+    assert s.reset is None and s.outstanding == 1
+    assert s.from_server(response(0, 4, b"\x02\x00\x01")) == b""  # the read of coils is next
+    assert s.reset is not None
 
 
 def test_a_response_split_over_chunks() -> None:
     s = Session(READ_ONLY)
     s.from_client(read(1, 3, 0, 2))
     answer = response(1, 3, b"\x04\x00\x01\x00\x02")
-    assert s.from_server(answer[:5]).forward == b""
-    assert s.from_server(answer[5:]).forward == answer
+    assert s.from_server(answer[:5]) == b""
+    assert s.from_server(answer[5:]) == answer
 
 
 # -- property: the chunking never changes what is decided --------------------------------
 
+_start = st.one_of(st.integers(0, 300), st.integers(65400, 65535))
 _requests = st.one_of(
     st.builds(
         read,
         st.integers(0, 65535),
         st.sampled_from([1, 2, 3, 4]),
-        st.integers(0, 300),
-        st.integers(0, 130),
+        _start,
+        st.one_of(st.integers(0, 130), st.integers(1990, 2010)),
+        st.integers(0, 3),
     ),
-    st.builds(write_register, st.integers(0, 65535), st.integers(0, 300), st.integers(0, 65535)),
+    st.builds(write_register, st.integers(0, 65535), _start, st.integers(0, 65535)),
     st.builds(
         write_registers,
         st.integers(0, 65535),
@@ -309,6 +393,9 @@ _requests = st.one_of(
     st.builds(
         lambda t, fc: adu(t, 1, fc, 0, 1, fmt="HH"), st.integers(0, 65535), st.integers(0, 255)
     ),
+    st.builds(  # a read of the wrong length
+        lambda t, fc: adu(t, 1, fc, 0, 1, 0, fmt="HHB"), st.integers(0, 65535), st.integers(1, 4)
+    ),
 )
 _policies = st.sampled_from(
     [
@@ -316,31 +403,33 @@ _policies = st.sampled_from(
         policy("read-write"),
         RANGES,
         policy({"function_codes": [3, 6], "ranges": {"holding": [[10, 20]]}}),
+        policy({"function_codes": [1, 2, 4], "unit_ids": [1, 2]}),
+        policy({"preset": "read-only", "ranges": {"coil": [[0, 1999]], "input": [[65500, 65535]]}}),
     ]
 )
 
 
-@settings(max_examples=examples(200))
+@settings(max_examples=examples(300))
 @given(_policies, st.lists(_requests, min_size=1, max_size=20), st.data())
-def test_any_chunking_decides_the_same(
+def test_any_chunking_decides_as_the_policy_does(
     p: Policy, requests: list[bytes], data: st.DataObject
 ) -> None:
+    """Whatever the chunking, exactly the requests `Policy.check` allows reach the PLC,
+    in order and as they came, and every other one gets its exception, in order."""
+    verdicts = [p.check(as_adu(r)) for r in requests]
     stream = b"".join(requests)
     cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=30)))
-    whole = Session(p).from_client(stream)
-    chunked = Session(p)
-    forward, reply, verdicts = b"", b"", []
+    s = Session(p)
+    forward = b""
     for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        out = chunked.from_client(stream[a:b])
-        forward, reply, verdicts = forward + out.forward, reply + out.reply, verdicts + out.verdicts
-    assert (forward, reply, verdicts) == (whole.forward, whole.reply, whole.verdicts)
-    assert len(verdicts) == len(requests)
-    # what reaches the PLC is exactly the allowed requests, each one allowed on its own
-    passed = Reassembler().feed(forward)
-    assert [a.encode() for a in passed] == [v.adu.encode() for v in verdicts if v.allowed]
-    assert all(p.check(a).allowed for a in passed)
-    # and every refused one got its exception, in order
-    assert reply == b"".join(v.reply() for v in verdicts if not v.allowed)
+        forward += s.from_client(stream[a:b])
+    assert s.reset is None and s.pending == 0
+    assert forward == b"".join(r for r, v in zip(requests, verdicts, strict=True) if v.allowed)
+    assert s.reply == b"".join(v.reply() for v in verdicts if not v.allowed)
+    assert s.refused == [v for v in verdicts if not v.allowed]
+    assert s.outstanding == sum(v.allowed for v in verdicts)
+    counts = s.counts.as_dict()
+    assert sum(counts["allowed"].values()) + sum(counts["refused"].values()) == len(requests)
 
 
 def test_the_inspector_is_in_the_pure_core_contract() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from pathlib import Path
@@ -22,23 +23,30 @@ PLC = ("192.168.50.10", 502)
 
 
 class FakePlc:
-    """Answers each request with a fixed response; records what reached it."""
+    """Answers each request with a fixed response; records what reached it. With
+    `unasked`, the answer is to a request nobody sent (another transaction id)."""
 
     def __init__(self) -> None:
         self.received = b""
         self.server: asyncio.Server | None = None
+        self.unasked = False
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         return self.server.sockets[0].getsockname()[1]
 
     async def _serve(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):  # the proxy resets it
+            await self._answer(r, w)
+
+    async def _answer(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while data := await r.read(65536):
             self.received += data
             while data:
                 tid, _, length, unit = struct.unpack(">HHHB", data[:7])
                 fc = data[7]
                 data = data[6 + length :]
+                tid += 1000 if self.unasked else 0
                 w.write(struct.pack(">HHHBBBH", tid, 0, 5, unit, fc, 2, 42))
             await w.drain()
 
@@ -55,24 +63,39 @@ class LoopbackSockets:
         self.port = 0
         self.sources: list[str | None] = []
         self.fail = False
+        self.connect_delay = 0.0  # the PLC's side takes this long to come up
+        self.connect_error: OSError | None = None
+        self.sndbuf = 0  # SO_SNDBUF of the accepted sockets, when set
 
     def listener(self) -> socket.socket:
         if self.fail:
             raise PermissionError(1, "Operation not permitted")
         s = socket.socket()
+        if self.sndbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
         s.bind(("127.0.0.1", 0))
         s.listen()
         s.setblocking(False)
         self.port = s.getsockname()[1]
         return s
 
-    def destination(self, writer: asyncio.StreamWriter) -> tuple[str, int]:
+    def destination(self, transport: asyncio.BaseTransport) -> tuple[str, int]:
         return PLC
 
-    async def connect(self, source: str | None, destination: tuple[str, int]) -> Any:
+    async def connect(self, source: str | None, destination: tuple[str, int]) -> socket.socket:
         assert destination == PLC
         self.sources.append(source)
-        return await asyncio.open_connection("127.0.0.1", self.plc_port)
+        await asyncio.sleep(self.connect_delay)
+        if self.connect_error is not None:
+            raise self.connect_error
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_connect(s, ("127.0.0.1", self.plc_port))
+        except BaseException:
+            s.close()
+            raise
+        return s
 
 
 class Events:
@@ -260,10 +283,12 @@ def test_a_response_to_no_request_resets(rig: Rig) -> None:
         w.write(rq(1, 3, 0, 1))
         await answer(r)
         [conn] = rig.role.conns
-        # the PLC side sends an answer nobody asked for
-        out = conn.session.from_server(struct.pack(">HHHBBBH", 9, 0, 5, 1, 3, 2, 1))
-        assert out.reset == "a response (transaction 9) to no request"
-        w.close()
+        rig.plc.unasked = True  # the PLC side sends an answer nobody asked for
+        w.write(rq(2, 3, 0, 1))
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r)  # it does not reach the client: the connection is reset
+        assert conn.reset_why == "a response (transaction 1002) to no request"
+        assert not rig.role.conns
         await rig.stop()
 
     asyncio.run(run())
@@ -324,5 +349,110 @@ def test_connections_beyond_the_limit_are_reset(rig: Rig, monkeypatch) -> None:
         assert len(await answer(r1)) == 1  # the first one goes on
         w1.close()
         await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_what_comes_before_the_plc_is_reached_waits_for_it(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        rig.sockets.connect_delay = 0.2
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1) + rq(2, 6, 0, 1) + rq(3, 4, 0, 1))  # at once, while connecting
+        got = sorted(await answer(r, 3))
+        assert [(a[:2], a[7]) for a in got] == [
+            (b"\x00\x01", 3),
+            (b"\x00\x02", 0x86),
+            (b"\x00\x03", 4),
+        ]
+        assert rig.plc.received == rq(1, 3, 0, 1) + rq(3, 4, 0, 1)
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_a_plc_that_cannot_be_reached_resets_the_client(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        rig.sockets.connect_error = ConnectionRefusedError(111, "Connection refused")
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r)
+        assert not rig.role.conns and rig.plc.received == b""
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_both_sides_have_tcp_nodelay(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        await answer(r)
+        [conn] = rig.role.conns
+        for t in (conn.client_t, conn.upstream_t):
+            assert t is not None
+            assert t.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_a_client_that_does_not_read_is_not_read_either(rig: Rig) -> None:
+    """Flow control: the proxy's exceptions pile up for a client that does not read them
+    only to the transport's high-water mark (plus one read's worth), then the proxy stops
+    reading that client; once the client reads, every answer comes."""
+    n = 30000
+
+    async def run() -> None:
+        port = await rig.plc.start()
+        rig.sockets = LoopbackSockets(port)
+        rig.sockets.sndbuf = 4096  # so the kernel does not take it all
+        rig.role = ModbusProxyRole(rig.events, sockets=rig.sockets, clock=rig.clock)
+        await rig.role.start()
+        await rig.role.apply(Change(1, config()))
+        loop = asyncio.get_running_loop()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        await loop.sock_connect(s, ("127.0.0.1", rig.sockets.port))
+        sending = asyncio.create_task(
+            loop.sock_sendall(s, b"".join(rq(t, 6, 0, 1) for t in range(n)))
+        )
+        await asyncio.sleep(1.0)
+        [conn] = rig.role.conns
+        assert conn.client_t is not None and conn.upstream_t is not None
+        assert not conn.client_t.is_reading() and not conn.upstream_t.is_reading()
+        assert conn.client_t.get_write_buffer_size() < 64 * 1024 + 256 * 1024
+        got = 0
+        while got < n * 9:
+            data = await loop.sock_recv(s, 65536)
+            assert data
+            got += len(data)
+        assert got == n * 9
+        await sending
+        assert conn.client_t.is_reading()
+        assert rig.role.counters["scada"].refused[6] == n
+        s.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_closing_the_role_resets_its_connections(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        await answer(r)
+        await rig.role.close()
+        with pytest.raises((ConnectionResetError, asyncio.IncompleteReadError)):
+            await answer(r)
+        assert not rig.role.conns
+        rig.plc.close()
 
     asyncio.run(run())
