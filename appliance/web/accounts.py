@@ -11,11 +11,13 @@ that has a `Store` open (the web role, the CLI, the field role's OPC UA server):
   user does both, and enabling them again brings neither back.
 - API tokens: shown once; only their SHA-256 is stored, with an 8-character prefix
   people can recognise. A token's role is at most its user's role, checked again at
-  every use (demoting or disabling a user demotes or disables their tokens). A token
+  every use (demoting a user demotes their tokens; disabling revokes them). A token
   made with a token (`create_token(not_after=..., parent=...)`) expires at the latest
   when its parent does: a short-lived credential cannot mint a long-lived one; it
   records its parent (table `web_token_parent`), is revoked with it (and so are its own
-  children), and works only while every ancestor is live (checked at each use).
+  children), and works only while every ancestor is live (checked at each use). A user
+  has at most `MAX_LIVE_TOKENS` live ones (Conflict beyond); a token revoked or expired
+  `TOKEN_KEEP_S` ago is deleted (pruned from `create_token`).
 - throttling: a lock never follows a guesser to other people. Three counts, each the
   same back-off (the first `FREE_FAILURES[kind]` failures cost nothing, then each one
   locks for `LOCK_BASE_S` doubled per further failure, 60 s, 120 s ... at most
@@ -102,6 +104,11 @@ TOKEN_AUDIT_EVERY_S = 60.0
 TOKEN_PREFIX = "apl_"
 # How deep tokens made with tokens may go (each use checks every ancestor).
 MAX_TOKEN_GENERATIONS = 8
+# Live (neither revoked nor expired) tokens per user: a script making tokens in a loop
+# must not fill the config DB (the unit's flash) nor the admins' token list.
+MAX_LIVE_TOKENS = 100
+# A token revoked or expired this long ago is deleted (the audit log keeps its story).
+TOKEN_KEEP_S = 30 * 86400.0
 
 
 PasswordRejected = Invalid
@@ -845,6 +852,8 @@ def create_token(
     it revokes this one (and its children), and this one works only while it does.
     A chain is at most `MAX_TOKEN_GENERATIONS` long (each use checks every ancestor).
     """
+    if _due("tokens", now):
+        prune_tokens(now)
     owner = get_user(user)
     role = role or owner.role
     if rank(role) > rank(owner.role):
@@ -861,6 +870,12 @@ def create_token(
         )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with ApiToken._meta.database.atomic():
+        if _live_tokens(user, now) >= MAX_LIVE_TOKENS:
+            raise Conflict(
+                f"{user} has {MAX_LIVE_TOKENS} live API tokens, the most a user may have: "
+                "revoke one first",
+                field="name",
+            )
         row = ApiToken.create(
             user=user,
             name=name,
@@ -873,6 +888,36 @@ def create_token(
         if parent is not None:
             TokenParent.create(token=row.id, parent=parent)
     return row, secret
+
+
+def _live_tokens(user: str, now: float) -> int:
+    return (
+        ApiToken.select()
+        .where(
+            (ApiToken.user == user)
+            & ApiToken.revoked_at.is_null()
+            & (ApiToken.expires_at.is_null() | (ApiToken.expires_at > now))
+        )
+        .count()
+    )
+
+
+def prune_tokens(now: float) -> int:
+    """Delete the tokens revoked or expired more than `TOKEN_KEEP_S` ago, with their
+    parent links. A live token made with one of them keeps its own link: the chain check
+    finds the parent gone and refuses it, as it did while the parent was revoked."""
+    before = now - TOKEN_KEEP_S
+    with ApiToken._meta.database.atomic():
+        gone = [
+            r.id
+            for r in ApiToken.select(ApiToken.id).where(
+                (ApiToken.revoked_at < before) | (ApiToken.expires_at < before)
+            )
+        ]
+        if not gone:
+            return 0
+        TokenParent.delete().where(TokenParent.token.in_(gone)).execute()
+        return ApiToken.delete().where(ApiToken.id.in_(gone)).execute()
 
 
 def _ancestors(token_id: int) -> list[int]:

@@ -153,9 +153,10 @@ def tokens() -> Any:
     body=TokenIn,
     response=TokenCreated,
     status=201,
-    errors=(400, 422),
+    errors=(400, 409, 422),
     summary="Create an API token for yourself (the secret is shown only in this answer; "
-    "made with a token, it expires at the latest when that token does)",
+    "made with a token, it expires at the latest when that token does; 409: you have "
+    "the most live tokens a user may have)",
 )
 def token_create(body: TokenIn) -> Any:
     p = principal()
