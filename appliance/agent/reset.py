@@ -29,17 +29,18 @@ a fresh name made with O_EXCL|O_NOFOLLOW, so root follows no link planted there.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from appliance.errors import ApplianceError, PermissionDenied
+from appliance import secretfile
+from appliance.errors import ApplianceError, PermissionDenied, UnsafeSecretPath
 from appliance.paths import Paths
 from appliance.secretfile import owner_for
 from appliance.state.db import Store, config_db, history_db
@@ -55,45 +56,71 @@ RECOGNISED = ("config.db", "history.db", "secrets", "unit-id", GENERATION)
 
 def generation(data_dir: Path) -> str | None:
     """The reset generation (None before the first reset). Raises OSError if the file is
-    there but cannot be read."""
+    there but cannot be read, or is not a regular file (a symlink, a FIFO: root reads this
+    file in a directory the roles can write, so it opens no link and waits on no pipe)."""
     try:
-        with open(Path(data_dir) / GENERATION, "rb") as f:
-            return f.read(64).decode("ascii", "replace").strip()
+        data = secretfile.read(Path(data_dir).resolve() / GENERATION, limit=64)
     except FileNotFoundError:
         return None
+    except UnsafeSecretPath as e:
+        raise OSError(errno.EINVAL, str(e)) from None
+    return data.decode("ascii", "replace").strip()
 
 
 def bump_generation(data_dir: Path) -> int:
-    """Raise the reset generation by one (atomically, fsynced); returns the new value."""
+    """Raise the reset generation by one (atomically, fsynced, through `secretfile`: a link
+    planted at the name or at a temporary one is replaced, never followed); returns the
+    new value. Root (the CLI) leaves the file to the data directory's owner, the roles'
+    user, who may replace it later."""
     data_dir = Path(data_dir)
     try:
         old = generation(data_dir)
     except OSError:
         old = None
     new = int(old) + 1 if old and old.isdigit() else 1
-    dfd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        tmp = f".{GENERATION}.{secrets.token_hex(8)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o644, dir_fd=dfd)
-        try:
-            try:
-                os.write(fd, f"{new}\n".encode())
-                os.fchmod(fd, 0o644)  # every role reads it, whatever the umask
-                owner = owner_for(data_dir)
-                if owner is not None:  # root (the CLI): the roles' user may replace it later
-                    os.fchown(fd, *owner)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, GENERATION, src_dir_fd=dfd, dst_dir_fd=dfd)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=dfd)
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    secretfile.write(
+        data_dir.resolve(),
+        GENERATION,
+        f"{new}\n".encode(),
+        mode=0o644,  # every role reads it, whatever the umask
+        owner=owner_for(data_dir),
+        dir_mode=None,  # the data directory keeps its mode
+    )
     return new
+
+
+def _as_owner(owner: tuple[int, int] | None, what: str, step: Callable[[], None]) -> None:
+    """Run `step` as the data directory's owner when root resets (the CLI, the agent not
+    running): the databases it makes belong to the roles' user, who must write them, and
+    root opens no SQLite file in a directory that user controls (SQLite would follow a
+    link planted at a database's -wal or -journal name). Without `owner`: in-process."""
+    if owner is None:
+        step()
+        return
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to the owner, run the step, report, exit
+        code = 0
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(owner[1])
+            os.setuid(owner[0])
+            step()
+        except BaseException as e:  # everything goes back to the parent
+            code = 1
+            with contextlib.suppress(OSError):
+                os.write(w, f"{e}".encode("utf-8", "replace")[:4000])
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        why = f.read().decode("utf-8", "replace").strip()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise ApplianceError(
+            f"factory reset: {what} as uid {owner[0]} failed: {why or 'no reason given'}"
+        )
 
 
 def _check_data_dir(data_dir: Path) -> None:
@@ -160,10 +187,10 @@ def _restart_roles(data_dir: Path) -> int | None:
         return None
     try:
         return bump_generation(data_dir)
-    except OSError as e:
+    except ApplianceError as e:
         raise ApplianceError(
-            f"factory reset: cannot write {data_dir / GENERATION}: {e.strerror}; the roles "
-            "keep the wiped state open until they restart (reboot the unit)"
+            f"factory reset: {e}; the roles keep the wiped state open until they restart "
+            "(reboot the unit)"
         ) from None
 
 
@@ -182,10 +209,20 @@ def factory_reset(
     message = f"factory reset by {actor}: configuration, users, secrets and history are wiped"
     log.warning("%s", message)
     own_store = store is None
+    # root (the CLI, the agent not running): the databases are opened as their owner
+    owner = owner_for(data_dir) if own_store else None
+
+    def record() -> None:
+        mine = Store(data_dir) if store is None else store
+        try:
+            mine.event("unit.factory_reset", message, source="agent", severity="warning", at=at)
+            mine.audit(actor, "factory-reset", source="agent", at=at)
+        finally:
+            if mine is not store:
+                mine.close()
+
     try:
-        store = store or Store(data_dir)
-        store.event("unit.factory_reset", message, source="agent", severity="warning", at=at)
-        store.audit(actor, "factory-reset", source="agent", at=at)
+        _as_owner(owner, "recording the reset", record)
     except ApplianceError as e:  # a broken DB is one reason to reset: go on
         log.warning("could not record the reset before wiping: %s", e)
     if before_wipe is not None:
@@ -198,7 +235,11 @@ def factory_reset(
     removed: list[str] = []
     try:
         _wipe(paths, removed)
-        _first_boot_history(data_dir, actor, at)
+        _as_owner(
+            owner,
+            "making the first-boot databases",
+            lambda: _first_boot_history(data_dir, actor, at),
+        )
     finally:
         if not own_store:
             # the caller goes on with its Store (the daemon writes "role.stopped"): bind the
@@ -209,12 +250,18 @@ def factory_reset(
         # Even a wipe that failed half-way has deleted files the roles hold open: every
         # role starts again on what is there now, rather than going on with the old.
         gen = _restart_roles(data_dir)
-    run_dir = Path(paths.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker = run_dir / MARKER
-    tmp = marker.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"at": at, "actor": actor, "pid": os.getpid(), "generation": gen}))
-    os.replace(tmp, marker)
+    # who reset and when, in the run directory the roles can write: through secretfile,
+    # so root follows no link planted at the name or at a temporary one
+    record_at = {"at": at, "actor": actor, "pid": os.getpid(), "generation": gen}
+    Path(paths.run_dir).mkdir(mode=0o755, parents=True, exist_ok=True)
+    secretfile.write(
+        Path(paths.run_dir).resolve(),
+        MARKER,
+        json.dumps(record_at).encode(),
+        mode=0o644,
+        owner=owner_for(data_dir),
+        dir_mode=None,
+    )
     log.warning(
         "factory reset done: %d entries removed; reset generation %s: every role restarts",
         len(removed),
