@@ -52,7 +52,33 @@ def shown(value: Any, limit: int = SHOWN_MAX) -> str:
 
 
 class BadJson(ValueError):
-    """The text is not JSON we accept; `str()` is one line a person can read."""
+    """The text is not JSON we accept; `str()` is one line a person can read.
+
+    When a value is to blame (a NaN or Infinity, a number out of range, a key twice in one
+    object), `path` is where it is (`["tokens", 0, "expires_at"]`, `[]` for the top) and
+    `literal` the number as written (None for a repeated key); else both are None (not
+    UTF-8, too deep, not JSON). They are found when asked for, by a second pass over the
+    text, so a refusal nobody names costs one pass."""
+
+    def __init__(self, message: str, text: str | None = None) -> None:
+        super().__init__(message)
+        self._text = text
+        self._where: tuple[list[str | int], str | None] | None = None
+
+    def _found(self) -> tuple[list[str | int], str | None] | None:
+        if self._text is not None:
+            self._where, self._text = _where(self._text), None
+        return self._where
+
+    @property
+    def path(self) -> list[str | int] | None:
+        found = self._found()
+        return found[0] if found else None
+
+    @property
+    def literal(self) -> str | None:
+        found = self._found()
+        return found[1] if found else None
 
 
 def _constant(name: str) -> Any:
@@ -64,6 +90,77 @@ def _float(text: str) -> float:
     if not math.isfinite(value):
         raise BadJson(f"the number {text[:40]} is out of range")
     return value
+
+
+MAX_INT_DIGITS = 4300  # Python's own limit for int(str) (sys.get_int_max_str_digits)
+
+
+class _Bad:
+    """Stands for the number that made `loads` refuse the text (in `_where`'s pass)."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+class _Twice:
+    """Stands for an object in which `key` appears twice (in `_where`'s pass)."""
+
+    def __init__(self, key: str, pairs: list[tuple[str, Any]]) -> None:
+        self.key = key
+        self.pairs = pairs
+
+
+_REPEATED = object()  # where the repeated key is, in `_where`'s walk
+
+
+def _marked_object(pairs: list[tuple[str, Any]]) -> Any:
+    out = dict(pairs)
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return _Twice(key, pairs)
+        seen.add(key)
+    return out
+
+
+def _where(text: str) -> tuple[list[str | int], str | None] | None:
+    """(path, the number as written or None for a repeated key) of the first value `loads`
+    refuses in `text` (a NaN, a number out of range, a key twice in one object): a second
+    pass that puts markers in their place, run only after a refusal; None when the text
+    fails for another reason."""
+    try:
+        data = json.loads(
+            text,
+            parse_constant=_Bad,
+            parse_float=lambda t: 0 if math.isfinite(float(t)) else _Bad(t),
+            parse_int=lambda t: _Bad(t) if len(t) - t.startswith("-") > MAX_INT_DIGITS else 0,
+            object_pairs_hook=_marked_object,
+        )
+    except (ValueError, RecursionError):
+        return None
+    # depth-first in document order, without recursion (the depth is bounded, but cheap)
+    stack: list[tuple[Any, list[str | int]]] = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, _Bad):
+            return path, value.literal
+        if isinstance(value, _Twice):
+            before = []
+            for key, item in value.pairs:
+                if key == value.key:
+                    break
+                before.append((item, [*path, key]))
+            stack.append((_REPEATED, [*path, value.key]))  # after what comes before it
+            stack.extend(reversed(before))
+        elif value is _REPEATED:
+            return path, None
+        elif isinstance(value, dict):
+            stack.extend((item, [*path, key]) for key, item in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, i]) for i, item in reversed(list(enumerate(value))))
+    return None
 
 
 _LONG_WORD = re.compile(rf"\S{{{SHOWN_MAX + 1},}}")
@@ -116,8 +213,9 @@ def depth_of(text: str) -> int:
 
 def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES) -> Any:
     """The data in `raw`, or BadJson: not UTF-8, too large, nested deeper than
-    `max_depth`, a NaN/Infinity or a number out of float range, a key twice in one
-    object, or not JSON."""
+    `max_depth`, a NaN/Infinity, a number out of float range or of more than
+    MAX_INT_DIGITS digits, a key twice in one object (these three with the `path` of the
+    value), or not JSON."""
     if len(raw) > max_bytes:
         raise BadJson(f"is larger than {max_bytes} bytes")
     if isinstance(raw, bytes):
@@ -131,9 +229,19 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_
         raise BadJson(f"nests deeper than {max_depth} levels")
     try:
         return json.loads(
-            text, parse_constant=_constant, parse_float=_float, object_pairs_hook=_object
+            text,
+            parse_constant=_constant,
+            parse_float=_float,
+            object_pairs_hook=_object,
         )
-    except BadJson:
-        raise
-    except (ValueError, RecursionError) as e:
+    except BadJson as e:
+        raise BadJson(str(e), text) from None
+    except ValueError as e:
+        if "integer string conversion" not in str(e):
+            raise BadJson(f"is not valid JSON ({e})") from None
+        # int()'s own message advises sys.set_int_max_str_digits(): not one for a client
+        raise BadJson(
+            f"a number of more than {MAX_INT_DIGITS} digits is out of range", text
+        ) from None
+    except RecursionError as e:
         raise BadJson(f"is not valid JSON ({e})") from None

@@ -318,92 +318,19 @@ def parse_json(raw: bytes) -> Any:
     try:
         return jsontext.loads(raw)
     except jsontext.BadJson as e:
-        found = _bad_value(raw)
-        if found is not None:
-            raise BadRequest(found[1], found[0]) from None
+        if e.path is not None:
+            path = field_path(e.path) or "body"
+            literal = e.literal
+            if literal is None:
+                raise BadRequest(f"key {shown(e.path[-1])} appears twice", path) from None
+            shown_literal = literal if len(literal) <= 40 else literal[:20] + "..."
+            if literal.lstrip("-") in ("NaN", "Infinity"):
+                raise BadRequest(f"must be a finite number (got {shown_literal})", path) from None
+            raise BadRequest(f"is out of range (got {shown_literal})", path) from None
         message = str(e)
         if not message.startswith(("is ", "nests ")):
             message = f"is not valid JSON ({message})"
         raise BadRequest(message, "body") from None
-
-
-class _BadNumber:
-    def __init__(self, text: str) -> None:
-        self.text = text if len(text) <= 40 else text[:20] + "..."
-
-
-class _Duplicate:
-    """An object in which `key` appears twice (in place of the object)."""
-
-    def __init__(self, key: str, pairs: list[tuple[str, Any]]) -> None:
-        self.key = key
-        self.pairs = pairs
-
-
-def _object(pairs: list[tuple[str, Any]]) -> Any:
-    out = dict(pairs)
-    if len(out) == len(pairs):
-        return out
-    seen: set[str] = set()
-    for key, _ in pairs:
-        if key in seen:
-            return _Duplicate(key, pairs)
-        seen.add(key)
-    return out  # unreachable: fewer keys than pairs means one repeats
-
-
-def _bad_value(raw: bytes) -> tuple[str, str] | None:
-    """(path, message) of the first NaN, Infinity, number out of range or key that appears
-    twice in `raw`, if the text is otherwise JSON jsontext takes (called only after
-    jsontext refused it)."""
-    try:
-        text = raw.decode("utf-8")
-        if len(text) > jsontext.MAX_BYTES or jsontext.depth_of(text) > jsontext.MAX_DEPTH:
-            return None
-
-        def number(literal: str) -> Any:
-            value = float(literal)
-            return value if math.isfinite(value) else _BadNumber(literal)
-
-        def integer(literal: str) -> Any:
-            return int(literal) if len(literal) <= 40 else _BadNumber(literal)
-
-        data = json.loads(
-            text,
-            parse_constant=_BadNumber,
-            parse_float=number,
-            parse_int=integer,
-            object_pairs_hook=_object,
-        )
-    except (ValueError, RecursionError):
-        return None
-
-    def find(value: Any, path: list[str | int]) -> tuple[str, str] | None:
-        if isinstance(value, _BadNumber):
-            if value.text.lstrip("-") in ("NaN", "Infinity"):
-                return field_path(path) or "body", f"must be a finite number (got {value.text})"
-            return field_path(path) or "body", f"is out of range (got {value.text})"
-        items: Iterable[tuple[str | int, Any]] = ()
-        if isinstance(value, _Duplicate):
-            # the values before the repeated key come first in the text
-            for key, item in value.pairs:
-                if key == value.key:
-                    break
-                hit = find(item, [*path, key])
-                if hit:
-                    return hit
-            return field_path([*path, value.key]), f"key {shown(value.key)} appears twice"
-        if isinstance(value, dict):
-            items = value.items()
-        elif isinstance(value, list):
-            items = enumerate(value)
-        for key, item in items:
-            hit = find(item, [*path, key])
-            if hit:
-                return hit
-        return None
-
-    return find(data, [])
 
 
 def value_errors(body: Any) -> list[dict[str, str]]:

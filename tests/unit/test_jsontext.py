@@ -114,3 +114,38 @@ def test_clipped_cuts_long_words_and_long_text() -> None:
     spaced = "a " * 100_000
     assert len(jsontext.clipped(spaced, 300)) == 300
     assert jsontext.clipped("short and sweet") == "short and sweet"
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ('{"name": "t", "expires_at": NaN}', ["expires_at"]),
+        ('{"a": [1, {"b": Infinity}]}', ["a", 1, "b"]),
+        ('{"a": {"b": 1e400}}', ["a", "b"]),
+        ("[0, -1e999]", [1]),
+        ("NaN", []),
+        ('{"x": 1, "a": {"k": 1, "k": 2}}', ["a", "k"]),
+        ('{"a": {"k": NaN, "k": 2}}', ["a", "k"]),  # the first trouble in the text
+        ('{"a": 1, "b": [' + "9" * 5000 + "]}", ["b", 0]),
+    ],
+)
+def test_a_refused_value_comes_with_its_path(text: str, path: list[str | int]) -> None:
+    with pytest.raises(BadJson) as exc:
+        jsontext.loads(text)
+    assert exc.value.path == path
+
+
+@pytest.mark.parametrize("text", ['{"a": ', b'"\xff"', "[" * 40 + "]" * 40])
+def test_other_refusals_have_no_path(text: str | bytes) -> None:
+    with pytest.raises(BadJson) as exc:
+        jsontext.loads(text)
+    assert exc.value.path is None
+
+
+def test_an_integer_too_long_for_python_is_refused_in_our_words() -> None:
+    # json's own error advises sys.set_int_max_str_digits(): not a message for a client
+    with pytest.raises(BadJson) as exc:
+        jsontext.loads('{"limit": ' + "9" * 5000 + "}")
+    assert str(exc.value) == "a number of more than 4300 digits is out of range"
+    assert exc.value.path == ["limit"]
+    assert jsontext.loads("-" + "9" * 4300) == -int("9" * 4300)
