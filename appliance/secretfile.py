@@ -14,7 +14,9 @@ So every step here works on file descriptors:
   over the target (rename replaces a symlink, it never follows one) or, with
   `replace=False`, linked to it only if nothing is there yet;
 - reads open the directory and the file with O_NOFOLLOW, and O_NONBLOCK so a FIFO
-  planted at the name cannot hang root; only a regular file of bounded size is read;
+  planted at the name cannot hang root; only a regular file of bounded size with one
+  link is read (a hard link planted at the name, where the system lets the roles' user
+  make one, would have root read a file of its own and print it: the setup code);
 - removal unlinks relative to the checked directory's descriptor too.
 
 Directories above the secrets directory are not checked: the data directory's parent
@@ -200,8 +202,13 @@ def read(path: Path, *, limit: int = READ_LIMIT) -> bytes:
     finally:
         os.close(dfd)
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise UnsafeSecretPath(f"{path} is not a regular file: refusing to read it")
+        if st.st_nlink != 1:  # a hard link to a file elsewhere (/etc/shadow) is not ours
+            raise UnsafeSecretPath(
+                f"{path} has {st.st_nlink} links (a hard link?): refusing to read it"
+            )
         data = f.read(limit + 1)
     if len(data) > limit:
         raise UnsafeSecretPath(f"{path} is larger than {limit} bytes: refusing to read it")

@@ -108,6 +108,22 @@ def test_setup_code_is_not_read_through_a_symlink(unit: Paths, tmp_path: Path) -
     assert private.read_text() == "TOP-SECRET-OF-ROOT\n"
 
 
+@root_only
+def test_setup_code_is_not_read_through_a_hard_link(unit: Paths, tmp_path: Path) -> None:
+    """Where the system lets the roles' user link a file of root's (fs.protected_hardlinks
+    off), `sudo appliance setup-code` must not print that file as the code."""
+    private = tmp_path / "root-only"
+    private.write_text("TOP-SECRET-OF-ROOT\n")
+    os.chmod(private, 0o600)
+    unit.secrets_dir.mkdir(mode=0o700)
+    os.chown(unit.secrets_dir, SERVICE, SERVICE)
+    os.link(private, unit.secrets_dir / "setup-code")  # root can; so can a user, on some systems
+    with pytest.raises(UnsafeSecretPath, match="2 links"):
+        setup.code_for_cli(unit)
+    assert not setup.code_matches(unit, "TOP-SECRET-OF-ROOT")
+    assert private.read_text() == "TOP-SECRET-OF-ROOT\n"
+
+
 def test_setup_code_is_not_read_through_a_symlinked_directory(unit: Paths, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()

@@ -149,6 +149,18 @@ def test_read_refuses_a_symlinked_directory_a_fifo_and_a_huge_file(tmp_path: Pat
     assert secretfile.read(real / "big", limit=11) == b"x" * 11
 
 
+def test_read_refuses_a_hard_link(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"not a secret of ours")
+    d = tmp_path / "secrets"
+    d.mkdir()
+    os.link(elsewhere, d / "k")
+    with pytest.raises(UnsafeSecretPath, match="2 links"):
+        secretfile.read(d / "k")
+    os.unlink(elsewhere)  # the last name left: one link, an ordinary file again
+    assert secretfile.read(d / "k") == b"not a secret of ours"
+
+
 def test_remove_never_goes_through_a_symlinked_directory(tmp_path: Path) -> None:
     real = tmp_path / "real"
     real.mkdir()
