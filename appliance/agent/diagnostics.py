@@ -59,6 +59,7 @@ MIN_SCRUB_LEN = 8  # shorter values are redacted by key only (scrubbing "1234" w
 JOURNAL_SINCE = "-6h"
 EVENTS_LIMIT = 1000
 AUDIT_LIMIT = 500
+REVISIONS_SCANNED = 1000  # earlier revisions whose secrets free text is scrubbed of
 
 
 # -- redaction (pure) ----------------------------------------------------------------
@@ -257,7 +258,7 @@ def journal(role: str) -> str:
 
 def configuration(paths: Paths, secrets: set[str]) -> dict[str, Any]:
     from appliance.state import revisions as revs
-    from appliance.state.db import borrowed_store
+    from appliance.state.db import Audit, Revision, borrowed_store
 
     out: dict[str, Any] = {}
     with borrowed_store(paths.data_dir) as store:
@@ -272,8 +273,17 @@ def configuration(paths: Paths, secrets: set[str]) -> dict[str, Any]:
                 "revision": redact(meta, secrets),
                 "config": redact_data(doc, Config, secrets),
             }
+        # a secret of an earlier revision (a token since changed) may still be in an
+        # old event or journal line: collect those too, for the scrub of free text
+        for (document,) in (
+            Revision.select(Revision.document)
+            .order_by(Revision.id.desc())
+            .limit(REVISIONS_SCANNED)
+            .tuples()
+        ):
+            with contextlib.suppress(ValueError, TypeError):
+                redact_data(json.loads(document), Config, secrets)
         out["events"] = [e.as_dict() for e in store.events(EVENTS_LIMIT)]
-        from appliance.state.db import Audit
 
         out["audit"] = [
             {k: getattr(a, k) for k in ("at", "actor", "source", "action", "target", "result")}

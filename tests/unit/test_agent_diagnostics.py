@@ -299,3 +299,28 @@ def test_short_folded_and_url_secrets_are_in_no_file(store: Store, tmp_path: Pat
     assert running["devices"][0]["security"]["password"] == REDACTED
     live = json.loads(files["live/agent.json"])
     assert "hooks.example" in live["webhooks"][0]["url"]
+
+
+def test_a_secret_of_an_earlier_revision_is_scrubbed_from_free_text(
+    store: Store, tmp_path: Path
+) -> None:
+    """A token since changed is in no running or pending revision, but an old event (or a
+    journal line) may still hold it: the scrub knows every stored revision's secrets."""
+    paths = Paths(store.data_dir, tmp_path / "run")
+    old_token, old_password = "old-fleet-token-77aa88bb", "old-opc-password-31"
+    doc = secret_config()
+    doc["fleet"]["token"] = old_token
+    doc["devices"][0]["security"]["password"] = old_password
+    revs.import_text(store, yaml.safe_dump(doc), author="test", now=T0)
+    revs.commit(store, author="test", now=T0)
+    revs.confirm(store, author="net", now=T0, automatic=True)
+    store.event("test.leak", f"heartbeat refused with {old_token}", source="agent")
+    store.event("test.leak", f"opc1: login {old_password} refused", source="field")
+    revs.import_text(store, yaml.safe_dump(secret_config()), author="test", now=T0 + 1)
+    revs.commit(store, author="test", now=T0 + 1)
+    revs.confirm(store, author="net", now=T0 + 1, automatic=True)
+    files = members(build(paths, now=T0))
+    assert "test.leak" in files["events.json"]
+    for name, text in files.items():
+        for secret in (old_token, old_password):
+            assert secret not in text, f"{secret!r} leaked in {name}"
