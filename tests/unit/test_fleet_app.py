@@ -381,6 +381,14 @@ def test_a_right_password_after_failures_is_not_counted(client: FlaskClient) -> 
     assert count(store.LoginFailure) == 0
 
 
+def test_failed_logins_older_than_a_day_are_pruned(client: FlaskClient, clock: Clock) -> None:
+    for _ in range(3):
+        assert login(client, "wrong password!").status_code == 401
+    clock.advance(86400 + 1)
+    assert login(client, "wrong password!").status_code == 401  # prunes the old ones
+    assert count(store.LoginFailure) == 1
+
+
 def test_without_a_password_nobody_logs_in(tmp_path: Path, clock: Clock) -> None:
     client = make_app(tmp_path, clock).test_client()
     page = client.get("/login")

@@ -568,6 +568,20 @@ def test_changing_your_own_password_revokes_your_tokens(ready: Web) -> None:
     assert ready.client().get("/api/status", headers=_bearer(secret)).status_code == 401
 
 
+def test_a_token_cannot_change_a_password_through_the_session_api(ready: Web) -> None:
+    """PUT /api/session/password is the signed-in person's: a token (a script, or a
+    stolen one) is refused even with the right current password, and nothing changes."""
+    token = ready.token("viewer")
+    r = ready.client().put(
+        "/api/session/password",
+        headers=_bearer(token),
+        json={"current_password": PASSWORD, "new_password": "another-long-one"},
+    )
+    assert r.status_code == 403 and "token" in error_of(r)
+    assert ready.client().get("/api/status", headers=_bearer(token)).status_code == 200
+    ready.login("viewer")  # the old password still works
+
+
 def test_your_own_password_through_the_users_api_needs_the_current_one(ready: Web) -> None:
     a = ready.login("admin")
     other = ready.login("admin")
