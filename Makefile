@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup setup-test demo demo-down test fuzz unit browser lint bench deb clean
+.PHONY: setup setup-test demo demo-down test fuzz unit browser lint bench deb image clean
 
 setup:
 	@scripts/setup-host
@@ -49,6 +49,11 @@ bench: setup
 # build/appliance_<version>_amd64.deb: the code, its pinned venv and system/ (scripts/build-deb).
 deb: setup
 	@scripts/build-deb
+
+# build/appliance.img (GPT, ESP, root slots A and B, data) + .zst, .bmap, SHA256SUMS: root
+# (scripts/build-image; the log in build/image.log).
+image: setup-test
+	@scripts/build-image
 
 clean:
 	-$(BIN)/appliance lab down
