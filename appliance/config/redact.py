@@ -32,7 +32,7 @@ import typing
 from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any, Literal
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -59,10 +59,26 @@ SECRET_WORDS = frozenset(
     }
 )
 SECRET_NAMES = frozenset({"setup_code", "private_key", "privkey", "client_key", "api_key"})
-# query parameters whose value is a credential, beyond what `is_secret_key` says
-SECRET_QUERY_NAMES = frozenset(
-    {"key", "apikey", "auth", "sig", "signature", "pass", "pwd", "code", "access", "jwt"}
+# query parameters whose value is a credential, beyond what `is_secret_key` says: a name
+# that holds one of these (apitoken, accesskey, secretkey, X-Amz-Signature, auth_hmac ...)
+SECRET_QUERY_PARTS = (
+    "key",
+    "token",
+    "secret",
+    "pass",
+    "pwd",
+    "sig",
+    "auth",
+    "cred",
+    "hmac",
+    "bearer",
+    "session",
+    "code",
+    "access",
+    "jwt",
+    "otp",
 )
+SECRET_QUERY_NAMES = frozenset({"pw", "sid", "s", "k"})
 PEM_PRIVATE = re.compile(
     r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?-----END \1PRIVATE KEY-----", re.DOTALL
 )
@@ -90,11 +106,12 @@ def is_secret_key(name: str) -> bool:
 
 
 def is_secret_query(name: str) -> bool:
-    n = name.lower().replace("-", "_")
+    """Whether a URL query parameter of this name carries a credential: broader than
+    `is_secret_key` (a query's names are terse and varied); the name is read as a
+    receiver reads it (percent-decoded, without `[]` or a stray `;`)."""
+    n = unquote_plus(name).lower().replace("-", "_").strip(" ;[]")
     return (
-        is_secret_key(n)
-        or n in SECRET_QUERY_NAMES
-        or n.endswith(("signature", "_sig", "apikey", "credential"))
+        is_secret_key(n) or n in SECRET_QUERY_NAMES or any(part in n for part in SECRET_QUERY_PARTS)
     )
 
 

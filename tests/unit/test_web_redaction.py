@@ -151,3 +151,38 @@ def test_device_addresses_and_reports_show_no_credentials_below_admin(ready: Web
         assert "pw12" not in text and "192.168.50.20" in text, text
     admin = json.dumps(c.get("/api/devices").json)
     assert "opc.tcp://uauser:pw12@192.168.50.20:4840" in admin
+
+
+# credentials in a webhook's query under names beyond the obvious (the receivers' own):
+# percent-encoded, with [], after a stray ';', or simply terse
+QUERY_SECRETS = [
+    ("apitoken", "qs-apitoken-v1"),
+    ("accesskey", "qs-accesskey-v2"),
+    ("secretkey", "qs-secretkey-v3"),
+    ("pw", "qs-pw-v4"),
+    ("bearer", "qs-bearer-v5"),
+    ("authorization", "qs-authz-v6"),
+    ("session", "qs-session-v7"),
+    ("hmac", "qs-hmac-v8"),
+    ("to%6Ben", "qs-encoded-v9"),
+    ("key[]", "qs-brackets-v10"),
+    (";token", "qs-semicolon-v11"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), QUERY_SECRETS)
+def test_webhook_query_credentials_are_redacted_whatever_their_name(
+    ready: Web, name: str, value: str
+) -> None:
+    doc = factory.base()
+    doc["webhooks"] = [{"url": f"https://hooks.example/in?page=2&{name}={value}"}]
+    c = ready.login("admin")
+    h = ready.h(c)
+    assert c.put("/api/config/draft", json=doc, headers=h).status_code == 200, doc
+    assert c.post("/api/config/commit", json={}, headers=h).status_code == 200
+    v = ready.login("viewer")
+    for url in ("/api/config/running", "/api/config/export", "/api/config/diff?a=1&b=1"):
+        text = v.get(url).get_data(as_text=True)
+        assert value not in text, f"{value!r} shown to a viewer by {url}"
+    shown = v.get("/api/config/running").json["document"]["webhooks"][0]["url"]
+    assert shown == f"https://hooks.example/in?page=2&{name}=[redacted]", shown
