@@ -6,14 +6,22 @@ Every number a request carries has bounds: NaN and Infinity are refused (`In` se
 epoch seconds of the years 1970..9999 (`Epoch`), ids fit SQLite's integers (`MAX_ID`),
 counts and durations have a documented range. A value outside is a 422 naming the field,
 never a 500 further down nor a NaN stored as "never".
+
+A JSON body's values have JSON's types (`Body` is strict): `"60"` is not a number and
+`"false"` or `0` not a boolean (lax parsing turned `{"disabled": "false"}` into False and
+`{"max_rows": "5"}` into 5); an integer is a fine float. A query string is text, so query
+models (`In`) still parse numbers from it. Free text that reaches the audit log (token
+names, comments) is one line without control or format characters (`OneLine`): a CR LF
+in a token's name printed as a second, forged row in `appliance audit list`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from appliance.config.base import _one_line
 from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S
 
 Role = Literal["viewer", "operator", "admin"]
@@ -23,12 +31,21 @@ MAX_TEXT_VALUE = 4096  # characters of a text tag's value
 REV_REF = r"^(running|pending|confirmed|draft|[0-9]{1,18})$"
 
 Epoch = Annotated[float, Field(ge=0, le=MAX_EPOCH, allow_inf_nan=False)]
+# one line of text: no control (Cc), format (Cf) or line-separator characters (the
+# configuration's own rule, appliance/config/base.py)
+OneLine = Annotated[str, AfterValidator(_one_line)]
 
 
 class In(BaseModel):
     """A request body or query: unknown keys are errors, no NaN or Infinity."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Body(In):
+    """A JSON request body: also strict, each value of the JSON type its field has."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Out(BaseModel):
@@ -57,7 +74,7 @@ class Error(Out):
 # -- session and setup --------------------------------------------------------------
 
 
-class LoginIn(In):
+class LoginIn(Body):
     username: str = Field(min_length=1, max_length=48)
     password: str = Field(min_length=1, max_length=1024)
 
@@ -71,7 +88,7 @@ class SessionOut(Out):
     via: Literal["session", "token"]
 
 
-class PasswordIn(In):
+class PasswordIn(Body):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024)
 
@@ -80,7 +97,7 @@ class SetupState(Out):
     required: bool
 
 
-class SetupIn(In):
+class SetupIn(Body):
     code: str = Field(min_length=1, max_length=64)
     username: str = Field(min_length=1, max_length=48)
     password: str = Field(min_length=1, max_length=1024)
@@ -100,13 +117,13 @@ class UserOut(Out):
 # -- users and tokens -----------------------------------------------------------------
 
 
-class UserIn(In):
+class UserIn(Body):
     name: str = Field(min_length=1, max_length=48)
     role: Role
     password: str = Field(min_length=1, max_length=1024)
 
 
-class UserPatch(In):
+class UserPatch(Body):
     role: Role | None = None
     password: str | None = Field(None, min_length=1, max_length=1024)
     current_password: str | None = Field(
@@ -118,8 +135,8 @@ class UserPatch(In):
     disabled: bool | None = None
 
 
-class TokenIn(In):
-    name: str = Field("", max_length=100, description="what the token is for")
+class TokenIn(Body):
+    name: OneLine = Field("", max_length=100, description="what the token is for")
     role: Role | None = Field(None, description="default: your role; at most your role")
     expires_at: Epoch | None = Field(
         None,
@@ -204,7 +221,7 @@ class DiffOut(Out):
     changes: list[str]
 
 
-class CommitIn(In):
+class CommitIn(Body):
     confirm_within: float | None = Field(
         None,
         ge=10,
@@ -212,7 +229,7 @@ class CommitIn(In):
         allow_inf_nan=False,
         description="seconds; without confirmation it reverts",
     )
-    comment: str = Field("", max_length=500)
+    comment: OneLine = Field("", max_length=500)
 
 
 class CommitOut(Out):
@@ -220,7 +237,7 @@ class CommitOut(Out):
     confirm_deadline: float | None
 
 
-class RollbackIn(In):
+class RollbackIn(Body):
     revision: int | None = Field(
         None,
         ge=1,
@@ -252,7 +269,7 @@ class Sample(Out):
     quality: str
 
 
-class WriteIn(In):
+class WriteIn(Body):
     """The field role checks a value against its tag's type and range; this bounds what
     any tag could hold: finite floats, integers of 64 bits (signed or unsigned), short text."""
 
@@ -275,11 +292,11 @@ class AlarmsQuery(In):
     limit: int = Field(200, ge=1, le=10_000)
 
 
-class AckIn(In):
-    comment: str = Field("", max_length=500)
+class AckIn(Body):
+    comment: OneLine = Field("", max_length=500)
 
 
-class SqlIn(In):
+class SqlIn(Body):
     query: str = Field(min_length=1, max_length=20_000)
     max_rows: int = Field(1000, ge=1, le=10_000)
 
@@ -343,7 +360,7 @@ class AuditPage(Out):
 # -- system -------------------------------------------------------------------------------
 
 
-class IdentifyIn(In):
+class IdentifyIn(Body):
     seconds: int = Field(15, ge=1, le=3600)
 
 
@@ -405,7 +422,7 @@ class PortsOut(Out):
     updated_at: float = Field(description="when the net role read them (epoch seconds)")
 
 
-class PortIdentifyIn(In):
+class PortIdentifyIn(Body):
     seconds: int = Field(
         IDENTIFY_DEFAULT_S, ge=1, le=IDENTIFY_MAX_S, description="how long the LED blinks"
     )

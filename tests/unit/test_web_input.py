@@ -102,3 +102,72 @@ def test_draft_put_bad_json_is_400_naming_the_body(ready: Web, text: bytes) -> N
     assert r.status_code == 400 and r.is_json, r.get_data(as_text=True)[:200]
     assert r.json["field"] == "body", r.json
     assert a.get("/api/config/draft").status_code == 404  # nothing half-saved
+
+
+# -- a JSON body's values have JSON's types; text is one line ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/tokens", {"name": "t", "expires_at": True}, "expires_at"),  # was: 1.0, "past"
+        ("/api/tokens", {"name": "t", "expires_at": "4102444800"}, "expires_at"),
+        ("/api/config/commit", {"confirm_within": "60"}, "confirm_within"),
+        ("/api/config/commit", {"confirm_within": True}, "confirm_within"),
+        ("/api/config/rollback", {"revision": "1"}, "revision"),
+        ("/api/config/rollback", {"revision": 1.0}, "revision"),
+        ("/api/sql", {"query": "SELECT 1", "max_rows": "5"}, "max_rows"),  # was: 5 rows
+        ("/api/identify", {"seconds": "5"}, "seconds"),
+        ("/api/users/viewer", {"disabled": "false"}, "disabled"),  # was: enabled the user
+        ("/api/users/viewer", {"disabled": 0}, "disabled"),
+    ],
+)
+def test_a_string_or_boolean_where_json_says_otherwise_is_422(
+    ready: Web, path: str, body: dict[str, Any], field: str
+) -> None:
+    a = ready.login("admin")
+    send = a.patch if path.startswith("/api/users/") else a.post
+    r = send(path, json=body, headers=ready.h(a))
+    assert r.status_code == 422 and r.json["field"] == field, r.json
+
+
+def test_json_numbers_still_work_where_a_float_is_asked(ready: Web) -> None:
+    a = ready.login("admin")
+    at = int(ready.clock()) + 86400  # an integer is a fine float
+    r = a.post("/api/tokens", json={"name": "t", "expires_at": at}, headers=ready.h(a))
+    assert r.status_code == 201, r.json
+    r = a.patch("/api/users/viewer", json={"disabled": True}, headers=ready.h(a))
+    assert r.status_code == 200 and r.json["disabled"] is True
+
+
+@pytest.mark.parametrize("text", ["\x1b[31mred", "two\r\nlines", "nul\x00", "\u202eevil"], ids=repr)
+def test_a_token_name_with_control_characters_is_422(ready: Web, text: str) -> None:
+    # the name goes into the audit log: `appliance audit list` printed the CR LF as a
+    # second, forged row
+    a = ready.login("admin")
+    r = a.post("/api/tokens", json={"name": text}, headers=ready.h(a))
+    assert r.status_code == 422 and r.json["field"] == "name", r.json
+    assert "character" in error_of(r)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/config/commit", {"comment": "ok\nadmin [web] user.create: ok"}),
+        ("/api/alarms/1/ack", {"comment": "\x1b[2J"}),
+    ],
+)
+def test_a_comment_with_control_characters_is_422(
+    ready: Web, path: str, body: dict[str, Any]
+) -> None:
+    a = ready.login("admin")
+    r = a.post(path, json=body, headers=ready.h(a))
+    assert r.status_code == 422 and r.json["field"] == "comment", r.json
+
+
+def test_a_long_comment_of_one_line_is_still_fine(ready: Web) -> None:
+    a = ready.login("admin")
+    r = a.post("/api/tokens", json={"name": "für die Linie 3 ✓"}, headers=ready.h(a))
+    assert r.status_code == 201, r.json
+    r = a.post("/api/config/commit", json={"comment": "x" * 500}, headers=ready.h(a))
+    assert r.status_code != 422, r.json  # 404: no draft; the comment passed
