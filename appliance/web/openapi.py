@@ -36,6 +36,7 @@ STATUS_TEXT = {
     422: "Invalid: `field` and `errors` name the bad fields",
     429: "Too many failed attempts: wait `Retry-After` seconds",
     500: "Internal error",
+    502: "A device did not answer or refused (the message says which)",
     503: "A role this needs is not running",
     504: "The role did not answer in time",
 }

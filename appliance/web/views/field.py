@@ -136,10 +136,13 @@ def history(name: str, query: HistoryQuery) -> Any:
     role="admin",
     body=WriteIn,
     response={"type": "object"},
-    errors=(400, 403, 404, 422, 503, 504),
+    errors=(400, 403, 404, 409, 422, 502, 503, 504),
     summary="Write a value to a writable tag (audited)",
 )
 def write(name: str, body: WriteIn) -> Any:
+    """403: the tag is not writable; 400: the value does not fit it; 409: its device is
+    disabled; 502: the device did not answer or refused the write; 503/504: the field role
+    is not running or did not answer in time."""
     try:
         result = field_call("write", tag=name, value=body.value, actor=_actor())
     except ApplianceError as e:
