@@ -295,15 +295,29 @@ def validate_data(
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
+        found = e.errors()
         errors = [
             (format_path(tuple(err["loc"])), _message(err), line(tuple(err["loc"])))
-            for err in e.errors()
+            for err in found[:MAX_ERRORS]
         ]
-        raise ConfigInvalid(errors, source) from None
+        raise ConfigInvalid(_capped(errors, len(found)), source) from None
     errs, warns = check(config, now)
     if errs:
-        raise ConfigInvalid([(f.path, f.message, line(_loc(f.path))) for f in errs], source)
+        shown = [(f.path, f.message, line(_loc(f.path))) for f in errs[:MAX_ERRORS]]
+        raise ConfigInvalid(_capped(shown, len(errs)), source)
     return Loaded(config, [_fmt(f) for f in warns])
+
+
+MAX_ERRORS = 50  # errors listed for one document: 5,000 bad conduits printed 35,000 lines
+
+
+def _capped(
+    errors: list[tuple[str, str, int | None]], total: int
+) -> list[tuple[str, str, int | None]]:
+    """The first MAX_ERRORS errors, and a last line that counts the rest."""
+    if total <= MAX_ERRORS:
+        return errors
+    return [*errors, ("", f"{total - MAX_ERRORS:,} more errors not shown: fix these first", None)]
 
 
 def _fmt(f: Finding) -> str:

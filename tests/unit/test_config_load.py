@@ -456,3 +456,20 @@ def test_duplicate_keys_are_refused_with_both_lines() -> None:
     with pytest.raises(ConfigInvalid) as err:
         load_text(text, "dup.yaml")
     assert err.value.errors == [("unit.name", "key 'name' appears twice (line 3 and 4)", 4)]
+
+
+def test_a_document_with_thousands_of_errors_lists_the_first_fifty() -> None:
+    # 5,000 bad conduits printed 35,000 error lines in the CLI
+    bad = "".join(f"  - {{name: 'C {i}', bogus: 1}}\n" for i in range(2000))
+    text = DOC.split("conduits:")[0] + "conduits:\n" + bad
+    e = errors_of(text)
+    assert len(e.errors) == 51
+    assert e.errors[0][0] == "conduits[0].name"
+    assert e.errors[-1] == ("", f"{2000 * 7 - 50:,} more errors not shown: fix these first", None)
+    overlapping = "".join(
+        f"  - {{name: c{i}, owner: o, reason: r, from: [10.10.0.2], to: [192.168.50.10], "
+        f"services: ['tcp/0']}}\n"
+        for i in range(80)
+    )
+    e = errors_of(DOC.split("conduits:")[0] + "conduits:\n" + overlapping)
+    assert len(e.errors) == 51 and e.errors[-1][1].startswith("30 more errors")
