@@ -162,7 +162,7 @@ class _Sides:
             defaultdict(dict)
         )
         order = 0
-        for i in config.interfaces:
+        for i in config.links():
             # a network behind a router on an interface (its static routes) is on its side
             for net in [a.network for a in i.addresses] + [r.to for r in i.routes]:
                 order += 1
@@ -194,6 +194,7 @@ def check(config: Config, now: datetime | None = None) -> tuple[list[Finding], l
     errors: list[Finding] = []
     warnings: list[Finding] = []
     _check_interfaces(config, errors)
+    _check_vlans(config, errors, warnings)
     _check_flow_count(config, errors)
     _check_conduits(config, now, errors, warnings)
     _check_nat(config, errors, warnings)
@@ -295,17 +296,30 @@ class _SubnetOverlaps:
 
 def _check_interfaces(config: Config, errors: list[Finding]) -> None:
     ifs = config.interfaces
-    _dupes([i.name for i in ifs], "interfaces[{}].name", "name", errors)
+    links = config.link_paths()
+    seen_names: dict[str, str] = {}
+    for at, link in links:
+        if link.name is None:
+            continue
+        if link.name in seen_names:
+            errors.append(
+                Finding(
+                    f"{at}.name", f"name {link.name} is already used by {seen_names[link.name]}"
+                )
+            )
+        else:
+            seen_names[link.name] = at
     _dupes([i.mac for i in ifs], "interfaces[{}].mac", "MAC", errors)
     overlaps = _SubnetOverlaps()
     gateways = {4: None, 6: None}
     routes: dict[object, str] = {}  # network -> where its route is
-    for n, iface in enumerate(ifs):
+    own = [a for _, i in links for a in i.addresses]
+    for at, iface in links:
         for k, addr in enumerate(iface.addresses):
             for where, other in overlaps.add(iface.name, addr.network):
                 errors.append(
                     Finding(
-                        f"interfaces[{n}].addresses[{k}]",
+                        f"{at}.addresses[{k}]",
                         f"{addr} overlaps {other} on {where}: each side needs its own subnet",
                     )
                 )
@@ -313,22 +327,19 @@ def _check_interfaces(config: Config, errors: list[Finding]) -> None:
             gw = iface.gateway
             if not any(gw in a.network for a in iface.addresses if a.version == gw.version):
                 errors.append(
-                    Finding(
-                        f"interfaces[{n}].gateway",
-                        f"{gw} is not in a subnet of {iface.name}'s addresses",
-                    )
+                    Finding(f"{at}.gateway", f"{gw} is not in a subnet of {iface.name}'s addresses")
                 )
             if gateways[gw.version] is not None:
                 errors.append(
                     Finding(
-                        f"interfaces[{n}].gateway",
+                        f"{at}.gateway",
                         f"only one IPv{gw.version} gateway is allowed "
                         f"({gateways[gw.version]} has one already)",
                     )
                 )
             gateways[gw.version] = iface.name  # type: ignore[assignment]
         for k, route in enumerate(iface.routes):
-            where = f"interfaces[{n}].routes[{k}]"
+            where = f"{at}.routes[{k}]"
             if route.to.version != route.via.version:
                 errors.append(
                     Finding(f"{where}.via", f"{route.via} is not an IPv{route.to.version} address")
@@ -350,7 +361,7 @@ def _check_interfaces(config: Config, errors: list[Finding]) -> None:
                     errors.append(
                         Finding(f"{where}.to", f"{route.to} has a route already ({seen})")
                     )
-                for a in (a for i in ifs for a in i.addresses if a.version == route.to.version):
+                for a in (a for a in own if a.version == route.to.version):
                     if route.to.overlaps(a.network):
                         errors.append(
                             Finding(
@@ -359,6 +370,48 @@ def _check_interfaces(config: Config, errors: list[Finding]) -> None:
                             )
                         )
                         break
+
+
+def _check_vlans(config: Config, errors: list[Finding], warnings: list[Finding]) -> None:
+    """A VLAN id once per NIC, a name that fits (the default <nic>.<id> may not); a
+    warning when a VLAN's role is not its NIC's (two sides share one cable and switch)."""
+    for n, iface in enumerate(config.interfaces):
+        ids: dict[int, int] = {}
+        for k, vlan in enumerate(iface.vlans):
+            at = f"interfaces[{n}].vlans[{k}]"
+            if vlan.id in ids:
+                errors.append(
+                    Finding(
+                        f"{at}.id",
+                        f"VLAN {vlan.id} is already on {iface.name} "
+                        f"(interfaces[{n}].vlans[{ids[vlan.id]}])",
+                    )
+                )
+            ids.setdefault(vlan.id, k)
+            if vlan.name is None:
+                errors.append(
+                    Finding(
+                        f"{at}.name",
+                        f"the default name {iface.name}.{vlan.id} is longer than 15 "
+                        "characters: give the VLAN a name",
+                    )
+                )
+            if vlan.mtu is not None and vlan.mtu > (iface.mtu or 1500):
+                errors.append(
+                    Finding(
+                        f"{at}.mtu",
+                        f"{vlan.mtu} is more than its NIC's MTU ({iface.mtu or 1500}): "
+                        f"raise interfaces[{n}].mtu first",
+                    )
+                )
+            if vlan.role != iface.role and "mgmt" not in (vlan.role, iface.role):
+                warnings.append(
+                    Finding(
+                        f"{at}.role",
+                        f"a {vlan.role} VLAN on the {iface.role} NIC {iface.name}: both sides "
+                        "share one cable and switch, so the switch is part of the demarcation",
+                    )
+                )
 
 
 def _check_conduits(
@@ -683,7 +736,7 @@ def _common(a: list[Span], a_los: list[int], b: list[Span], b_los: list[int]) ->
 
 def _check_nat(config: Config, errors: list[Finding], warnings: list[Finding]) -> None:
     sides = _Sides(config)
-    own = {a.ip for i in config.interfaces for a in i.addresses}
+    own = {a.ip for i in config.links() for a in i.addresses}
     _dupes(
         [o.it_address for o in config.nat.one_to_one],
         "nat.one_to_one[{}].it_address",

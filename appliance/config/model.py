@@ -18,7 +18,9 @@ from pydantic import (
     BeforeValidator,
     Field,
     PlainSerializer,
+    PrivateAttr,
     field_validator,
+    model_validator,
 )
 
 from appliance.config.agent import Fleet, Leds, Syslog, Webhook
@@ -120,36 +122,96 @@ class Route(Strict):
     via: Address
 
 
-class Interface(Strict):
-    """A NIC the appliance owns, matched by MAC (renamed to `name`) or, without MAC, by name."""
+def _ifname(v: str) -> str:
+    if not _IFNAME.fullmatch(v):
+        raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
+    return v
 
-    name: str = Field(description="the name the appliance gives the NIC (and matches on)")
-    role: Literal["it", "ot", "mgmt"]
-    mac: str | None = None
-    addresses: list[Interface_] = Field(default_factory=list)
-    gateway: Address | None = None
-    routes: list[Route] = Field(
+
+IfName = Annotated[str, AfterValidator(_ifname)]
+Role = Literal["it", "ot", "mgmt"]
+# The settings a NIC and a VLAN on it share, declared once.
+Addresses = Annotated[list[Interface_], Field(default_factory=list)]
+Routes = Annotated[
+    list[Route],
+    Field(
         default_factory=list,
         # left out when empty: documents from before it keep their canonical form and hash
         exclude_if=lambda v: not v,
         description="static routes to networks behind a router on this interface's subnet "
         "(an OT cell behind an L3 switch): [{to: 192.168.60.0/24, via: 192.168.50.254}]",
-    )
-    mtu: Int | None = Field(None, ge=576, le=9216)
-    allow_in: list[ServiceSpec] | None = Field(
+    ),
+]
+Mtu = Annotated[Int | None, Field(None, ge=576, le=9216)]
+AllowIn = Annotated[
+    list[ServiceSpec] | None,
+    Field(
         None,
         description="services the appliance itself answers on this NIC; default by role: "
         "mgmt ssh/https/http/ping, it ping (plus the web UI with web.listen_it and the OPC "
         "UA server when enabled), ot nothing",
-    )
-    description: Text = ""
+    ),
+]
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _IFNAME.fullmatch(v):
-            raise ValueError(f"{v!r} is not a valid interface name (1-15 of A-Z a-z 0-9 _ . -)")
-        return v
+
+def _allow_in(role: str, allow_in: list[str] | None) -> tuple[Service, ...]:
+    specs = ROLE_DEFAULT_ALLOW_IN[role] if allow_in is None else allow_in
+    out: list[Service] = []
+    for spec in specs:
+        out.extend(parse_service(spec))
+    return tuple(sorted(set(out)))
+
+
+class Vlan(Strict):
+    """An 802.1Q sub-interface of the NIC it is listed under: a zone of its own role,
+    matched by the ruleset like a physical NIC (its name in the role's interface set)."""
+
+    id: Int = Field(ge=1, le=4094, description="the 802.1Q VLAN id (1-4094)")
+    name: IfName | None = Field(
+        None, description="the link's name; default <nic>.<id> (e.g. ot0.30)"
+    )
+    role: Role
+    addresses: Addresses
+    gateway: Address | None = None
+    routes: Routes
+    mtu: Mtu
+    allow_in: AllowIn
+    description: Text = ""
+    _parent: str = PrivateAttr("")
+
+    @property
+    def mac(self) -> None:
+        """A VLAN link has its NIC's MAC: it is found by name, never by MAC."""
+        return None
+
+    @property
+    def parent(self) -> str:
+        """The name of the NIC this VLAN rides on."""
+        return self._parent
+
+    def effective_allow_in(self) -> tuple[Service, ...]:
+        return _allow_in(self.role, self.allow_in)
+
+
+class Interface(Strict):
+    """A NIC the appliance owns, matched by MAC (renamed to `name`) or, without MAC, by name."""
+
+    name: IfName = Field(description="the name the appliance gives the NIC (and matches on)")
+    role: Role
+    mac: str | None = None
+    addresses: Addresses
+    gateway: Address | None = None
+    routes: Routes
+    mtu: Mtu
+    allow_in: AllowIn
+    description: Text = ""
+    vlans: list[Vlan] = Field(
+        default_factory=list,
+        # left out when empty: documents from before it keep their canonical form and hash
+        exclude_if=lambda v: not v,
+        description="802.1Q VLAN sub-interfaces on this NIC, each a zone of its own role: "
+        "[{id: 30, role: ot, addresses: [192.168.30.1/24]}]",
+    )
 
     @field_validator("mac", mode="before")
     @classmethod
@@ -163,12 +225,38 @@ class Interface(Strict):
             raise ValueError(f"{v!r} is not a MAC address like 02:a0:00:00:01:01")
         return text
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vlan_names(cls, data: object) -> object:
+        """A VLAN without a name is called <nic>.<id> (when that fits in 15 characters)."""
+        if not isinstance(data, dict) or not isinstance(data.get("vlans"), list):
+            return data
+        vlans = []
+        for vlan in data["vlans"]:
+            if isinstance(vlan, dict) and vlan.get("name") is None and "id" in vlan:
+                name = f"{data.get('name')}.{vlan['id']}"
+                if _IFNAME.fullmatch(name):
+                    vlan = {**vlan, "name": name}
+            vlans.append(vlan)
+        return {**data, "vlans": vlans}
+
+    @model_validator(mode="after")
+    def _vlan_parent(self) -> Interface:
+        for vlan in self.vlans:  # (a VLAN left without a name is an error of check())
+            vlan._parent = self.name
+        return self
+
+    @property
+    def parent(self) -> None:
+        """A NIC rides on nothing (a VLAN's parent is its NIC's name)."""
+        return None
+
     def effective_allow_in(self) -> tuple[Service, ...]:
-        specs = ROLE_DEFAULT_ALLOW_IN[self.role] if self.allow_in is None else self.allow_in
-        out: list[Service] = []
-        for spec in specs:
-            out.extend(parse_service(spec))
-        return tuple(sorted(set(out)))
+        return _allow_in(self.role, self.allow_in)
+
+
+# A link the net role holds and the ruleset names: a NIC or a VLAN on one.
+Link = Interface | Vlan
 
 
 class Conduit(Strict):
@@ -268,7 +356,7 @@ class Config(Strict):
     webhooks: list[Webhook] = Field(default_factory=list)
     web: Web = Field(default_factory=Web)
 
-    def effective_allow_in(self, iface: Interface) -> tuple[Service, ...]:
+    def effective_allow_in(self, iface: Link) -> tuple[Service, ...]:
         """What the appliance answers on `iface`: its allow_in, else the role's defaults
         plus the services this document turns on there (the northbound OPC UA server on IT,
         the web UI's ports where it listens)."""
@@ -287,8 +375,25 @@ class Config(Strict):
             out.extend(parse_service(spec))
         return tuple(sorted(set(out)))
 
-    def interfaces_by_role(self, role: str) -> list[Interface]:
-        return [i for i in self.interfaces if i.role == role]
+    def links(self) -> list[Link]:
+        """Every link the document names: each NIC, then the VLANs on it (document order)."""
+        out: list[Link] = []
+        for iface in self.interfaces:
+            out.append(iface)
+            out.extend(iface.vlans)
+        return out
+
+    def link_paths(self) -> list[tuple[str, Link]]:
+        """`links()` with each one's path in the document (`interfaces[1].vlans[0]`)."""
+        out: list[tuple[str, Link]] = []
+        for n, iface in enumerate(self.interfaces):
+            out.append((f"interfaces[{n}]", iface))
+            out.extend((f"interfaces[{n}].vlans[{k}]", v) for k, v in enumerate(iface.vlans))
+        return out
+
+    def interfaces_by_role(self, role: str) -> list[Link]:
+        """The links (NICs and VLANs) of one role."""
+        return [i for i in self.links() if i.role == role]
 
     def canonical(self) -> dict:
         """The document as plain JSON data, keys as people write them."""

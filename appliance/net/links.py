@@ -9,6 +9,7 @@ the port list (`appliance.net.ports`).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import select
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.config.model import Config, Interface
+from appliance.config.model import Config, Interface, Link, Vlan
 from appliance.errors import ApplyFailed
 from appliance.net.render import TPROXY_MARK, TPROXY_TABLE
 
@@ -76,7 +77,7 @@ class LinkObs:
         return asdict(self)
 
 
-def desired_addresses(config: Config, iface: Interface) -> list[str]:
+def desired_addresses(config: Config, iface: Link) -> list[str]:
     """Configured addresses plus the IT-side stand-ins of 1:1 NAT (pure)."""
     out = [str(a) for a in iface.addresses]
     if iface.role == "it":
@@ -123,8 +124,14 @@ class Links:
     def _links(self) -> list[dict[str, Any]]:
         out = []
         for msg in self._ipr.get_links():
+            info = msg.get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+            data = info.get_attr("IFLA_INFO_DATA") if kind == "vlan" else None
             out.append(
                 {
+                    "kind": kind,
+                    "link": msg.get_attr("IFLA_LINK"),  # a VLAN's NIC (its index)
+                    "vlan_id": data.get_attr("IFLA_VLAN_ID") if data is not None else None,
                     "index": msg["index"],
                     "name": msg.get("ifname"),
                     "mac": (msg.get("address") or "").lower() or None,
@@ -157,15 +164,17 @@ class Links:
             out.append(str(iface))
         return out
 
-    def _find(self, iface: Interface, links: list[dict[str, Any]]) -> dict[str, Any] | None:
-        if iface.mac:
-            return next((lk for lk in links if lk["mac"] == iface.mac), None)
+    def _find(self, iface: Link, links: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if iface.mac:  # a VLAN link shares its NIC's MAC: the NIC is the one that is no VLAN
+            return next(
+                (lk for lk in links if lk["mac"] == iface.mac and lk["kind"] != "vlan"), None
+            )
         return next((lk for lk in links if lk["name"] == iface.name), None)
 
     def observe(self, config: Config) -> list[LinkObs]:
         links = self._links()
         out = []
-        for iface in config.interfaces:
+        for iface in config.links():
             lk = self._find(iface, links)
             if lk is None:
                 out.append(LinkObs(iface.name, iface.role, present=False, mac=iface.mac))
@@ -198,14 +207,69 @@ class Links:
                 if lk is None:
                     continue
                 changes.extend(self._reconcile_one(config, iface, lk))
+            vlan_changes, problems = self._vlan_links(config, links)
+            if vlan_changes:
+                changes.extend(vlan_changes)
+                links = self._links()
+            for iface in (v for i in config.interfaces for v in i.vlans):
+                lk = self._find(iface, links)
+                if lk is not None:
+                    changes.extend(self._reconcile_one(config, iface, lk))
             changes.extend(self._routes(config, links))
             changes.extend(self._static_routes(config, links))
             changes.extend(self._tproxy_route())
         except NetlinkError as e:
             raise ApplyFailed(f"netlink refused a link change: {e}")
+        if problems:  # the rest is done; the VLANs the kernel refused are the error
+            failed = ApplyFailed("; ".join(problems))
+            failed.done = changes  # type: ignore[attr-defined]
+            raise failed
         return changes
 
-    def _reconcile_one(self, config: Config, iface: Interface, lk: dict[str, Any]) -> list[str]:
+    def _vlan_links(
+        self, config: Config, links: list[dict[str, Any]]
+    ) -> tuple[list[str], list[str]]:
+        """The document's VLANs as links on their NICs: a missing one is added, one with
+        another id or NIC is made again, and a VLAN link on a NIC the unit owns that the
+        document no longer names goes (so commit-confirm takes VLANs back too). Returns
+        what changed and the VLANs the kernel would not make (the others are made)."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        changes: list[str] = []
+        problems: list[str] = []
+        by_index = {lk["index"]: lk for lk in links}
+        owned: dict[int, Interface] = {}
+        for iface in config.interfaces:
+            lk = self._find(iface, links)
+            if lk is not None:
+                owned[lk["index"]] = iface
+        want: dict[str, tuple[Vlan, int]] = {}
+        for idx, iface in owned.items():
+            for vlan in iface.vlans:
+                if vlan.name is not None:
+                    want[vlan.name] = (vlan, idx)
+        for lk in links:
+            if lk["kind"] != "vlan" or lk["link"] not in owned:
+                continue
+            wanted = want.get(lk["name"])
+            if wanted is None or (wanted[0].id, wanted[1]) != (lk["vlan_id"], lk["link"]):
+                self._ipr.link("del", index=lk["index"])
+                parent = by_index[lk["link"]]["name"]
+                changes.append(f"removed VLAN {lk['vlan_id']} ({lk['name']} on {parent})")
+                lk["name"] = None  # gone: made again below when wanted
+        names = {lk["name"] for lk in links}
+        for name, (vlan, idx) in want.items():
+            if name in names:
+                continue
+            try:
+                self._ipr.link("add", ifname=name, kind="vlan", link=idx, vlan_id=vlan.id)
+            except NetlinkError as e:
+                problems.append(f"{name}: VLAN {vlan.id} on {vlan.parent} {_vlan_refusal(e)}")
+                continue
+            changes.append(f"added VLAN {vlan.id} ({name} on {vlan.parent})")
+        return changes, problems
+
+    def _reconcile_one(self, config: Config, iface: Link, lk: dict[str, Any]) -> list[str]:
         changes = []
         idx = lk["index"]
         if lk["name"] != iface.name:
@@ -242,7 +306,7 @@ class Links:
             gw = next(
                 (
                     (i, i.gateway)
-                    for i in config.interfaces
+                    for i in config.links()
                     if i.gateway and i.gateway.version == family
                 ),
                 None,
@@ -270,7 +334,7 @@ class Links:
         no longer has goes (only ours: proto static, not a default route), a missing or
         changed one is (re)placed out of its interface."""
         want: dict[tuple[int, str], tuple[str, int, str]] = {}
-        for iface in config.interfaces:
+        for iface in config.links():
             lk = self._find(iface, links)
             if lk is None:
                 continue
@@ -328,6 +392,14 @@ class Links:
             )
             changes.append(f"local route in table {TPROXY_TABLE} (the Modbus proxy's)")
         return changes
+
+
+def _vlan_refusal(e: Exception) -> str:
+    """Why the kernel would not make a VLAN link, as a person reads it."""
+    code = getattr(e, "code", None)
+    if code in (errno.EOPNOTSUPP, errno.ENODEV) or "Operation not supported" in str(e):
+        return "cannot be made: this kernel has no 802.1Q VLAN support (CONFIG_VLAN_8021Q)"
+    return f"was refused by the kernel: {e}"
 
 
 def nic_facts(msg: Any) -> NicFacts:

@@ -157,6 +157,8 @@ def roles_of(config: Config | None, nics: list[NicFacts]) -> dict[int, tuple[str
     out: dict[int, tuple[str, str]] = {}
     for iface in config.interfaces if config else []:
         for nic in nics:
+            if nic.kind == "vlan":  # a VLAN on a NIC has its MAC: it is not the port
+                continue
             hit = nic.mac == iface.mac if iface.mac else nic.name == iface.name
             if hit and nic.index not in out:
                 out[nic.index] = (iface.role, iface.name)

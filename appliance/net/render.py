@@ -360,7 +360,7 @@ def _input(config: Config) -> tuple[list[Json], list[str]]:
         out.append(_rule("input", _match(_meta("mark"), TPROXY_MARK), ACCEPT))
     counters = []
     vmap = []
-    for iface in sorted(config.interfaces, key=lambda i: i.name):
+    for iface in sorted(config.links(), key=lambda i: i.name):
         chain = f"in_{iface.name}"
         counter = f"drop_in_{iface.name}"
         counters.append(counter)

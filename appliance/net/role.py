@@ -345,7 +345,7 @@ class NetRole:
             changes = self.links.reconcile(config)
         except ApplyFailed as e:
             self._error(str(e))
-            changes = []
+            changes = list(getattr(e, "done", []))  # what was done before (or beside) it
         if changes:
             self.store.event(
                 "net.links", "; ".join(changes), source="net", data={"changes": changes}

@@ -158,7 +158,7 @@ class WebRole:
 
     def ensure_cert(self) -> None:
         cfg = self.config or Config()
-        known = [str(a.ip) for i in cfg.interfaces if i.role in ("mgmt", "it") for a in i.addresses]
+        known = [str(a.ip) for i in cfg.links() if i.role in ("mgmt", "it") for a in i.addresses]
         self.cert = self._ensure_cert(self.paths, unit_name=cfg.unit.name, addresses=known)
 
     def ensure_setup_code(self) -> None:
