@@ -15,7 +15,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
-from appliance.errors import ApplianceError, Conflict, PermissionDenied
+from appliance.errors import ApplianceError, Conflict, Invalid, PermissionDenied
 
 DEFAULT_LISTEN = "0.0.0.0:8443"
 
@@ -43,15 +43,16 @@ class Listen:
 
 
 def parse_listen(text: str) -> Listen:
-    """`ADDR:PORT`, `[V6ADDR]:PORT` or `:PORT` (all IPv4 addresses) -> Listen."""
+    """`ADDR:PORT`, `[V6ADDR]:PORT` or `:PORT` (all IPv4 addresses) -> Listen; a wrong one
+    is Invalid (exit 2) naming `--listen`."""
     text = text.strip()
     host, sep, port_text = text.rpartition(":")
     if not sep:
-        raise ApplianceError(f"{text!r} must be ADDR:PORT (e.g. 0.0.0.0:8443)", field="--listen")
+        raise Invalid(f"{text!r} must be ADDR:PORT (e.g. 0.0.0.0:8443)", field="--listen")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ApplianceError(
+        raise Invalid(
             f"{text!r}: write an IPv6 address in brackets, e.g. [::]:8443", field="--listen"
         )
     host = host or "0.0.0.0"
@@ -59,13 +60,13 @@ def parse_listen(text: str) -> Listen:
         ipaddress.ip_address(host)
     except ValueError:
         if host != "localhost":
-            raise ApplianceError(f"{host!r} is not an IP address", field="--listen")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ApplianceError(f"port {port_text!r} is not a number", field="--listen")
+            raise Invalid(f"{host!r} is not an IP address", field="--listen") from None
+    # ASCII digits only: int() also reads '٣٣' (33), '+443', ' 443' and '4_43'
+    if not (port_text.isascii() and port_text.isdigit()):
+        raise Invalid(f"port {port_text!r} is not a number", field="--listen")
+    port = int(port_text)
     if not 1 <= port <= 65535:
-        raise ApplianceError(f"port must be 1-65535 (got {port})", field="--listen")
+        raise Invalid(f"port must be 1-65535 (got {port})", field="--listen")
     return Listen(host, port)
 
 
@@ -92,28 +93,30 @@ def check_bindable(listen: Listen) -> None:
 
 
 def check_tls(cert: str | None, key: str | None) -> bool:
-    """True when both files are given and make a usable server certificate; else one-line errors."""
+    """True when both files are given and make a usable server certificate; else a
+    one-line Invalid (exit 2) naming the flag."""
     if not cert and not key:
         return False
     if not cert or not key:
         missing = "--cert" if not cert else "--key"
-        raise ApplianceError("needs both --cert and --key", field=missing)
+        raise Invalid("needs both --cert and --key", field=missing)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     for flag, path in (("--cert", cert), ("--key", key)):
         try:
             with open(path, "rb"):
                 pass
         except FileNotFoundError:
-            raise ApplianceError(f"{path}: no such file", field=flag)
+            raise Invalid(f"{path}: no such file", field=flag) from None
         except OSError as e:
-            raise ApplianceError(f"{path}: cannot read ({e.strerror})", field=flag)
+            raise Invalid(f"{path}: cannot read ({e.strerror})", field=flag) from None
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as e:
-        raise ApplianceError(
-            f"{cert} and {key} are not a matching PEM certificate and key ({e.reason})",
-            field="--cert",
-        )
+        # OpenSSL's reason, when it gives one ('KEY_VALUES_MISMATCH'); PEM garbage has none
+        why = f" ({e.reason})" if e.reason else ""
+        raise Invalid(
+            f"{cert} and {key} are not a matching PEM certificate and key{why}", field="--cert"
+        ) from None
     return True
 
 
