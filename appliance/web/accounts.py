@@ -6,8 +6,8 @@ that has a `Store` open (the web role, the CLI, the field role's OPC UA server):
 - users: name, role (viewer < operator < admin), an argon2id hash, disabled flag,
   last login. Password policy: at least 12 characters, not in the shipped list of
   common passwords (``common-passwords.txt``), not the user name. A new password
-  (own or set by an admin) revokes the user's API tokens and ends their sessions
-  (but the one that made the change, when it is the user's own session); disabling a
+  (own or set by an admin) revokes the user's API tokens and ends all their sessions
+  (changing one's own, `PUT /api/session/password` hands out a new one); disabling a
   user does both, and enabling them again brings neither back.
 - API tokens: shown once; only their SHA-256 is stored, with an 8-character prefix
   people can recognise. A token's role is at most its user's role, checked again at
@@ -379,14 +379,13 @@ def update_user(
     role: str | None = None,
     password: str | None = None,
     disabled: bool | None = None,
-    keep_session: str | None = None,
 ) -> User:
     """Change a user; the last enabled admin cannot be demoted or disabled (Conflict).
 
-    A new password revokes the user's tokens and ends their sessions, but the one whose
-    digest is `keep_session` (the user's own, changing their own password); disabling
-    ends every session and revokes every token, for good (enabling the user again
-    brings none back).
+    A new password revokes the user's tokens and ends every session of theirs, the one
+    that made the change too (a copy of its cookie would go on with it; PUT
+    /api/session/password hands the user a new one); disabling ends every session and
+    revokes every token, for good (enabling the user again brings none back).
     """
     user = get_user(name)
     db = User._meta.database
@@ -409,9 +408,8 @@ def update_user(
             revoke_tokens(name, by="password change", now=now)
         if disabled:
             revoke_tokens(name, by="user disabled", now=now)
+        if disabled or password is not None:
             end_sessions(name)
-        elif password is not None:
-            end_sessions(name, keep=keep_session)
     return user
 
 
@@ -816,12 +814,9 @@ def end_session(sid: str) -> bool:
     return WebSession.delete().where(WebSession.digest == _digest(sid)).execute() > 0
 
 
-def end_sessions(user: str, *, keep: str | None = None) -> int:
-    """End every session of `user`, but the one whose digest is `keep`."""
-    which = WebSession.user == user
-    if keep is not None:
-        which = which & (WebSession.digest != keep)
-    return WebSession.delete().where(which).execute()
+def end_sessions(user: str) -> int:
+    """End every session of `user`."""
+    return WebSession.delete().where(WebSession.user == user).execute()
 
 
 def prune_sessions(now: float, max_s: float, *, idle_s: float | None = None) -> int:

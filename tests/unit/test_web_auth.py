@@ -594,11 +594,18 @@ def test_your_own_password_through_the_users_api_needs_the_current_one(ready: We
     )
     assert r.status_code == 403 and r.json["field"] == "current_password"
     ready.login("admin")  # nothing changed
+    stolen = a.get_cookie(COOKIE)
+    assert stolen is not None
     r = a.patch("/api/users/admin", json={"password": new, "current_password": PASSWORD}, headers=h)
     assert r.status_code == 200, r.json
-    assert a.get("/api/status").status_code == 200  # this session goes on
     assert other.get("/api/status").status_code == 401  # the others end
-    ready.login("admin", new)
+    # and so does this one: a copy of its cookie (the reason to change a password, maybe)
+    # would go on with it; PUT /api/session/password hands out a new session instead
+    thief = ready.client()
+    thief.set_cookie(COOKIE, stolen.value)
+    assert thief.get("/api/status").status_code == 401
+    assert a.get("/api/status").status_code == 401
+    b = ready.login("admin", new)
     # an admin token is the same person: it needs the current password too
     token = ready.token("admin")
     c = ready.client()
@@ -611,7 +618,7 @@ def test_your_own_password_through_the_users_api_needs_the_current_one(ready: We
     )
     assert r.status_code == 200
     assert c.get("/api/status", headers=_bearer(token)).status_code == 401  # revoked with it
-    assert a.get("/api/status").status_code == 401  # through a token, every session ends
+    assert b.get("/api/status").status_code == 401  # through a token, every session ends
     ready.login("admin", PASSWORD)
 
 

@@ -1,8 +1,10 @@
 """Users (admin) and API tokens (your own; admins see and revoke all).
 
-A new password revokes the user's tokens and ends their sessions (`accounts.update_user`);
-an admin changing their *own* password here needs `current_password`, with a session or a
-token alike (a stolen admin token must not become the account). A token made with a
+A new password revokes the user's tokens and ends all their sessions
+(`accounts.update_user`), the admin's own too when it is their own password (log in
+again; `PUT /api/session/password` hands out a new session instead); an admin changing
+their *own* password here needs `current_password`, with a session or a token alike (a
+stolen admin token must not become the account). A token made with a
 token expires at the latest when that token does (capped, not refused: scripts may
 make narrower tokens for their helpers, never longer-lived ones).
 """
@@ -68,13 +70,13 @@ def user_create(body: UserIn) -> Any:
     response=UserOut,
     errors=(400, 403, 404, 409, 422, 429),
     summary="Change a user's role, password or disabled flag "
-    "(your own password: with current_password; a new password revokes the user's tokens)",
+    "(your own password: with current_password; a new password revokes the user's tokens "
+    "and ends their sessions, this one too)",
 )
 def user_patch(name: str, body: UserPatch) -> Any:
     p = principal()
     assert p is not None
     now = ctx().now()
-    keep = None
     if body.password is not None and name == p.name:
         if body.current_password is None:
             raise accounts.Invalid(
@@ -92,14 +94,8 @@ def user_patch(name: str, body: UserPatch) -> Any:
             resp = jsonify(error_body("the current password is wrong", "current_password"))
             resp.status_code = 403
             return resp
-        keep = p.session.digest if p.session is not None else None
     user = accounts.update_user(
-        name,
-        now=now,
-        role=body.role,
-        password=body.password,
-        disabled=body.disabled,
-        keep_session=keep,
+        name, now=now, role=body.role, password=body.password, disabled=body.disabled
     )
     changed = [k for k in ("role", "disabled") if getattr(body, k) is not None] + (
         ["password"] if body.password is not None else []
