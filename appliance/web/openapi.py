@@ -8,7 +8,7 @@ validates it, as JSON Schema under components/schemas), its answer and its error
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 from flask import Blueprint, jsonify
 from pydantic import BaseModel
@@ -99,6 +99,12 @@ def _error_codes(r: RouteDoc) -> list[int]:
     return sorted(codes | {500})
 
 
+def _answers_csv(r: RouteDoc) -> bool:
+    """Whether the route's query has a `format` that can be csv (it answers text/csv then)."""
+    field = r.query.model_fields.get("format") if r.query is not None else None
+    return field is not None and "csv" in get_args(field.annotation)
+
+
 def build() -> dict[str, Any]:
     routes = list(ROUTES)
     models = _models(routes)
@@ -162,6 +168,8 @@ def build() -> dict[str, Any]:
         ok: dict[str, Any] = {"description": STATUS_TEXT.get(r.status, "OK")}
         if r.status != 204 and r.response is not None:
             ok["content"] = {r.content: {"schema": _schema_ref(r.response)}}
+            if _answers_csv(r):
+                ok["content"]["text/csv"] = {"schema": {"type": "string"}}
         responses: dict[str, Any] = {str(r.status): ok}
         for code in _error_codes(r):
             responses[str(code)] = {

@@ -77,3 +77,18 @@ def test_a_history_range_that_ends_before_it_starts_is_a_documented_400(ready: W
     r = ready.login("viewer").get("/api/tags/plc1.t/history?from=10&to=5")
     assert r.status_code == 400 and r.json["field"] == "to", r.json
     assert 400 in documented(ready, "get", "/api/tags/{name}/history")
+
+
+def test_the_csv_answer_of_a_tag_history_is_a_documented_content_type(ready: Web) -> None:
+    from appliance.field.history import HistoryWriter
+
+    w = HistoryWriter(ready.app.extensions["appliance"].store)
+    w.add("plc1.counter", ready.clock() - 60, 7, "good")
+    w.flush()
+    v = ready.login("viewer")
+    r = v.get("/api/tags/plc1.counter/history?format=csv")
+    assert r.status_code == 200 and r.mimetype == "text/csv", r.get_data(as_text=True)
+    assert r.get_data(as_text=True).splitlines()[1].endswith(",plc1.counter,7,good")
+    doc = v.get("/api/openapi.json").json
+    answer = doc["paths"]["/api/tags/{name}/history"]["get"]["responses"]["200"]
+    assert set(answer["content"]) == {"application/json", "text/csv"}
