@@ -22,8 +22,15 @@ stands for (the databases) and survives a reboot, so it only ever grows and a ro
 cannot miss a reset by seeing a value again; every role's unit can read and write it
 (`StateDirectory=appliance`), the CLI's reset as root (the agent not running) too;
 and it does not depend on the run directory being kept (`RuntimeDirectoryPreserve=`)
-or on the reset's own wipe of the run directory. The file is written by rename over
-a fresh name made with O_EXCL|O_NOFOLLOW, so root follows no link planted there.
+or on the reset's own wipe of the run directory.
+
+Root resets too (`sudo appliance factory-reset --yes` while the agent is not running), in
+directories the roles' user owns and can write. So the generation and the marker are
+written through `appliance.secretfile` (a fresh random name, rename over the target: no
+link planted at either name is followed; no FIFO is waited on), and the databases are
+opened, to record the reset and to make the first-boot ones, only in a child process
+running as the data directory's owner: they are the roles' to write, and root opens no
+SQLite file there.
 """
 
 from __future__ import annotations
