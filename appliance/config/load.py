@@ -184,7 +184,7 @@ def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | N
         ) from None
     except yaml.YAMLError as e:
         raise ConfigInvalid(
-            [("", f"not valid YAML: {_problem(e)}", _mark_line(e))], source
+            [("", f"not valid YAML: {_problem(e, text)}", _mark_line(e))], source
         ) from None
     try:
         data = loader("").construct_document(node) if node is not None else None
@@ -217,8 +217,12 @@ def parse_text(text: str, source: str | None = None) -> tuple[Any, yaml.Node | N
 _MAX_DIGITS = sys.get_int_max_str_digits() or 4300
 
 
-def _problem(e: yaml.YAMLError) -> str:
-    """PyYAML's problem text on one line (its str() spans lines and names a stream)."""
+def _problem(e: yaml.YAMLError, document: str = "") -> str:
+    """PyYAML's problem text on one line (its str() spans lines and names a stream); a tab
+    where YAML wants a space is said so ('found character that cannot start any token')."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None and document[mark.index : mark.index + 1] == "\t":
+        return f"a tab at column {mark.column + 1}: YAML indents and separates with spaces"
     text = getattr(e, "problem", None) or str(e).split("\n", 1)[0]
     return " ".join(str(text).split())
 

@@ -473,3 +473,19 @@ def test_a_document_with_thousands_of_errors_lists_the_first_fifty() -> None:
     )
     e = errors_of(DOC.split("conduits:")[0] + "conduits:\n" + overlapping)
     assert len(e.errors) == 51 and e.errors[-1][1].startswith("30 more errors")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "column"),
+    [("unit:\n\tname: x\n", 3, 1), ("unit:\n  name: x\n  \tsite: y\n", 4, 3)],
+)
+def test_a_tab_is_named_as_the_trouble(text: str, line: int, column: int) -> None:
+    # was: "found character that cannot start any token"
+    e = errors_of("version: 1\n" + text)
+    assert e.errors == [
+        (
+            "",
+            f"not valid YAML: a tab at column {column}: YAML indents and separates with spaces",
+            line,
+        )
+    ]
