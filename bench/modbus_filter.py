@@ -10,6 +10,13 @@ turn by turn (ABBA...) so that drift of this shared 2-core machine hits both ali
 ratios are medians of the per-turn ratios. The PLC simulator is in the path of both
 variants: what differs is the proxy.
 
+Each turn also counts the CPU time (user + system, /proc/PID/stat, summed over each
+one's session) that the roles' processes (the proxy, in the read-only turns), the PLC
+simulator and the clients spend per request: on this shared 2-core machine the three
+compete for the same cores, so with 50 clients (CPU-bound) the requests/s ratio tends to
+(clients + PLC) / (clients + PLC + proxy), and these figures say where that ceiling is,
+whatever else runs on the machine meanwhile.
+
 Goals (issue 13): p50 latency <= 1.2x and requests/s >= 0.8x the unrestricted conduit
 with 50 clients. The figures with 1 client are reported, not judged.
 """
@@ -78,6 +85,7 @@ def clients(n: int, seconds: float) -> None:
             writer.close()
 
     async def run() -> dict[str, Any]:
+        cpu0 = time.process_time()
         stop_at = time.perf_counter() + seconds
         lat: list[list[float]] = [[] for _ in range(n)]
         errors: list[str] = []
@@ -85,12 +93,38 @@ def clients(n: int, seconds: float) -> None:
         await asyncio.gather(*(one(lat[i], errors, stop_at) for i in range(n)))
         took = time.perf_counter() - t0
         flat = sorted(x for one_client in lat for x in one_client)
-        return {"requests": len(flat), "seconds": took, "latencies": flat, "errors": errors[:5]}
+        return {
+            "requests": len(flat),
+            "seconds": took,
+            "cpu": time.process_time() - cpu0,
+            "latencies": flat,
+            "errors": errors[:5],
+        }
 
     print(json.dumps(asyncio.run(run())), flush=True)
 
 
 # -- the appliance: net and modbusproxy roles in the lab's appliance namespace -------------
+
+
+def cpu_seconds(session: int) -> tuple[float, float]:
+    """User and system CPU time so far of the processes of a session (a process started
+    with start_new_session and its children: `appliance run` runs each role in its own)."""
+    user = system = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[3]) == session:
+            user, system = user + int(fields[11]), system + int(fields[12])
+    hz = os.sysconf("SC_CLK_TCK")
+    return user / hz, system / hz
+
+
+def plc_pid(spec: Any) -> int:
+    """The lab PLC simulator's pid, which leads its session (its pidfile: pid, start time)."""
+    return int((spec.pids / "plc.pid").read_text().split()[0])
 
 
 class Unit:
@@ -144,16 +178,29 @@ class Unit:
         self.log.close()
 
 
-def turn(spec: Any, n: int, seconds: float) -> dict[str, Any]:
+def turn(spec: Any, unit: Unit, n: int, seconds: float) -> dict[str, Any]:
     argv = ["ip", "netns", "exec", spec.ns_it, sys.executable, __file__, "clients", str(n)]
+    plc = plc_pid(spec)
+    (roles_u0, roles_s0), (plc_u0, plc_s0) = cpu_seconds(unit.proc.pid), cpu_seconds(plc)
     worker = subprocess.Popen(
         [*argv, str(seconds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     got = result_of(worker, seconds + 30)
+    (roles_u, roles_s), (plc_u, plc_s) = cpu_seconds(unit.proc.pid), cpu_seconds(plc)
+    roles_u, roles = roles_u - roles_u0, roles_u + roles_s - roles_u0 - roles_s0
+    plc_cpu = plc_u + plc_s - plc_u0 - plc_s0
     if got["errors"] or not got["requests"]:
         raise RuntimeError(f"the clients failed: {got['errors']}")
-    lat = got["latencies"]
-    return {"rate": got["requests"] / got["seconds"], "p50": pct(lat, 50), "p99": pct(lat, 99)}
+    lat, count = got["latencies"], got["requests"]
+    return {
+        "rate": count / got["seconds"],
+        "p50": pct(lat, 50),
+        "p99": pct(lat, 99),
+        "cpu_roles": roles / count,  # seconds per request
+        "cpu_roles_user": roles_u / count,
+        "cpu_plc": plc_cpu / count,
+        "cpu_clients": got["cpu"] / count,
+    }
 
 
 def measure(reps: int, seconds: float, client_counts: tuple[int, ...]) -> dict[str, Any]:
@@ -167,12 +214,15 @@ def measure(reps: int, seconds: float, client_counts: tuple[int, ...]) -> dict[s
                 for variant in order:
                     unit.commit(variant)
                     for n in client_counts:
-                        r = turn(spec, n, seconds)
+                        r = turn(spec, unit, n, seconds)
                         runs[str(n)][variant].append(r)
                         print(
                             f"  turn {rep + 1}/{reps} {variant:9s} {n:2d} clients: "
                             f"{r['rate']:7.0f} req/s, p50 {r['p50'] * 1e6:6.0f} us, "
-                            f"p99 {r['p99'] * 1e6:6.0f} us",
+                            f"p99 {r['p99'] * 1e6:6.0f} us; CPU per request: roles "
+                            f"{r['cpu_roles'] * 1e6:5.1f} us (user "
+                            f"{r['cpu_roles_user'] * 1e6:5.1f}), PLC {r['cpu_plc'] * 1e6:5.1f} us, "
+                            f"clients {r['cpu_clients'] * 1e6:5.1f} us",
                             flush=True,
                         )
         finally:
@@ -199,8 +249,9 @@ def main() -> int:
     runs = measure(args.reps, args.seconds, (1, 50))
     figures: dict[str, Any] = {}
     for n, by in runs.items():
+        keys = ("rate", "p50", "p99", "cpu_roles", "cpu_roles_user", "cpu_plc", "cpu_clients")
         figures[f"{n}_clients"] = {
-            v: {k: median([r[k] for r in by[v]]) for k in ("rate", "p50", "p99")} for v in VARIANTS
+            v: {k: median([r[k] for r in by[v]]) for k in keys} for v in VARIANTS
         }
         f = figures[f"{n}_clients"]
         print(
@@ -209,6 +260,17 @@ def main() -> int:
             f"{fmt(f['read-only']['rate'])} req/s p50 {f['read-only']['p50'] * 1e6:.0f} us "
             f"p99 {f['read-only']['p99'] * 1e6:.0f} us; ratios rate "
             f"{paired(by, 'rate'):.2f}x p50 {paired(by, 'p50'):.2f}x p99 {paired(by, 'p99'):.2f}x"
+        )
+        ro = f["read-only"]
+        proxy = ro["cpu_roles"] - f["open"]["cpu_roles"]
+        proxy_user = ro["cpu_roles_user"] - f["open"]["cpu_roles_user"]
+        rest = ro["cpu_plc"] + ro["cpu_clients"]
+        print(
+            f"  {n:>2} clients: CPU per request (read-only turns): proxy {proxy * 1e6:.1f} us, "
+            f"user {proxy_user * 1e6:.1f} us (the roles' minus the open turns'), PLC "
+            f"{ro['cpu_plc'] * 1e6:.1f} us, clients {ro['cpu_clients'] * 1e6:.1f} us: "
+            f"CPU-bound ceiling of the rate ratio "
+            f"{rest / (rest + proxy):.2f}x"
         )
     fifty = runs["50"]
     f50 = figures["50_clients"]
