@@ -39,6 +39,22 @@ def _fmt_time(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _time_line(clock: dict) -> str:
+    """The time client's state in one line (the net role's `time` document)."""
+    if not clock.get("servers"):
+        return "not kept: no NTP server in the configuration (time.ntp)"
+    if clock.get("synchronised"):
+        offset = clock.get("offset_s")
+        off = f", offset {offset * 1000:+.3f} ms" if isinstance(offset, int | float) else ""
+        return f"in sync with {clock.get('source')} (stratum {clock.get('stratum')}{off})"
+    since = clock.get("unsynchronised_since")
+    ago = f" for {time.time() - since:.0f} s" if isinstance(since, int | float) else ""
+    why = clock.get("error") or (
+        f"{clock.get('reachable', 0)} of {clock.get('sources', 0)} NTP servers answer"
+    )
+    return f"NOT in sync{ago}: {why}"
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000:
@@ -562,6 +578,9 @@ def status(as_json: bool, paths: Paths) -> None:
                 for p in ports
             )
         )
+    clock = net.get("time")
+    if isinstance(clock, dict):
+        click.echo(f"time:      {_time_line(clock)}")
     for name, c in sorted((net.get("conduits") or {}).items()):
         extra = "" if c.get("active", True) else "  (inactive/expired)"
         if c.get("expires") and c.get("active", True):

@@ -231,7 +231,17 @@ def _run_net(paths: Paths, stop: threading.Event, watch: ResetWatch | None = Non
     from appliance.net.role import NetRole
 
     nft = Nft()
-    role = NetRole(store, live, nft, Links(), monitor=NftMonitor(), conntrack=Conntrack())
+    from appliance.net.netsvc import NetServices
+
+    role = NetRole(
+        store,
+        live,
+        nft,
+        Links(),
+        monitor=NftMonitor(),
+        conntrack=Conntrack(),
+        services=NetServices(paths.run_dir),
+    )
     log.info("net role starting (data %s, run %s)", paths.data_dir, paths.run_dir)
     store.event("role.started", f"net role started (pid {os.getpid()})", source="net")
     try:

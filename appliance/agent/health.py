@@ -13,7 +13,9 @@
 4. ``pending-confirm`` a revision waits for confirmation (the reason says how long is left)
 5. ``degraded``        drift in the last 10 minutes; a device lost communication; active
                        alarms; disk below 10 % free; certificate expires within 14 days;
-                       management link down; clock not set; another expected role dead;
+                       management link down; clock not set, or NTP servers configured and
+                       none in sync for ``time.unsynchronised_after_minutes``; another
+                       expected role dead;
                        the net role reports an error; no revision applied and none expected
 6. ``ok``              none of the above
 
@@ -112,6 +114,11 @@ class HealthInputs:
     # document (None: not running), which every one of them needs to pass anything
     modbus_restricted: tuple[str, ...] = ()
     modbus_proxy: Mapping[str, Any] | None = None
+
+
+def _number(v: object) -> bool:
+    """A real number (a role's document is JSON: not a bool, not NaN)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -222,6 +229,19 @@ def _findings(i: HealthInputs, now: float) -> list[tuple[str, Reason]]:
                 add(DEGRADED, "mgmt-link-down", "warning", f"management link {name} is down")
         if net.get("last_error"):
             add(DEGRADED, "net-error", "warning", f"net role: {net['last_error']}")
+        clock = net.get("time")
+        if isinstance(clock, Mapping) and clock.get("servers") and not clock.get("synchronised"):
+            since, after = clock.get("unsynchronised_since"), clock.get("unsynchronised_after_s")
+            if _number(since) and _number(after) and now - since >= after:
+                why = clock.get("error") or (
+                    f"{clock.get('reachable', 0)} of {clock.get('sources', 0)} NTP servers answer"
+                )
+                add(
+                    DEGRADED,
+                    "clock-unsynchronised",
+                    "warning",
+                    f"the clock has not been in sync for {_fmt_duration(now - since)}: {why}",
+                )
 
     # -- pending confirmation --------------------------------------------------
     if i.pending_deadline is not None:

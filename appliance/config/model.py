@@ -27,6 +27,7 @@ from appliance.config.agent import Fleet, Leds, Syslog, Webhook
 from appliance.config.base import Bool, Int, Line, Strict, Text, Version, check_name
 from appliance.config.field import Device, History, Northbound
 from appliance.config.modbus import ModbusRestriction
+from appliance.config.netsvc import Dns, Time
 from appliance.config.services import Service, parse_service
 from appliance.config.web import Web
 
@@ -355,6 +356,9 @@ class Config(Strict):
     syslog: list[Syslog] = Field(default_factory=list)
     webhooks: list[Webhook] = Field(default_factory=list)
     web: Web = Field(default_factory=Web)
+    # left out while unset: documents from before them keep their canonical form and hash
+    time: Time = Field(default_factory=Time, exclude_if=lambda v: v == Time())
+    dns: Dns = Field(default_factory=Dns, exclude_if=lambda v: v == Dns())
 
     def effective_allow_in(self, iface: Link) -> tuple[Service, ...]:
         """What the appliance answers on `iface`: its allow_in, else the role's defaults

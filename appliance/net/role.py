@@ -28,6 +28,7 @@ from appliance.net import nft as nftlib
 from appliance.net.conntrack import Conntrack, flows_to_cut
 from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S, PortBlinker
 from appliance.net.links import Forwarding, LinkObs, Links
+from appliance.net.netsvc import NetServices, TimeStatus
 from appliance.net.ports import Port, Ports, carrier_changes
 from appliance.net.render import Ruleset, render, render_fail_closed
 from appliance.state import revisions as revs
@@ -41,6 +42,7 @@ DRIFT_EVERY_S = 5.0
 LINKS_EVERY_S = 30.0
 PORTS_EVERY_S = 5.0  # and at once on a netlink link event (a carrier change is one)
 COUNTERS_EVERY_S = 1.0
+TIME_EVERY_S = 10.0  # the time client's state (chronyc)
 # Reading the table back costs ~30 ms per 1000 conduits. Periodic reads are spaced
 # so that they take at most 1/COUNTERS_DUTY (counters) and 1/DRIFT_DUTY (drift) of
 # the time: a 10k-conduit unit reads counters every ~8 s instead of every second.
@@ -94,6 +96,7 @@ class NetRole:
         conntrack: Conntrack | None = None,
         ports: Ports | None = None,
         blinker: PortBlinker | None = None,
+        services: NetServices | None = None,
     ) -> None:
         self.store = store
         self.live = live
@@ -108,9 +111,21 @@ class NetRole:
         # blinks the LEDs of the NICs of the namespace the links adapter is in
         self.blinker = blinker if blinker is not None else (PortBlinker() if links else None)
         self.identifying: dict[str, float] = {}  # port -> until (the role's clock)
+        # the time client's sources and the resolver's file (None: not this role's, in tests)
+        self.services = services
+        self.time: TimeStatus | None = None
+        self.unsynchronised_since: float | None = None  # (the role's clock)
+        self._services_error: str | None = None
         self.state = NetState()
         self.started_at = clock()
-        self._next = {"drift": 0.0, "links": 0.0, "counters": 0.0, "publish": 0.0, "ports": 0.0}
+        self._next = {
+            "drift": 0.0,
+            "links": 0.0,
+            "counters": 0.0,
+            "publish": 0.0,
+            "ports": 0.0,
+            "time": 0.0,
+        }
         self.dirty = True  # something the live state shows has changed
         self._list_cost = 0.0  # seconds one read-back of the table takes (moving average)
         self._last_drift = 0.0
@@ -195,6 +210,9 @@ class NetRole:
         if now >= self._next["links"] and self.state.applied and self.state.applied.config:
             self._reconcile_links(self.state.applied.config)
             self._next["links"] = now + LINKS_EVERY_S
+        if self.services is not None and now >= self._next["time"]:
+            self._read_time(self.services, now)
+            self._next["time"] = now + TIME_EVERY_S
         if self.ports is not None and now >= self._next["ports"]:
             self._read_ports(self.ports, now)
             self._next["ports"] = now + PORTS_EVERY_S
@@ -266,6 +284,8 @@ class NetRole:
             at=now,
         )
         self._next["links"] = 0.0
+        if self.services is not None:
+            self._apply_services(self.services, config, now)
         if before is not None:
             self._cut_withdrawn(before, ruleset, now)
         if rev.state == revs.PENDING and rev.auto_confirm:
@@ -363,6 +383,72 @@ class NetRole:
                     severity=sev,
                     data=o.as_dict(),
                 )
+
+    def _apply_services(self, services: NetServices, config: Config, now: float) -> None:
+        """The revision's NTP servers to the time client, its DNS to the resolver's file."""
+        try:
+            changes = services.apply(config.time, config.dns)
+        except ApplianceError as e:
+            self._services_error = f"the time client did not take the NTP servers: {e}"
+            self._error(self._services_error)
+            return
+        if changes:
+            self.store.event(
+                "net.services", "; ".join(changes), source="net", data={"changes": changes}, at=now
+            )
+            self._next["time"] = now + 2.0  # iburst: the first answers come within seconds
+
+    def _read_time(self, services: NetServices, now: float) -> None:
+        """The time client's state; losing and regaining sync are events (when the running
+        revision names NTP servers: without any the clock is not kept, and not reported)."""
+        config = self.state.applied.config if self.state.applied else None
+        servers = config.time.ntp if config else []
+        status = services.time_status()
+        before = self.time
+        self.time = status
+        self.dirty = True
+        if status.synchronised or not servers:
+            self.unsynchronised_since = None
+        elif self.unsynchronised_since is None:
+            self.unsynchronised_since = now
+        changed = before is None or before.synchronised != status.synchronised
+        # the first reading is an event only when in sync: a unit starts unsynchronised
+        if servers and changed and (status.synchronised or before is not None):
+            self._time_event(status, now)
+
+    def _time_event(self, status: TimeStatus, now: float) -> None:
+        if status.synchronised:
+            self.store.event(
+                "time.synchronised",
+                f"the clock is in sync with {status.source} (stratum {status.stratum})",
+                source="net",
+                data=status.as_dict(),
+                at=now,
+            )
+        else:
+            why = status.error or f"{status.reachable} of {status.sources} NTP servers answer"
+            self.store.event(
+                "time.unsynchronised",
+                f"the clock lost its NTP sync: {why}",
+                source="net",
+                severity="warning",
+                data=status.as_dict(),
+                at=now,
+            )
+
+    def time_snapshot(self) -> dict[str, Any] | None:
+        config = self.state.applied.config if self.state.applied else None
+        if self.services is None or config is None:
+            return None
+        out: dict[str, Any] = {
+            "servers": list(config.time.ntp),
+            "unsynchronised_after_s": config.time.unsynchronised_after_minutes * 60,
+            "unsynchronised_since": self.unsynchronised_since,
+            "dns": list(config.dns.servers),
+        }
+        if self.time is not None:
+            out.update(self.time.as_dict())
+        return out
 
     def _read_ports(self, reader: Ports, now: float) -> None:
         """Every NIC of the namespace, labelled with the running configuration's roles; a
@@ -545,6 +631,7 @@ class NetRole:
             "drops": self.state.drops,
             "denied": self.state.denied[:50],
             "drift": {"count": self.state.drift_count, "last_at": self.state.drift_last},
+            "time": self.time_snapshot(),
         }
 
     def publish(self, now: float) -> None:
