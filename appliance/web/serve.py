@@ -7,11 +7,11 @@ configuration, the addresses the net role reports on mgmt-role NICs; never an
 OT address; and when none of those exists (yet), 127.0.0.1 only.
 
 `python -m appliance.web.serve --bind ADDR:PORT ... --certfile C --keyfile K` runs
-gunicorn (`GunicornApp`, a BaseApplication: gthread workers, TLS) in its own
-process; the web role (`role.py`) starts it, restarts it when the addresses
-change, and stops it. The gunicorn process dies with its parent (PR_SET_PDEATHSIG,
-which it sets itself at its start: `die_with_parent`), so a killed role never leaves
-a server holding the ports.
+gunicorn (`GunicornApp`, a BaseApplication: gthread workers bounded against slow
+clients, `appliance.web.worker`, and TLS) in its own process; the web role (`role.py`)
+starts it, restarts it when the addresses change, and stops it. The gunicorn process
+dies with its parent (PR_SET_PDEATHSIG, which it sets itself at its start:
+`die_with_parent`), so a killed role never leaves a server holding the ports.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def _gunicorn_app(paths: Paths, binds: list[str], certfile: str, keyfile: str) -
                 "bind": binds,
                 "certfile": certfile,
                 "keyfile": keyfile,
-                "worker_class": "gthread",
+                "worker_class": "appliance.web.worker.BoundedThreadWorker",
                 "workers": WORKERS,
                 "threads": THREADS,
                 "timeout": 60,
