@@ -38,6 +38,17 @@ reach it):
   URI ``urn:<hostname>:appliance`` in the SubjectAltName. Client application certificates
   are accepted without a trust list: sessions are authorised by user name.
 
+- Limits (asyncua's own let one connection that has not logged on make the server buffer
+  4 GB): a packet bigger than `MAX_CHUNK` (or what its Hello agreed) is refused at its
+  header, a request bigger than `MAX_REQUEST` whole, a Hello asking for buffers under
+  8192 bytes and a message the secure channel cannot take close the connection with an
+  error message; `MAX_CONNECTIONS` at once, `MAX_CONNECTIONS_PER_SOURCE` from one
+  address (more get BadTcpServerTooBusy); a connection without a session after
+  `ACTIVATE_WITHIN_S` is closed unless its log-on is being checked; at most
+  `MAX_WAITING_LOGONS` log-ons wait for the log-on threads (more: BadServerTooBusy),
+  which hash at a lower priority than the event loop. Repeated refusals from one
+  address are one warning a minute.
+
 The checks sit in front of asyncua's request handling (`_GuardedServer` ->
 `_GuardedBinaryServer` -> `_GuardedProtocol` -> `_GuardedProcessor`), which knows the
 connection: its peer address and its channel's security mode, handed to the user manager
@@ -53,6 +64,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import hashlib
@@ -64,6 +76,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,13 +85,14 @@ from typing import Any, Literal, Protocol
 
 import asyncua
 from asyncua import Server, ua
+from asyncua.common.connection import TransportLimits
 from asyncua.common.utils import Buffer, ServiceError
 from asyncua.crypto import security_policies, uacrypto
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
 from asyncua.server.address_space import AttributeService
 from asyncua.server.binary_server_asyncio import BinaryServer, OPCUAProtocol
 from asyncua.server.uaprocessor import UaProcessor
-from asyncua.ua.ua_binary import struct_from_binary
+from asyncua.ua.ua_binary import struct_from_binary, uatcp_to_binary
 
 from appliance import proc
 from appliance.config.field import Device, Tag
@@ -95,8 +109,23 @@ WRITE_TIMEOUT = 30.0
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
 LOGON_THREADS = 2  # password hashes at a time (argon2: a core and 64 MB each)
+LOGON_NICE = 10  # how much lower the log-on threads' priority is than the event loop's
+MAX_WAITING_LOGONS = 16  # log-ons being checked or queued; more are refused (BadServerTooBusy)
 RECHECK_EVERY = 5.0  # seconds between checks of every logged-on user's current role
 CUT_AFTER = 0.2  # seconds between refusing a revoked user's request and closing the session
+
+# Transport limits. asyncua's own let one connection that has not logged on make the
+# server buffer a packet as big as its header says (up to 4 GB, copied again at every
+# read), assemble 100 MB requests from chunks and queue 500 messages, and 1000 such
+# connections at once.
+MAX_CHUNK = 65535  # bytes in one packet (a chunk); a Hello may ask for less, never more
+MIN_BUFFER = 8192  # OPC UA Part 6, 7.1.2.3: the smallest transport buffer a Hello may ask
+MAX_REQUEST = 2 << 20  # bytes in one request, all its chunks together
+MAX_CONNECTIONS = 100  # TCP connections at once; more are closed at once
+MAX_CONNECTIONS_PER_SOURCE = 16  # of them from one client address
+MAX_QUEUED = 16  # messages received on one connection and not handled yet
+ACTIVATE_WITHIN_S = 20.0  # a connection without an activated session by then is closed
+MAX_SUBSCRIPTIONS = 200  # in all sessions together
 
 Role = Literal["admin", "operator", "viewer"]
 
@@ -411,6 +440,19 @@ def _typed(username: str) -> str:
     return f"a user name (sha256 {digest}…)"
 
 
+def _yield_cpu() -> None:
+    """A log-on thread runs at a lower priority (nice +`LOGON_NICE`, inherited by the
+    threads argon2 starts for its lanes): during a log-on flood the cores go to the event
+    loop first, which answers everyone else's requests."""
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(
+            os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + LOGON_NICE)
+        )
+    except OSError as exc:  # not Linux, or not allowed: hashes at the loop's priority
+        log.warning("OPC UA: log-on threads keep their priority: %s", exc)
+
+
 class _Users:
     """asyncua user manager: password check through `authenticate`, anonymous if allowed.
 
@@ -538,6 +580,30 @@ class _GuardedProcessor(UaProcessor):
     """
 
     guard: Northbound
+    activating = False  # an ActivateSession is being handled (its password checked)
+
+    async def process(self, header: Any, body: Buffer) -> bool:
+        """asyncua's, after refusing a Hello that asks for buffers under `MIN_BUFFER`
+        (asyncua would cut its answers into chunks of a few bytes each)."""
+        if header.MessageType == ua.MessageType.Hello:
+            try:
+                msg = struct_from_binary(ua.Hello, body.copy())
+            except Exception:  # asyncua answers what it cannot parse
+                msg = None
+            if msg is not None and min(msg.ReceiveBufferSize, msg.SendBufferSize) < MIN_BUFFER:
+                source = _peer_ip(self.name)
+                self.guard._warn_once(
+                    ("buffers", source),
+                    f"OPC UA: {source} asked for {msg.ReceiveBufferSize}/{msg.SendBufferSize}"
+                    f" byte buffers (at least {MIN_BUFFER}): refused",
+                )
+                _refuse(self._transport, ua.StatusCodes.BadTcpInternalError, "buffers too small")
+                return False
+        return await super().process(header, body)
+
+    def chunk_limit(self) -> int:
+        """The largest packet this connection may send now (as its Hello agreed)."""
+        return int(self._limits.max_recv_buffer)
 
     async def _process_message(
         self, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Buffer
@@ -552,25 +618,105 @@ class _GuardedProcessor(UaProcessor):
             log.warning("OPC UA: %s asked for a session over a None channel: refused", source)
             raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
         logon = None
-        if typeid == _ACTIVATE:
-            logon = await self.guard._logon(self, requesthdr, body.copy(), source)
-        token = _CHANNEL.set(Channel(mode, source, logon))
+        self.activating = typeid == _ACTIVATE
         try:
-            return await super()._process_message(typeid, requesthdr, seqhdr, body)
+            if self.activating:
+                logon = await self.guard._logon(self, requesthdr, body.copy(), source)
+            token = _CHANNEL.set(Channel(mode, source, logon))
+            try:
+                return await super()._process_message(typeid, requesthdr, seqhdr, body)
+            finally:
+                _CHANNEL.reset(token)
         finally:
-            _CHANNEL.reset(token)
+            self.activating = False
+
+
+def _refuse(transport: Any, code: int, reason: str) -> None:
+    """Tell the client why in an OPC UA TCP error message, then close the connection."""
+    if transport is None or transport.is_closing():
+        return
+    with contextlib.suppress(Exception):
+        transport.write(
+            uatcp_to_binary(ua.MessageType.Error, ua.ErrorMessage(ua.StatusCode(code), reason))
+        )
+    transport.close()
 
 
 class _GuardedProtocol(OPCUAProtocol):
+    """asyncua's connection, capped per client address, that refuses a packet bigger
+    than the limit at its header (asyncua buffers as much as a header says, up to 4 GB,
+    before it looks at the size)."""
+
     guard: Northbound
 
     def connection_made(self, transport: Any) -> None:
+        source = _peer_ip(transport.get_extra_info("peername"))
+        same = sum(1 for p in self.clients if _peer_ip(p.peer_name) == source)
+        if same >= MAX_CONNECTIONS_PER_SOURCE:
+            self.peer_name = transport.get_extra_info("peername")
+            self.guard._warn_busy(source)
+            _refuse(transport, ua.StatusCodes.BadTcpServerTooBusy, "too many connections")
+            return
         super().connection_made(transport)
         if self.processor is not None:  # None: refused (too many connections)
             processor = _GuardedProcessor(self.iserver, self.transport, self.limits)
             processor.guard = self.guard
             processor.set_policies(self.policies)
             self.processor = processor
+
+    async def _activation_watchdog(self) -> None:
+        """asyncua's: a connection without an activated session is closed after
+        `ACTIVATE_WITHIN_S`; but one whose log-on is being checked then (waiting for a
+        log-on thread during a flood) is closed only if that log-on fails."""
+        try:
+            await asyncio.sleep(self.iserver.max_pending_activation_seconds)
+            while isinstance(self.processor, _GuardedProcessor) and self.processor.activating:
+                await asyncio.sleep(0.2)
+        except asyncio.CancelledError:
+            return
+        session = self.processor.session if self.processor is not None else None
+        if session is None or not session.is_activated():
+            log.info("OPC UA: %s did not log on in time: closed", _peer_ip(self.peer_name))
+            if self.transport is not None:
+                self.transport.close()
+
+    async def _process_one_msg(self, header: Any, buf: Buffer) -> bool:
+        """asyncua's, but a message the secure channel layer cannot take (no such channel,
+        a bad signature, an unknown type) closes the connection with an error message, as
+        OPC UA Part 6 says; asyncua logs it and waits for the next one."""
+        try:
+            return await super()._process_one_msg(header, buf)
+        except Exception as exc:
+            source = _peer_ip(self.peer_name)
+            code = getattr(exc, "code", None)
+            if not isinstance(code, int):
+                code = ua.StatusCodes.BadTcpInternalError
+            self.guard._warn_once(
+                ("bad message", source),
+                f"OPC UA: {source} sent a message that cannot be handled "
+                f"({type(exc).__name__}: {exc}): connection closed",
+            )
+            _refuse(self.transport, code, "message refused")
+            return False
+
+    def data_received(self, data: bytes) -> None:
+        processor = self.processor
+        if self.transport is None or self.transport.is_closing():
+            return  # refused or closing: take nothing more in
+        super().data_received(data)
+        if len(self._buffer) < 8 or self.transport.is_closing():
+            return
+        (size,) = struct.unpack_from("<I", self._buffer, 4)
+        limit = processor.chunk_limit() if isinstance(processor, _GuardedProcessor) else 0
+        if size > (limit or MAX_CHUNK):
+            source = _peer_ip(self.peer_name)
+            self.guard._warn_once(
+                ("packet", source),
+                f"OPC UA: {source} sent a {size} byte packet (at most {limit or MAX_CHUNK}):"
+                " connection closed",
+            )
+            self._buffer = b""
+            _refuse(self.transport, ua.StatusCodes.BadTcpMessageTooLarge, "packet too large")
 
 
 class _GuardedBinaryServer(BinaryServer):
@@ -680,6 +826,8 @@ class Northbound:
         self._flusher: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._type_warned: set[str] = set()
+        self._warned: dict[object, float] = {}
+        self._waiting = 0  # log-ons waiting for a log-on thread or on one
         self.published = 0
 
     @property
@@ -741,13 +889,23 @@ class Northbound:
             )
         iserver = server.iserver
         iserver.attribute_service = _GuardedAttributes(iserver.aspace, self)
+        server.limits = TransportLimits(
+            max_recv_buffer=MAX_CHUNK,
+            max_send_buffer=MAX_CHUNK,
+            max_chunk_count=-(-MAX_REQUEST // MAX_CHUNK),
+            max_message_size=MAX_REQUEST,
+        )
+        iserver.max_connections = MAX_CONNECTIONS
+        iserver.max_pending_messages_per_connection = MAX_QUEUED
+        iserver.max_pending_activation_seconds = ACTIVATE_WITHIN_S
+        iserver.max_subscriptions = MAX_SUBSCRIPTIONS
         self.idx = await server.register_namespace(NAMESPACE)
         self._server = server
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._wake = asyncio.Event()
         self._logon_pool = concurrent.futures.ThreadPoolExecutor(
-            LOGON_THREADS, thread_name_prefix="opcua-logon"
+            LOGON_THREADS, thread_name_prefix="opcua-logon", initializer=_yield_cpu
         )
         try:
             await self._apply(list(devices))
@@ -827,6 +985,21 @@ class Northbound:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
+    def _warn_once(self, what: object, message: str) -> None:
+        """`message` as a warning at most once a minute per `what`, not once per try."""
+        now = time.monotonic()
+        if now - self._warned.get(what, -60.0) >= 60.0:
+            if len(self._warned) > 1000:
+                self._warned.clear()
+            self._warned[what] = now
+            log.warning("%s", message)
+
+    def _warn_busy(self, source: str | None) -> None:
+        self._warn_once(
+            source,
+            f"OPC UA: {source} has {MAX_CONNECTIONS_PER_SOURCE} connections open: more refused",
+        )
+
     # -- users --------------------------------------------------------------------------
 
     async def _logon(
@@ -861,8 +1034,16 @@ class Northbound:
         pool = self._logon_pool
         if pool is None:  # stopping
             raise ServiceError(ua.StatusCodes.BadServerHalted)
-        loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(pool, self._users.check, username, password, source)
+        if self._waiting >= MAX_WAITING_LOGONS:
+            self._warn_once("logons", f"OPC UA: {MAX_WAITING_LOGONS} log-ons wait: more refused")
+            log.info("OPC UA: log-on from %s refused: too many waiting", source)
+            raise ServiceError(ua.StatusCodes.BadServerTooBusy)
+        self._waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            user = await loop.run_in_executor(pool, self._users.check, username, password, source)
+        finally:
+            self._waiting -= 1
         return Logon(username, password, user)
 
     def _session_users(self) -> list[tuple[UaUser, Any, Any]]:
