@@ -114,8 +114,18 @@ def url(address: str, port: int) -> str:
 # -- the HTTP → HTTPS redirect ------------------------------------------------------------
 
 
+REDIRECT_TIMEOUT_S = 5.0
+REDIRECT_MAX_CONNECTIONS = 32
+
+
 class _Redirect(BaseHTTPRequestHandler):
+    """Every request to https://<the address it came to>:<https_port><path>. A client has
+    `timeout` seconds per read (a silent connection is closed), and the listener holds at
+    most REDIRECT_MAX_CONNECTIONS at once (each is a thread of the web role's process;
+    more are closed unanswered)."""
+
     https_port = 443
+    timeout = REDIRECT_TIMEOUT_S
     server_version = "appliance"
     sys_version = ""
 
@@ -139,6 +149,28 @@ class _Redirect(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    block_on_close = False
+    request_queue_size = 64  # the listen backlog: a burst of connections waits, briefly
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(REDIRECT_MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # a flood: closed unanswered
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _Server6(_Server):

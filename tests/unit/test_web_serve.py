@@ -9,6 +9,7 @@ import signal
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -139,3 +140,60 @@ def test_the_server_tls_policy_is_tls12_up_with_forward_secret_aead_only() -> No
     assert tls12 and all(n.startswith("ECDHE-") for n in tls12), tls12
     assert all("GCM" in n or "CHACHA20" in n for n in tls12), tls12
     assert ctx.options & ssl.OP_NO_COMPRESSION and ctx.options & ssl.OP_CIPHER_SERVER_PREFERENCE
+
+
+def _redirect_listener(monkeypatch: Any) -> tuple[serve.RedirectListeners, int]:
+    import socket
+
+    assert serve._Redirect.timeout is not None and serve._Redirect.timeout <= 10
+    monkeypatch.setattr(serve._Redirect, "timeout", 0.5)  # quicker than the unit's
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = serve.RedirectListeners()
+    assert r.start(["127.0.0.1"], port, 8443) == []
+    return r, port
+
+
+def test_the_http_redirect_closes_a_silent_connection(monkeypatch: Any) -> None:
+    import socket
+    import time
+
+    r, port = _redirect_listener(monkeypatch)
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.settimeout(5)
+            started = time.monotonic()
+            assert c.recv(100) == b""  # closed by the listener, no answer
+            assert time.monotonic() - started < 3
+    finally:
+        r.stop()
+
+
+def test_the_http_redirect_takes_a_bounded_number_of_connections(monkeypatch: Any) -> None:
+    """Each connection is a thread of the web role's process: a flood must not make
+    thousands of them; the listener answers again once the flood is gone."""
+    import socket
+    import threading
+    import time
+
+    r, port = _redirect_listener(monkeypatch)
+    base = threading.active_count()
+    flood = []
+    try:
+        for _ in range(2 * serve.REDIRECT_MAX_CONNECTIONS):
+            flood.append(socket.create_connection(("127.0.0.1", port)))
+        time.sleep(0.2)
+        assert threading.active_count() <= base + serve.REDIRECT_MAX_CONNECTIONS
+    finally:
+        for c in flood:
+            c.close()
+    time.sleep(1.0)  # the held ones time out
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(b"GET /x HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+            answer = c.recv(1000).decode()
+        assert answer.startswith("HTTP/1.0 301") or answer.startswith("HTTP/1.1 301"), answer
+        assert "Location: https://127.0.0.1:8443/x\r\n" in answer  # never the Host given
+    finally:
+        r.stop()
