@@ -262,6 +262,16 @@ def _first_admin(u: Unit) -> tuple[str, dict[str, str], str]:
     return code, admin, str(token["json"]["token"])
 
 
+def _web_answers(u: Unit) -> bool:
+    """The web role answers HTTPS (its address is published when its server is started,
+    a moment before the server listens)."""
+    urls = (u.live.read("web") or {}).get("urls") or []
+    if not urls:
+        return False
+    got = https_session(u.spec.ns_app, str(urls[0]), [{"method": "GET", "path": "/api/setup"}])
+    return "results" in got
+
+
 def _bearer(token: str) -> dict[str, Any]:
     return {"method": "GET", "path": "/api/status", "headers": {"Authorization": f"Bearer {token}"}}
 
@@ -272,7 +282,7 @@ def test_a_factory_reset_restarts_every_role_and_wipes_what_they_hold(unit: Unit
     _commit(u.paths, config())
     assert PLC1 in json.dumps(_flows(u.ruleset())), "the conduit is not in the kernel"
     assert "registers" in modbus_read(u.spec, PLC1), "the conduit does not forward"
-    wait_for(lambda: (u.live.read("web") or {}).get("urls"), 30, "the web role's address")
+    wait_for(lambda: _web_answers(u), 30, "the web role to answer", u.log_tail)
     old_code, admin, token = _first_admin(u)
     (with_token,) = u.https([_bearer(token)])
     assert with_token.get("status") == 200, with_token
@@ -312,7 +322,7 @@ def test_a_factory_reset_restarts_every_role_and_wipes_what_they_hold(unit: Unit
     assert net["applied"]["revision"] is None and net["applied"]["fail_closed"], net
 
     # -- the web: the old login and token are refused, the setup-code flow is back -------
-    wait_for(lambda: (u.live.read("web") or {}).get("urls"), 30, "the web role's address")
+    wait_for(lambda: _web_answers(u), 30, "the web role to answer", u.log_tail)
     state, login, old_token = u.https(
         [
             {"method": "GET", "path": "/api/setup"},
