@@ -195,6 +195,7 @@ def check(config: Config, now: datetime | None = None) -> tuple[list[Finding], l
     warnings: list[Finding] = []
     _check_interfaces(config, errors)
     _check_vlans(config, errors, warnings)
+    _check_dhcp(config, errors, warnings)
     _check_flow_count(config, errors)
     _check_conduits(config, now, errors, warnings)
     _check_nat(config, errors, warnings)
@@ -323,8 +324,8 @@ def _check_interfaces(config: Config, errors: list[Finding]) -> None:
                         f"{addr} overlaps {other} on {where}: each side needs its own subnet",
                     )
                 )
-        if iface.gateway is not None:
-            gw = iface.gateway
+        if iface.gateway is not None and not (iface.dhcp and iface.gateway.version == 4):
+            gw = iface.gateway  # (a DHCP link's IPv4 gateway is an error of _check_dhcp)
             if not any(gw in a.network for a in iface.addresses if a.version == gw.version):
                 errors.append(
                     Finding(f"{at}.gateway", f"{gw} is not in a subnet of {iface.name}'s addresses")
@@ -370,6 +371,31 @@ def _check_interfaces(config: Config, errors: list[Finding]) -> None:
                             )
                         )
                         break
+
+
+def _check_dhcp(config: Config, errors: list[Finding], warnings: list[Finding]) -> None:
+    """A DHCP link takes its default route from the lease: a gateway beside it is an
+    error; on OT only when asked for, so with a warning (a DHCP server on a cell network
+    is rare, and an OT side that moves its address breaks the PLCs' routes to it)."""
+    for at, link in config.link_paths():
+        if not link.dhcp:
+            continue
+        if link.gateway is not None and link.gateway.version == 4:
+            errors.append(
+                Finding(
+                    f"{at}.gateway",
+                    f"{link.name} takes its IPv4 gateway from the DHCP lease: remove the gateway "
+                    "or dhcp",
+                )
+            )
+        if link.role == "ot":
+            warnings.append(
+                Finding(
+                    f"{at}.dhcp",
+                    f"{link.name} is on the OT side: its address comes from a DHCP server and "
+                    "may change; OT devices that route through it lose it then",
+                )
+            )
 
 
 def _check_vlans(config: Config, errors: list[Finding], warnings: list[Finding]) -> None:

@@ -144,6 +144,17 @@ Routes = Annotated[
     ),
 ]
 Mtu = Annotated[Int | None, Field(None, ge=576, le=9216)]
+Dhcp = Annotated[
+    Bool,
+    Field(
+        False,
+        # left out when false: documents from before it keep their canonical form and hash
+        exclude_if=lambda v: not v,
+        description="take an IPv4 address, default route and DNS servers from a DHCP server "
+        "on this link (it and mgmt; on ot only when asked for: a warning); static addresses "
+        "may stay beside the lease, a gateway may not (the lease gives it)",
+    ),
+]
 AllowIn = Annotated[
     list[ServiceSpec] | None,
     Field(
@@ -173,6 +184,7 @@ class Vlan(Strict):
     )
     role: Role
     addresses: Addresses
+    dhcp: Dhcp
     gateway: Address | None = None
     routes: Routes
     mtu: Mtu
@@ -201,6 +213,7 @@ class Interface(Strict):
     role: Role
     mac: str | None = None
     addresses: Addresses
+    dhcp: Dhcp
     gateway: Address | None = None
     routes: Routes
     mtu: Mtu
