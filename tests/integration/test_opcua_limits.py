@@ -472,3 +472,42 @@ def test_a_logon_flood_with_real_argon2_does_not_stall_another_clients_reads(
     )
     assert {result for _, result, _ in rows[1:]} <= {"failed", "throttled"}
     assert not any("nobody" in actor for actor, _, _ in rows)  # typed names not kept
+
+
+def test_a_request_with_too_many_operations_is_refused_and_the_limit_published(
+    srv: UaServer, it_cert: Certificate
+) -> None:
+    """asyncua would handle any number of operations on its event loop (a viewer's read
+    of 10,000 nodes held every other client for half a second)."""
+    limit = uaserver.MAX_OPERATIONS
+
+    def reads(n: int) -> ua.ReadParameters:
+        params = ua.ReadParameters()
+        for _ in range(n):
+            rv = ua.ReadValueId()
+            rv.NodeId = ua.NodeId("plc1.temp", 2)
+            rv.AttributeId = ua.AttributeIds.Value
+            params.NodesToRead.append(rv)
+        return params
+
+    async def body() -> None:
+        async with session(srv.url, it_cert, VIEWER) as c:
+            got = await c.uaclient.read(reads(limit))
+            assert len(got) == limit and got[0].Value.Value == 20.0
+            with pytest.raises(ua.UaStatusCodeError) as exc:
+                await c.uaclient.read(reads(limit + 1))
+            assert exc.value.code == ua.StatusCodes.BadTooManyOperations
+            with pytest.raises(ua.UaStatusCodeError) as exc:
+                await c.translate_browsepaths(
+                    ua.NodeId(ua.ObjectIds.ObjectsFolder), ["/2:plc1"] * (limit + 1)
+                )
+            assert exc.value.code == ua.StatusCodes.BadTooManyOperations
+            for name in ("MaxNodesPerRead", "MaxNodesPerWrite", "MaxMonitoredItemsPerCall"):
+                node = c.get_node(
+                    getattr(ua.ObjectIds, f"Server_ServerCapabilities_OperationLimits_{name}")
+                )
+                assert await node.read_value() == limit, name
+            # the session goes on
+            assert await c.get_node("ns=2;s=plc1.temp").read_value() == 20.0
+
+    asyncio.run(body())
