@@ -92,11 +92,17 @@ def desired(store: Store) -> Revision | None:
     return pending(store) or confirmed(store)
 
 
+MAX_REF = 2**62  # the largest revision number looked up (ids are SQLite integers)
+
+
 def resolve(store: Store, ref: str | int | None, default: str = "running") -> Revision:
     """A revision by number or by name: running, pending, confirmed, draft."""
     ref = default if ref is None else ref
-    if isinstance(ref, int) or str(ref).isdigit():
-        rev = Revision.get_or_none(Revision.id == int(ref))
+    # ASCII digits only (str.isdigit() takes "²", and int() reads an Arabic-Indic one as 1); ids are
+    # SQLite integers, so a bigger number is no revision rather than an OverflowError
+    if isinstance(ref, int) or (ref.isascii() and ref.isdigit()):
+        number = int(ref)
+        rev = Revision.get_or_none(Revision.id == number) if 1 <= number <= MAX_REF else None
         if rev is None:
             raise NotFound(f"no revision {ref}")
         return rev

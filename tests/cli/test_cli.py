@@ -129,3 +129,11 @@ def test_net_role_refuses_the_host_namespace(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("APPLIANCE_OWNS_HOST", raising=False)
     with pytest.raises(PermissionDenied, match="machine's own network namespace"):
         daemon.guard_netns()
+
+
+@pytest.mark.parametrize("command", ["export", "diff", "commit", "rollback"])
+def test_a_huge_revision_number_is_not_found(tmp_path: Path, command: str) -> None:
+    # it was "internal error: OverflowError" (exit 70): no SQLite integer holds it
+    assert run("config", "import", str(DEMO), data=tmp_path).returncode == 0
+    cp = run("config", command, "1000000000000000000000000000000", data=tmp_path)
+    one_line_error(cp, 3, "no revision 1000000000000000000000000000000")

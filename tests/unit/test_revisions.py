@@ -480,6 +480,36 @@ def test_resolve_not_found(store: Store, ref: Any, message: str) -> None:
         revs.resolve(store, ref)
 
 
+@pytest.mark.parametrize(
+    ("ref", "message"),
+    [
+        ("1000000000000000000000000000000", "^no revision 1000000000000000000000000000000$"),
+        (10**30, "^no revision 1000000000000000000000000000000$"),
+        (str(2**62 + 1), f"^no revision {2**62 + 1}$"),
+        ("0", "^no revision 0$"),
+        (0, "^no revision 0$"),
+        (-1, "^no revision -1$"),
+        # not ASCII digits: str.isdigit() says yes, int() reads some of them
+        ("\u00b2", "^unknown revision '\u00b2': use a number"),
+        ("\u0661", "^unknown revision '\u0661': use a number"),
+        ("\uff11", "^unknown revision '\uff11': use a number"),
+        (" 1", "^unknown revision ' 1': use a number"),
+        ("+1", "^unknown revision '\\+1': use a number"),
+    ],
+)
+def test_resolve_numbers_out_of_range_or_not_ascii_are_not_found(
+    store: Store, ref: Any, message: str
+) -> None:
+    running(store, text(), T0)  # revision 1 exists: "\u0661" (Arabic-Indic one) must not find it
+    with pytest.raises(NotFound, match=message):
+        revs.resolve(store, ref)
+
+
+def test_resolve_the_largest_id_is_a_lookup(store: Store) -> None:
+    with pytest.raises(NotFound, match=f"^no revision {2**62}$"):
+        revs.resolve(store, str(2**62))
+
+
 def test_desired_prefers_pending(store: Store) -> None:
     assert revs.desired(store) is None
     conf = running(store, text(), T0)
