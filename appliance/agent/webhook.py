@@ -11,7 +11,8 @@ retry of the same event, so a receiver can drop duplicates.
 
 A bearer token goes over https:// only (validation refuses it with http://, and
 the sender checks again for a document that skipped validation); so does a password in
-the URL (`https://user:password@host/...`), which is sent as Basic auth. The webhook is
+the URL (`https://user:password@host/...`, sent as Basic auth) and a secret query value
+(`?key=...`), which validation refuses with http:// too. The webhook is
 named in status, events and logs by `shown_url`, without the credentials its URL
 may carry (user:password@, ?key=..., a token in the path).
 

@@ -19,7 +19,7 @@ from appliance.config.base import (
     UrlText,
     check_host,
 )
-from appliance.config.redact import redact_url
+from appliance.config.redact import is_secret_query, redact_url
 
 # a URL that may carry credentials: user info, query values and token-like path segments are
 # redacted wherever a non-admin or support reads it (appliance.config.redact)
@@ -56,6 +56,18 @@ def _http_url(v: str, schemes: tuple[str, ...]) -> str:
     # `HTTPS://` is https://: stored in lower case, so that every later look at the scheme
     # (a token needs TLS, which TLS context) reads it as urlsplit did
     return parts.scheme + text[len(parts.scheme) :]
+
+
+def url_credentials(url: str) -> list[str]:
+    """What in `url` is a credential: user info (Basic auth) and query values of a secret
+    name (`?key=`, `?api_key=`, `?sig=`); named, never quoted (for error messages)."""
+    parts = urlsplit(url)
+    found = []
+    if "@" in parts.netloc:
+        found.append("user:password@")
+    names = [q.partition("=")[0] for q in parts.query.replace(";", "&").split("&") if "=" in q]
+    found.extend(f"?{n}=" for n in names if is_secret_query(n))
+    return found
 
 
 def basic_auth(url: str) -> tuple[str, str] | None:
@@ -157,8 +169,8 @@ class Webhook(Strict):
     """An HTTP(S) POST of each alarm change."""
 
     url: UrlText = Field(
-        description="where alarm changes are POSTed (http:// only without a token; "
-        "user:password@ is sent as Basic auth)",
+        description="where alarm changes are POSTed (http:// only without a token or "
+        "credentials in the URL; user:password@ is sent as Basic auth)",
         json_schema_extra=SECRET_URL,
     )
     token: Secret | None = Field(None, description="secret: sent as Bearer, over https:// only")
@@ -168,7 +180,14 @@ class Webhook(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        return _http_url(v, ("https", "http"))
+        url = _http_url(v, ("https", "http"))
+        creds = url_credentials(url)
+        if creds and not url.startswith("https://"):
+            raise ValueError(
+                f"credentials in the URL ({', '.join(creds)}) need https:// (they would "
+                f"cross the network in clear text to {redact_url(url)})"
+            )
+        return url
 
     @field_validator("token")
     @classmethod

@@ -141,8 +141,37 @@ def test_a_token_over_http_is_refused_with_the_field_path() -> None:
     assert path == "webhooks[1].token"
     assert "a bearer token needs https://" in message
     assert "s3cr3t" not in message  # the error names no secret
-    doc["webhooks"][1].pop("token")  # without a token, http:// is fine
+    doc["webhooks"][1] = {"url": "http://user:pw12@10.10.0.9:8080/alarm"}  # nor a password
+    with pytest.raises(ConfigInvalid) as exc:
+        validate_data(doc)
+    path, message, _ = exc.value.errors[0]
+    assert path == "webhooks[1].url"
+    assert "user:password@" in message and "https://" in message
+    assert "pw12" not in message
+    doc["webhooks"][1]["url"] = "http://10.10.0.9:8080/alarm"  # no credentials: fine
     assert validate_data(doc).config.webhooks[1].token is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw12@hooks.example/alarm",
+        "http://:pw12@hooks.example/alarm",
+        "http://user@hooks.example/alarm",
+        "http://hooks.example/alarm?key=pw12",
+        "http://hooks.example/alarm?x=1&api_key=pw12",
+        "HTTP://user:pw12@hooks.example/alarm",
+    ],
+)
+def test_credentials_in_an_http_url_are_refused(url: str) -> None:
+    """Basic auth (user:password@) and secret query values (?key=) cross an http://
+    network in clear text as a bearer token would: refused at validation alike."""
+    with pytest.raises(ValidationError) as exc:
+        Webhook(url=url)
+    [err] = exc.value.errors()
+    assert err["loc"] == ("url",)
+    assert "https://" in err["msg"] and "pw12" not in err["msg"]
+    Webhook(url="https" + url[4:])  # over TLS they are fine
 
 
 def test_a_url_scheme_in_capitals_is_the_same_scheme() -> None:

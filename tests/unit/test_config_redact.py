@@ -199,12 +199,12 @@ def _cfg(**sections: Any) -> Config:
 def test_redact_config_of_a_real_document() -> None:
     cfg = _cfg(
         fleet={"url": "https://fleet.example/hb?key=fk", "token": "s3cr3t"},
-        webhooks=[{"url": "http://u:p@10.0.0.9/alarm"}, {"url": "https://h/a", "token": "t"}],
+        webhooks=[{"url": "https://u:p@10.0.0.9/alarm"}, {"url": "https://h/a", "token": "t"}],
     )
     out = redact_config(cfg)
     assert out["fleet"]["token"] == REDACTED
     assert out["fleet"]["url"] == f"https://fleet.example/hb?key={REDACTED}"
-    assert out["webhooks"][0]["url"] == f"http://{REDACTED}@10.0.0.9/alarm"
+    assert out["webhooks"][0]["url"] == f"https://{REDACTED}@10.0.0.9/alarm"
     assert out["webhooks"][1]["token"] == REDACTED
     assert out["unit"] == cfg.canonical()["unit"]
 
