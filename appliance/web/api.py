@@ -107,7 +107,9 @@ def _parse(raw: bytes) -> Any:
     except jsontext.BadJson as e:
         why = str(e)  # "is not UTF-8", "nests deeper than ...", "NaN is not a JSON number"
         text = f"the body {why}" if why.startswith(("is ", "nests ")) else f"the body: {why}"
-        raise BadRequest(text, field="body") from None
+        # a value to blame (a NaN, a number out of range, a key twice) is named by its path
+        where = format_path(tuple(e.path)) if e.path else ""
+        raise BadRequest(text, field=where or "body") from None
 
 
 def raw_json() -> Any:
@@ -126,10 +128,20 @@ def json_body(model: type[BaseModel], *, allow_empty: bool = False) -> BaseModel
     if not raw and allow_empty:
         return model.model_validate({})
     data = _parse(raw)
+    if not isinstance(data, dict):
+        raise BadRequest(
+            f"the body must be a JSON object, not {_json_kind(data)}", field="body"
+        ) from None
     try:
         return model.model_validate(data)
     except ValidationError as e:
         raise validation_errors(e) from None
+
+
+def _json_kind(data: Any) -> str:
+    if data is None:
+        return "null"
+    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(data), "a number")
 
 
 def query_args(model: type[BaseModel]) -> BaseModel:

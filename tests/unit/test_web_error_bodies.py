@@ -37,5 +37,5 @@ def test_a_duplicate_key_in_a_body_is_refused(ready: Web) -> None:
     c = ready.client()
     data = b'{"username": "admin", "password": "x", "username": "viewer"}'
     r = c.post("/api/session", data=data, content_type="application/json")
-    assert r.status_code == 400 and r.json["field"] == "body"
+    assert r.status_code == 400 and r.json["field"] == "username"  # named where it is
     assert "key 'username' appears twice" in r.json["error"]

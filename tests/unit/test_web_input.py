@@ -34,13 +34,44 @@ def test_deeply_nested_raw_body_is_400(ready: Web) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", [b"NaN", b"Infinity", b"-Infinity", b"1e999", b"\xff\xfe", b"{", b'{"a": 1'], ids=str
+    ("text", "field"),
+    [
+        # a value JSON has no number for is named where it is (NaN became "never expires")
+        (b"NaN", "expires_at"),
+        (b"Infinity", "expires_at"),
+        (b"-Infinity", "expires_at"),
+        (b"1e999", "expires_at"),
+        # text that is not JSON at all: the body
+        (b"\xff\xfe", "body"),
+        (b"{", "body"),
+        (b'{"a": 1', "body"),
+    ],
+    ids=str,
 )
-def test_bad_json_text_is_400_naming_the_body(ready: Web, text: bytes) -> None:
+def test_bad_json_text_is_400_naming_the_field(ready: Web, text: bytes, field: str) -> None:
     v = ready.login("viewer")
     r = _post(v, "/api/tokens", b'{"name": "t", "expires_at": ' + text + b"}", ready.h(v))
-    assert r.status_code == 400 and r.json["field"] == "body", r.json
+    assert r.status_code == 400 and r.json["field"] == field, r.json
     assert "Traceback" not in r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        (b"[]", "an array"),
+        (b"null", "null"),
+        (b'"x"', "a string"),
+        (b"7", "a number"),
+        (b"true", "a boolean"),
+    ],
+)
+def test_a_body_that_is_no_json_object_is_400_naming_the_body(
+    ready: Web, body: bytes, kind: str
+) -> None:
+    v = ready.login("viewer")
+    r = _post(v, "/api/tokens", body, ready.h(v))
+    assert r.status_code == 400 and r.json["field"] == "body", r.json
+    assert r.json["error"] == f"the body must be a JSON object, not {kind}", r.json
 
 
 @pytest.mark.parametrize("value", [1e300, -1.0, float(MAX_EPOCH) + 1, 10**30])
@@ -90,17 +121,23 @@ def test_query_floats_refuse_nan_and_infinity(ready: Web, value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
-    [DEEP, b'{"unit": ' + DEEP + b"}", b"NaN", b'{"unit": {"name": Infinity}}', b"\xff\xfe{}"],
+    ("text", "field"),
+    [
+        (DEEP, "body"),
+        (b'{"unit": ' + DEEP + b"}", "body"),
+        (b"NaN", "body"),
+        (b'{"unit": {"name": Infinity}}', "unit.name"),  # a value to blame is named
+        (b"\xff\xfe{}", "body"),
+    ],
     ids=["deep", "deep-in-a-section", "nan", "infinity", "not-utf8"],
 )
-def test_draft_put_bad_json_is_400_naming_the_body(ready: Web, text: bytes) -> None:
+def test_draft_put_bad_json_is_400_naming_the_field(ready: Web, text: bytes, field: str) -> None:
     """The outside review: a deeply nested draft answered 500 (RecursionError): the view
     parsed with `json.loads` instead of the API's bounded parser."""
     a = ready.login("admin")
     r = a.put("/api/config/draft", data=text, headers={**JSON, **ready.h(a)})
     assert r.status_code == 400 and r.is_json, r.get_data(as_text=True)[:200]
-    assert r.json["field"] == "body", r.json
+    assert r.json["field"] == field, r.json
     assert a.get("/api/config/draft").status_code == 404  # nothing half-saved
 
 

@@ -48,7 +48,14 @@ function openForm(u) {
   form.elements.username.value = u ? uname(u) : "";
   form.elements.username.readOnly = !!u;
   form.elements.role.value = u ? u.role : "viewer";
-  $("#pw-hint").textContent = u ? "leave empty to keep the password" : "at least 12 characters, not a common one";
+  // One's own password needs the current one: that form is on the API tokens page.
+  const self = !!u && uname(u) === $("#user-name").textContent;
+  form.elements.password.disabled = self;
+  $("#pw-hint").textContent = self
+    ? "your own: change it under API tokens, Your password (it asks for the current one)"
+    : u
+      ? "leave empty to keep the password"
+      : "at least 12 characters, not a common one";
   dialog.showModal();
   (u ? form.elements.role : form.elements.username).focus();
 }
