@@ -2,7 +2,9 @@
 
 The net role owns the NICs named in the configuration: it finds each by MAC
 (renaming it to its configured name) or by name, sets MTU and addresses,
-brings it up and keeps the default route. Links it does not own are not touched.
+brings it up and keeps the default route. A DHCP link's lease (`appliance.net.dhcp`) is
+applied here too: its address with the lease's lifetime, and the default route via its
+router when the document names no IPv4 gateway. Links it does not own are not touched.
 It also reads what netlink says about every link of the namespace (`Links.nics`), for
 the port list (`appliance.net.ports`).
 """
@@ -13,17 +15,20 @@ import errno
 import ipaddress
 import logging
 import select
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from appliance.config.model import Config, Interface, Link, Vlan
 from appliance.errors import ApplyFailed
+from appliance.net.dhcp import Lease
 from appliance.net.render import TPROXY_MARK, TPROXY_TABLE
 
 log = logging.getLogger(__name__)
 
 PROTO_STATIC = 4
+PROTO_DHCP = 16  # RTPROT_DHCP: the default route a lease gave
 RTN_LOCAL = 2
 TPROXY_RULE_PRIO = 100  # before main (32766): marked packets find the local route first
 IFF_UP = 0x1
@@ -103,6 +108,8 @@ class Links:
         self._ipr = IPRoute()
         self._events = IPRoute()
         self._events.bind(groups=RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+        # the lease each link's address was last given for: (address, when obtained)
+        self._leased: dict[str, tuple[str, float]] = {}
 
     def close(self) -> None:
         self._ipr.close()
@@ -195,10 +202,19 @@ class Links:
 
     # -- act -----------------------------------------------------------------
 
-    def reconcile(self, config: Config) -> list[str]:
-        """Make the configured NICs match the document; returns what was changed."""
+    def reconcile(
+        self, config: Config, leases: dict[str, Lease] | None = None, now: float | None = None
+    ) -> list[str]:
+        """Make the configured NICs match the document and the DHCP links' `leases` (by
+        link name; `now` on the leases' clock); returns what was changed."""
         from pyroute2.netlink.exceptions import NetlinkError
 
+        leases = {
+            name: lease
+            for name, lease in (leases or {}).items()
+            if any(link.name == name and link.dhcp for link in config.links())
+        }
+        now = time.time() if now is None else now
         changes: list[str] = []
         try:
             links = self._links()
@@ -206,7 +222,7 @@ class Links:
                 lk = self._find(iface, links)
                 if lk is None:
                     continue
-                changes.extend(self._reconcile_one(config, iface, lk))
+                changes.extend(self._reconcile_one(config, iface, lk, leases, now))
             vlan_changes, problems = self._vlan_links(config, links)
             if vlan_changes:
                 changes.extend(vlan_changes)
@@ -214,8 +230,8 @@ class Links:
             for iface in (v for i in config.interfaces for v in i.vlans):
                 lk = self._find(iface, links)
                 if lk is not None:
-                    changes.extend(self._reconcile_one(config, iface, lk))
-            changes.extend(self._routes(config, links))
+                    changes.extend(self._reconcile_one(config, iface, lk, leases, now))
+            changes.extend(self._routes(config, links, leases))
             changes.extend(self._static_routes(config, links))
             changes.extend(self._tproxy_route())
         except NetlinkError as e:
@@ -269,7 +285,14 @@ class Links:
             changes.append(f"added VLAN {vlan.id} ({name} on {vlan.parent})")
         return changes, problems
 
-    def _reconcile_one(self, config: Config, iface: Link, lk: dict[str, Any]) -> list[str]:
+    def _reconcile_one(
+        self,
+        config: Config,
+        iface: Link,
+        lk: dict[str, Any],
+        leases: dict[str, Lease],
+        now: float,
+    ) -> list[str]:
         changes = []
         idx = lk["index"]
         if lk["name"] != iface.name:
@@ -281,6 +304,12 @@ class Links:
             self._ipr.link("set", index=idx, mtu=iface.mtu)
             changes.append(f"{iface.name}: mtu {iface.mtu}")
         want = set(desired_addresses(config, iface))
+        lease = leases.get(iface.name) if iface.name else None
+        if lease is not None and lease.remaining(now) > 0:
+            want.add(lease.address)
+        else:
+            lease = None
+            self._leased.pop(iface.name or "", None)
         have = set(self._addresses(idx))
         for addr in sorted(have - want):
             ip = ipaddress.ip_interface(addr)
@@ -295,22 +324,44 @@ class Links:
                 "add", index=idx, address=str(ip.ip), prefixlen=ip.network.prefixlen, **kw
             )
             changes.append(f"{iface.name}: added {addr}")
+        if lease is not None and self._leased.get(lease.link) != (lease.address, lease.at):
+            # the lease's lifetime on the address: the kernel drops it when the lease runs
+            # out, even with no net role there to do it
+            ip = ipaddress.ip_interface(lease.address)
+            left = lease.remaining(now)
+            self._ipr.addr(
+                "replace",
+                index=idx,
+                address=str(ip.ip),
+                prefixlen=ip.network.prefixlen,
+                valid_lft=left,
+                preferred_lft=left,
+            )
+            self._leased[lease.link] = (lease.address, lease.at)
+            changes.append(f"{iface.name}: lease {lease.address} for {left} s")
         if not lk["admin_up"]:
             self._ipr.link("set", index=idx, state="up")
             changes.append(f"{iface.name}: up")
         return changes
 
-    def _routes(self, config: Config, links: list[dict[str, Any]]) -> list[str]:
+    def _routes(
+        self, config: Config, links: list[dict[str, Any]], leases: dict[str, Lease]
+    ) -> list[str]:
+        """One default route per IP version: the document's gateway, else (IPv4) the
+        router of the first DHCP link in document order whose lease names one on its
+        subnet. Ours are proto static (a gateway) or dhcp (a lease's router)."""
         changes = []
         for family, dst in ((4, "0.0.0.0/0"), (6, "::/0")):
             gw = next(
                 (
-                    (i, i.gateway)
+                    (i, str(i.gateway), PROTO_STATIC, None)
                     for i in config.links()
                     if i.gateway and i.gateway.version == family
                 ),
                 None,
             )
+            if gw is None and family == 4:
+                gw = _lease_route(config, links, leases, self._find)
             current = [
                 r
                 for r in self._ipr.get_routes(family=2 if family == 4 else 10)
@@ -318,15 +369,19 @@ class Links:
             ]
             if gw is None:
                 for r in current:
-                    if r.get("proto") == PROTO_STATIC:
+                    if r.get("proto") in (PROTO_STATIC, PROTO_DHCP):
                         self._ipr.route("del", dst=dst, gateway=r.get("gateway"))
                         changes.append(f"removed default route via {r.get('gateway')}")
                 continue
-            iface, addr = gw
-            if any(r.get("gateway") == str(addr) for r in current):
+            iface, addr, proto, oif = gw
+            if any(
+                r.get("gateway") == addr and (oif is None or r.get("oif") == oif) for r in current
+            ):
                 continue
-            self._ipr.route("replace", dst=dst, gateway=str(addr), proto=PROTO_STATIC)
-            changes.append(f"default route via {addr} ({iface.name})")
+            kw = {"oif": oif} if oif is not None else {}
+            self._ipr.route("replace", dst=dst, gateway=addr, proto=proto, **kw)
+            via = "the DHCP lease's router " if proto == PROTO_DHCP else ""
+            changes.append(f"default route via {via}{addr} ({iface.name})")
         return changes
 
     def _static_routes(self, config: Config, links: list[dict[str, Any]]) -> list[str]:
@@ -392,6 +447,25 @@ class Links:
             )
             changes.append(f"local route in table {TPROXY_TABLE} (the Modbus proxy's)")
         return changes
+
+
+def _lease_route(
+    config: Config,
+    links: list[dict[str, Any]],
+    leases: dict[str, Lease],
+    find: Any,
+) -> tuple[Link, str, int, int] | None:
+    """The default route a lease gives: (link, router, proto, oif), or None."""
+    for link in config.links():
+        lease = leases.get(link.name or "")
+        if lease is None or lease.router is None:
+            continue
+        net = ipaddress.ip_interface(lease.address).network
+        lk = find(link, links)
+        if lk is None or ipaddress.ip_address(lease.router) not in net:
+            continue
+        return link, lease.router, PROTO_DHCP, lk["index"]
+    return None
 
 
 def _vlan_refusal(e: Exception) -> str:

@@ -7,6 +7,12 @@ ports (`net.ports`: every NIC, configured or not, read every PORTS_EVERY_S and a
 a link event; a carrier change is a `port.carrier_up`/`port.carrier_lost` event) and
 denied flows to the live state. Only this role needs CAP_NET_ADMIN.
 
+A link with `dhcp: true` gets a DHCP client (`appliance.net.dhcp`, supervised here) that
+only reports its lease; this role applies it (address, default route, DNS servers when the
+document names none), shows it (`links[].dhcp`) and makes events of it: `dhcp.bound`,
+`dhcp.renewed` (when what the lease gives changed), `dhcp.lost` (warning: run out or
+taken back), `dhcp.released` (the document dropped dhcp).
+
 Its control socket (`<run_dir>/net.sock`) takes one request: `identify_port` (blink a
 port's LED for an installer, through the `PortBlinker` adapter it is given).
 """
@@ -23,9 +29,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from appliance.config.model import Config
+from appliance.config.netsvc import Dns
 from appliance.errors import ApplianceError, ApplyFailed, Invalid, NotFound, Unavailable
 from appliance.net import nft as nftlib
 from appliance.net.conntrack import Conntrack, flows_to_cut
+from appliance.net.dhcp import DhcpClients, Lease
 from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S, PortBlinker
 from appliance.net.links import Forwarding, LinkObs, Links
 from appliance.net.netsvc import NetServices, TimeStatus
@@ -43,6 +51,7 @@ LINKS_EVERY_S = 30.0
 PORTS_EVERY_S = 5.0  # and at once on a netlink link event (a carrier change is one)
 COUNTERS_EVERY_S = 1.0
 TIME_EVERY_S = 10.0  # the time client's state (chronyc)
+DHCP_EVERY_S = 1.0  # the DHCP clients (alive?) and their lease files
 # Reading the table back costs ~30 ms per 1000 conduits. Periodic reads are spaced
 # so that they take at most 1/COUNTERS_DUTY (counters) and 1/DRIFT_DUTY (drift) of
 # the time: a 10k-conduit unit reads counters every ~8 s instead of every second.
@@ -97,6 +106,7 @@ class NetRole:
         ports: Ports | None = None,
         blinker: PortBlinker | None = None,
         services: NetServices | None = None,
+        dhcp: DhcpClients | None = None,
     ) -> None:
         self.store = store
         self.live = live
@@ -116,6 +126,10 @@ class NetRole:
         self.time: TimeStatus | None = None
         self.unsynchronised_since: float | None = None  # (the role's clock)
         self._services_error: str | None = None
+        # the DHCP clients of the links with dhcp, and the leases they hold (by link name)
+        # (the links adapter's namespace is the one the clients run in)
+        self.dhcp = dhcp if dhcp is not None else (DhcpClients(live.run_dir) if links else None)
+        self.leases: dict[str, Lease] = {}
         self.state = NetState()
         self.started_at = clock()
         self._next = {
@@ -125,6 +139,7 @@ class NetRole:
             "publish": 0.0,
             "ports": 0.0,
             "time": 0.0,
+            "dhcp": 0.0,
         }
         self.dirty = True  # something the live state shows has changed
         self._list_cost = 0.0  # seconds one read-back of the table takes (moving average)
@@ -188,6 +203,8 @@ class NetRole:
         finally:
             control.stop()
             doorbell.close()
+            if self.dhcp is not None:
+                self.dhcp.close()
 
     def safe_step(self) -> None:
         try:
@@ -207,6 +224,9 @@ class NetRole:
         if reverted:
             log.warning(reverted.message)
         self._reconcile_revision(now)
+        if self.dhcp is not None and now >= self._next["dhcp"]:
+            self._step_dhcp(self.dhcp, now)
+            self._next["dhcp"] = now + DHCP_EVERY_S
         if now >= self._next["links"] and self.state.applied and self.state.applied.config:
             self._reconcile_links(self.state.applied.config)
             self._next["links"] = now + LINKS_EVERY_S
@@ -362,7 +382,7 @@ class NetRole:
         if self.links is None:
             return
         try:
-            changes = self.links.reconcile(config)
+            changes = self.links.reconcile(config, self.leases, self.clock())
         except ApplyFailed as e:
             self._error(str(e))
             changes = list(getattr(e, "done", []))  # what was done before (or beside) it
@@ -387,7 +407,7 @@ class NetRole:
     def _apply_services(self, services: NetServices, config: Config, now: float) -> None:
         """The revision's NTP servers to the time client, its DNS to the resolver's file."""
         try:
-            changes = services.apply(config.time, config.dns)
+            changes = services.apply(config.time, self._dns(config))
         except ApplianceError as e:
             self._services_error = f"the time client did not take the NTP servers: {e}"
             self._error(self._services_error)
@@ -397,6 +417,104 @@ class NetRole:
                 "net.services", "; ".join(changes), source="net", data={"changes": changes}, at=now
             )
             self._next["time"] = now + 2.0  # iburst: the first answers come within seconds
+
+    def _dns(self, config: Config) -> Dns:
+        """The resolver's servers: the document's, else those of the first DHCP link's
+        lease (document order) that names any."""
+        if config.dns.servers:
+            return config.dns
+        for link in config.links():
+            lease = self.leases.get(link.name or "") if link.dhcp else None
+            if lease is not None and lease.dns:
+                return config.dns.model_copy(update={"servers": list(lease.dns)})
+        return config.dns
+
+    def _step_dhcp(self, dhcp: DhcpClients, now: float) -> None:
+        """A client per present DHCP link (started, restarted, stopped), their leases
+        read; a lease that came, changed or went is applied at once and is an event."""
+        config = self.state.applied.config if self.state.applied else None
+        present = {o.name for o in self.state.links if o.present}
+        want = [
+            link.name
+            for link in (config.links() if config else [])
+            if link.dhcp and link.name in present
+        ]
+        for change in dhcp.sync(want):
+            self.store.event(
+                "dhcp.client",
+                change.message,
+                source="net",
+                severity=change.severity,
+                data={"link": change.link, **change.data},
+                at=now,
+            )
+        found, bad = dhcp.leases(want)
+        for link, why in bad.items():
+            self._error(f"{link}: the DHCP lease file is not a lease: {why}")
+        leases = {name: lease for name, lease in found.items() if lease.remaining(now) > 0}
+        before = self.leases
+        if leases == before:
+            return
+        for name, lease in leases.items():
+            old = before.get(name)
+            data = {"link": name, **lease.as_dict()}
+            if old is None:
+                self.store.event(
+                    "dhcp.bound",
+                    f"{name}: DHCP lease {lease.address} from {lease.server or 'a server'} "
+                    f"(router {lease.router or 'none'}, {lease.lease_s} s)",
+                    source="net",
+                    data=data,
+                    at=now,
+                )
+            elif not old.same(lease):
+                self.store.event(
+                    "dhcp.renewed",
+                    f"{name}: DHCP lease now {lease.address} (router {lease.router or 'none'}, "
+                    f"DNS {', '.join(lease.dns) or 'none'}; was {old.address}, router "
+                    f"{old.router or 'none'}, DNS {', '.join(old.dns) or 'none'})",
+                    source="net",
+                    data={**data, "was": old.as_dict()},
+                    at=now,
+                )
+        for name, old in before.items():
+            if name in leases:
+                continue
+            data = {"link": name, **old.as_dict()}
+            if name not in want:
+                self.store.event(
+                    "dhcp.released",
+                    f"{name}: DHCP lease {old.address} given back (no DHCP on it now)",
+                    source="net",
+                    data=data,
+                    at=now,
+                )
+                continue
+            why = "ran out" if old.remaining(now) == 0 else "was taken back (released or refused)"
+            self.store.event(
+                "dhcp.lost",
+                f"{name}: DHCP lease {old.address} {why}; the address is removed",
+                source="net",
+                severity="warning",
+                data=data,
+                at=now,
+            )
+        dns_before = self._dns(config) if config else None
+        self.leases = leases
+        self.dirty = True
+        self._next["links"] = 0.0  # apply it now
+        if config is not None and self.services is not None and self._dns(config) != dns_before:
+            self._apply_services(self.services, config, now)
+
+    def _dhcp_snapshot(self, name: str) -> dict[str, Any]:
+        lease = self.leases.get(name)
+        out: dict[str, Any] = {
+            "bound": lease is not None,
+            "client_pid": self.dhcp.pid(name) if self.dhcp is not None else None,
+        }
+        if lease is not None:
+            out.update(lease.as_dict())
+        return out
 
     def _read_time(self, services: NetServices, now: float) -> None:
         """The time client's state; losing and regaining sync are events (when the running
@@ -607,6 +725,9 @@ class NetRole:
                     "expires": c.expires.isoformat() if c.expires else None,
                     "owner": c.owner,
                 }
+        dhcp_links = {
+            link.name for link in (a.config.links() if a and a.config else []) if link.dhcp
+        }
         conduits = {
             name: {**counts, **expiries.get(name, {})}
             for name, counts in self.state.conduits.items()
@@ -624,7 +745,12 @@ class NetRole:
             },
             "last_error": self.state.last_error,
             "forwarding": self.forwarding.enabled(),
-            "links": [o.as_dict() for o in self.state.links],
+            "links": [
+                {**o.as_dict(), "dhcp": self._dhcp_snapshot(o.name)}
+                if o.name in dhcp_links
+                else o.as_dict()
+                for o in self.state.links
+            ],
             "ports": [p.as_dict() for p in self.state.ports],
             "identifying": {n: t for n, t in list(self.identifying.items()) if t > now},
             "conduits": conduits,
