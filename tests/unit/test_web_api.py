@@ -423,3 +423,22 @@ def test_huge_ids_are_not_found(ready: Web) -> None:
     assert a.get(f"/api/config/export?revision={'9' * 30}").status_code == 422
     r = a.post("/api/config/rollback", json={"revision": 2**70}, headers=h)
     assert r.status_code == 422 and r.json["field"] == "revision"
+
+
+# -- users ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "status"),
+    [("Bad Name!", 422), ("-dash-first", 422), ("admin", 409)],  # admin exists already
+)
+def test_user_create_errors_name_the_body_key(ready: Web, name: str, status: int) -> None:
+    # the body's key is `name`; accounts says `username` (the setup form's key)
+    c, h = admin(ready)
+    r = c.post(
+        "/api/users",
+        json={"name": name, "role": "viewer", "password": "correct horse battery"},
+        headers=h,
+    )
+    assert r.status_code == status, r.json
+    assert r.json["field"] == "name", r.json

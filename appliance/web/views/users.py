@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from appliance.errors import ApplianceError, BadRequest
 from appliance.web import accounts
 from appliance.web.api import endpoint
 from appliance.web.auth import audit, on_mgmt_side, principal, source
@@ -56,7 +57,14 @@ def users() -> Any:
 def user_create(body: UserIn) -> Any:
     p = principal()
     assert p is not None
-    user = accounts.create_user(body.name, body.role, body.password, by=p.name, now=ctx().now())
+    try:
+        user = accounts.create_user(body.name, body.role, body.password, by=p.name, now=ctx().now())
+    except ApplianceError as e:
+        if e.field == "username":  # accounts names the setup form's key; this body's is `name`
+            e.field = "name"
+            if isinstance(e, BadRequest):
+                e.errors = [{"path": "name", "message": e.message}]
+        raise
     audit("user.create", target=f"user {user.name}", detail=f"role={user.role}")
     return created(user.as_dict())
 
