@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -65,11 +66,13 @@ def diagnostics(output: str | None, paths: Paths) -> None:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = Path(output or f"appliance-diagnostics-{stamp}.tar.gz")
     try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # no O_NOFOLLOW would let root follow a link planted in a shared directory
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
     except OSError as e:
-        raise ApplianceError(f"cannot write {target}: {e.strerror}", field="--output") from None
+        why = "it is a symlink" if e.errno == errno.ELOOP else e.strerror
+        raise ApplianceError(f"cannot write {target}: {why}", field="--output") from None
     click.echo(f"wrote {target} ({len(data) / 1024:.0f} kB)")
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from appliance import secretfile
 from appliance.errors import ApplianceError, LabError
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec
@@ -223,8 +224,8 @@ def up(
         for note in notes:
             echo(f"lab: {note}")
         rendered = spec.root / RENDERED
-        rendered.write_text(text)
-        rendered.chmod(0o600)  # it may hold the unit's fleet token
+        # it may hold the unit's fleet token: 0600 from the start, no link followed
+        secretfile.write(spec.root, RENDERED, text.encode(), mode=0o600, dir_mode=None)
     run_roles = list(roles) if roles is not None else list(ROLE_NAMES)
     echo(
         f"lab: starting the appliance in {spec.ns_app} (roles {', '.join(run_roles)};"

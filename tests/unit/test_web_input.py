@@ -208,3 +208,18 @@ def test_a_long_comment_of_one_line_is_still_fine(ready: Web) -> None:
     assert r.status_code == 201, r.json
     r = a.post("/api/config/commit", json={"comment": "x" * 500}, headers=ready.h(a))
     assert r.status_code != 422, r.json  # 404: no draft; the comment passed
+
+
+@pytest.mark.parametrize("comment", ["a\r\nb", "x\u202ey", "c" * 501], ids=["crlf", "bidi", "long"])
+def test_the_draft_comment_in_the_query_is_one_line(ready: Web, comment: str) -> None:
+    """PUT /api/config/draft?comment=... reached the audit log unchecked (a CR LF made a
+    second, forged row in `appliance audit list`)."""
+    a = ready.login("admin")
+    r = a.put(
+        "/api/config/draft",
+        query_string={"comment": comment},
+        data=b"version: 1\ninterfaces: [{name: it0, role: it}]\n",
+        headers={"Content-Type": "text/yaml", **ready.h(a)},
+    )
+    assert r.status_code == 422 and r.json["field"] == "comment", r.json
+    assert a.get("/api/config/draft").status_code == 404  # nothing stored

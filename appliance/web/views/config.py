@@ -14,10 +14,11 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from appliance.config.base import _one_line
 from appliance.config.diff import summary, unified
 from appliance.config.load import load_text, validate_data
 from appliance.config.model import Config
-from appliance.errors import BadRequest, ConfigInvalid, NotFound
+from appliance.errors import BadRequest, ConfigInvalid, Invalid, NotFound
 from appliance.state import revisions as revs
 from appliance.state.db import Revision
 from appliance.web.api import endpoint, raw_json
@@ -139,7 +140,7 @@ def draft_put() -> Any:
     """A JSON document (Content-Type application/json) or YAML text (text/yaml). Every
     error names the field's path (and the YAML line): 422 with `errors`."""
     c = ctx()
-    comment = request.args.get("comment", "")[:500]
+    comment = _comment(request.args.get("comment", ""))
     if request.mimetype == "application/json":
         data = raw_json()  # bounded depth and size, no NaN/Infinity: 400 naming `body`
         if not isinstance(data, dict):
@@ -355,3 +356,14 @@ def section_put(section: str) -> Any:
         data[name] = value
 
     return edit_draft(change, f"{name} edited in the web UI")
+
+
+def _comment(text: str) -> str:
+    """The `comment` query parameter: one line of at most 500 characters, as the bodies'
+    comments are (a CR LF in it made a second, forged row in `appliance audit list`)."""
+    if len(text) > 500:
+        raise Invalid("at most 500 characters", field="comment")
+    try:
+        return _one_line(text)
+    except ValueError as e:
+        raise Invalid(str(e), field="comment") from None
