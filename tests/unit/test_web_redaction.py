@@ -186,3 +186,22 @@ def test_webhook_query_credentials_are_redacted_whatever_their_name(
         assert value not in text, f"{value!r} shown to a viewer by {url}"
     shown = v.get("/api/config/running").json["document"]["webhooks"][0]["url"]
     assert shown == f"https://hooks.example/in?page=2&{name}=[redacted]", shown
+
+
+@pytest.mark.parametrize("who", ["viewer", "operator"])
+def test_events_hold_no_secret_below_admin(ready: Web, who: str) -> None:
+    """No event writer puts a secret in an event; if one ever did, viewers and operators
+    read it redacted by its shape (URL user info, token= pairs) and its data's keys."""
+    ready.app.extensions["appliance"].store.event(
+        "test.leak",
+        f"posting to {HOOK_URL} failed; token={FLEET_TOKEN}",
+        source="agent",
+        data={"password": OPC_PASSWORD, "url": HOOK_URL},
+    )
+    c = ready.login(who)
+    r = c.get("/api/events?kind=test.leak")
+    assert r.status_code == 200 and r.json["items"], r.json
+    assert_no_leak(r.get_data(as_text=True))
+    assert "hooks.example/alarm" in r.json["items"][0]["message"]  # where it went stays
+    admin = ready.login("admin").get("/api/events?kind=test.leak").get_data(as_text=True)
+    assert FLEET_TOKEN in admin  # the admin reads the event as it was written

@@ -7,9 +7,11 @@ from typing import Any
 
 from flask import Blueprint
 
+from appliance.config.redact import redact_any, redact_text
 from appliance.state.db import Audit, Event
 from appliance.web.api import endpoint
 from appliance.web.schemas import AuditPage, AuditQuery, EventsPage, EventsQuery
+from appliance.web.views.common import is_admin
 
 bp = Blueprint("events", __name__, url_prefix="/api")
 audit_bp = Blueprint("audit", __name__, url_prefix="/api")
@@ -50,7 +52,18 @@ def events(query: EventsQuery) -> Any:
         q = q.where(Event.severity == query.severity)
     if query.source:
         q = q.where(Event.source == query.source)
-    return _page(Event, q, query.before_id, query.limit, lambda e: e.as_dict())
+    shown = (lambda e: e.as_dict()) if is_admin() else _redacted
+    return _page(Event, q, query.before_id, query.limit, shown)
+
+
+def _redacted(e: Event) -> dict[str, Any]:
+    """An event as viewers and operators see it: no event writer puts a secret in one, and
+    this is the second belt (a URL's user info, `token=` pairs, PEM keys by their shape,
+    values under secret-sounding keys in its data)."""
+    out = e.as_dict()
+    out["message"] = redact_text(out["message"])
+    out["data"] = redact_any(out["data"])
+    return out
 
 
 def audit_dict(a: Audit) -> dict[str, Any]:
