@@ -75,6 +75,13 @@ PRUNE_EVERY_S = 3600
 SESSION_HOURS = 12
 
 
+class UnsupportedMediaType(BadRequest):
+    """A body of a type the endpoint does not read (a heartbeat is application/json)."""
+
+    code = "unsupported-media-type"
+    http_status = 415
+
+
 def _status(e: ApplianceError) -> int:
     """An error's HTTP status: the one table in appliance/errors.py."""
     return status_of(e)
@@ -197,6 +204,8 @@ def create_app(
         if unit is None:
             log.warning("heartbeat with an unknown token from %s", request.remote_addr)
             raise Unauthorized("unknown unit token", field="Authorization")
+        if request.mimetype != "application/json":  # text/plain or none: not a heartbeat
+            raise UnsupportedMediaType("must be application/json", "Content-Type")
         raw = request.get_data(cache=False)
         try:
             hb = validator.parse(raw)

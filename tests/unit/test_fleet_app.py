@@ -125,7 +125,11 @@ def test_a_bad_body_gets_400_naming_the_field_and_nothing_is_stored(
     assert r.status_code == 400
     assert r.json["field"] == "health.state"
     assert r.json["error"].startswith("health.state: ")
-    r = client.post(HB, data=b"{oops", headers={"Authorization": f"Bearer {token}"})
+    r = client.post(
+        HB,
+        data=b"{oops",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and r.json["field"] == "body"
     r = post_hb(client, token, heartbeat(), key="two words")
     assert r.status_code == 400 and r.json["field"] == "Idempotency-Key"
@@ -743,3 +747,22 @@ def test_a_unit_without_an_audit_head_is_no_event(client: FlaskClient, token: st
     post_hb(client, token, heartbeat(1, **audit(10, "a" * 64)))
     post_hb(client, token, heartbeat(2))
     assert fleet_events() == []
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonx"]
+)
+def test_a_heartbeat_that_is_not_application_json_is_415(
+    client: FlaskClient, token: str, content_type: str | None
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    r = client.post(HB, data=json.dumps(heartbeat()), headers=headers)
+    assert r.status_code == 415, r.data
+    assert r.json["field"] == "Content-Type"
+    assert "application/json" in r.json["error"]
+    assert count(store.Heartbeat) == 0
+    # with a charset it is JSON all the same
+    headers["Content-Type"] = "application/json; charset=utf-8"
+    assert client.post(HB, data=json.dumps(heartbeat()), headers=headers).status_code == 200
