@@ -29,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,37 @@ def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
+# OWASP "CSV Injection": a cell starting with one of these is a formula to a spreadsheet
+# (a PLC string "=HYPERLINK(...)" would be a link, "@SUM(...)" a calculation)
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value for a CSV cell: text a spreadsheet would read as a formula gets a leading
+    single quote (OWASP), numbers stay numbers, None is empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_text(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows as CSV lines ending in "\n", each value through csv_cell. The writer's own
+    terminator is "\r\n" so that it quotes a field holding either character (with "\n"
+    alone, a lone CR went out bare and split the row for a reader in universal-newline
+    mode, as spreadsheets are); each line's "\r\n" is then cut back to "\n"."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    lines = []
+    for row in rows:
+        buf.seek(0)
+        buf.truncate()
+        w.writerow([csv_cell(v) for v in row])
+        lines.append(buf.getvalue()[:-2] + "\n")
+    return "".join(lines)
+
+
 def history_csv(
     store: Store,
     name: str,
@@ -165,17 +196,13 @@ def history_csv(
     limit: int = 10_000,
 ) -> str:
     """One tag's history as CSV: time (ISO, UTC), t (epoch seconds), value, quality."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["time", "t", "tag", "value", "quality"])
+    rows: list[Sequence[Any]] = [["time", "t", "tag", "value", "quality"]]
     for s in tag_history(store, name, start, end, limit):
         value = s["value"]
         if isinstance(value, bool):
             value = int(value)
-        w.writerow(
-            [iso(s["t"]), f"{s['t']:.3f}", name, "" if value is None else value, s["quality"]]
-        )
-    return buf.getvalue()
+        rows.append([iso(s["t"]), f"{s['t']:.3f}", name, value, s["quality"]])
+    return csv_text(rows)
 
 
 # -- alarms -----------------------------------------------------------------------
@@ -390,9 +417,4 @@ def sql_query(
 
 def sql_csv(result: Mapping[str, Any]) -> str:
     """A sql_query result as CSV (header row first)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(result["columns"])
-    for row in result["rows"]:
-        w.writerow(["" if v is None else v for v in row])
-    return buf.getvalue()
+    return csv_text([result["columns"], *result["rows"]])
