@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from appliance.config.load import canonical_json, load_text, sha256_of, to_yaml
 from appliance.config.model import Config
-from appliance.errors import ApplyFailed, Conflict, NotFound, Timeout
+from appliance.errors import ApplyFailed, Conflict, Invalid, NotFound, Timeout
 from appliance.state.db import Revision, Store
 from appliance.state.live import LiveState
 
@@ -211,7 +211,12 @@ def commit(
 ) -> Outcome:
     """Make the draft pending. With confirm_within, a person must confirm before the deadline."""
     if confirm_within is not None and not 10 <= confirm_within <= MAX_CONFIRM_WINDOW_S:
-        raise Conflict(f"--confirm-within must be 10-{MAX_CONFIRM_WINDOW_S} seconds")
+        # a bad value, not a state that forbids it (nan fails every comparison: refused)
+        raise Invalid(
+            f"must be a finite number of seconds, 10-{MAX_CONFIRM_WINDOW_S} "
+            f"(got {confirm_within!r})",
+            field="confirm_within",
+        )
     with store.config.atomic():
         current = pending(store)
         if current is not None:

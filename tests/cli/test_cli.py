@@ -74,7 +74,7 @@ def test_validate_not_yaml_and_missing_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.yaml"
     junk.write_text("interfaces: [\n  - : :\n")
     one_line_error(run("config", "validate", str(junk)), 2, "not valid YAML")
-    one_line_error(run("config", "validate", str(tmp_path / "nope.yaml")), 1, "no such file")
+    one_line_error(run("config", "validate", str(tmp_path / "nope.yaml")), 2, "no such file")
 
 
 def test_revision_workflow_without_daemon(tmp_path: Path) -> None:
@@ -137,3 +137,27 @@ def test_a_huge_revision_number_is_not_found(tmp_path: Path, command: str) -> No
     assert run("config", "import", str(DEMO), data=tmp_path).returncode == 0
     cp = run("config", command, "1000000000000000000000000000000", data=tmp_path)
     one_line_error(cp, 3, "no revision 1000000000000000000000000000000")
+
+
+@pytest.mark.parametrize("command", ["validate", "import"])
+def test_a_missing_file_or_a_directory_is_exit_2(tmp_path: Path, command: str) -> None:
+    cp = run("config", command, str(tmp_path / "nope.yaml"), data=tmp_path)
+    one_line_error(cp, 2, f"{tmp_path / 'nope.yaml'}: no such file")
+    cp = run("config", command, str(tmp_path), data=tmp_path)
+    one_line_error(cp, 2, f"{tmp_path}: cannot read")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "1e400", "0", "9.9", "86401", "x"])
+def test_a_bad_confirm_window_is_one_line_naming_the_option(tmp_path: Path, value: str) -> None:
+    # nan, inf and 1e400 were exit 4 (a Conflict), -1 a click usage text
+    assert run("config", "import", str(DEMO), data=tmp_path).returncode == 0
+    cp = run("config", "commit", "--no-wait", "--confirm-within", value, data=tmp_path)
+    one_line_error(cp, 2, "--confirm-within: ", "10-86400")
+    assert "pending" not in run("config", "log", data=tmp_path).stdout
+
+
+def test_the_cli_confirm_window_is_the_revisions_one() -> None:
+    from appliance.cli import CONFIRM_WINDOW_MAX_S
+    from appliance.state.revisions import MAX_CONFIRM_WINDOW_S
+
+    assert CONFIRM_WINDOW_MAX_S == MAX_CONFIRM_WINDOW_S

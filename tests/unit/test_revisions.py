@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from appliance.config.load import load_text, sha256_of
-from appliance.errors import ConfigInvalid, Conflict, NotFound
+from appliance.errors import ConfigInvalid, Conflict, Invalid, NotFound
 from appliance.state import revisions as revs
 from appliance.state.db import Event, Revision, Store
 
@@ -189,10 +189,14 @@ def test_commit_with_confirm_window(store: Store) -> None:
     assert store.events()[0].message == f"revision {rev.id} committed by bob, confirm within 120 s"
 
 
-@pytest.mark.parametrize("window", [0, 9.9, 24 * 3600 + 1, -5])
+@pytest.mark.parametrize(
+    "window", [0, 9.9, 24 * 3600 + 1, -5, float("nan"), float("inf"), float("-inf")]
+)
 def test_commit_confirm_window_bounds(store: Store, window: float) -> None:
     rev = revs.import_text(store, text(), author="a", now=T0).revision
-    with pytest.raises(Conflict, match="10-86400 seconds"):
+    with pytest.raises(
+        Invalid, match=r"^confirm_within: must be a finite number of seconds, 10-86400 \(got "
+    ):
         revs.commit(store, author="a", now=T0, confirm_within=window)
     assert fresh(rev).state == "draft"
 
