@@ -94,16 +94,27 @@ def refuse_bool(v: Any) -> Any:
     return v
 
 
-# Strict numbers: a boolean, a string or (for Int) a float is refused; an int is a fine Float.
-Int = Annotated[int, BeforeValidator(refuse_bool), _StrictFlag()]
-Float = Annotated[float, BeforeValidator(refuse_bool), _StrictFlag()]
-Bool = Annotated[bool, _StrictFlag()]
-
-
 def not_finite(v: float) -> str | None:
     """What is wrong with `v` as a scale, offset or limit, or None when it is a finite number:
     NaN and infinity pass a float type, but no scaling or comparison means anything with them."""
     return None if math.isfinite(v) else f"must be a finite number, not {v}"
+
+
+def refuse_not_finite(v: Any) -> Any:
+    """Before a float's bounds: `.nan` said "less than or equal to 60" (NaN fails every
+    comparison) and `.inf` passed a lone `ge=0`; both are one error saying what is wrong."""
+    if isinstance(v, float) and (problem := not_finite(v)):
+        raise ValueError(problem)
+    return v
+
+
+# Strict numbers: a boolean, a string or (for Int) a float is refused; an int is a fine Float.
+# Every Float is finite (YAML's .nan, .inf and 1e999 are refused before the bounds).
+Int = Annotated[int, BeforeValidator(refuse_bool), _StrictFlag()]
+Float = Annotated[
+    float, BeforeValidator(refuse_not_finite), BeforeValidator(refuse_bool), _StrictFlag()
+]
+Bool = Annotated[bool, _StrictFlag()]
 
 
 def _finite(v: float) -> float:

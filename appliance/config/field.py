@@ -24,7 +24,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from appliance.config.base import (
     Bool,
     Finding,
-    Finite,
     Float,
     Int,
     Line,
@@ -32,7 +31,6 @@ from appliance.config.base import (
     Strict,
     Text,
     check_name,
-    not_finite,
     refuse_bool,
 )
 from appliance.config.points import (
@@ -157,9 +155,6 @@ class AlarmLimits(Strict):
         problems: list[Problem] = []
         if not given:
             problems.append(((), "give at least one of low_low, low, high, high_high"))
-        for n, v in given:
-            if problem := not_finite(v):
-                problems.append(((n,), problem))
         for (n1, v1), (n2, v2) in itertools.pairwise(given):
             if v1 > v2:
                 problems.append(((n2,), f"{n2} ({v2:g}) is below {n1} ({v1:g})"))
@@ -209,8 +204,8 @@ class Tag(Strict):
     length: Int | None = Field(None, ge=1, le=MAX_READ_REGISTERS)
     byte_order: Order = "big"
     word_order: Order = "big"
-    scale: Annotated[Float, Finite] = 1.0
-    offset: Annotated[Float, Finite] = 0.0
+    scale: Float = 1.0  # finite, as every Float
+    offset: Float = 0.0
     deadband: Deadband | None = None
     publish: Literal["every-poll", "on-change"] = "on-change"
     max_silence: Float | None = Field(

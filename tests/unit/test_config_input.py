@@ -341,3 +341,34 @@ def test_a_name_with_a_trailing_newline_is_refused(
     _set(doc, path, "it0\n" if path.startswith("interfaces") else "scada\n")
     errors = invalid(doc)
     assert errors[0][0] == path, errors
+
+
+# --- NaN and infinity: every float of the document is finite, said once --------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "path"),
+    [
+        ("    timeout: 1\n", "    timeout: .nan\n", "devices[0].timeout"),
+        ("    timeout: 1\n", "    timeout: .inf\n", "devices[0].timeout"),
+        ("    timeout: 1\n", "    timeout: -.inf\n", "devices[0].timeout"),
+        ("    poll_interval: 1\n", "    poll_interval: .nan\n", "devices[0].poll_interval"),
+        # poll_offset has no upper bound: ge=0 alone let .inf through
+        ("    poll_interval: 1\n", "    poll_interval: 1\n    poll_offset: .inf\n", None),
+        ("alarms: {high: 24, high_high: 24.8", "alarms: {high: .inf, high_high: 24.8", None),
+        ("alarms: {high: 24, high_high: 24.8", "alarms: {high: 24, high_high: .nan", None),
+        ("hysteresis: 0.3", "hysteresis: .nan", None),
+        ("deadband: {absolute: 0.05}", "deadband: {absolute: .inf}", None),
+        ("  retention_days: 30\n", "  retention_days: .nan\n", "history.retention_days"),
+        ("  interval: 10\n", "  interval: .inf\n", "fleet.interval"),
+    ],
+)
+def test_nan_and_infinity_are_one_error_saying_finite(old: str, new: str, path: str | None):
+    assert old in DEMO
+    e = yaml_errors(DEMO.replace(old, new, 1))
+    assert len(e.errors) == 1, e.errors  # high: .inf also said "high_high is below high"
+    where, message, _ = e.errors[0]
+    assert message.startswith("must be a finite number, not "), e.errors
+    assert "less than" not in message and "greater than" not in message
+    if path is not None:
+        assert where == path
