@@ -214,9 +214,12 @@ class DhcpClients:
         c = self._clients.get(link)
         return c.child.pid if c and c.child and c.child.poll() is None else None
 
-    def sync(self, links: Iterable[str]) -> list[ClientChange]:
-        """Make the running clients the `links` given (those with dhcp that are present)."""
+    def sync(self, links: Iterable[str], ready: Iterable[str] | None = None) -> list[ClientChange]:
+        """Make the running clients the `links` given (those with dhcp): a client of a link
+        no longer given is released and stopped; one is started only on a link in `ready`
+        (present in the kernel; all when None)."""
         want = list(dict.fromkeys(links))
+        ready = set(want if ready is None else ready)
         now = self.clock()
         changes: list[ClientChange] = []
         for link in [name for name in self._clients if name not in want]:
@@ -239,7 +242,7 @@ class DhcpClients:
                         data={"status": status},
                     )
                 )
-            if c.child is None and now >= c.restart_at:
+            if c.child is None and now >= c.restart_at and link in ready:
                 try:
                     self._start(c, now)
                 except (ApplianceError, OSError) as e:

@@ -315,7 +315,7 @@ class Links:
             ip = ipaddress.ip_interface(addr)
             self._ipr.addr("del", index=idx, address=str(ip.ip), prefixlen=ip.network.prefixlen)
             changes.append(f"{iface.name}: removed {addr}")
-        for addr in sorted(want - have):
+        for addr in sorted(want - have - ({lease.address} if lease else set())):
             ip = ipaddress.ip_interface(addr)
             kw: dict[str, Any] = {}
             if ip.version == 6:
@@ -324,7 +324,9 @@ class Links:
                 "add", index=idx, address=str(ip.ip), prefixlen=ip.network.prefixlen, **kw
             )
             changes.append(f"{iface.name}: added {addr}")
-        if lease is not None and self._leased.get(lease.link) != (lease.address, lease.at):
+        if lease is not None and (
+            self._leased.get(lease.link) != (lease.address, lease.at) or lease.address not in have
+        ):
             # the lease's lifetime on the address: the kernel drops it when the lease runs
             # out, even with no net role there to do it
             ip = ipaddress.ip_interface(lease.address)

@@ -304,6 +304,9 @@ class NetRole:
             at=now,
         )
         self._next["links"] = 0.0
+        # the DHCP clients first: one the revision drops releases its lease while the
+        # address it tells the server from is still there
+        self._next["dhcp"] = 0.0
         if self.services is not None:
             self._apply_services(self.services, config, now)
         if before is not None:
@@ -434,12 +437,9 @@ class NetRole:
         read; a lease that came, changed or went is applied at once and is an event."""
         config = self.state.applied.config if self.state.applied else None
         present = {o.name for o in self.state.links if o.present}
-        want = [
-            link.name
-            for link in (config.links() if config else [])
-            if link.dhcp and link.name in present
-        ]
-        for change in dhcp.sync(want):
+        # (a lease is read, and held, before its link is seen: a restarted role keeps it)
+        want = [link.name for link in (config.links() if config else []) if link.dhcp and link.name]
+        for change in dhcp.sync(want, ready=present):
             self.store.event(
                 "dhcp.client",
                 change.message,

@@ -153,7 +153,8 @@ def test_a_client_per_link_is_started_restarted_and_stopped(
     clock = Clock()
     clients = DhcpClients(tmp_path / "run", client=fake_client, clock=clock)
     try:
-        [started] = clients.sync(["it0"])
+        assert clients.sync(["it0"], ready=[]) == []  # no such link yet: no client
+        [started] = clients.sync(["it0"], ready=["it0"])
         assert started.message.startswith("it0: DHCP client started (pid ")
         leases = wait_for(lambda: clients.leases(["it0"])[0])
         assert leases["it0"].address == "10.10.0.100/24"
