@@ -455,9 +455,11 @@ def _parse_time(text: str | None) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ApplianceError(f"--at: {text!r} is not an ISO time like 2027-01-31T18:00:00Z")
+        raise BadRequest(
+            f"{text!r} is not an ISO time like 2027-01-31T18:00:00Z", field="--at"
+        ) from None
     if when.tzinfo is None:
-        raise ApplianceError("--at: needs a time zone, e.g. 2027-01-31T18:00:00Z")
+        raise BadRequest("needs a time zone, e.g. 2027-01-31T18:00:00Z", field="--at")
     return when
 
 

@@ -7,6 +7,7 @@ ApplianceError subclasses; appliance.cli.main prints them as one line.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -17,36 +18,46 @@ from typing import Any
 import click
 
 from appliance.cli_options import actor, paths_options
-from appliance.errors import ApplianceError, NotFound
+from appliance.errors import BadRequest, NotFound
 from appliance.paths import Paths
 
 _RELATIVE = re.compile(r"^-?\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)$")
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+MAX_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z, the web API's bound too
+
+
 def parse_time(text: str, now: float, field: str) -> float:
-    """ISO 8601 (UTC unless it says otherwise), epoch seconds, `now`, or relative: -1h."""
+    """ISO 8601 (UTC unless it says otherwise), epoch seconds, `now`, or relative: -1h;
+    a time of the years 1970-9999 (1e300 or nan is no time: BadRequest naming `field`)."""
     t = text.strip()
     if t == "now":
         return now
     m = _RELATIVE.match(t)
     if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
+        return _in_range(now - float(m.group(1)) * _UNITS[m.group(2)], text, field)
     try:
-        return float(t)
+        return _in_range(float(t), text, field)
     except ValueError:
         pass
     try:
         dt = datetime.fromisoformat(t)
     except ValueError:
-        raise ApplianceError(
+        raise BadRequest(
             f"{text!r} is not a time: use ISO 8601 (2026-11-25T18:00Z), epoch seconds, "
             "now, or relative (-30m, -1h, -2d)",
             field=field,
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return _in_range(dt.timestamp(), text, field)
+
+
+def _in_range(t: float, text: str, field: str) -> float:
+    if not (math.isfinite(t) and 0 <= t <= MAX_TIME):
+        raise BadRequest(f"must be a time in the years 1970-9999 (got {text!r})", field=field)
+    return t
 
 
 def fmt_time(ts: float | None) -> str:
@@ -151,10 +162,12 @@ def tags_history(
     from appliance.field import api
 
     if as_csv and as_json:
-        raise ApplianceError("choose one of --csv and --json")
+        raise BadRequest("choose one of --csv and --json")
     now = time.time()
     t0 = parse_time(start, now, "--from")
     t1 = parse_time(end, now, "--to")
+    if t1 < t0:  # said here, with the options' names (the API's check says `to`)
+        raise BadRequest("the end of the range is before its start", field="--to")
     store = _store(paths)
     try:
         if as_csv:
@@ -254,7 +267,9 @@ def sql(
     from appliance.field.api import sql_csv, sql_query
 
     if as_csv and as_json:
-        raise ApplianceError("choose one of --csv and --json")
+        raise BadRequest("choose one of --csv and --json")
+    if not math.isfinite(timeout):  # click's FloatRange lets nan through (nan < x is false)
+        raise BadRequest(f"must be 0.01-300 seconds (got {timeout})", field="--timeout")
     if query == "-":
         query = sys.stdin.read()
     result = sql_query(paths, query, max_rows=max_rows, timeout_s=timeout)

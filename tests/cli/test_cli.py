@@ -161,3 +161,11 @@ def test_the_cli_confirm_window_is_the_revisions_one() -> None:
     from appliance.state.revisions import MAX_CONFIRM_WINDOW_S
 
     assert CONFIRM_WINDOW_MAX_S == MAX_CONFIRM_WINDOW_S
+
+
+@pytest.mark.parametrize(
+    ("at", "needle"),
+    [("tomorrow", "--at: 'tomorrow' is not an ISO time"), ("2027-01-31T18:00", "--at: needs a")],
+)
+def test_a_bad_render_time_is_exit_2(at: str, needle: str) -> None:
+    one_line_error(run("net", "render", str(DEMO), "--at", at), 2, needle)

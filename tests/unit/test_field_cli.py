@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from appliance.config.field import Device
-from appliance.errors import ApplianceError, NotFound, PermissionDenied
+from appliance.errors import ApplianceError, BadRequest, NotFound, PermissionDenied
 from appliance.field.alarms import AlarmEngine
 from appliance.field.cli import alarms, parse_time, sql, tags
 from appliance.field.history import HistoryWriter
@@ -173,9 +173,10 @@ def test_tags_history_errors(dirs: dict[str, str], history: None) -> None:
     assert isinstance(r.exception, ApplianceError)
     assert str(r.exception).startswith("--from: 'yesterday' is not a time")
     r = run(tags, ["history", "plc1.counter", "--from", "now", "--to", "-1h"], dirs)
-    assert str(r.exception).startswith("to: the end of the range is before its start")
+    assert str(r.exception).startswith("--to: the end of the range is before its start")
     r = run(tags, ["history", "plc1.counter", "--csv", "--json"], dirs)
     assert "choose one" in str(r.exception)
+    assert isinstance(r.exception, BadRequest)  # bad input: exit 2
 
 
 def test_parse_time() -> None:
@@ -192,6 +193,47 @@ def test_parse_time() -> None:
     with pytest.raises(ApplianceError) as exc:
         parse_time("-1 fortnight", now, "--to")
     assert exc.value.field == "--to"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1e300",
+        "nan",
+        "inf",
+        "-inf",
+        "1e400",
+        "-1",
+        "99999999999999",
+        "-99999999999999d",
+        "0001-01-01",
+    ],
+)
+def test_parse_time_refuses_what_is_no_time_naming_the_option(text: str) -> None:
+    with pytest.raises(
+        BadRequest, match=r"^--from: must be a time in the years 1970-9999 \(got "
+    ) as e:
+        parse_time(text, 1_000_000.0, "--from")
+    assert e.value.field == "--from"
+
+
+@pytest.mark.parametrize(
+    ("args", "blamed"),
+    [
+        (["--from", "1e300"], "--from: must be a time"),  # it blamed `to`
+        (["--from", "nan"], "--from: must be a time"),
+        (["--to", "1e400"], "--to: must be a time"),
+        (["--from", "now", "--to", "-1h"], "--to: the end of the range is before its start"),
+        (["--from", "fortnight"], "--from: 'fortnight' is not a time"),
+    ],
+)
+def test_tags_history_blames_the_option_given(
+    dirs: dict[str, str], history: None, args: list[str], blamed: str
+) -> None:
+    r = run(tags, ["history", "plc1.counter", *args], dirs)
+    assert r.exit_code != 0
+    assert isinstance(r.exception, BadRequest), r.exception  # exit 2, one line
+    assert str(r.exception).startswith(blamed), str(r.exception)
 
 
 def _devices() -> list[Device]:
@@ -277,3 +319,9 @@ def test_sql_refuses_writes(dirs: dict[str, str], history: None) -> None:
     assert isinstance(r.exception, PermissionDenied)
     r = run(sql, ["SELECT count(*) FROM samples"], dirs)
     assert r.output.splitlines()[1] == "61"
+
+
+def test_sql_timeout_nan_names_the_option(dirs: dict[str, str], history: None) -> None:
+    r = run(sql, ["SELECT 1", "--timeout", "nan"], dirs)
+    assert isinstance(r.exception, BadRequest), r.exception
+    assert str(r.exception) == "--timeout: must be 0.01-300 seconds (got nan)"
