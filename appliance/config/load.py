@@ -107,7 +107,11 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-MAX_DOCUMENT_CHARS = 4 * 1024 * 1024  # a plant's configuration is kilobytes; 4 MiB is room
+# A plant's configuration is kilobytes (3000 conduits: about 0.5 MB, 63,000 YAML nodes).
+# Parsing costs by the node: at 4 MiB a document of tiny keys took ~5 s to refuse, so the
+# bounds are 1 MiB and MAX_NODES, and a refusal or a parse stays near a second.
+MAX_DOCUMENT_CHARS = 1024 * 1024
+MAX_NODES = 200_000  # scalars, maps and lists: "[1,1,1,...]" of 1 MiB is 520,000
 MAX_DEPTH = 32  # the model nests 6 levels; anything deeper is not a configuration
 REQUIRED = ("version", "interfaces")  # every real document has these: an empty one is a mistake
 
@@ -134,9 +138,18 @@ def _refuse_expansion(text: str, source: str | None) -> None:
         raise ConfigInvalid([("", message, line)], source)
 
     depth = 0
+    nodes = 0
     loader = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
     for ev in yaml.parse(text, Loader=loader):
         kind = type(ev)
+        if (
+            kind is yaml.ScalarEvent
+            or kind is yaml.MappingStartEvent
+            or kind is yaml.SequenceStartEvent
+        ):
+            nodes += 1
+            if nodes > MAX_NODES:
+                refuse(f"the document has more than {MAX_NODES} values, maps and lists", ev)
         if kind is yaml.ScalarEvent:
             if ev.tag is not None and ev.tag not in _ALLOWED_TAGS:
                 refuse(_tag_refused(ev.tag), ev)

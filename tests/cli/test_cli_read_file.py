@@ -45,13 +45,13 @@ def test_a_file_larger_than_the_limit_is_refused_without_reading_it_all(tmp_path
         f.seek(300 * 1024 * 1024)  # sparse: 300 MB that costs no disk
         f.write(b"\n")
     cp = run_limited("config", "validate", str(big))
-    one_line_error(cp, 2, "larger than 4 MiB")
+    one_line_error(cp, 2, "larger than 1 MiB")
 
 
 def test_dev_zero_is_refused_quickly() -> None:
     start = time.monotonic()
     cp = run_limited("config", "validate", "/dev/zero")
-    one_line_error(cp, 2, "larger than 4 MiB")
+    one_line_error(cp, 2, "larger than 1 MiB")
     assert time.monotonic() - start < 10
 
 
@@ -64,7 +64,7 @@ def test_stdin_is_bounded_too() -> None:
         timeout=60,
         preexec_fn=_limit_memory,
     )
-    one_line_error(cp, 2, "larger than 4 MiB")
+    one_line_error(cp, 2, "larger than 1 MiB")
 
 
 def one_line_error(cp: subprocess.CompletedProcess, code: int, *needles: str) -> str:

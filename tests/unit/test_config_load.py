@@ -327,8 +327,52 @@ def test_deep_nesting_and_size_are_bounded() -> None:
         "not valid YAML: exceeded maximum nesting depth",  # libyaml's own bound, first
     )
     e = errors_of("version: 1\n#" + "x" * load.MAX_DOCUMENT_CHARS + "\n")
-    assert e.errors == [("", "the document is larger than 4 MiB", None)]
+    assert e.errors == [("", "the document is larger than 1 MiB", None)]
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_the_size_bound_is_1_mib() -> None:
+    from appliance.config import load
+
+    assert load.MAX_DOCUMENT_CHARS == 1024 * 1024
+    e = errors_of("version: 1\n#" + "x" * (1024 * 1024) + "\n")
+    assert e.errors == [("", "the document is larger than 1 MiB", None)]
+    e = errors_of("version: 1\n#" + "x" * (4 * 1024 * 1024 - 20) + "\n")  # was taken
+    assert e.errors == [("", "the document is larger than 1 MiB", None)]
+
+
+def test_a_document_of_too_many_values_is_refused_quickly() -> None:
+    import time
+
+    from appliance.config import load
+
+    # 1 MiB of "1," is 520,000 values: composing and constructing them took seconds
+    text = "version: 1\ninterfaces: []\nunit: [" + "1," * 520_000 + "1]\n"
+    assert len(text) < load.MAX_DOCUMENT_CHARS
+    t0 = time.perf_counter()
+    e = errors_of(text)
+    elapsed = time.perf_counter() - t0
+    assert e.errors == [
+        ("", f"the document has more than {load.MAX_NODES} values, maps and lists", 3)
+    ]
+    assert elapsed < 2.0, elapsed  # ~0.3 s: parse events only, up to the bound
+
+
+def test_a_3000_conduit_document_is_within_the_bounds() -> None:
+    from appliance.config import load
+
+    conduits = "".join(
+        f"  - name: c{i}\n"
+        "    owner: ot-engineering@plant.example\n"
+        f"    reason: SCADA server {i} polls PLC {i} over Modbus TCP for line {i % 40}\n"
+        f"    from: [10.10.{i // 250}.{i % 250 + 2}]\n"
+        f"    to: [192.168.50.{i % 250 + 2}]\n"
+        f"    services: [modbus, tcp/{1000 + i}]\n"
+        for i in range(3000)
+    )
+    text = DOC.split("conduits:")[0] + "conduits:\n" + conduits
+    assert len(text) < load.MAX_DOCUMENT_CHARS
+    assert len(load_text(text, "big.yaml").config.conduits) == 3000
 
 
 def test_without_source_lines_say_line() -> None:
