@@ -94,6 +94,10 @@ def setup_logging(debug: bool = False) -> None:
     # Libraries that narrate every packet at INFO: their warnings are enough in a journal.
     for noisy in ("asyncua", "pymodbus", "gunicorn.access"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    # peewee logs every SQL statement with its parameters at DEBUG (the user name typed at
+    # a failed login, which may be a password, would go to the journal and the diagnostics
+    # bundle): INFO, even with --debug
+    logging.getLogger("peewee").setLevel(logging.INFO)
 
 
 def run(paths: Paths, roles: list[str]) -> None:
