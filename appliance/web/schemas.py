@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from appliance.config.base import _one_line
 from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S
@@ -30,7 +37,17 @@ MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z: datetime and every client c
 MAX_TEXT_VALUE = 4096  # characters of a text tag's value
 REV_REF = r"^(running|pending|confirmed|draft|[0-9]{1,18})$"
 
-Epoch = Annotated[float, Field(ge=0, le=MAX_EPOCH, allow_inf_nan=False)]
+
+def _refuse_bool(v: Any) -> Any:
+    # a lax (query) model read `true` as 1.0: a boolean is no time, whatever the model
+    if isinstance(v, bool):
+        raise ValueError(f"must be epoch seconds, not a boolean ({str(v).lower()})")
+    return v
+
+
+Epoch = Annotated[
+    float, BeforeValidator(_refuse_bool), Field(ge=0, le=MAX_EPOCH, allow_inf_nan=False)
+]
 # one line of text: no control (Cc), format (Cf) or line-separator characters (the
 # configuration's own rule, appliance/config/base.py)
 OneLine = Annotated[str, AfterValidator(_one_line)]
