@@ -259,8 +259,34 @@ class DhcpClients:
                 )
         return changes
 
+    def _pidfile(self, link: str) -> Path:
+        return self.dir / f"{link}.pid"
+
+    def _end_stale(self, link: str) -> None:
+        """End a client an earlier net role left running on `link` (one killed with
+        SIGKILL: its clients live on in their own sessions), so that one client asks for
+        the link. It is ours when its command line names our script and the link."""
+        try:
+            pid = int(self._pidfile(link).read_text().split()[0])
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            return
+        mine = str(self.script).encode() in argv and link.encode() in argv
+        if not mine or pid == os.getpid():
+            return
+        log.warning("dhcp client for %s: ending pid %d, left by an earlier net role", link, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(int(STOP_GRACE_S / 0.05)):
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
     def _start(self, c: _Client, now: float) -> None:
         self._write_script()
+        self._end_stale(c.link)
         argv = [*self.client, "-f", "-i", c.link, "-s", str(self.script)]
         argv += ["-t", "4", "-T", "2", "-A", "5"]  # 4 discovers 2 s apart, 5 s between rounds
         with contextlib.suppress(FileNotFoundError, ValueError):
@@ -275,6 +301,7 @@ class DhcpClients:
             start_new_session=True,
         )
         c.started_at = now
+        self._pidfile(c.link).write_text(f"{c.child.pid}\n")
         log.info("dhcp client for %s started: pid %d", c.link, c.child.pid)
 
     def _drop(self, link: str) -> None:
@@ -288,6 +315,7 @@ class DhcpClients:
                 c.child.wait(0.5)
             proc.stop(c.child, STOP_GRACE_S)
         lease_path(self.dir, link).unlink(missing_ok=True)
+        self._pidfile(link).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Stop every client without releasing: the leases stay valid (and their addresses,

@@ -158,3 +158,28 @@ def test_a_revision_without_dhcp_stops_the_client_and_is_rolled_back(
     again = wait_for(lambda: lease(appliance), 20, "a lease again")
     assert again["address"].startswith("10.10.0.1")
     wait_for(lambda: "10.10.0.1/24" not in kernel(lab, "-4", "addr", "show", "dev", "it0"), 5, "")
+
+
+def clients(lab: LabSpec) -> list[str]:
+    """The udhcpc processes on it0 of this machine (pgrep: the unit's run in its netns)."""
+    out = topology.ns_run(lab.ns_app, ["pgrep", "-f", "udhcpc -f -i it0"], check=False)
+    return out.stdout.split()
+
+
+def test_a_restarted_net_role_keeps_the_lease_and_one_client(
+    appliance: Appliance, lab: LabSpec, dhcp_server: Path
+) -> None:
+    appliance.commit(with_dhcp())
+    got = bound(appliance, lab)
+    seen = max(e["id"] for e in appliance.events(""))
+    appliance.kill9()  # its udhcpc lives on, in a session of its own
+    assert len(clients(lab)) == 1
+    appliance.start()
+    # the new role ends the old client, starts its own, and the address never went
+    wait_for(lambda: (lease(appliance) or {}).get("address") == got["address"], 20, "the lease")
+    wait_for(lambda: len(clients(lab)) == 1 and lease(appliance)["client_pid"], 10, "one client")
+    assert clients(lab) == [str(lease(appliance)["client_pid"])]
+    after = [e for e in appliance.events("") if e["id"] > seen]
+    assert not [e for e in after if e["kind"] == "dhcp.lost"]
+    assert not [e for e in after if e["kind"] == "net.links" and "removed" in e["message"]]
+    assert got["address"] in kernel(lab, "-4", "addr", "show", "dev", "it0")

@@ -180,6 +180,27 @@ def test_a_client_per_link_is_started_restarted_and_stopped(
         clients.close()
 
 
+def test_a_client_left_by_an_earlier_role_is_ended(
+    tmp_path: Path, fake_client: tuple[str, ...]
+) -> None:
+    """A net role killed with SIGKILL leaves its clients running (their own sessions): the
+    next one ends them before it starts its own, so one client asks for the link."""
+    first = DhcpClients(tmp_path / "run", client=fake_client)
+    second = DhcpClients(tmp_path / "run", client=fake_client)
+    try:
+        first.sync(["it0"])
+        old = first.pid("it0")
+        wait_for(lambda: first.leases(["it0"])[0])
+        second.sync(["it0"])
+        assert second.pid("it0") not in (None, old)
+        wait_for(lambda: first._clients["it0"].child.poll() is not None)
+        # the lease the first one got runs on (the new client's deconfig leaves it)
+        assert second.leases(["it0"])[0]["it0"].address == "10.10.0.100/24"
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_client_that_cannot_start_is_an_error_and_is_tried_again(tmp_path: Path) -> None:
     clock = Clock()
     clients = DhcpClients(tmp_path / "run", client=("/nonexistent/udhcpc",), clock=clock)
