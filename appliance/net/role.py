@@ -19,6 +19,7 @@ port's LED for an installer, through the `PortBlinker` adapter it is given).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import select
@@ -88,6 +89,23 @@ class NetState:
     last_error: str | None = None
     failed_sha: str | None = None
     failed_at: float = 0.0
+
+
+def _overlapping(config: Config | None, leases: dict[str, Lease]) -> dict[str, str]:
+    """Leases whose subnet meets a subnet of another link's addresses (a server on the IT
+    network handing out the OT subnet must not make the unit route OT traffic to IT)."""
+    out: dict[str, str] = {}
+    for name, lease in leases.items():
+        net = ipaddress.ip_interface(lease.address).network
+        for link in config.links() if config else []:
+            if link.name == name:
+                continue
+            mine = [a for a in link.addresses if a.version == 4]
+            other = next((a for a in mine if a.network.overlaps(net)), None)
+            if other is not None:
+                out[name] = f"{lease.address} overlaps {other} on {link.name}"
+                break
+    return out
 
 
 class NetRole:
@@ -452,6 +470,9 @@ class NetRole:
         for link, why in bad.items():
             self._error(f"{link}: the DHCP lease file is not a lease: {why}")
         leases = {name: lease for name, lease in found.items() if lease.remaining(now) > 0}
+        for name, why in _overlapping(config, leases).items():
+            self._error(f"{name}: DHCP lease refused: {why}")
+            del leases[name]
         before = self.leases
         if leases == before:
             return

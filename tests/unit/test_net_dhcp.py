@@ -356,3 +356,15 @@ def test_a_revision_without_dhcp_stops_the_client_and_commit_confirm_brings_it_b
         role.step()
         time.sleep(0.05)
     assert "it0" in role.leases and dhcp.pid("it0") is not None
+
+
+def test_a_lease_that_meets_another_sides_subnet_is_refused(role_env) -> None:
+    store, clock, role, links, _services, _dhcp = role_env
+    doc = dhcp_doc()
+    doc["interfaces"][1]["addresses"] = ["10.10.0.129/25"]  # OT meets the lease's /24
+    doc["conduits"] = []
+    commit(store, clock, doc)
+    want = "it0: DHCP lease refused: 10.10.0.100/24 overlaps 10.10.0.129/25 on ot0"
+    steps(role, clock, lambda: role.state.last_error == want)
+    assert role.leases == {} and not store.events(10, "dhcp.bound")
+    assert all("it0" not in given for given in links.given)
