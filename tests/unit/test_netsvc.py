@@ -178,9 +178,7 @@ def test_sync_lost_and_regained_are_events_and_in_the_snapshot(env) -> None:
     role.step()
     clock.t += TIME_EVERY_S
     role.step()
-    assert [e.kind for e in store.events(10) if e.kind.startswith("time.")] == [
-        "time.synchronised"
-    ]
+    assert [e.kind for e in store.events(10) if e.kind.startswith("time.")] == ["time.synchronised"]
     snap = role.snapshot(clock.t)["time"]
     assert snap["synchronised"] and snap["source"] == "10.10.0.2"
     assert snap["servers"] == ["10.10.0.2"] and snap["unsynchronised_since"] is None
