@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,3 +156,29 @@ def modbus_read(spec: LabSpec, host: str, port: int = 502) -> dict[str, Any]:
 
     cp = topology.ns_run(spec.ns_it, [sys.executable, "-c", MODBUS_READ, host, str(port)])
     return json.loads(cp.stdout.strip().splitlines()[-1])
+
+
+LISTEN = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+print("ready", flush=True)
+while True:
+    s.accept()[0].close()
+"""
+
+
+@contextlib.contextmanager
+def tcp_listener(ns: str, host: str, port: int) -> Iterator[None]:
+    """A TCP service on host:port in namespace `ns` that accepts and closes (a probe's
+    "open"), for as long as the block runs."""
+    argv = ["ip", "netns", "exec", ns, sys.executable, "-c", LISTEN, host, str(port)]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        server.kill()
+        server.wait()

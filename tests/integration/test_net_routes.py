@@ -7,12 +7,10 @@ cannot; and a commit that drops the route and is not confirmed brings it back on
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from labkit import PLC1, Appliance, conduit, config, wait_for
+from labkit import PLC1, Appliance, conduit, config, tcp_listener, wait_for
 
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec
@@ -23,29 +21,15 @@ CELL = "192.168.60.10"
 CELL_NET = "192.168.60.0/24"
 PORT = 8502  # a TCP service of the cell (a listener started here)
 ROUTE = {"to": CELL_NET, "via": PLC1}
-LISTEN = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    s.accept()[0].close()
-"""
 
 
 @pytest.fixture
 def cell(lab: LabSpec) -> Iterator[str]:
     topology.ns_run(lab.ns_ot, ["ip", "addr", "add", f"{CELL}/32", "dev", "lo"])
-    argv = ["ip", "netns", "exec", lab.ns_ot, sys.executable, "-c", LISTEN, CELL, str(PORT)]
-    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        yield CELL
+        with tcp_listener(lab.ns_ot, CELL, PORT):
+            yield CELL
     finally:
-        server.kill()
-        server.wait()
         topology.ns_run(lab.ns_ot, ["ip", "addr", "del", f"{CELL}/32", "dev", "lo"], check=False)
 
 

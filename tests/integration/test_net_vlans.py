@@ -8,11 +8,10 @@ the document drops it, and a commit that drops it and is not confirmed brings it
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
-from labkit import PLC1, Appliance, conduit, config, wait_for
+from labkit import PLC1, Appliance, conduit, config, tcp_listener, wait_for
 
 from appliance.lab import topology
 from appliance.lab.topology import LabSpec
@@ -22,16 +21,6 @@ pytestmark = pytest.mark.integration
 CELL = "192.168.30.10"
 PORT = 8502  # a TCP service of the cell (a listener started here)
 VLAN = {"id": 30, "role": "ot", "addresses": ["192.168.30.1/24"]}
-LISTEN = """
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(16)
-print("ready", flush=True)
-while True:
-    s.accept()[0].close()
-"""
 CELL_SETUP = [
     ["ip", "link", "add", "link", "plcnet0", "name", "plcnet0.30", "type", "vlan", "id", "30"],
     ["ip", "addr", "add", f"{CELL}/24", "dev", "plcnet0.30", "nodad"],
@@ -65,14 +54,10 @@ def cell(lab: LabSpec) -> Iterator[str]:
         return
     for argv in CELL_SETUP:
         topology.ns_run(lab.ns_ot, argv)
-    argv = ["ip", "netns", "exec", lab.ns_ot, sys.executable, "-c", LISTEN, CELL, str(PORT)]
-    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        yield CELL
+        with tcp_listener(lab.ns_ot, CELL, PORT):
+            yield CELL
     finally:
-        server.kill()
-        server.wait()
         topology.ns_run(
             lab.ns_ot, ["ip", "rule", "del", "from", CELL, "lookup", "130"], check=False
         )
