@@ -132,6 +132,14 @@ class Invalid(BadRequest):
         super().__init__(message, field)
 
 
+class UnsupportedMediaType(BadRequest):
+    """A body of a type the endpoint does not read (a heartbeat is application/json)."""
+
+    code = "unsupported-media-type"
+    exit_code = 2
+    http_status = 415
+
+
 class Unauthorized(ApplianceError):
     """Nobody (or a credential we do not know) is asking."""
 

@@ -49,6 +49,7 @@ from appliance.errors import (
     PermissionDenied,
     TooManyAttempts,
     Unauthorized,
+    UnsupportedMediaType,
     status_of,
 )
 from appliance.fleet import store, view
@@ -73,13 +74,6 @@ LOGIN_WINDOW_S = 300
 LOGIN_MAX_FAILURES = 10
 PRUNE_EVERY_S = 3600
 SESSION_HOURS = 12
-
-
-class UnsupportedMediaType(BadRequest):
-    """A body of a type the endpoint does not read (a heartbeat is application/json)."""
-
-    code = "unsupported-media-type"
-    http_status = 415
 
 
 def _status(e: ApplianceError) -> int:
