@@ -65,7 +65,8 @@ class AsyncLoop:
     revision, and a change is handed to `role.apply`; `role.step` runs every
     `step_every` seconds; the live document is written every `PUBLISH_EVERY_S` and,
     while the role says it is `dirty`, `SOON_S` after the last write. A failing apply,
-    step or publish is logged and the loop goes on: the role keeps serving what it has."""
+    step or publish is logged and the loop goes on: the role keeps serving what it has.
+    `stop` is heeded while the role is still starting too: the start is cancelled."""
 
     def __init__(
         self,
@@ -93,10 +94,8 @@ class AsyncLoop:
         wake = self._wake = asyncio.Event()
         bell = self.live.watch_doorbell(self.role.name, loop, wake.set)
         try:
-            await self.role.start()
-            self.publish()
-            await self.reload(force=True)
-            self.publish()
+            if not await self._unless_stopped(self._start(), stop):
+                return  # stopped while starting: close what started (finally)
             now = self.clock()
             next_reload, next_step = now + self.reload_every, now
             while not stop.is_set():
@@ -118,6 +117,29 @@ class AsyncLoop:
             bell.close()
             await self._guard("close", self.role.close())
             self.publish()
+
+    async def _start(self) -> None:
+        await self.role.start()
+        self.publish()
+        await self.reload(force=True)
+        self.publish()
+
+    async def _unless_stopped(self, coro: Any, stop: threading.Event) -> bool:
+        """Run `coro` to its end (True; its exception propagates) unless `stop` is set
+        first: then it is cancelled (False). A start can take minutes (the OPC UA role
+        builds its address space cache on a first boot, slower still on a small CPU):
+        systemd's SIGTERM must not wait for it (TimeoutStopSec, then SIGKILL)."""
+        task = asyncio.ensure_future(coro)
+        while not task.done():
+            await asyncio.wait({task}, timeout=IDLE_S)
+            if stop.is_set() and not task.done():
+                log.info("%s: stopped while starting", self.role.name)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return False
+        task.result()
+        return True
 
     async def reload(self, force: bool = False) -> None:
         """Read the desired revision (off the loop) and apply it when it changed."""

@@ -263,6 +263,10 @@ class OpcUaRole:
                     await self._event("opcua.server_failed", f"OPC UA server: {e}", "error")
                 self._set_error(str(e))
                 return
+            except asyncio.CancelledError:  # stopped while starting: close what listens
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(nb.stop(), STOP_TIMEOUT_S)
+                raise
             self._set_error(None)
             self.northbound = nb
             self.dirty = True

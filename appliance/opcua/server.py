@@ -106,6 +106,7 @@ log = logging.getLogger("opcua.server")
 
 NAMESPACE = "urn:appliance:tags"
 WRITE_TIMEOUT = 30.0
+SHELF_BUILD_S = 300.0  # the address space cache builder's time (seconds; then in memory)
 UNECE_NAMESPACE = "http://www.opcfoundation.org/UA/units/un/cefact"
 
 LOGON_THREADS = 2  # password hashes at a time (argon2: a core and 64 MB each)
@@ -243,6 +244,7 @@ async def ensure_shelf(paths: Paths) -> Path | None:
         return shelf
     shelf.parent.mkdir(parents=True, exist_ok=True)
     tmp = shelf.with_name(f"tmp-{os.getpid()}-{shelf.name}")
+    child: asyncio.subprocess.Process | None = None
     try:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -253,17 +255,30 @@ async def ensure_shelf(paths: Paths) -> Path | None:
             stderr=subprocess.PIPE,
             env=proc.clean_env(),
         )
-        _, err = await asyncio.wait_for(child.communicate(), 300)
+        _, err = await asyncio.wait_for(child.communicate(), SHELF_BUILD_S)
         if child.returncode != 0:
             raise OSError(err.decode(errors="replace").strip().splitlines()[-1:] or "failed")
         for part in tmp.parent.glob(tmp.name + "*"):
             os.replace(part, shelf.with_name(shelf.name + part.name[len(tmp.name) :]))
     except (OSError, TimeoutError) as exc:
         log.warning("OPC UA server: no address space cache (%s); building it in memory", exc)
-        for part in tmp.parent.glob(tmp.name + "*"):
-            part.unlink(missing_ok=True)
+        await _drop_partial(child, tmp)
         return None
+    except asyncio.CancelledError:  # the role stops: no builder left behind, no half file
+        await _drop_partial(child, tmp)
+        raise
     return shelf
+
+
+async def _drop_partial(child: asyncio.subprocess.Process | None, tmp: Path) -> None:
+    """Kill a shelf builder still running (and reap it) and remove what it wrote."""
+    if child is not None and child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(child.wait(), 5)
+    for part in tmp.parent.glob(tmp.name + "*"):
+        part.unlink(missing_ok=True)
 
 
 # -- pure helpers -------------------------------------------------------------------------

@@ -426,12 +426,9 @@ def test_boot_reaches_multi_user_with_the_roles_started(booted: Boot) -> None:
     assert "Finished appliance-failclosed.service" in booted.journal
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="appliance-opcua.service does not stop within 90s of SIGTERM while it is still "
-    "starting (under TCG): 'Failed with result timeout' at shutdown (system/ or the role)",
-)
 def test_no_unit_failed_from_boot_to_shutdown(booted: Boot) -> None:
+    """Also at shutdown: a role still starting (the OPC UA role builds its address space
+    cache on a first boot, minutes under TCG) stops at SIGTERM, not at SIGKILL 90 s later."""
     failed = [
         ln for ln in booted.journal.splitlines()
         if re.search(r"Failed to start|Failed with result|entered failed state", ln)

@@ -368,3 +368,32 @@ def test_start_reads_the_stream_and_close_stops_server_and_reader(f: Fixture) ->
             stream.stop()
 
     run(body())
+
+
+def test_a_server_stopped_while_it_starts_is_closed_not_left_listening(f: Fixture) -> None:
+    """systemd's SIGTERM during a slow first start (the address space cache, a small CPU)
+    cancels the start: the half-started server is stopped, not left to the process exit."""
+
+    async def main() -> None:
+        started = asyncio.Event()
+        made = f.servers.__call__
+
+        def slow_server(*args: Any, **kw: Any) -> FakeNorthbound:
+            nb = made(*args, **kw)
+
+            async def slow_start(devices: Iterable[Device]) -> None:
+                started.set()
+                await asyncio.sleep(3600)
+
+            nb.start = slow_start  # type: ignore[method-assign]
+            return nb
+
+        f.role.make_server = slow_server  # type: ignore[assignment]
+        task = asyncio.create_task(f.role.apply(Change(1, cfg())))
+        await asyncio.wait_for(started.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    run(main())
+    assert f.nb.calls == [("stop", [])] and f.role.northbound is None

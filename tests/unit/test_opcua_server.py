@@ -55,6 +55,41 @@ def test_address_space_cache_is_per_asyncua_version_on_the_data_partition(paths:
     assert shelf.with_suffix(".db").name == "opcua-aspace-2_1_0.db"
 
 
+def test_a_cache_build_cancelled_kills_its_builder_and_leaves_no_half_file(
+    paths: Paths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The role stopped during a first start: no builder left running, no partial cache
+    that a later start would take for a whole one."""
+    from appliance.opcua import server
+
+    builder = (
+        "import os, sys, time\n"
+        "open(sys.argv[1] + '.db', 'w').write(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
+    monkeypatch.setattr(server, "_BUILD_SHELF", builder)
+    cache = paths.data_dir / "cache"
+
+    async def main() -> int:
+        task = asyncio.create_task(server.ensure_shelf(paths))
+        for _ in range(500):
+            written = [p for p in cache.glob("tmp-*") if p.read_text()]
+            if written:
+                break
+            await asyncio.sleep(0.02)
+        pid = int(written[0].read_text())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return pid
+
+    pid = asyncio.run(main())
+    state = Path(f"/proc/{pid}/stat")
+    assert not state.exists() or state.read_text().split(") ")[1][0] in "ZX", "builder runs on"
+    assert list(cache.iterdir()) == []
+    assert not shelf_path(paths).with_suffix(".db").exists()
+
+
 # -- value types ----------------------------------------------------------------------------
 
 

@@ -159,3 +159,29 @@ def test_a_dirty_role_is_published_soon(store: Store, tmp_path: Path) -> None:
         return bool(seen) and bool(doc) and doc["steps"] > seen[0]
 
     run_until(loop, done, timeout=0.9)  # well before the regular write each second
+
+
+def test_stop_is_heeded_while_the_role_is_still_starting(store: Store, tmp_path: Path) -> None:
+    """A start that takes minutes (the OPC UA role's first address space cache under a
+    slow CPU) must not hold up systemd's stop: the start is cancelled, close() runs."""
+
+    class SlowRole(FakeRole):
+        async def apply(self, change: Change) -> None:
+            self.calls.append("apply")
+            await asyncio.sleep(3600)
+
+    role = SlowRole()
+    loop = AsyncLoop(role, store, LiveState(tmp_path / "run"))
+    stop = threading.Event()
+
+    async def main() -> float:
+        task = asyncio.create_task(loop.run(stop))
+        while "apply" not in role.calls:
+            await asyncio.sleep(0.01)
+        stop.set()
+        t0 = time.monotonic()
+        await asyncio.wait_for(task, 5)
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) < 1.0
+    assert role.calls == ["start", "apply", "close"] and role.steps == 0
