@@ -33,7 +33,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,15 +72,15 @@ class Unit(FleetModel):
 
     name = pw.CharField(max_length=64, unique=True)
     token_hash = pw.CharField(max_length=64, unique=True)
-    created_at = pw.FloatField()
+    created_at = pw.DoubleField()
     unit_id = pw.CharField(max_length=100, null=True)  # the id the unit sends (a uuid)
     unit_name = pw.CharField(max_length=1000, null=True)  # its configured name
     site = pw.CharField(max_length=1000, null=True)
     serial = pw.CharField(max_length=1000, null=True)
-    last_seen = pw.FloatField(null=True)  # receiver clock, newest arrival
-    last_sent_at = pw.FloatField(null=True)  # unit clock, newest heartbeat
+    last_seen = pw.DoubleField(null=True)  # receiver clock, newest arrival
+    last_sent_at = pw.DoubleField(null=True)  # unit clock, newest heartbeat
     last_seq = pw.BigIntegerField(null=True)
-    last_gap = pw.FloatField(null=True)  # seconds between its two newest heartbeats
+    last_gap = pw.DoubleField(null=True)  # seconds between its two newest heartbeats
     health = pw.CharField(max_length=32, null=True)
     reasons = pw.TextField(default="[]")
     revision_id = pw.BigIntegerField(null=True)
@@ -90,13 +90,13 @@ class Unit(FleetModel):
     heartbeat_count = pw.BigIntegerField(default=0)
     events_cursor = pw.BigIntegerField(null=True)  # of the newest heartbeat
     epoch = pw.IntegerField(default=0)  # numbering of its event ids (see module doc)
-    interval_request = pw.FloatField(null=True)
-    interval_requested_at = pw.FloatField(null=True)
+    interval_request = pw.DoubleField(null=True)
+    interval_requested_at = pw.DoubleField(null=True)
     interval_requested_by = pw.CharField(max_length=200, null=True)
     identify_request = pw.BooleanField(default=False)
-    identify_requested_at = pw.FloatField(null=True)
+    identify_requested_at = pw.DoubleField(null=True)
     identify_requested_by = pw.CharField(max_length=200, null=True)
-    identify_delivered_at = pw.FloatField(null=True)
+    identify_delivered_at = pw.DoubleField(null=True)
 
     class Meta:
         table_name = "units"
@@ -139,10 +139,10 @@ class Heartbeat(FleetModel):
     """One heartbeat as received (the body kept whole)."""
 
     unit = pw.ForeignKeyField(Unit, backref="heartbeats", on_delete="CASCADE")
-    received_at = pw.FloatField(index=True)
+    received_at = pw.DoubleField(index=True)
     seq = pw.BigIntegerField()
     idempotency_key = pw.CharField(max_length=200)
-    sent_at = pw.FloatField()
+    sent_at = pw.DoubleField()
     health = pw.CharField(max_length=32)
     revision_id = pw.BigIntegerField(null=True)
     revision_state = pw.CharField(max_length=32, null=True)
@@ -184,8 +184,8 @@ class Event(FleetModel):
     unit_uid = pw.CharField(max_length=100)
     epoch = pw.IntegerField(default=0)
     event_id = pw.BigIntegerField()
-    at = pw.FloatField()
-    received_at = pw.FloatField(index=True)
+    at = pw.DoubleField()
+    received_at = pw.DoubleField(index=True)
     kind = pw.CharField(max_length=100)
     severity = pw.CharField(max_length=16, default="info")
     source = pw.CharField(max_length=32, default="")
@@ -221,7 +221,7 @@ class LoginFailure(FleetModel):
     """Failed operator logins per address, for throttling across worker processes."""
 
     address = pw.CharField(max_length=64, index=True)
-    at = pw.FloatField()
+    at = pw.DoubleField()
 
     class Meta:
         table_name = "login_failures"
@@ -233,8 +233,8 @@ class OperatorSession(FleetModel):
     whatever copy of the signed cookie is still around."""
 
     sid_hash = pw.CharField(max_length=64, primary_key=True)
-    created_at = pw.FloatField()
-    expires_at = pw.FloatField(index=True)
+    created_at = pw.DoubleField()
+    expires_at = pw.DoubleField(index=True)
     address = pw.CharField(max_length=64)
 
     class Meta:
@@ -309,7 +309,7 @@ def open_db(url: str | None) -> pw.Database:
     fleet_db.initialize(db)
     try:
         db.connect(reuse_if_open=True)
-        db.create_tables(MODELS, safe=True)
+        migrate(db)
     except pw.ImproperlyConfigured as e:
         driver = "psycopg2" if "postgres" in scheme else "its driver"
         raise ApplianceError(
@@ -323,6 +323,73 @@ def open_db(url: str | None) -> pw.Database:
         if not db.is_closed():
             db.close()
     return db
+
+
+# -- schema versions ---------------------------------------------------------------------
+
+SCHEMA_VERSION = 2
+SCHEMA_KEY = "schema_version"  # in settings; a database without it is version 1
+_MIGRATE_LOCK = 0x666C656574  # pg_advisory_xact_lock key: one migrating process at a time
+
+
+def _double_precision(db: pw.Database) -> None:
+    """1 -> 2: times as double precision on PostgreSQL. Version 1 had peewee's FloatField,
+    which PostgreSQL makes a 4-byte REAL: epoch seconds kept 7 digits (1790000180 read back
+    as 1790000128), so the newest heartbeat and late arrivals were misjudged there.
+    (SQLite's REAL is 8 bytes: nothing to do.) Values already rounded stay rounded."""
+    if not isinstance(db, pw.PostgresqlDatabase):
+        return
+    for model in MODELS:
+        table = model._meta.table_name
+        if not db.table_exists(table):
+            continue
+        for f in model._meta.sorted_fields:
+            if isinstance(f, pw.DoubleField):
+                db.execute_sql(
+                    f'ALTER TABLE "{table}" ALTER COLUMN "{f.column_name}" TYPE double precision'
+                )
+
+
+# from version N to N+1; each runs in the one transaction of migrate()
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _double_precision}
+
+
+def migrate(db: pw.Database) -> tuple[int, int]:
+    """Create the tables of a new database, or bring an older one to SCHEMA_VERSION, in
+    one transaction (DDL is transactional on both SQLite and PostgreSQL: a failed step
+    leaves the database as it was) -> (version found, 0 for a new one; version now).
+
+    Two processes opening at once take turns: SQLite's BEGIN IMMEDIATE, PostgreSQL's
+    advisory lock. A database newer than this receiver is refused, not touched.
+    """
+    with db.atomic():
+        if isinstance(db, pw.PostgresqlDatabase):
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+        if not db.table_exists(Unit._meta.table_name):
+            db.create_tables(MODELS)
+            _set_setting(SCHEMA_KEY, str(SCHEMA_VERSION))
+            return 0, SCHEMA_VERSION
+        db.create_tables([Setting], safe=True)
+        found = int(get_setting(SCHEMA_KEY) or 1)
+        if found > SCHEMA_VERSION:
+            raise ApplianceError(
+                f"the database has schema version {found}, newer than this receiver's "
+                f"({SCHEMA_VERSION}): upgrade the receiver",
+                field="--db",
+            )
+        for version in range(found, SCHEMA_VERSION):
+            log.info("fleet database: schema %d -> %d", version, version + 1)
+            MIGRATIONS[version](db)
+        db.create_tables(MODELS, safe=True)  # the tables a newer version added
+        if found != SCHEMA_VERSION:
+            _set_setting(SCHEMA_KEY, str(SCHEMA_VERSION))
+    return found, SCHEMA_VERSION
+
+
+def _set_setting(key: str, value: str) -> None:
+    with fleet_db.atomic():  # update-or-insert: portable to PostgreSQL (no REPLACE there)
+        if Setting.update(value=value).where(Setting.key == key).execute() == 0:
+            Setting.create(key=key, value=value)
 
 
 # -- units --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`appliance fleet serve` really running: gunicorn over TLS with a CA made here, real clients.
+"""`appliance fleet serve` really running: gunicorn over TLS with a CA made here, real clients,
+on SQLite and on PostgreSQL (the `fleet_url` fixture, tests/fleet/conftest.py).
 
 No namespace is needed: the receiver listens on a free localhost port.
 """
@@ -126,9 +127,9 @@ def heartbeat(seq: int, state: str = "ok", events: list[dict] | None = None) -> 
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
+def receiver(tmp_path: Path, fleet_url: str) -> Iterator[Receiver]:
     ca, cert, key = make_pki(tmp_path)
-    db = f"sqlite:///{tmp_path / 'fleet.db'}"
+    db = fleet_url
     (tmp_path / "token").write_text(TOKEN + "\n")
     (tmp_path / "pw").write_text(PASSWORD + "\n")
     r = fleet("add-unit", "it-unit", "--db", db, "--token-file", str(tmp_path / "token"))

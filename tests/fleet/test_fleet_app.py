@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 from testkit import Clock
+from unit.test_redirects import HOSTILE
 
 from appliance.errors import ApplianceError
 from appliance.fleet import store
@@ -22,7 +23,6 @@ from appliance.fleet.app import LOGIN_MAX_FAILURES, SESSION_HOURS, create_app
 from appliance.fleet.validate import UNIT_NAME_RE
 
 from .test_fleet_validate import T0, UNIT_UUID, event, heartbeat
-from .test_redirects import HOSTILE
 
 PASSWORD = "correct horse battery"
 HB = "/api/v1/heartbeat"
@@ -39,15 +39,15 @@ def clock() -> Clock:
     return Clock(T0 + 10_000)
 
 
-def make_app(tmp_path: Path, clock: Clock, **kw: Any) -> Flask:
-    app = create_app(f"sqlite:///{tmp_path / 'fleet.db'}", clock=clock, **kw)
+def make_app(url: str, clock: Clock, **kw: Any) -> Flask:
+    app = create_app(url, clock=clock, **kw)
     app.config["TESTING"] = True
     return app
 
 
 @pytest.fixture
-def app(tmp_path: Path, clock: Clock) -> Iterator[Flask]:
-    app = make_app(tmp_path, clock)
+def app(fleet_url: str, clock: Clock) -> Iterator[Flask]:
+    app = make_app(fleet_url, clock)
     with store.fleet_db.connection_context():
         store.set_password(PASSWORD)
     yield app
@@ -393,8 +393,8 @@ def test_failed_logins_older_than_a_day_are_pruned(client: FlaskClient, clock: C
     assert count(store.LoginFailure) == 1
 
 
-def test_without_a_password_nobody_logs_in(tmp_path: Path, clock: Clock) -> None:
-    client = make_app(tmp_path, clock).test_client()
+def test_without_a_password_nobody_logs_in(fleet_url: str, clock: Clock) -> None:
+    client = make_app(fleet_url, clock).test_client()
     page = client.get("/login")
     assert "No operator password is set" in page.text
     r = client.post("/login", data={"password": "", "csrf_token": csrf_of(page.text)})
@@ -402,8 +402,8 @@ def test_without_a_password_nobody_logs_in(tmp_path: Path, clock: Clock) -> None
     assert client.get("/").status_code == 302
 
 
-def test_open_mode_needs_no_login_but_forms_keep_csrf(tmp_path: Path, clock: Clock) -> None:
-    app = make_app(tmp_path, clock, open_access=True)
+def test_open_mode_needs_no_login_but_forms_keep_csrf(fleet_url: str, clock: Clock) -> None:
+    app = make_app(fleet_url, clock, open_access=True)
     with store.fleet_db.connection_context():
         store.add_unit("lab-unit", now=T0)
     client = app.test_client()
@@ -460,8 +460,8 @@ def test_json_api_login_units_and_requests(client: FlaskClient, token: str) -> N
     assert client.get("/api/v1/units").status_code == 401
 
 
-def test_heartbeats_older_than_the_retention_are_pruned(tmp_path: Path, clock: Clock) -> None:
-    app = make_app(tmp_path, clock, keep_days=1)
+def test_heartbeats_older_than_the_retention_are_pruned(fleet_url: str, clock: Clock) -> None:
+    app = make_app(fleet_url, clock, keep_days=1)
     with store.fleet_db.connection_context():
         tok = store.add_unit("press-3", now=T0)
     client = app.test_client()
@@ -481,13 +481,15 @@ def test_each_request_closes_its_database_connection(client: FlaskClient, token:
     assert store.fleet_db.is_closed()
 
 
-def test_a_broken_heartbeat_schema_is_one_clear_error(tmp_path: Path, clock: Clock) -> None:
+def test_a_broken_heartbeat_schema_is_one_clear_error(
+    fleet_url: str, tmp_path: Path, clock: Clock
+) -> None:
     bad = tmp_path / "schema.json"
     bad.write_text('{"type": 12}')
     with pytest.raises(ApplianceError, match="not a valid JSON Schema"):
-        make_app(tmp_path, clock, heartbeat_schema=bad)
+        make_app(fleet_url, clock, heartbeat_schema=bad)
     # without the agent's schema the receiver still checks what it stores
-    app = make_app(tmp_path, clock, heartbeat_schema=tmp_path / "missing.json")
+    app = make_app(fleet_url, clock, heartbeat_schema=tmp_path / "missing.json")
     assert app.config["FLEET_SCHEMA"] == "minimal"
 
 

@@ -41,8 +41,23 @@ def cheap_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'fleet.db'}"
+def db(fleet_url: str) -> str:
+    return fleet_url
+
+
+def raw_contents(db: str, tmp_path: Path) -> bytes:
+    """Everything the database holds: the SQLite file, or every PostgreSQL row as text."""
+    if db.startswith("sqlite"):
+        return (tmp_path / "fleet.db").read_bytes()
+    with store.fleet_db.connection_context():
+        rows = [
+            row[0]
+            for model in store.MODELS
+            for row in store.fleet_db.execute_sql(
+                f"SELECT t::text FROM {model._meta.table_name} t"
+            ).fetchall()
+        ]
+    return "\n".join(rows).encode()
 
 
 def test_add_unit_prints_a_token_once_and_keeps_only_its_hash(
@@ -53,7 +68,7 @@ def test_add_unit_prints_a_token_once_and_keeps_only_its_hash(
     token = out.strip()
     assert len(token) == 43 and "\n" not in token
     assert "not shown again" in err
-    raw_db = (tmp_path / "fleet.db").read_bytes()
+    raw_db = raw_contents(db, tmp_path)
     assert token.encode() not in raw_db
     assert hashlib.sha256(token.encode()).hexdigest().encode() in raw_db
     with store.fleet_db.connection_context():

@@ -4,21 +4,14 @@ PostgreSQL's BIGINT stops at 2**63-1, its text refuses a NUL, and psycopg2 refus
 a lone surrogate: each such heartbeat must be a 400 naming the field before anything is
 stored (before the receiver checked, they were 503 "database not available" or 500).
 
-Runs where psycopg2 and PostgreSQL's server binaries are installed (else skipped), on a
-throw-away cluster in a temporary directory (as the `postgres` user when run as root), or
-on the database at $APPLIANCE_TEST_PG_URL.
+Runs on the suite's throw-away cluster (tests/fleet/conftest.py: `pg_url`, a fresh
+database per test; skipped where PostgreSQL is missing, a failure in CI). The rest of the
+fleet suite runs on PostgreSQL too, through `fleet_url`.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,9 +21,6 @@ from flask.testing import FlaskClient
 
 from appliance.fleet import store
 from appliance.fleet.app import create_app
-
-pytestmark = pytest.mark.integration
-pytest.importorskip("psycopg2")
 
 INT64_MAX = 2**63 - 1
 PASSWORD = "correct horse battery"
@@ -59,62 +49,12 @@ def heartbeat(
     }
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return versions[-1] if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    given = os.environ.get("APPLIANCE_TEST_PG_URL")
-    if given:
-        yield given
-        return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
-    user = None
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        try:
-            user = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
-    root = tempfile.mkdtemp(prefix="fleet-pg-")
-    if user is not None:
-        os.chown(root, user.pw_uid, user.pw_gid)
-    port = _free_port()
-    run: dict[str, Any] = {"check": True, "capture_output": True, "timeout": 120}
-    if user is not None:
-        run["user"] = user.pw_uid
-        run["group"] = user.pw_gid
-    data = f"{root}/data"
-    subprocess.run([initdb, "-D", data, "-A", "trust", "-U", "fleet"], **run)
-    options = f"-p {port} -k {root} -c listen_addresses="
-    subprocess.run([pg_ctl, "-D", data, "-o", options, "-l", f"{root}/log", "-w", "start"], **run)
-    try:
-        yield f"postgresql://fleet@/postgres?host={root}&port={port}"
-    finally:
-        subprocess.run([pg_ctl, "-D", data, "-m", "immediate", "stop"], **{**run, "check": False})
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def client(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
     monkeypatch.setattr(store, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
     app = create_app(pg_url, heartbeat_schema=None, clock=lambda: T0 + 10_000)
     app.config["TESTING"] = True
     with store.fleet_db.connection_context():
-        for model in reversed(store.MODELS):
-            model.delete().execute()
         store.set_password(PASSWORD)
     yield app.test_client()
 

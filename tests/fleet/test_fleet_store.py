@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,8 @@ from .test_fleet_validate import T0, event, heartbeat
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+def db(fleet_url: str) -> str:
+    url = fleet_url
     store.open_db(url)
     return url
 
