@@ -9,6 +9,7 @@
         holding: [[0, 99], [200, 200]]
         coil: [[0, 15]]            # a table not listed here: no address of it
       on_refusal: exception        # or reset
+      mode: enforce                # or test, or learn (see below)
 
 Addresses are 0-based, as on the wire (the PDU's starting address): holding register
 "40001" in a 1-based tool's notation is `holding` address 0 here. A range is inclusive
@@ -22,6 +23,21 @@ default: the client sees a clear "illegal function" or "illegal data address" an
 connection, with the reads it still needs, stays up; a reset makes most clients
 reconnect and retry, which floods the PLC with new connections) or the connection is
 reset (`reset`).
+
+`mode` says what the restriction does (`appliance.modbusproxy` carries it out):
+
+- `enforce` (the default): a refused request never reaches the PLC;
+- `test`: every request is checked as in `enforce` and counted, what would have been
+  refused is counted and reported (`modbus.would_refuse` events), but everything passes;
+- `learn`: everything passes and the proxy records what crosses (function codes, unit
+  ids, address ranges per table, per client); `appliance conduits learned NAME` prints it
+  as the `modbus:` mapping to paste. A learning conduit has no restriction to give:
+  `modbus: learn` (or `{mode: learn}`; `on_refusal` may stay for the mode that follows).
+
+Learn, then test the learned mapping for a while, then enforce it: the same order as
+the commercial enforcers', so that tightening a conduit never cuts a read production
+needs without warning. In every mode the stream itself must be Modbus TCP (framing,
+responses only to requests): a stream that is not is reset.
 """
 
 from __future__ import annotations
@@ -142,17 +158,25 @@ class ModbusRestriction(Strict):
         description="answer a refused request with a Modbus exception (01 illegal function, "
         "02 illegal data address) and keep the connection, or reset the connection",
     )
+    mode: Literal["enforce", "test", "learn"] = Field(
+        "enforce",
+        description="enforce (refused requests never reach the PLC), test (would-be "
+        "refusals are counted and reported, everything passes) or learn (everything "
+        "passes, what crosses is recorded for `appliance conduits learned`)",
+    )
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> Any:
         """The schema says what the validator takes: a preset's name, or the mapping."""
-        return {"anyOf": [{"type": "string", "enum": list(PRESETS)}, handler(core)]}
+        return {"anyOf": [{"type": "string", "enum": [*PRESETS, "learn"]}, handler(core)]}
 
     @model_validator(mode="before")
     @classmethod
     def _preset_text(cls, v: Any) -> Any:
         if isinstance(v, str):
             text = v.strip().lower()
+            if text == "learn":
+                return {"mode": "learn"}
             if text not in PRESETS:
                 raise ValueError(
                     f"{v!r} is not a Modbus restriction: use read-only, read-write or a "
@@ -168,6 +192,17 @@ class ModbusRestriction(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModbusRestriction:
+        if self.mode == "learn":
+            given = [
+                k for k in ("preset", "function_codes", "unit_ids", "ranges")
+                if getattr(self, k) is not None
+            ]  # fmt: skip
+            if given:
+                raise ValueError(
+                    f"mode learn passes everything: leave out {', '.join(given)} (learn "
+                    "first, then paste what `appliance conduits learned` prints, in mode test)"
+                )
+            return self
         if self.preset is None and self.function_codes is None:
             raise ValueError("give `function_codes` (a list) or `preset` (read-only or read-write)")
         if self.preset is not None and self.function_codes is not None:
@@ -176,23 +211,36 @@ class ModbusRestriction(Strict):
 
     @model_serializer(mode="wrap")
     def _as_text(self, handler: Any) -> Any:
-        """A bare preset is written back as the text it was given as (`read-only`)."""
+        """A bare preset is written back as the text it was given as (`read-only`), a bare
+        learning restriction as `learn`; `mode: enforce` (the default) is left out, so
+        documents from before modes keep their canonical form and hash."""
         out = handler(self)
-        bare = (
-            self.preset is not None
-            and self.unit_ids is None
-            and self.ranges is None
-            and self.on_refusal == "exception"
-        )
-        return self.preset if bare else out
+        if self.on_refusal == "exception" and self.unit_ids is None and self.ranges is None:
+            if self.mode == "learn":
+                return "learn"
+            if self.preset is not None and self.mode == "enforce":
+                return self.preset
+        if isinstance(out, dict) and out.get("mode") == "enforce":
+            del out["mode"]
+        return out
 
     def allowed_function_codes(self) -> frozenset[int]:
+        """The function codes that pass (in mode learn: every public one)."""
+        if self.mode == "learn":
+            return frozenset(FUNCTION_CODES)
         if self.function_codes is not None:
             return frozenset(self.function_codes)
         return frozenset(PRESETS[self.preset or "read-only"])
 
     def describe(self) -> str:
-        """One line for the UI and events: `read-only` or `function codes 3, 16; units 1`."""
+        """One line for the UI and events: `read-only` or `function codes 3, 16; units 1`,
+        with `(test)` after it in mode test; `learning` in mode learn."""
+        if self.mode == "learn":
+            return "learning"
+        text = self._restriction()
+        return text if self.mode == "enforce" else f"{text} ({self.mode})"
+
+    def _restriction(self) -> str:
         if self.preset is not None and self.unit_ids is None and self.ranges is None:
             return self.preset
         parts = [

@@ -34,6 +34,17 @@ with a Modbus exception (`Verdict.reply`) and never reaches the PLC:
   02 illegal data address   an address outside the allowed ranges, or past 65535
   03 illegal data value     a malformed request (a PLC would answer the same)
   0A gateway path unavailable   the unit id is not allowed (nothing is routed to it)
+
+In the restriction's modes `test` and `learn` (`Policy.mode`) nothing is refused: in
+`test` each request is checked as above and a refusal that would have been is counted
+(`Counts.would`) and handed to the caller (`Session.would`), but the request passes; in
+`learn` nothing is checked and each request is handed to the caller (`Session.seen`:
+unit, function, the addresses it touches) to be recorded (`learn.Learning`). In every
+mode the stream must still be Modbus TCP (framing, responses only to requests).
+
+For the asset inventory the session also keeps which unit id and function code pairs
+reached the PLC (`Session.used`, one set insertion per request) and the PLC's answers to
+device identification requests (`Session.idents`, function 43/14 responses).
 """
 
 from __future__ import annotations
@@ -239,6 +250,7 @@ class Policy:
     unit_ids: frozenset[int] | None = None  # None: any
     ranges: dict[str, tuple[tuple[int, int], ...]] | None = None  # None: any address
     reset: bool = False  # on_refusal: reset
+    mode: str = "enforce"  # or test, learn (module docstring)
     # the allowed reads for Session's fast path: function code -> (quantity limit, the
     # table's ranges or None for any address); derived from the fields above
     reads: dict[int, tuple[int, tuple[tuple[int, int], ...] | None]] = field(
@@ -266,6 +278,7 @@ class Policy:
             None if m.unit_ids is None else frozenset(m.unit_ids),
             ranges,
             m.on_refusal == "reset",
+            m.mode,
         )
 
     def covered(self, span: Span) -> bool:
@@ -300,19 +313,82 @@ class Policy:
 
 
 class Counts:
-    """Requests allowed and refused, by function code: plain ints, one per code."""
+    """Requests allowed and refused, by function code: plain ints, one per code; in mode
+    test, `would` the requests that passed but would have been refused."""
 
-    __slots__ = ("allowed", "refused")
+    __slots__ = ("allowed", "refused", "would")
 
     def __init__(self) -> None:
         self.allowed = [0] * 256
         self.refused = [0] * 256
+        self.would = [0] * 256
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         return {
             "allowed": {str(fc): n for fc, n in enumerate(self.allowed) if n},
             "refused": {str(fc): n for fc, n in enumerate(self.refused) if n},
+            "would_refuse": {str(fc): n for fc, n in enumerate(self.would) if n},
         }
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request a learning conduit passed: `spans` the addresses it touched; `usable`
+    False when no restriction could allow it (malformed, not a public function code,
+    function 43 with another MEI type than 14)."""
+
+    unit: int
+    function: int
+    spans: tuple[Span, ...]
+    usable: bool = True
+
+
+def seen(adu: Adu) -> Seen:
+    """What a learning conduit records of a request."""
+    fc = adu.function
+    if fc not in FUNCTION_CODES or (fc == 43 and adu.pdu[1:2] != bytes([MEI_DEVICE_ID])):
+        return Seen(adu.unit, fc, (), False)
+    try:
+        return Seen(adu.unit, fc, request_spans(adu.pdu))
+    except Malformed:
+        return Seen(adu.unit, fc, (), False)
+
+
+# Device identification objects (Modbus application protocol V1.1b3, 6.21): the basic
+# ones and the regular ones a unit reports.
+DEVICE_OBJECTS = {
+    0: "vendor",
+    1: "product_code",
+    2: "revision",
+    3: "vendor_url",
+    4: "product_name",
+    5: "model_name",
+    6: "application_name",
+}
+
+
+def device_identification(pdu: bytes) -> dict[str, str] | None:
+    """The objects of a read device identification response PDU (43/14), by name; None
+    when the PDU is not one (or is cut short). Text is decoded as Latin-1 (the standard
+    says ASCII; some vendors put other bytes in) with control characters dropped."""
+    if len(pdu) < 7 or pdu[0] != 43 or pdu[1] != MEI_DEVICE_ID:
+        return None
+    count = pdu[6]
+    off = 7
+    out: dict[str, str] = {}
+    for _ in range(count):
+        if off + 2 > len(pdu):
+            return None
+        oid, n = pdu[off], pdu[off + 1]
+        value = pdu[off + 2 : off + 2 + n]
+        if len(value) != n:
+            return None
+        off += 2 + n
+        name = DEVICE_OBJECTS.get(oid)
+        if name is not None:
+            text = value.decode("latin-1")
+            out[name] = "".join(ch for ch in text if ch.isprintable()).strip()[:128]
+    return out
 
 
 class Session:
@@ -321,7 +397,10 @@ class Session:
     `from_client` and `from_server` take the bytes read and return the bytes to pass on.
     What else came of it waits on the session for the caller to take: `reply` (exception
     responses for the client), `refused` (the verdicts of refused requests) and `reset`
-    (why the connection must be reset; once set, nothing more is passed)."""
+    (why the connection must be reset; once set, nothing more is passed); in mode test
+    `would` (the verdicts of requests that would have been refused), in mode learn `seen`
+    (what passed); in every mode `used` (unit id << 8 | function code of what reached the
+    PLC) and `idents` (unit id and PDU of the PLC's device identification answers)."""
 
     __slots__ = (
         "_count",
@@ -330,10 +409,14 @@ class Session:
         "_resp",
         "_waiting",
         "counts",
+        "idents",
         "policy",
         "refused",
         "reply",
         "reset",
+        "seen",
+        "used",
+        "would",
     )  # fmt: skip
 
     def __init__(self, policy: Policy, counts: Counts | None = None) -> None:
@@ -341,6 +424,10 @@ class Session:
         self.counts = counts if counts is not None else Counts()
         self.reply = b""
         self.refused: list[Verdict] = []
+        self.would: list[Verdict] = []
+        self.seen: list[Seen] = []
+        self.used: set[int] = set()
+        self.idents: list[tuple[int, bytes]] = []
         self.reset: str | None = None
         self._req = b""  # the start of a request not complete yet
         self._resp = b""
@@ -366,6 +453,8 @@ class Session:
             return b""
         if self._req:
             data, self._req = self._req + data, b""
+        if self.policy.mode != "enforce":
+            return self._observe(data)
         n = len(data)
         off = start = 0  # the current ADU; the start of the run of allowed ones before it
         runs: list[bytes] | None = None  # when refusals cut the chunk: the runs that pass
@@ -416,6 +505,7 @@ class Session:
                 waiting[tid] = key
             self._count += 1
             allowed[fc] += 1
+            self.used.add(key)
             off = end
         if self.reset is None and off < n:
             self._req = data[off:]  # a header checked above: less than MAX_ADU bytes
@@ -424,6 +514,49 @@ class Session:
                 runs.append(data[start:off])
             return b"".join(runs)
         return data if start == 0 and off == n else data[start:off]
+
+    def _observe(self, data: bytes) -> bytes:
+        """`from_client` in mode test or learn: every request passes (framing still holds);
+        in test each is checked and a would-be refusal noted, in learn each is recorded."""
+        n = len(data)
+        off = 0
+        policy = self.policy
+        test = policy.mode == "test"
+        waiting = self._waiting
+        while n - off >= HEADER:
+            tid, proto, length, unit = _MBAP.unpack_from(data, off)
+            if proto or length < 2 or length > MAX_ADU - HEADER + 1:
+                self.reset = f"request stream: {_framing(proto, length)}"
+                break
+            end = off + HEADER - 1 + length
+            if end > n:
+                break
+            if self._count >= MAX_OUTSTANDING:
+                self.reset = f"more than {MAX_OUTSTANDING} requests not answered"
+                break
+            adu = Adu(tid, unit, data[off + HEADER : end])
+            fc = adu.function
+            if test:
+                verdict = policy.check(adu)
+                if not verdict.allowed:
+                    self.counts.would[fc] += 1
+                    self.would.append(verdict)
+            else:
+                self.seen.append(seen(adu))
+            key = unit << 8 | fc
+            if tid in waiting:
+                self._more.setdefault(tid, deque()).append(key)
+            else:
+                waiting[tid] = key
+            self._count += 1
+            self.counts.allowed[fc] += 1
+            self.used.add(key)
+            off = end
+        if self.reset is not None:
+            return data[:off]  # what came before the stream broke
+        if off < n:
+            self._req = data[off:]
+        return data if off == n else data[:off]
 
     def from_server(self, data: bytes) -> bytes:
         """The responses of `data` (and of what came before it) to the client's requests."""
@@ -448,12 +581,16 @@ class Session:
             if key is None:
                 self.reset = f"a response (transaction {tid}) to no request"
                 break
-            if key != unit << 8 | fc & 0x7F:  # its request's unit and function (or exception)
+            if key != unit << 8 | fc & 0x7F and key != unit << 8 | fc:
+                # not its request's unit and function (or exception), nor, for a request
+                # with a function code >= 0x80 a learning conduit passed, the same
                 self.reset = (
                     f"transaction {tid}: response unit {unit} function {fc} to a request to "
                     f"unit {key >> 8} function {key & 0xFF}"
                 )
                 break
+            if fc == 43:  # device identification (its MEI type checked by the caller)
+                self.idents.append((unit, data[off + HEADER : end]))
             later = more.get(tid) if more else None
             if later:
                 waiting[tid] = later.popleft()

@@ -17,6 +17,20 @@ attempts as denied, and health shows this role not running (its live document st
 A conduit that is removed, disabled, expires or loses its restriction has its proxied
 connections reset; one whose restriction changes checks the next request by the new one.
 
+Modes (the restriction's `mode`, `inspect`'s docstring): in `test` what would have been
+refused passes and is counted (`would_refuse`) and reported as `modbus.would_refuse`
+events, aggregated like refusals; in `learn` everything passes and each request is
+recorded (`learn.Learning`), saved to the history DB every SAVE_EVERY_S and when the role
+stops (`store.StoreRecords`), and loaded again when it starts, so a restart keeps what was
+learned; `appliance conduits learned NAME` prints it as the restriction to paste.
+
+The asset inventory (`assets.Inventory`, saved alongside): every PLC that requests reached,
+its unit ids and function codes, the conduits and clients, first and last seen, and the
+device identification the PLC answered (43/14) when a client asked. A device seen for the
+first time is a `modbus.device_new` event; a known device that identifies as another
+(vendor, product code or revision changed: replaced, or its firmware was) is a
+`modbus.device_changed` warning.
+
 Counters per conduit, requests allowed and refused by function code, are in the live
 document. Refusals are events (`modbus.refused`), aggregated by (conduit, source, PLC,
 unit, function, addresses): the first at once, then at most one per REPORT_EVERY_S with
@@ -52,7 +66,17 @@ from typing import Any, Protocol
 from appliance.config.check import carries_modbus
 from appliance.config.modbus import FUNCTION_CODES
 from appliance.config.model import Conduit, Config
-from appliance.modbusproxy.inspect import EXCEPTIONS, Counts, Policy, Session, Verdict
+from appliance.modbusproxy.assets import Asset, Inventory, describe
+from appliance.modbusproxy.inspect import (
+    EXCEPTIONS,
+    Counts,
+    Policy,
+    Seen,
+    Session,
+    Verdict,
+    device_identification,
+)
+from appliance.modbusproxy.learn import Key, Learning, Observed
 from appliance.net.render import MODBUS_PORT, MODBUS_PROXY_ADDRESS, MODBUS_PROXY_PORT
 from appliance.paths import Paths
 from appliance.rolekit import AsyncLoop
@@ -71,6 +95,7 @@ FORGET_AFTER_S = 3600.0  # an aggregate not seen for this long is dropped
 MAX_AGGREGATES = 1000
 SHOWN_REFUSALS = 20  # the most recent aggregates in the live document
 MAX_CONNECTIONS = 512  # proxied at once; more are reset (a PLC takes a handful)
+SAVE_EVERY_S = 10.0  # what was learned and the inventory are written this often
 
 Address = tuple[str, int]
 
@@ -146,9 +171,20 @@ class EventLog(Protocol):
     ) -> Any: ...
 
 
+class Records(Protocol):
+    """Where the role keeps what it learned and the inventory (`store.StoreRecords`);
+    called from a worker thread."""
+
+    def load_learned(self) -> list[Observed]: ...
+    def save_learned(self, changed: list[Observed], gone: list[Key]) -> None: ...
+    def load_assets(self) -> list[Asset]: ...
+    def save_assets(self, changed: list[Asset]) -> None: ...
+
+
 @dataclass
 class Refusal:
-    """Refusals of one kind (conduit, source, PLC, unit, function, addresses) aggregated."""
+    """Refusals of one kind (conduit, source, PLC, unit, function, addresses) aggregated;
+    `would` those a conduit in mode test passed."""
 
     conduit: str
     source: str
@@ -163,9 +199,11 @@ class Refusal:
     count: int = 0
     reported: int = 0  # count at the last event
     reported_at: float = float("-inf")
+    would: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "would": self.would,
             "conduit": self.conduit,
             "source": self.source,
             "plc": self.plc,
@@ -251,6 +289,12 @@ class _Conn(asyncio.Protocol):
         if s.refused:
             self.role._refused(self, s.refused)
             s.refused.clear()
+        if s.would:
+            self.role._refused(self, s.would, would=True)
+            s.would.clear()
+        if s.seen:
+            self.role._seen(self, s.seen)
+            s.seen.clear()
         if s.reset is not None:
             self.role._end(self, s.reset, reset=True)
 
@@ -300,6 +344,9 @@ class _Conn(asyncio.Protocol):
         forward = s.from_server(data)
         if forward:
             client.write(forward)
+        if s.idents:
+            self.role._identified(self, s.idents)
+            s.idents.clear()
         if s.reset is not None:
             log.warning("%s: %s:%s: %s; reset", self.conduit, *self.plc, s.reset)
             self.role._end(self, s.reset, reset=True)
@@ -336,9 +383,18 @@ class ModbusProxyRole:
     name = ROLE
 
     def __init__(
-        self, events: EventLog, *, sockets: Sockets | None = None, clock: Any = time.time
+        self,
+        events: EventLog,
+        *,
+        sockets: Sockets | None = None,
+        clock: Any = time.time,
+        records: Records | None = None,
     ) -> None:
         self.events = events
+        self.records = records
+        self.learning = Learning()
+        self.inventory = Inventory()
+        self.saved_at = float("-inf")
         self.sockets: Sockets = sockets or TransparentSockets()
         self.clock = clock
         self.dirty = False
@@ -355,6 +411,16 @@ class ModbusProxyRole:
     # -- the contract -------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.records is not None:
+            records = self.records
+            try:
+                learned = await asyncio.to_thread(records.load_learned)
+                assets = await asyncio.to_thread(records.load_assets)
+            except Exception as e:  # a locked or broken history DB: learn afresh, say so
+                log.error("cannot read what was learned and the inventory: %s", e)
+            else:
+                self.learning.load(learned)
+                self.inventory.load(assets)
         await self._listen()
 
     async def apply(self, change: Change) -> None:
@@ -370,8 +436,12 @@ class ModbusProxyRole:
         if self.server is None and now - self.tried_at >= RETRY_EVERY_S:
             await self._listen()
         self._recheck(now)
+        for conn in list(self.conns):
+            self._collect(conn, now)
         self._report(now)
         await self._flush_events()
+        if now - self.saved_at >= SAVE_EVERY_S:
+            await self._save(now)
 
     async def close(self) -> None:
         server, self.server = self.server, None
@@ -385,6 +455,7 @@ class ModbusProxyRole:
         await asyncio.sleep(0)  # the transports' aborts take effect
         self._report(self.clock(), final=True)
         await self._flush_events()
+        await self._save(self.clock())
 
     # -- listening ------------------------------------------------------------------------
 
@@ -503,6 +574,8 @@ class ModbusProxyRole:
             return
         conn.ended = True
         conn.reset_why = why
+        if conn in self.conns:
+            self._collect(conn, self.clock())
         self.conns.discard(conn)
         self.dirty = True
         if conn.connecting is not None:
@@ -512,15 +585,15 @@ class ModbusProxyRole:
 
     # -- refusals ---------------------------------------------------------------------------
 
-    def _refused(self, conn: _Conn, verdicts: list[Verdict]) -> None:
+    def _refused(self, conn: _Conn, verdicts: list[Verdict], would: bool = False) -> None:
         now = self.clock()
         for v in verdicts:
-            self._refusal(conn, v, now)
+            self._refusal(conn, v, now, would)
 
-    def _refusal(self, conn: _Conn, v: Verdict, now: float) -> None:
+    def _refusal(self, conn: _Conn, v: Verdict, now: float, would: bool) -> None:
         assert conn.session is not None
         addresses = ", ".join(str(s) for s in v.spans)
-        key = (conn.conduit, conn.client[0], conn.plc[0], v.adu.unit, v.function, addresses)
+        key = (would, conn.conduit, conn.client[0], conn.plc[0], v.adu.unit, v.function, addresses)
         r = self.refusals.get(key)
         if r is None:
             if len(self.refusals) >= MAX_AGGREGATES:
@@ -529,6 +602,7 @@ class ModbusProxyRole:
             r = self.refusals[key] = Refusal(
                 conn.conduit, conn.client[0], conn.plc[0], v.adu.unit, v.function,
                 addresses, v.reason, 0 if conn.session.policy.reset else v.code or 0, now, now,
+                would=would,
             )  # fmt: skip
         r.count += 1
         r.last_seen = now
@@ -549,12 +623,80 @@ class ModbusProxyRole:
         where = f" {r.addresses}" if r.addresses else ""
         times = "" if r.reported == 0 and new == 1 else f" ({new} times since the last report)"
         answer = EXCEPTIONS.get(r.code, "connection reset")
+        what = "would refuse (mode test: passed)" if r.would else "refused"
         message = (
-            f"conduit {r.conduit}: refused {r.source} → {r.plc} unit {r.unit} function "
+            f"conduit {r.conduit}: {what} {r.source} → {r.plc} unit {r.unit} function "
             f"{r.function} ({fname}){where} ({answer}){times}"
         )
-        self._queue_event("modbus.refused", message, "warning", r.as_dict(), now)
+        if r.would:
+            self._queue_event("modbus.would_refuse", message, "info", r.as_dict(), now)
+        else:
+            self._queue_event("modbus.refused", message, "warning", r.as_dict(), now)
         r.reported, r.reported_at = r.count, now
+
+    # -- learning and the inventory ---------------------------------------------------------
+
+    def _seen(self, conn: _Conn, seen: list[Seen]) -> None:
+        now = self.clock()
+        for x in seen:
+            self.learning.add(conn.conduit, conn.client[0], conn.plc[0], x, now)
+        self.dirty = True
+
+    def _collect(self, conn: _Conn, now: float) -> None:
+        """What reached the connection's PLC since the last time, into the inventory."""
+        s = conn.session
+        if s is None or not s.used:
+            return
+        used = set(s.used)
+        s.used.clear()
+        if self.inventory.saw(conn.plc[0], conn.conduit, conn.client[0], used, now):
+            units = ", ".join(str(u) for u in sorted({k >> 8 for k in used}))
+            self._queue_event(
+                "modbus.device_new",
+                f"new Modbus device {conn.plc[0]} (unit {units}) seen through conduit "
+                f"{conn.conduit} from {conn.client[0]}",
+                "info",
+                {"address": conn.plc[0], "conduit": conn.conduit, "client": conn.client[0]},
+                now,
+            )
+        self.dirty = True
+
+    def _identified(self, conn: _Conn, idents: list[tuple[int, bytes]]) -> None:
+        now = self.clock()
+        self._collect(conn, now)  # a device new to the inventory is reported as such first
+        for unit, pdu in idents:
+            objects = device_identification(pdu)
+            if not objects:
+                continue
+            before = self.inventory.identified(conn.plc[0], unit, objects, now)
+            if before is not None:
+                now_is = self.inventory.items[conn.plc[0]].identity[unit]
+                self._queue_event(
+                    "modbus.device_changed",
+                    f"Modbus device {conn.plc[0]} unit {unit} identifies as "
+                    f"{describe(now_is)}, was {describe(before)}",
+                    "warning",
+                    {"address": conn.plc[0], "unit": unit, "before": before, "now": objects},
+                    now,
+                )
+        self.dirty = True
+
+    async def _save(self, now: float) -> None:
+        self.saved_at = now
+        if self.records is None:
+            return
+        changed, gone = self.learning.take_dirty()
+        assets = self.inventory.take_dirty()
+        try:
+            if changed or gone:
+                await asyncio.to_thread(self.records.save_learned, changed, gone)
+            if assets:
+                await asyncio.to_thread(self.records.save_assets, assets)
+        except Exception as e:  # a locked history DB: kept, tried again at the next save
+            log.warning("cannot save what was learned and the inventory: %s", e)
+            self.learning.dirty.update(o.key for o in changed)
+            self.learning.forgotten.extend(gone)
+            self.inventory.dirty.update(a.address for a in assets)
 
     def _queue_event(
         self, kind: str, message: str, severity: str, data: dict[str, Any], at: float
@@ -581,10 +723,13 @@ class ModbusProxyRole:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         conduits: dict[str, Any] = {}
+        learned = self.learning.counts()
         for c in self.restricted(now):
             assert c.modbus is not None
             conduits[c.name] = {
                 "restriction": c.modbus.describe(),
+                "mode": c.modbus.mode,
+                "learned": learned.get(c.name, 0),
                 "on_refusal": c.modbus.on_refusal,
                 "connections": sum(1 for x in self.conns if x.conduit == c.name),
                 **self.counters.get(c.name, Counts()).as_dict(),
@@ -598,13 +743,16 @@ class ModbusProxyRole:
             "connections": len(self.conns),
             "conduits": conduits,
             "refusals": [r.as_dict() for r in recent[:SHOWN_REFUSALS]],
+            "devices": len(self.inventory.items),
         }
 
 
 def main(paths: Paths, stop: threading.Event) -> None:
     """The modbusproxy role (see the module docstring); returns soon after `stop` is set."""
-    store, own = open_store(paths.data_dir)
-    role = ModbusProxyRole(store)
+    from appliance.modbusproxy.store import MODELS, StoreRecords  # peewee: at the edge
+
+    store, own = open_store(paths.data_dir, MODELS)
+    role = ModbusProxyRole(store, records=StoreRecords(store))
     try:
         asyncio.run(AsyncLoop(role, store, LiveState(paths.run_dir)).run(stop))
     finally:

@@ -90,7 +90,11 @@ def test_several_adus_in_one_chunk_pass_as_they_came() -> None:
     chunk = read(1, 3, 0, 2) + read(2, 4, 5, 1) + read(3, 1, 0, 8)
     assert s.from_client(chunk) is chunk  # nothing copied
     assert (s.outstanding, s.pending) == (3, 0)
-    assert s.counts.as_dict() == {"allowed": {"1": 1, "3": 1, "4": 1}, "refused": {}}
+    assert s.counts.as_dict() == {
+        "allowed": {"1": 1, "3": 1, "4": 1},
+        "refused": {},
+        "would_refuse": {},
+    }
 
 
 def test_one_adu_split_over_chunks() -> None:
@@ -180,7 +184,7 @@ def test_the_exception_answer() -> None:
     assert s.from_client(write_register(0x1234, 0, 7, unit=5)) == b""
     assert s.reply == bytes.fromhex("1234 0000 0003 05 86 01")
     assert s.reset is None
-    assert s.counts.as_dict() == {"allowed": {}, "refused": {"6": 1}}
+    assert s.counts.as_dict() == {"allowed": {}, "refused": {"6": 1}, "would_refuse": {}}
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import socket
 import struct
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from testkit import Clock
 
 from appliance.config.load import validate_data
+from appliance.modbusproxy import learn
 from appliance.modbusproxy import role as proxy
 from appliance.modbusproxy.role import ModbusProxyRole
 from appliance.roles import Change
@@ -30,6 +32,7 @@ class FakePlc:
         self.received = b""
         self.server: asyncio.Server | None = None
         self.unasked = False
+        self.ident = bytes([43, 14, 1, 1, 0, 0, 3, 0, 4]) + b"Acme" + b"\x01\x02P9\x02\x031.0"
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -47,6 +50,9 @@ class FakePlc:
                 fc = data[7]
                 data = data[6 + length :]
                 tid += 1000 if self.unasked else 0
+                if fc == 43:
+                    w.write(struct.pack(">HHHB", tid, 0, len(self.ident) + 1, unit) + self.ident)
+                    continue
                 w.write(struct.pack(">HHHBBBH", tid, 0, 5, unit, fc, 2, 42))
             await w.drain()
 
@@ -118,16 +124,45 @@ def rq(tid: int, fc: int, *values: int, fmt: str = "HH", unit: int = 1) -> bytes
     return struct.pack(">HHHB", tid, 0, len(body) + 1, unit) + body
 
 
+class Records:
+    """The role's records in memory (`store.StoreRecords` in the history DB)."""
+
+    def __init__(self) -> None:
+        self.learned: dict[Any, Any] = {}
+        self.assets: dict[str, Any] = {}
+        self.saves = 0
+
+    def load_learned(self) -> list[Any]:
+        return [copy.deepcopy(o) for o in self.learned.values()]
+
+    def save_learned(self, changed: list[Any], gone: list[Any]) -> None:
+        self.saves += 1
+        for key in gone:
+            self.learned.pop(key, None)
+        for o in changed:
+            self.learned[o.key] = copy.deepcopy(o)
+
+    def load_assets(self) -> list[Any]:
+        return [copy.deepcopy(a) for a in self.assets.values()]
+
+    def save_assets(self, changed: list[Any]) -> None:
+        for a in changed:
+            self.assets[a.address] = copy.deepcopy(a)
+
+
 class Rig:
     def __init__(self, tmp_path: Path) -> None:
         self.plc = FakePlc()
         self.events = Events()
         self.clock = Clock(1767225600.0)  # 2026-01-01, the factory's NOW
+        self.records = Records()
 
     async def start(self, cfg: Any) -> ModbusProxyRole:
         port = await self.plc.start()
         self.sockets = LoopbackSockets(port)
-        self.role = ModbusProxyRole(self.events, sockets=self.sockets, clock=self.clock)
+        self.role = ModbusProxyRole(
+            self.events, sockets=self.sockets, clock=self.clock, records=self.records
+        )
         await self.role.start()
         await self.role.apply(Change(1, cfg))
         return self.role
@@ -454,5 +489,121 @@ def test_closing_the_role_resets_its_connections(rig: Rig) -> None:
             await answer(r)
         assert not rig.role.conns
         rig.plc.close()
+
+    asyncio.run(run())
+
+
+def test_test_mode_passes_a_write_it_would_refuse_and_reports_it(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config({"preset": "read-only", "mode": "test"}))
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1) + rq(2, 6, 40, 999))
+        got = await answer(r, 2)
+        assert sorted(a[7] for a in got) == [3, 6]  # the write was answered by the PLC
+        assert rig.plc.received == rq(1, 3, 0, 1) + rq(2, 6, 40, 999)
+        await rig.role.step(rig.clock())
+        kinds = sorted(row[0] for row in rig.events.rows)
+        assert kinds == ["modbus.device_new", "modbus.would_refuse"]
+        [(_kind, message, data)] = [x for x in rig.events.rows if x[0] == "modbus.would_refuse"]
+        assert message == (
+            "conduit scada: would refuse (mode test: passed) 127.0.0.1 → 192.168.50.10 unit 1 "
+            "function 6 (write single register) holding 40 (illegal function)"
+        )
+        assert data["would"] is True and data["count"] == 1
+        doc = rig.role.snapshot(rig.clock())["conduits"]["scada"]
+        assert doc["mode"] == "test" and doc["restriction"] == "read-only (test)"
+        assert doc["allowed"] == {"3": 1, "6": 1}
+        assert doc["refused"] == {} and doc["would_refuse"] == {"6": 1}
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_learn_mode_records_what_crosses_and_a_restart_keeps_it(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config("learn"))
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 10) + rq(2, 3, 10, 5) + rq(3, 4, 100, 2, unit=2))
+        await answer(r, 3)
+        w.write(rq(4, 6, 40, 7))
+        await answer(r)
+        assert rig.events.rows == []  # nothing refused, nothing would be
+        snap = rig.role.snapshot(rig.clock())["conduits"]["scada"]
+        assert (snap["mode"], snap["learned"]) == ("learn", 4)
+        w.close()
+        await rig.stop()  # saves what was learned
+        assert rig.records.saves == 1
+
+        again = ModbusProxyRole(
+            rig.events, sockets=rig.sockets, clock=rig.clock, records=rig.records
+        )
+        await again.start()
+        proposal = learn.propose("scada", again.learning.of("scada"))
+        assert proposal is not None
+        assert proposal.mapping == {
+            "function_codes": [3, 4, 6],
+            "unit_ids": [1, 2],
+            "ranges": {"input": [[100, 101]], "holding": [[0, 14], [40, 40]]},
+            "mode": "test",
+        }
+        await again.close()
+
+    asyncio.run(run())
+
+
+def test_the_inventory_has_the_device_and_its_identification(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config())
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1) + rq(2, 43, 0x0E01, 0, fmt="HB"))
+        await answer(r, 2)
+        await rig.role.step(rig.clock())
+        [(kind, message, _data)] = rig.events.rows
+        assert kind == "modbus.device_new"
+        assert message == (
+            "new Modbus device 192.168.50.10 (unit 1) seen through conduit scada from 127.0.0.1"
+        )
+        asset = rig.role.inventory.items["192.168.50.10"]
+        assert asset.units == {1} and asset.functions == {3, 43}
+        assert asset.identity[1]["vendor"] == "Acme"
+        assert asset.identity[1]["revision"] == "1.0"
+        rig.plc.ident = rig.plc.ident[:-3] + b"2.0"  # new firmware
+        w.write(rq(3, 43, 0x0E01, 0, fmt="HB"))
+        await answer(r)
+        await rig.role.step(rig.clock())
+        kind, message, _data = rig.events.rows[-1]
+        assert kind == "modbus.device_changed"
+        assert message == (
+            "Modbus device 192.168.50.10 unit 1 identifies as Acme P9 2.0, was Acme P9 1.0"
+        )
+        w.close()
+        await rig.stop()
+        assert rig.records.assets["192.168.50.10"].identity[1]["revision"] == "2.0"
+
+    asyncio.run(run())
+
+
+def test_a_listing_of_what_crosses_when_the_proxy_cannot_save(rig: Rig) -> None:
+    """A history DB that cannot be written keeps what was learned for the next save."""
+
+    async def run() -> None:
+        await rig.start(config("learn"))
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        await answer(r)
+
+        def broken(changed: list[Any], gone: list[Any]) -> None:
+            raise OSError("database is locked")
+
+        saved = rig.records.save_learned
+        rig.records.save_learned = broken  # type: ignore[method-assign]
+        rig.clock.t += proxy.SAVE_EVERY_S
+        await rig.role.step(rig.clock())
+        assert rig.records.learned == {}
+        rig.records.save_learned = saved  # type: ignore[method-assign]
+        w.close()
+        await rig.stop()
+        assert len(rig.records.learned) == 1
 
     asyncio.run(run())
