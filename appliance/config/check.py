@@ -196,6 +196,7 @@ def check(config: Config, now: datetime | None = None) -> tuple[list[Finding], l
     _check_interfaces(config, errors)
     _check_vlans(config, errors, warnings)
     _check_dhcp(config, errors, warnings)
+    _check_bridge(config, errors)
     _check_flow_count(config, errors)
     _check_conduits(config, now, errors, warnings)
     _check_nat(config, errors, warnings)
@@ -396,6 +397,78 @@ def _check_dhcp(config: Config, errors: list[Finding], warnings: list[Finding]) 
                     "may change; OT devices that route through it lose it then",
                 )
             )
+
+
+def _check_bridge(config: Config, errors: list[Finding]) -> None:
+    """Bridge mode: the ports are NICs of role it and ot (all of them: the ruleset decides by
+    bridge port), at least one of each, carrying nothing of their own (no address, route,
+    lease or VLAN: the unit is invisible on them); what needs the routed mode is refused."""
+    bridge = config.bridge
+    if bridge is None:
+        return
+    index = {i.name: n for n, i in enumerate(config.interfaces)}
+    vlans = {v.name for i in config.interfaces for v in i.vlans}
+    if bridge.name in index or bridge.name in vlans:
+        errors.append(
+            Finding("bridge.name", f"{bridge.name} is already the name of an interface or VLAN")
+        )
+    for k, port in enumerate(bridge.ports or []):
+        where = f"bridge.ports[{k}]"
+        if port in vlans:
+            errors.append(Finding(where, f"{port} is a VLAN: only a NIC can be a bridge port"))
+        elif port not in index:
+            errors.append(Finding(where, f"no interface is named {port}"))
+        elif config.interfaces[index[port]].role == "mgmt":
+            errors.append(
+                Finding(where, f"{port} is the management interface: it stays off the bridge")
+            )
+    ports = config.bridge_ports()
+    names = {p.name for p in ports}
+    at = "bridge.ports" if bridge.ports is not None else "bridge"
+    for role in ("it", "ot"):
+        if not any(p.role == role for p in ports):
+            errors.append(Finding(at, f"a bridge needs a port with role {role}"))
+    for n, iface in enumerate(config.interfaces):
+        where = f"interfaces[{n}]"
+        if iface.role in ("it", "ot") and iface.name not in names:
+            errors.append(
+                Finding(
+                    where,
+                    f"{iface.name} ({iface.role}) is not a bridge port: in bridge mode every "
+                    "it and ot interface is one (add it to bridge.ports)",
+                )
+            )
+        if iface.name not in names:
+            continue
+        own = [
+            ("addresses", bool(iface.addresses), "addresses"),
+            ("gateway", iface.gateway is not None, "a gateway"),
+            ("routes", bool(iface.routes), "routes"),
+            ("dhcp", iface.dhcp, "DHCP"),
+            ("vlans", bool(iface.vlans), "VLANs"),
+            ("allow_in", bool(iface.allow_in), "services of the unit (allow_in)"),
+        ]
+        for key, present, what in own:
+            if present:
+                errors.append(
+                    Finding(
+                        f"{where}.{key}",
+                        f"{iface.name} is a bridge port: it carries no {what} "
+                        "(the unit is reached on its mgmt interface)",
+                    )
+                )
+    for n, c in enumerate(config.conduits):
+        if c.modbus is not None:
+            errors.append(
+                Finding(
+                    f"conduits[{n}].modbus",
+                    "a Modbus restriction needs the routed mode (the Modbus proxy is not in "
+                    "a bridge's path)",
+                )
+            )
+    nat = config.nat
+    if nat.one_to_one or nat.port_forwards or nat.masquerade:
+        errors.append(Finding("nat", "NAT needs the routed mode: a bridge does not translate"))
 
 
 def _check_vlans(config: Config, errors: list[Finding], warnings: list[Finding]) -> None:

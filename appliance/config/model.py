@@ -353,6 +353,47 @@ class Nat(Strict):
     )
 
 
+class PassL2(Strict):
+    """The L2 control traffic a bridge lets cross besides ARP (which always does)."""
+
+    lldp: Bool = Field(
+        False,
+        description="forward LLDP (01:80:c2:00:00:0e, ethertype 0x88cc) between the ports, so "
+        "switches and PROFINET tools see their neighbours through the unit",
+    )
+    stp: Bool = Field(
+        False,
+        description="forward spanning tree BPDUs (01:80:c2:00:00:00) between the ports, so a "
+        "loop around the unit is detected by the plant's switches; the unit itself takes "
+        "no part in spanning tree",
+    )
+
+
+class Bridge(Strict):
+    """Transparent mode: the IT and OT ports are one Ethernet bridge ("bump in the wire"), so
+    IT hosts and OT devices may share one IP subnet; the conduits still decide what IP
+    traffic crosses, with default deny. ARP and IPv6 neighbour discovery cross; LLDP and
+    spanning tree only when `pass_l2` says so; every other ethertype is dropped and counted.
+    The ports carry no addresses; management stays on the mgmt interface."""
+
+    name: IfName = Field("br0", description="the bridge link's name")
+    ports: list[IfName] | None = Field(
+        None,
+        description="the interfaces bridged, by name (default: every interface with role it "
+        "or ot); at least one IT and one OT port, VLANs and mgmt cannot be ports",
+    )
+    pass_l2: PassL2 = Field(default_factory=PassL2)
+    description: Text = ""
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            dup = next(p for p in v if v.count(p) > 1)
+            raise ValueError(f"{dup} is listed twice")
+        return v
+
+
 class Config(Strict):
     """One configuration document; a revision stores it whole."""
 
@@ -372,6 +413,29 @@ class Config(Strict):
     # left out while unset: documents from before them keep their canonical form and hash
     time: Time = Field(default_factory=Time, exclude_if=lambda v: v == Time())
     dns: Dns = Field(default_factory=Dns, exclude_if=lambda v: v == Dns())
+    bridge: Bridge | None = Field(
+        None,
+        # left out while unset: documents from before it keep their canonical form and hash
+        exclude_if=lambda v: v is None,
+        description="run as a transparent bridge between the IT and OT ports instead of a "
+        "router (no re-addressing of OT): {ports: [it0, ot0], pass_l2: {lldp: true}}",
+    )
+
+    @property
+    def mode(self) -> str:
+        """`bridge` (transparent) or `routed` (the unit routes between IT and OT subnets)."""
+        return "routed" if self.bridge is None else "bridge"
+
+    def bridge_ports(self) -> list[Interface]:
+        """The NICs in the bridge (none when routed): `bridge.ports` by name, else every
+        NIC with role it or ot, in document order (a mgmt NIC named there is not one: an
+        error of check())."""
+        if self.bridge is None:
+            return []
+        sides = {i.name: i for i in self.interfaces if i.role in ("it", "ot")}
+        if self.bridge.ports is None:
+            return list(sides.values())
+        return [sides[p] for p in self.bridge.ports if p in sides]
 
     def effective_allow_in(self, iface: Link) -> tuple[Service, ...]:
         """What the appliance answers on `iface`: its allow_in, else the role's defaults
