@@ -10,6 +10,7 @@
         coil: [[0, 15]]            # a table not listed here: no address of it
       on_refusal: exception        # or reset
       mode: enforce                # or test, or learn (see below)
+      identify: false              # true: ask each device once for its identification
 
 Addresses are 0-based, as on the wire (the PDU's starting address): holding register
 "40001" in a 1-based tool's notation is `holding` address 0 here. A range is inclusive
@@ -34,6 +35,12 @@ reset (`reset`).
   as the `modbus:` mapping to paste. A learning conduit has no restriction to give:
   `modbus: learn` (or `{mode: learn}`; `on_refusal` may stay for the mode that follows).
 
+`identify: true` makes the proxy ask each unit id seen through the conduit, once, for
+its device identification (function 43, MEI type 14, the basic objects: vendor, product
+code, revision) on the client's own connection, with a transaction id the client has
+none outstanding for; the answer goes to the asset inventory (`appliance inventory`),
+not to the client. Without it, the inventory has what a client asked for itself.
+
 Learn, then test the learned mapping for a while, then enforce it: the same order as
 the commercial enforcers', so that tightening a conduit never cuts a read production
 needs without warning. In every mode the stream itself must be Modbus TCP (framing,
@@ -53,7 +60,7 @@ from pydantic import (
     model_validator,
 )
 
-from appliance.config.base import Int, Strict
+from appliance.config.base import Bool, Int, Strict
 
 # The public function codes of the Modbus application protocol (V1.1b3, section 6).
 FUNCTION_CODES: dict[int, str] = {
@@ -164,6 +171,11 @@ class ModbusRestriction(Strict):
         "refusals are counted and reported, everything passes) or learn (everything "
         "passes, what crosses is recorded for `appliance conduits learned`)",
     )
+    identify: Bool = Field(
+        False,
+        description="ask each device seen through the conduit once for its device "
+        "identification (43/14) for the asset inventory",
+    )
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core: Any, handler: GetJsonSchemaHandler) -> Any:
@@ -212,16 +224,21 @@ class ModbusRestriction(Strict):
     @model_serializer(mode="wrap")
     def _as_text(self, handler: Any) -> Any:
         """A bare preset is written back as the text it was given as (`read-only`), a bare
-        learning restriction as `learn`; `mode: enforce` (the default) is left out, so
-        documents from before modes keep their canonical form and hash."""
+        learning restriction as `learn`; `mode: enforce` and `identify: false` (the
+        defaults) are left out, so documents from before them keep their canonical form
+        and hash."""
         out = handler(self)
-        if self.on_refusal == "exception" and self.unit_ids is None and self.ranges is None:
+        plain = self.on_refusal == "exception" and not self.identify
+        if plain and self.unit_ids is None and self.ranges is None:
             if self.mode == "learn":
                 return "learn"
             if self.preset is not None and self.mode == "enforce":
                 return self.preset
-        if isinstance(out, dict) and out.get("mode") == "enforce":
-            del out["mode"]
+        if isinstance(out, dict):
+            if out.get("mode") == "enforce":
+                del out["mode"]
+            if out.get("identify") is False:
+                del out["identify"]
         return out
 
     def allowed_function_codes(self) -> frozenset[int]:

@@ -110,6 +110,13 @@ class Inventory:
             return known
         return None
 
+    def unidentified(self, plc: str, unit: int, why: str, now: float) -> None:
+        """`plc` answered `unit`'s identification request with an exception (`why`)."""
+        a, _ = self._get(plc, now)
+        if not any(k not in ("at", "error") for k in a.identity.get(unit, {})):
+            a.identity[unit] = {"error": why, "at": now}
+            self.dirty.add(plc)
+
     def take_dirty(self) -> list[Asset]:
         changed = [self.items[k] for k in sorted(self.dirty) if k in self.items]
         self.dirty = set()
@@ -119,4 +126,7 @@ class Inventory:
 def describe(identity: dict[str, Any]) -> str:
     """`vendor product_code revision` of one unit's identification, as far as known."""
     parts = [identity.get(k) for k in ("vendor", "product_code", "revision")]
-    return " ".join(str(p) for p in parts if p) or "-"
+    text = " ".join(str(p) for p in parts if p)
+    if not text and identity.get("error"):
+        return f"none ({identity['error']})"
+    return text or "-"

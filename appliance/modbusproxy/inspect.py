@@ -405,6 +405,7 @@ class Session:
     __slots__ = (
         "_count",
         "_more",
+        "_own",
         "_req",
         "_resp",
         "_waiting",
@@ -435,6 +436,7 @@ class Session:
         # it and not answered; `_more` the later ones with the same id, in order
         self._waiting: dict[int, int] = {}
         self._more: dict[int, deque[int]] = {}
+        self._own: set[int] = set()  # transaction ids of the proxy's own requests
         self._count = 0
 
     @property
@@ -463,6 +465,7 @@ class Session:
         units = policy.unit_ids
         waiting = self._waiting
         allowed = self.counts.allowed
+        used = self.used
         while n - off >= HEADER:
             tid, proto, length, unit = _MBAP.unpack_from(data, off)
             if proto or length < 2 or length > MAX_ADU - HEADER + 1:
@@ -505,7 +508,7 @@ class Session:
                 waiting[tid] = key
             self._count += 1
             allowed[fc] += 1
-            self.used.add(key)
+            used.add(key)
             off = end
         if self.reset is None and off < n:
             self._req = data[off:]  # a header checked above: less than MAX_ADU bytes
@@ -565,9 +568,11 @@ class Session:
         if self._resp:
             data, self._resp = self._resp + data, b""
         n = len(data)
-        off = 0
+        off = start = 0  # the current ADU; the start of the run to pass on before it
+        runs: list[bytes] | None = None  # when the proxy's own answers are cut out
         waiting = self._waiting
         more = self._more
+        own = self._own
         while n - off >= HEADER:
             tid, proto, length, unit = _MBAP.unpack_from(data, off)
             if proto or length < 2 or length > MAX_ADU - HEADER + 1:
@@ -599,7 +604,35 @@ class Session:
             else:
                 del waiting[tid]
             self._count -= 1
+            if own and tid in own:  # the answer to the proxy's own request: not passed on
+                own.discard(tid)
+                if fc != 43:
+                    self.idents.append((unit, data[off + HEADER : end]))  # its exception
+                if runs is None:
+                    runs = []
+                if off > start:
+                    runs.append(data[start:off])
+                start = end
             off = end
         if self.reset is None and off < n:
             self._resp = data[off:]
+        if runs is not None:
+            if off > start:
+                runs.append(data[start:off])
+            return b"".join(runs)
         return data if off == n else data[:off]
+
+    def ask_identification(self, unit: int) -> bytes | None:
+        """The proxy's own read device identification request (43/14, basic objects) to
+        `unit`, to write to the PLC, with a transaction id that has nothing outstanding
+        (so the next answer with it is this one's, which `from_server` keeps out of the
+        client's stream and puts in `idents`); None when it cannot be asked now."""
+        if self.reset is not None or self._count >= MAX_OUTSTANDING:
+            return None
+        tid = next((t for t in range(0xFFFF, 0xFEFF, -1) if t not in self._waiting), None)
+        if tid is None:
+            return None
+        self._waiting[tid] = unit << 8 | 43
+        self._own.add(tid)
+        self._count += 1
+        return Adu(tid, unit, bytes([43, MEI_DEVICE_ID, 1, 0])).encode()

@@ -26,7 +26,9 @@ learned; `appliance conduits learned NAME` prints it as the restriction to paste
 
 The asset inventory (`assets.Inventory`, saved alongside): every PLC that requests reached,
 its unit ids and function codes, the conduits and clients, first and last seen, and the
-device identification the PLC answered (43/14) when a client asked. A device seen for the
+device identification the PLC answered (43/14) when a client asked, or, on a conduit with
+`identify: true`, when the proxy asked (once per unit id, on the client's connection; the
+answer is kept out of the client's stream: `Session.ask_identification`). A device seen for the
 first time is a `modbus.device_new` event; a known device that identifies as another
 (vendor, product code or revision changed: replaced, or its firmware was) is a
 `modbus.device_changed` warning.
@@ -394,6 +396,8 @@ class ModbusProxyRole:
         self.records = records
         self.learning = Learning()
         self.inventory = Inventory()
+        self.identify: set[str] = set()  # the conduits whose devices the proxy asks itself
+        self.asked: set[tuple[str, int]] = set()  # (PLC, unit) asked since the role started
         self.saved_at = float("-inf")
         self.sockets: Sockets = sockets or TransparentSockets()
         self.clock = clock
@@ -430,6 +434,7 @@ class ModbusProxyRole:
             log.error("revision %s does not validate: %s", change.revision_id, change.error)
             return
         self.config = change.config if change.config is not None else Config()
+        self.identify = {c.name for c in self.config.conduits if c.modbus and c.modbus.identify}
         self._recheck(self.clock())
 
     async def step(self, now: float) -> None:
@@ -649,6 +654,8 @@ class ModbusProxyRole:
             return
         used = set(s.used)
         s.used.clear()
+        if conn.conduit in self.identify and conn.upstream_t is not None and not conn.ended:
+            self._ask(conn, s, {k >> 8 for k in used})
         if self.inventory.saw(conn.plc[0], conn.conduit, conn.client[0], used, now):
             units = ", ".join(str(u) for u in sorted({k >> 8 for k in used}))
             self._queue_event(
@@ -661,10 +668,28 @@ class ModbusProxyRole:
             )
         self.dirty = True
 
+    def _ask(self, conn: _Conn, s: Session, units: set[int]) -> None:
+        """Ask the units of a conduit with `identify: true` not identified yet, once."""
+        asset = self.inventory.items.get(conn.plc[0])
+        for unit in sorted(units):
+            key = (conn.plc[0], unit)
+            if key in self.asked or (asset is not None and unit in asset.identity):
+                continue
+            request = s.ask_identification(unit)
+            if request is None:
+                return
+            assert conn.upstream_t is not None
+            conn.upstream_t.write(request)
+            self.asked.add(key)
+
     def _identified(self, conn: _Conn, idents: list[tuple[int, bytes]]) -> None:
         now = self.clock()
         self._collect(conn, now)  # a device new to the inventory is reported as such first
         for unit, pdu in idents:
+            if pdu[0] == 0xAB and len(pdu) > 1:  # the proxy's own request was refused
+                code = pdu[1]
+                self.inventory.unidentified(conn.plc[0], unit, f"exception {code:02X}", now)
+                continue
             objects = device_identification(pdu)
             if not objects:
                 continue

@@ -331,3 +331,43 @@ def test_the_inventory_records_devices_and_identity_changes() -> None:
     [saved] = inv.take_dirty()
     assert type(saved).from_dict(saved.as_dict()) == saved
     assert inv.take_dirty() == []
+
+
+def test_the_proxys_own_identification_request_is_kept_out_of_the_clients_stream() -> None:
+    s = Session(policy("read-only"))
+    assert s.from_client(adu(0xFFFF, 3, 0, 1)) == adu(0xFFFF, 3, 0, 1)
+    ask = s.ask_identification(1)
+    assert ask is not None
+    tid = struct.unpack(">H", ask[:2])[0]
+    assert tid == 0xFFFE  # 0xFFFF has the client's request outstanding
+    assert ask == struct.pack(">HHHB", tid, 0, 5, 1) + bytes([43, 14, 1, 0])
+    assert s.from_client(adu(tid, 4, 0, 1)) == adu(tid, 4, 0, 1)  # the client's, same id
+    mine = ident_pdu((0, b"Acme"))
+    answers = [
+        struct.pack(">HHHBBBH", 0xFFFF, 0, 5, 1, 3, 2, 7),
+        struct.pack(">HHHB", tid, 0, len(mine) + 1, 1) + mine,
+        struct.pack(">HHHBBBH", tid, 0, 5, 1, 4, 2, 9),
+    ]
+    stream = b"".join(answers)
+    out = s.from_server(stream[:15]) + s.from_server(stream[15:])
+    assert out == answers[0] + answers[2]
+    assert s.idents == [(1, mine)] and s.reset is None and s.outstanding == 0
+
+
+def test_an_exception_to_the_proxys_own_request_is_kept_too() -> None:
+    s = Session(policy("read-only"))
+    ask = s.ask_identification(3)
+    assert ask is not None
+    answer = ask[:4] + struct.pack(">HBBB", 3, 3, 0xAB, 1)
+    assert s.from_server(answer) == b""
+    assert s.idents == [(3, bytes([0xAB, 1]))] and s.outstanding == 0
+
+
+def test_identify_is_kept_and_its_default_left_out(valid, base) -> None:
+    loaded = valid(restricted(base, {"preset": "read-only", "identify": True}))
+    assert loaded.config.conduits[0].modbus.identify is True
+    assert loaded.config.canonical()["conduits"][0]["modbus"]["identify"] is True
+    plain = valid(restricted(base, {"function_codes": [3], "identify": False}))
+    assert "identify" not in plain.config.canonical()["conduits"][0]["modbus"]
+    learning = valid(restricted(base, {"mode": "learn", "identify": True}))
+    assert learning.config.canonical()["conduits"][0]["modbus"]["identify"] is True

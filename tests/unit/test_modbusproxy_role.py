@@ -607,3 +607,57 @@ def test_a_listing_of_what_crosses_when_the_proxy_cannot_save(rig: Rig) -> None:
         assert len(rig.records.learned) == 1
 
     asyncio.run(run())
+
+
+def test_identify_asks_each_unit_once_on_the_clients_connection(rig: Rig) -> None:
+    async def run() -> None:
+        await rig.start(config({"preset": "read-only", "identify": True}))
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1) + rq(2, 3, 0, 1, unit=2))
+        await answer(r, 2)
+        await rig.role.step(rig.clock())  # asks units 1 and 2
+        w.write(rq(3, 3, 0, 1))
+        [got] = await answer(r)  # only its own answer comes back
+        assert got[:2] == b"\x00\x03"
+        await rig.role.step(rig.clock())
+        asks = [d for d in split(rig.plc.received) if d[7] == 43]
+        assert [(a[6], a[8:]) for a in asks] == [(1, b"\x0e\x01\x00"), (2, b"\x0e\x01\x00")]
+        asset = rig.role.inventory.items[PLC[0]]
+        assert asset.identity[1]["vendor"] == "Acme" and asset.identity[2]["revision"] == "1.0"
+        assert asset.functions == {3}  # the proxy's own request is not a client's use
+        w.write(rq(4, 3, 0, 1))
+        await answer(r)
+        await rig.role.step(rig.clock())
+        assert len([d for d in split(rig.plc.received) if d[7] == 43]) == 2  # once each
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def test_a_device_without_identification_is_asked_once(rig: Rig) -> None:
+    async def run() -> None:
+        rig.plc.ident = bytes([0xAB, 0x01])
+        await rig.start(config({"preset": "read-only", "identify": True}))
+        r, w = await rig.client()
+        w.write(rq(1, 3, 0, 1))
+        await answer(r)
+        await rig.role.step(rig.clock())
+        w.write(rq(2, 3, 0, 1))
+        await answer(r)
+        await rig.role.step(rig.clock())
+        assert rig.role.inventory.items[PLC[0]].identity[1]["error"] == "exception 01"
+        assert len([d for d in split(rig.plc.received) if d[7] == 43]) == 1
+        w.close()
+        await rig.stop()
+
+    asyncio.run(run())
+
+
+def split(stream: bytes) -> list[bytes]:
+    out = []
+    while stream:
+        n = 6 + struct.unpack(">H", stream[4:6])[0]
+        out.append(stream[:n])
+        stream = stream[n:]
+    return out
