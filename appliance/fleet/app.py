@@ -59,6 +59,7 @@ from appliance.fleet.validate import (
     bearer_token,
     check_interval,
     check_keep_days,
+    check_keep_heartbeats,
     check_limit,
     idempotency_key,
     load_agent_schema,
@@ -72,7 +73,11 @@ log = logging.getLogger("appliance.fleet")
 MAX_BODY = 4 * 1024 * 1024  # a heartbeat carries at most 500 events: far below this
 LOGIN_WINDOW_S = 300
 LOGIN_MAX_FAILURES = 10
-PRUNE_EVERY_S = 3600
+PRUNE_EVERY_S = 3600  # pruning runs about once an hour, in one worker process at a time
+PRUNE_AGAIN_S = 10  # ...and again soon while a backlog is left
+PRUNE_BUDGET_S = 0.25  # the heartbeat that runs it waits at most about this long
+PRUNE_CHECK_S = 60  # how often a worker asks the database whether pruning is due
+KEEP_HEARTBEATS = 1000  # per unit: 16 h at the default 60 s interval
 SESSION_HOURS = 12
 
 
@@ -87,6 +92,7 @@ def create_app(
     open_access: bool = False,
     secure_cookies: bool = True,
     keep_days: float | None = 90,
+    keep_heartbeats: int | None = KEEP_HEARTBEATS,
     heartbeat_schema: Path | None = AGENT_SCHEMA_PATH,
     clock: Callable[[], float] = time.time,
 ) -> Flask:
@@ -94,10 +100,12 @@ def create_app(
 
     `open_access` lets anyone operate (a lab); `secure_cookies` marks the session
     cookie Secure (off only when serving plain HTTP); `keep_days` is how long
-    heartbeats are kept (None: forever); `heartbeat_schema` is the agent's JSON
+    heartbeats and events are kept (None: forever), `keep_heartbeats` how many of each
+    unit's newest heartbeats (None: no limit); `heartbeat_schema` is the agent's JSON
     Schema (None or a missing file: the receiver's minimal checks only).
     """
     keep_days = check_keep_days(keep_days)
+    keep_heartbeats = check_keep_heartbeats(keep_heartbeats)
     store.open_db(db_url)
     db = store.fleet_db  # the proxy: whatever database open_db bound last in this process
     agent_schema = load_agent_schema(heartbeat_schema) if heartbeat_schema else None
@@ -119,7 +127,7 @@ def create_app(
         FLEET_DB=store.redact_url(store.normalize_url(db_url)),
         FLEET_SCHEMA="agent" if agent_schema else "minimal",
     )
-    prune_state = {"last": 0.0}
+    prune_state = {"check_at": 0.0}
 
     # -- per request: the database connection, security headers -------------------
 
@@ -210,13 +218,24 @@ def create_app(
             raise
         now = clock()
         receipt = store.record(unit, hb, key, now)
-        if now - prune_state["last"] > PRUNE_EVERY_S:
-            prune_state["last"] = now
-            if keep_days:
-                store.prune(now - keep_days * 86400)
-            store.prune_sessions(now)
-            store.prune_login_failures(now)
+        if now >= prune_state["check_at"]:
+            prune_state["check_at"] = now + PRUNE_CHECK_S
+            _maintain(now)
         return jsonify(receipt.as_dict())
+
+    def _maintain(now: float) -> None:
+        """Retention, in bounded batches, by the one worker that claims it (store.prune)."""
+        if not store.claim_job("prune", now, PRUNE_EVERY_S):
+            return
+        before = now - keep_days * 86400 if keep_days else None
+        pruned = store.prune(before, keep_heartbeats, budget_s=PRUNE_BUDGET_S)
+        if pruned.heartbeats or pruned.events:
+            log.info("pruned %d heartbeats, %d events", pruned.heartbeats, pruned.events)
+        if not pruned.done:
+            store.reschedule_job("prune", now + PRUNE_AGAIN_S)
+            prune_state["check_at"] = now + PRUNE_AGAIN_S
+        store.prune_sessions(now)
+        store.prune_login_failures(now)
 
     @app.get("/api/v1/ping")
     def ping() -> Any:
@@ -450,6 +469,16 @@ def create_app(
     def api_units() -> Any:
         now = clock()
         return jsonify([_unit_json(u, now) for u in store.units()])
+
+    @app.get("/api/v1/stats")
+    @operator_api
+    def api_stats() -> Any:
+        return jsonify(
+            {
+                **store.stats(),
+                "retention": {"keep_days": keep_days, "keep_heartbeats": keep_heartbeats},
+            }
+        )
 
     @app.get("/api/v1/units/<name>")
     @operator_api

@@ -60,6 +60,12 @@ def fleet() -> None:
     type=float,
     help="days of heartbeats and events to keep (0: forever, at most 36500)",
 )
+@click.option(
+    "--keep-heartbeats",
+    default="1000",
+    show_default=True,
+    help="heartbeats to keep per unit, the newest (0: no limit)",
+)
 @click.option("--access-log", is_flag=True, help="log every request on stderr")
 def serve(
     listen: str,
@@ -70,6 +76,7 @@ def serve(
     workers: int,
     threads: int,
     keep_days: float,
+    keep_heartbeats: str,
     access_log: bool,
 ) -> None:
     """Run the receiver (gunicorn) until stopped: HTTPS with --cert/--key, else plain HTTP."""
@@ -82,13 +89,20 @@ def serve(
         parse_listen,
         serve,
     )
-    from appliance.fleet.validate import check_keep_days
+    from appliance.fleet.validate import check_keep_days, check_keep_heartbeats
 
     keep = check_keep_days(keep_days)
+    keep_count = check_keep_heartbeats(keep_heartbeats)
     where = parse_listen(listen)
     tls = check_tls(cert, key)
     check_bindable(where)
-    app = create_app(db, open_access=open_access, secure_cookies=tls, keep_days=keep)
+    app = create_app(
+        db,
+        open_access=open_access,
+        secure_cookies=tls,
+        keep_days=keep,
+        keep_heartbeats=keep_count,
+    )
     if not tls:
         click.echo(
             "warning: no --cert/--key: serving plain HTTP (tokens and heartbeats travel in "
@@ -217,6 +231,68 @@ def units(db: str | None, as_json: bool) -> None:
             seen += " !"
         rev = view.revision_text(u.revision_id, u.revision_state, u.revision_sha256)
         click.echo(f"{u.name:<20} {seen:<16} {u.health or '-':<16} {rev:<30} {u.firmware or '-'}")
+
+
+@fleet.command("stats")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+def stats(db: str | None, as_json: bool) -> None:
+    """The database: its size on disk, schema version, units, heartbeats and events kept."""
+    from appliance.fleet import store, view
+
+    _open(db)
+    with store.fleet_db.connection_context():
+        found = store.stats()
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    click.echo(f"database     {found['backend']}, schema {found['schema_version']}")
+    click.echo(f"size         {view.bytes_text(found['size_bytes'])}")
+    click.echo(f"units        {found['units']}")
+    kept = f"{found['heartbeats']}"
+    if found["heartbeats"]:
+        kept += f" (received {view.when(found['oldest_heartbeat'])} .. "
+        kept += f"{view.when(found['newest_heartbeat'])})"
+    click.echo(f"heartbeats   {kept}")
+    click.echo(f"events       {found['events']}")
+
+
+@fleet.command("prune")
+@db_option
+@click.option(
+    "--keep-days",
+    default=90.0,
+    show_default=True,
+    type=float,
+    help="delete heartbeats and events received longer ago (0: no age limit)",
+)
+@click.option(
+    "--keep-heartbeats",
+    default="1000",
+    show_default=True,
+    help="keep this many of each unit's newest heartbeats (0: no limit)",
+)
+def prune(db: str | None, keep_days: float, keep_heartbeats: str) -> None:
+    """Apply the retention now (serve does it about hourly), in batches, with progress."""
+    from appliance.fleet import store
+    from appliance.fleet.validate import check_keep_days, check_keep_heartbeats
+
+    days = check_keep_days(keep_days)
+    count = check_keep_heartbeats(keep_heartbeats)
+    _open(db)
+    before = time.time() - days * 86400 if days else None
+    total = {"heartbeats": 0, "events": 0}
+    with store.fleet_db.connection_context():
+        while True:
+            pruned = store.prune(before, count, budget_s=2.0)
+            total["heartbeats"] += pruned.heartbeats
+            total["events"] += pruned.events
+            if pruned.done:
+                break
+            click.echo(
+                f"... {total['heartbeats']} heartbeats, {total['events']} events so far", err=True
+            )
+    click.echo(f"pruned {total['heartbeats']} heartbeats and {total['events']} events")
 
 
 @fleet.command("set-password")

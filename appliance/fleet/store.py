@@ -241,7 +241,25 @@ class OperatorSession(FleetModel):
         table_name = "sessions"
 
 
-MODELS: list[type[pw.Model]] = [Unit, Heartbeat, Event, Setting, LoginFailure, OperatorSession]
+class Job(FleetModel):
+    """When a periodic job (pruning) is next due, shared by every worker process."""
+
+    name = pw.CharField(max_length=64, primary_key=True)
+    next_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "jobs"
+
+
+MODELS: list[type[pw.Model]] = [
+    Unit,
+    Heartbeat,
+    Event,
+    Setting,
+    LoginFailure,
+    OperatorSession,
+    Job,
+]
 
 
 # -- opening ----------------------------------------------------------------------
@@ -327,7 +345,7 @@ def open_db(url: str | None) -> pw.Database:
 
 # -- schema versions ---------------------------------------------------------------------
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_KEY = "schema_version"  # in settings; a database without it is version 1
 _MIGRATE_LOCK = 0x666C656574  # pg_advisory_xact_lock key: one migrating process at a time
 
@@ -351,7 +369,11 @@ def _double_precision(db: pw.Database) -> None:
 
 
 # from version N to N+1; each runs in the one transaction of migrate()
-MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _double_precision}
+def _jobs(db: pw.Database) -> None:
+    """2 -> 3: the `jobs` table (made by migrate's create_tables): nothing to change."""
+
+
+MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {1: _double_precision, 2: _jobs}
 
 
 def migrate(db: pw.Database) -> tuple[int, int]:
@@ -688,24 +710,152 @@ def request_interval(name: str, seconds: float | None, actor: str, now: float) -
 
 # -- retention ---------------------------------------------------------------------------
 
+PRUNE_BATCH = 2000  # rows per DELETE: each is its own short transaction
 
-def prune(before: float) -> tuple[int, int]:
-    """Delete heartbeats and events received before `before` -> (heartbeats, events).
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one prune() call deleted; `done` is False when it stopped at its time budget
+    with rows left (the caller comes back soon rather than in an hour)."""
+
+    heartbeats: int
+    events: int
+    done: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"heartbeats": self.heartbeats, "events": self.events, "done": self.done}
+
+
+def prune(
+    before: float | None,
+    keep_per_unit: int | None = None,
+    *,
+    batch: int = PRUNE_BATCH,
+    budget_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Pruned:
+    """Delete heartbeats received before `before` and, per unit, all but its newest
+    `keep_per_unit` (by `sent_at`); delete events received before `before` (None: no age
+    limit) -> what went.
+
+    In batches of `batch` rows, each its own transaction, so that neither SQLite's single
+    writer nor a PostgreSQL row lock is held long and heartbeats keep arriving meanwhile;
+    with `budget_s`, it stops after the batch that used the budget up (`done` False).
 
     The newest event of each unit incarnation stays: it carries the acknowledged
     cursor, and the cursor must never go back (the unit would send old events again).
     """
-    with fleet_db.atomic():
-        hb = Heartbeat.delete().where(Heartbeat.received_at < before).execute()
+    started = clock()
+    counts = {"hb": 0, "ev": 0}
+
+    def spent() -> bool:
+        return budget_s is not None and clock() - started >= budget_s
+
+    def drain(key: str, model: type[FleetModel], ids: Any) -> bool:
+        """Delete the rows `ids` selects, a batch at a time -> True when none are left."""
+        while True:
+            with fleet_db.atomic():
+                gone = model.delete().where(model.id.in_(ids.limit(batch))).execute()
+            counts[key] += gone
+            if gone < batch:
+                return True
+            if spent():
+                return False
+
+    def result(done: bool) -> Pruned:
+        return Pruned(counts["hb"], counts["ev"], done)
+
+    if before is not None:
+        old = Heartbeat.select(Heartbeat.id).where(Heartbeat.received_at < before)
+        if not drain("hb", Heartbeat, old):
+            return result(False)
+    if keep_per_unit is not None:
+        over = (
+            Heartbeat.select(Heartbeat.unit)
+            .group_by(Heartbeat.unit)
+            .having(pw.fn.COUNT(Heartbeat.id) > keep_per_unit)
+        )
+        for unit_id in [row.unit_id for row in over]:
+            oldest_kept = (
+                Heartbeat.select(Heartbeat.sent_at, Heartbeat.id)
+                .where(Heartbeat.unit == unit_id)
+                .order_by(Heartbeat.sent_at.desc(), Heartbeat.id.desc())
+                .offset(keep_per_unit - 1)
+                .limit(1)
+                .first()
+            )
+            if oldest_kept is None:
+                continue
+            older = Heartbeat.select(Heartbeat.id).where(
+                (Heartbeat.unit == unit_id)
+                & (
+                    (Heartbeat.sent_at < oldest_kept.sent_at)
+                    | ((Heartbeat.sent_at == oldest_kept.sent_at) & (Heartbeat.id < oldest_kept.id))
+                )
+            )
+            if not drain("hb", Heartbeat, older) or spent():
+                return result(False)
+    if before is not None:
         newer = Event.alias("newer")
         newest = newer.select(pw.fn.MAX(newer.event_id)).where(
             (newer.unit == Event.unit)
             & (newer.unit_uid == Event.unit_uid)
             & (newer.epoch == Event.epoch)
         )
-        old = (Event.received_at < before) & (Event.event_id < newest)
-        ev = Event.delete().where(old).execute()
-    return hb, ev
+        old_events = Event.select(Event.id).where(
+            (Event.received_at < before) & (Event.event_id < newest)
+        )
+        if not drain("ev", Event, old_events):
+            return result(False)
+    return result(True)
+
+
+def claim_job(name: str, now: float, every_s: float) -> bool:
+    """Whether this process should run job `name` now: at most one claim per `every_s`
+    across every worker process (a conditional UPDATE: only one of them wins)."""
+    Job.insert(name=name, next_at=now).on_conflict_ignore().execute()
+    claimed = (
+        Job.update(next_at=now + every_s).where((Job.name == name) & (Job.next_at <= now)).execute()
+    )
+    return claimed == 1
+
+
+def reschedule_job(name: str, at: float) -> None:
+    Job.update(next_at=at).where(Job.name == name).execute()
+
+
+# -- size and counts -----------------------------------------------------------------------
+
+
+def stats() -> dict[str, Any]:
+    """The database's size on disk and what it holds (for `fleet stats`, /api/v1/stats)."""
+    db = fleet_db.obj
+    if isinstance(db, pw.PostgresqlDatabase):
+        size = int(db.execute_sql("SELECT pg_database_size(current_database())").fetchone()[0])
+        backend = "postgresql"
+    else:
+        pages = db.execute_sql("PRAGMA page_count").fetchone()[0]
+        page_size = db.execute_sql("PRAGMA page_size").fetchone()[0]
+        size = int(pages * page_size)
+        wal = Path(db.database + "-wal")
+        if wal.exists():
+            size += wal.stat().st_size
+        backend = "sqlite"
+    hb = Heartbeat.select(
+        pw.fn.COUNT(Heartbeat.id),
+        pw.fn.MIN(Heartbeat.received_at),
+        pw.fn.MAX(Heartbeat.received_at),
+    ).tuples()[0]
+    return {
+        "backend": backend,
+        "schema_version": int(get_setting(SCHEMA_KEY) or 1),
+        "size_bytes": size,
+        "units": Unit.select().count(),
+        "heartbeats": int(hb[0]),
+        "oldest_heartbeat": hb[1],
+        "newest_heartbeat": hb[2],
+        "events": Event.select().count(),
+    }
 
 
 # -- settings: operator password, session key ---------------------------------------------

@@ -489,6 +489,7 @@ def check_interval(value: Any, field: str = "interval") -> float | None:
 
 
 LIMIT_DEFAULT, LIMIT_MAX = 100, 2000
+KEEP_HEARTBEATS_MAX = 10_000_000
 KEEP_DAYS_MAX = 36500.0
 
 
@@ -511,4 +512,24 @@ def check_keep_days(value: float | None, field: str = "--keep-days") -> float | 
         return None
     if isinstance(value, bool) or not math.isfinite(value) or not 0 <= value <= KEEP_DAYS_MAX:
         raise BadRequest(f"must be a number of days from 0 (forever) to {KEEP_DAYS_MAX:.0f}", field)
+    return value or None
+
+
+def check_keep_heartbeats(value: int | str | None, field: str = "--keep-heartbeats") -> int | None:
+    """Heartbeats to keep per unit (an int, or its text from a flag): 0 or None is no
+    limit, else 1..KEEP_HEARTBEATS_MAX."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        # ASCII digits only: int() also reads '٣', '+5', '1_000'
+        if not (text.isascii() and text.isdigit() and len(text) <= 12):
+            raise BadRequest(f"must be a whole number of heartbeats (got {text[:40]!r})", field)
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest("must be a whole number of heartbeats", field)
+    if not 0 <= value <= KEEP_HEARTBEATS_MAX:
+        raise BadRequest(
+            f"must be a number of heartbeats from 0 (no limit) to {KEEP_HEARTBEATS_MAX}", field
+        )
     return value or None

@@ -77,6 +77,18 @@ def revision_text(rev_id: int | None, state: str | None, sha256: str | None) -> 
     return " ".join(parts)
 
 
+def bytes_text(n: int | None) -> str:
+    """A size in bytes as people read it: "812 B", "4.2 MiB", "1.3 GiB"."""
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def seconds_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"

@@ -768,3 +768,31 @@ def test_a_heartbeat_that_is_not_application_json_is_415(
     # with a charset it is JSON all the same
     headers["Content-Type"] = "application/json; charset=utf-8"
     assert client.post(HB, data=json.dumps(heartbeat()), headers=headers).status_code == 200
+
+
+def test_each_unit_keeps_its_newest_heartbeats_pruned_by_one_worker_in_batches(
+    fleet_url: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "PRUNE_BATCH", 3)
+    app = make_app(fleet_url, clock, keep_heartbeats=4)
+    with store.fleet_db.connection_context():
+        tok = store.add_unit("press-3", now=T0)
+    client = app.test_client()
+    for seq in range(1, 11):
+        post_hb(client, tok, heartbeat(seq))
+    assert count(store.Heartbeat) == 10  # the first heartbeat claimed this hour's pruning
+    clock.t += 3600
+    post_hb(client, tok, heartbeat(11))
+    with store.fleet_db.connection_context():
+        assert sorted(h.seq for h in store.Heartbeat.select()) == [8, 9, 10, 11]
+        assert store.get_unit("press-3").heartbeat_count == 11
+
+
+def test_stats_api_reports_size_counts_and_retention(client: FlaskClient, token: str) -> None:
+    post_hb(client, token, heartbeat(1, events=[event(1)]))
+    assert client.get("/api/v1/stats").status_code == 401
+    assert client.post("/api/v1/session", json={"password": PASSWORD}).status_code == 200
+    found = client.get("/api/v1/stats").json
+    assert (found["units"], found["heartbeats"], found["events"]) == (1, 1, 1)
+    assert found["size_bytes"] > 0 and found["schema_version"] == store.SCHEMA_VERSION
+    assert found["retention"] == {"keep_days": 90, "keep_heartbeats": 1000}

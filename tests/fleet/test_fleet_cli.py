@@ -307,3 +307,33 @@ def test_serve_refuses_a_retention_that_is_not_a_number_of_days(
         )
     assert code == 2, err
     assert err.count("\n") == 1 and "--keep-days" in err, err
+
+
+def test_stats_and_prune(capsys: pytest.CaptureFixture[str], db: str, backend: str) -> None:
+    store.open_db(db)
+    with store.fleet_db.connection_context():
+        store.add_unit("press-3", now=T0)
+        unit = store.get_unit("press-3")
+        for seq in range(1, 8):
+            hb = HeartbeatValidator(None).parse(json.dumps(heartbeat(seq)).encode())
+            store.record(unit, hb, f"k{seq}", T0)
+    code, out, err = run(capsys, "stats", "--db", db)
+    assert code == 0, err
+    assert f"database     {backend}, schema {store.SCHEMA_VERSION}" in out
+    assert "heartbeats   7 (received 2026-" in out and "units        1" in out
+    code, out, err = run(capsys, "prune", "--db", db, "--keep-days", "0", "--keep-heartbeats", "3")
+    assert (code, out) == (0, "pruned 4 heartbeats and 0 events\n"), err
+    code, out, _ = run(capsys, "stats", "--db", db, "--json")
+    found = json.loads(out)
+    assert found["heartbeats"] == 3 and found["size_bytes"] > 0
+
+
+@pytest.mark.parametrize("flag", ["--keep-heartbeats"])
+@pytest.mark.parametrize("value", ["-1", "10000001", "x", "1.5"])
+def test_a_bad_heartbeat_count_is_one_line(
+    capsys: pytest.CaptureFixture[str], fleet_url: str, flag: str, value: str
+) -> None:
+    for command in ("prune", "serve"):
+        code, _, err = run(capsys, command, "--db", fleet_url, flag, value)
+        assert code == 2, err
+        assert err.count("\n") == 1 and flag in err, err

@@ -84,6 +84,73 @@ def test_prune_keeps_the_newest_event_of_each_numbering(db: str) -> None:
         store.record(unit, parse(heartbeat(5, events=[event(1), event(2)])), "k1", T0)
         store.record(unit, parse(heartbeat(1, sent_at=T0 + 900, events=[event(1)])), "k2", T0)
         assert store.Event.select().count() == 3  # the second numbering starts again at 1
-        assert store.prune(T0 + 1) == (2, 1)
+        assert store.prune(T0 + 1) == store.Pruned(heartbeats=2, events=1, done=True)
         left = sorted((e.epoch, e.event_id) for e in store.Event.select())
         assert left == [(0, 2), (1, 1)]
+
+
+def fill(name: str, seqs: list[int], received_at: float) -> store.Unit:
+    """Unit `name` with one stored heartbeat per seq (sent_at T0 + 60 seq)."""
+    store.add_unit(name, now=T0)
+    unit = store.get_unit(name)
+    for seq in seqs:
+        body = heartbeat(seq, unit_id=f"00000000-0000-4000-8000-{len(name):012d}")
+        store.record(unit, parse(body), f"{name}-{seq}", received_at)
+    return unit
+
+
+def kept(unit: store.Unit) -> list[int]:
+    return sorted(h.seq for h in store.Heartbeat.select().where(store.Heartbeat.unit == unit))
+
+
+def test_prune_by_age_deletes_in_batches(db: str) -> None:
+    with store.fleet_db.connection_context():
+        old = fill("old-unit", list(range(1, 26)), T0)
+        new = fill("new-unit-x", [1, 2], T0 + 1000)
+        pruned = store.prune(T0 + 500, None, batch=10)
+        assert pruned == store.Pruned(heartbeats=25, events=0, done=True)
+        assert kept(old) == [] and kept(new) == [1, 2]
+
+
+def test_prune_keeps_the_newest_heartbeats_of_each_unit(db: str) -> None:
+    with store.fleet_db.connection_context():
+        # the outbox delivered 1..5 after 6..30: the newest by sent_at are kept, not by arrival
+        busy = fill("busy", [*range(6, 31), *range(1, 6)], T0)
+        quiet = fill("quiet", [1, 2, 3], T0)
+        pruned = store.prune(None, 10, batch=4)
+        assert (pruned.heartbeats, pruned.done) == (20, True)
+        assert kept(busy) == list(range(21, 31)) and kept(quiet) == [1, 2, 3]
+        assert store.prune(None, 10) == store.Pruned(0, 0, True)
+
+
+def test_prune_stops_at_its_budget_and_finishes_later(db: str) -> None:
+    ticks = iter(range(1000))
+    with store.fleet_db.connection_context():
+        unit = fill("press-3", list(range(1, 21)), T0)
+        first = store.prune(T0 + 1, None, batch=5, budget_s=1, clock=lambda: next(ticks))
+        assert first == store.Pruned(heartbeats=5, events=0, done=False)
+        assert len(kept(unit)) == 15
+        rest = store.prune(T0 + 1, None, batch=5)
+        assert rest == store.Pruned(heartbeats=15, events=0, done=True)
+
+
+def test_one_worker_claims_a_job(db: str) -> None:
+    with store.fleet_db.connection_context():
+        assert store.claim_job("prune", T0, 3600)
+        assert not store.claim_job("prune", T0 + 10, 3600)  # another worker, same hour
+        store.reschedule_job("prune", T0 + 20)
+        assert store.claim_job("prune", T0 + 20, 3600)
+        assert not store.claim_job("prune", T0 + 3000, 3600)
+        assert store.claim_job("prune", T0 + 3620, 3600)
+
+
+def test_stats_report_the_size_and_what_is_kept(db: str, backend: str) -> None:
+    with store.fleet_db.connection_context():
+        empty = store.stats()
+        fill("press-3", [1, 2, 3], T0)
+        found = store.stats()
+    assert found["backend"] == backend and found["schema_version"] == store.SCHEMA_VERSION
+    assert (found["units"], found["heartbeats"], found["events"]) == (1, 3, 0)
+    assert found["oldest_heartbeat"] == found["newest_heartbeat"] == T0
+    assert empty["heartbeats"] == 0 and empty["oldest_heartbeat"] is None
+    assert found["size_bytes"] >= empty["size_bytes"] > 0
