@@ -6,17 +6,17 @@ for YAML files, the line it is on, so a person can go straight to it.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, get_args, get_origin
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
+from appliance.config import plain
 from appliance.config.check import Finding, check
 from appliance.config.model import Config
 from appliance.errors import ConfigInvalid
@@ -38,52 +38,10 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The model class found by walking `loc` from Config (for 'did you mean')."""
-    current: Any = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        fld = next(
-            (f for n, f in current.model_fields.items() if (f.alias or n) == part),
-            None,
-        )
-        if fld is None:
-            return None
-        current = fld.annotation
-        while get_origin(current) is not None or get_args(current):
-            args = [a for a in get_args(current) if a is not type(None)]
-            if not args:
-                break
-            current = args[0]
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
 def _message(err: dict[str, Any]) -> str:
-    kind = err["type"]
-    loc = tuple(err["loc"])
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        key = str(loc[-1])
-        if model is not None:
-            allowed = [f.alias or n for n, f in model.model_fields.items()]
-            close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            return f"unknown key ({hint})"
-        return "unknown key"
-    if kind == "missing":
-        return "is required"
-    msg = err["msg"]
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            msg = msg[len(prefix) :]
-    if kind in ("greater_than_equal", "less_than_equal") and loc and "port" in str(loc[-1]):
-        return "must be 1-65535"
-    if kind == "timezone_aware":
-        return "needs a time zone, e.g. 2027-01-31T18:00:00Z"
-    return msg[0].lower() + msg[1:] if msg else kind
+    """One pydantic error as a plain sentence (appliance/config/plain.py, shared with the
+    API's request bodies): "give at least one service", not pydantic's wording."""
+    return plain.sentence(err, Config)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -22,6 +22,7 @@ from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
 from appliance import jsontext
+from appliance.config import plain
 from appliance.config.load import format_path
 from appliance.errors import ApplianceError, BadRequest, ConfigInvalid, Unavailable
 from appliance.web.auth import public, require
@@ -57,22 +58,18 @@ __all__ = [
 ]
 
 
-def validation_errors(e: ValidationError, prefix: str = "") -> ApplianceError:
-    """A pydantic error as ConfigInvalid (422 with every path), paths under `prefix`."""
+def validation_errors(
+    e: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> ApplianceError:
+    """A pydantic error as ConfigInvalid (422 with every path), paths under `prefix`, each
+    message a plain sentence (appliance/config/plain.py, as the configuration's are)."""
     out = []
     for err in e.errors():
         path = format_path(tuple(err["loc"]))
         if prefix:
             path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
-        msg = err["msg"]
-        for p in ("Value error, ", "Assertion failed, "):
-            msg = msg.removeprefix(p)
-        if err["type"] == "missing":
-            msg = "is required"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        out.append((path, msg, None))
-    return ConfigInvalid(out or [("", "invalid", None)])
+        out.append((path, plain.sentence(err, model), None))
+    return ConfigInvalid(out or [("", "is not valid", None)])
 
 
 # -- the route registry -----------------------------------------------------------------
@@ -135,7 +132,7 @@ def json_body(model: type[BaseModel], *, allow_empty: bool = False) -> BaseModel
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise validation_errors(e) from None
+        raise validation_errors(e, model=model) from None
 
 
 def _json_kind(data: Any) -> str:
@@ -154,7 +151,7 @@ def query_args(model: type[BaseModel]) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise validation_errors(e) from None
+        raise validation_errors(e, model=model) from None
 
 
 def endpoint(

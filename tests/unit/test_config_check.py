@@ -258,10 +258,10 @@ def test_without_now_no_expiry_warning(valid, base) -> None:
     ("field", "value", "message"),
     [
         ("owner", "  ", "must not be blank"),
-        ("reason", "", "string should have at least 1 character"),
-        ("from", [], "list should have at least 1 item after validation, not 0"),
-        ("services", [], "list should have at least 1 item after validation, not 0"),
-        ("direction", "reverse", "input should be 'one-way' or 'both'"),
+        ("reason", "", "may not be empty"),
+        ("from", [], "give at least one IT host or network"),
+        ("services", [], "give at least one service (e.g. modbus or tcp/8080)"),
+        ("direction", "reverse", "must be one-way or both, not 'reverse'"),
     ],
 )
 def test_conduit_field_rules(invalid, base, field: str, value: Any, message: str) -> None:
@@ -641,10 +641,10 @@ def test_find_overlaps_of_many_disjoint_is_empty() -> None:
 @pytest.mark.parametrize(
     ("mtu", "message"),
     [
-        (575, "input should be greater than or equal to 576"),
+        (575, "must be at least 576, not 575"),
         (576, None),
         (9216, None),
-        (9217, "input should be less than or equal to 9216"),
+        (9217, "must be at most 9216, not 9217"),
     ],
 )
 def test_interface_mtu_bounds(valid, invalid, base, mtu: int, message: str | None) -> None:

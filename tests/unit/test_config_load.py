@@ -59,8 +59,10 @@ def test_the_base_document_is_valid() -> None:
 
 def test_bad_port_names_the_item_and_its_line() -> None:
     e = errors_of(DOC.replace("services: [modbus]", "services: [tcp/70000]"))
-    assert e.errors == [("conduits[0].services[0]", "port must be 1-65535 (got 70000)", 17)]
-    assert e.lines() == ["site.yaml:17: conduits[0].services[0]: port must be 1-65535 (got 70000)"]
+    assert e.errors == [("conduits[0].services[0]", "70000 is not a port: ports are 1-65535", 17)]
+    assert e.lines() == [
+        "site.yaml:17: conduits[0].services[0]: 70000 is not a port: ports are 1-65535"
+    ]
 
 
 def test_bad_second_service_names_index_one() -> None:
@@ -76,7 +78,7 @@ def test_bad_second_service_names_index_one() -> None:
 def test_bad_allow_in_names_the_item() -> None:
     text = DOC.replace("    role: it\n", "    role: it\n    allow_in: [https, tcp/99999]\n")
     e = errors_of(text)
-    assert e.errors == [("interfaces[0].allow_in[1]", "port must be 1-65535 (got 99999)", 7)]
+    assert e.errors == [("interfaces[0].allow_in[1]", "99999 is not a port: ports are 1-65535", 7)]
 
 
 def test_unknown_key_suggests_the_close_one() -> None:
@@ -153,7 +155,7 @@ def test_missing_keys_point_at_their_mapping() -> None:
 
 def test_bad_literal() -> None:
     e = errors_of(DOC.replace("    role: ot\n", "    role: dmz\n"))
-    assert e.errors == [("interfaces[1].role", "input should be 'it', 'ot' or 'mgmt'", 9)]
+    assert e.errors == [("interfaces[1].role", "must be it, ot or mgmt, not 'dmz'", 9)]
 
 
 def test_address_without_prefix_length() -> None:
@@ -166,7 +168,7 @@ def test_address_without_prefix_length() -> None:
 def test_nat_port_out_of_range() -> None:
     text = DOC + "nat:\n  port_forwards:\n    - {name: pf, port: 0, to_address: 192.168.50.10}\n"
     e = errors_of(text)
-    assert e.errors == [("nat.port_forwards[0].port", "must be 1-65535", 20)]
+    assert e.errors == [("nat.port_forwards[0].port", "0 is not a port: ports are 1-65535", 20)]
 
 
 def test_nat_to_port_out_of_range() -> None:
@@ -176,7 +178,9 @@ def test_nat_to_port_out_of_range() -> None:
         + "    - {name: pf, port: 8502, to_address: 192.168.50.10, to_port: 65536}\n"
     )
     e = errors_of(text)
-    assert e.errors == [("nat.port_forwards[0].to_port", "must be 1-65535", 20)]
+    assert e.errors == [
+        ("nat.port_forwards[0].to_port", "65536 is not a port: ports are 1-65535", 20)
+    ]
 
 
 def test_bad_mac() -> None:
@@ -377,7 +381,7 @@ def test_a_3000_conduit_document_is_within_the_bounds() -> None:
 
 def test_without_source_lines_say_line() -> None:
     e = errors_of(DOC.replace("[modbus]", "[tcp/0]"), source=None)
-    assert e.lines() == ["line 17: conduits[0].services[0]: port must be 1-65535 (got 0)"]
+    assert e.lines() == ["line 17: conduits[0].services[0]: 0 is not a port: ports are 1-65535"]
 
 
 # -- document-wide checks get lines too -----------------------------------

@@ -102,12 +102,12 @@ BAD = [
     (
         {"preset": "write-only"},
         "conduits[0].modbus.preset",
-        "input should be 'read-only' or 'read-write'",
+        "must be read-only or read-write, not 'write-only'",
     ),
     (
         {"function_codes": []},
         "conduits[0].modbus.function_codes",
-        "list should have at least 1 item after validation, not 0",
+        "give at least one function code",
     ),
     (
         {"function_codes": [3, 99]},
@@ -123,23 +123,23 @@ BAD = [
     (
         {"function_codes": ["3"]},
         "conduits[0].modbus.function_codes[0]",
-        "input should be a valid integer",
+        "must be a whole number, not '3'",
     ),
-    ({"function_codes": 3}, "conduits[0].modbus.function_codes", "input should be a valid list"),
+    ({"function_codes": 3}, "conduits[0].modbus.function_codes", "must be a list, not 3"),
     (
         {"function_codes": [3], "unit_ids": [256]},
         "conduits[0].modbus.unit_ids[0]",
-        "input should be less than or equal to 255",
+        "must be at most 255, not 256",
     ),
     (
         {"function_codes": [3], "unit_ids": [-1]},
         "conduits[0].modbus.unit_ids[0]",
-        "input should be greater than or equal to 0",
+        "must be at least 0, not -1",
     ),
     (
         {"function_codes": [3], "on_refusal": "drop"},
         "conduits[0].modbus.on_refusal",
-        "input should be 'exception' or 'reset'",
+        "must be exception or reset, not 'drop'",
     ),
     (
         {"function_codes": [3], "ranges": {"holding": [[5, 1]]}},
@@ -159,12 +159,12 @@ BAD = [
     (
         {"function_codes": [3], "ranges": {"holding": [[0, 65536]]}},
         "conduits[0].modbus.ranges.holding[0][1]",
-        "input should be less than or equal to 65535",
+        "must be at most 65535, not 65536",
     ),
     (
         {"function_codes": [3], "ranges": {"holding": [["a", 3]]}},
         "conduits[0].modbus.ranges.holding[0][0]",
-        "input should be a valid integer",
+        "must be a whole number, not 'a'",
     ),
     (
         {"function_codes": [3], "ranges": {"coils": [[0, 1]]}},
@@ -174,7 +174,7 @@ BAD = [
     (
         {"function_codes": [3], "ranges": [[0, 1]]},
         "conduits[0].modbus.ranges",
-        "input should be a valid dictionary or instance of ModbusRanges",
+        "must be a set of keys and values (a YAML mapping or JSON object), not a list",
     ),
     (
         {"function_codes": [3], "unit": [1]},

@@ -15,7 +15,9 @@ def test_a_huge_unknown_key_is_not_echoed(ready: Web) -> None:
         r = c.open(path, method=method, json={"k" * BIG: 1}, headers=h)
         assert r.status_code == 422, (path, r.status_code)
         assert len(r.data) < BODY_MAX, (path, r.data[:300])
-        assert any(e["message"] == "unknown key" for e in r.json["errors"]), r.json["errors"]
+        assert any(e["message"].startswith("unknown key") for e in r.json["errors"]), r.json[
+            "errors"
+        ]
 
 
 def test_a_huge_value_in_a_configuration_is_not_echoed(ready: Web) -> None:
