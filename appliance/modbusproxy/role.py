@@ -691,8 +691,8 @@ class ModbusProxyRole:
                 self.inventory.unidentified(conn.plc[0], unit, f"exception {code:02X}", now)
                 continue
             objects = device_identification(pdu)
-            if not objects:
-                continue
+            if objects is None:  # not an identification (or cut short)
+                continue  # (an answer with no objects is kept: the unit was asked)
             before = self.inventory.identified(conn.plc[0], unit, objects, now)
             if before is not None:
                 now_is = self.inventory.items[conn.plc[0]].identity[unit]

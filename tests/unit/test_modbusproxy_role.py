@@ -635,9 +635,15 @@ def test_identify_asks_each_unit_once_on_the_clients_connection(rig: Rig) -> Non
     asyncio.run(run())
 
 
-def test_a_device_without_identification_is_asked_once(rig: Rig) -> None:
+@pytest.mark.parametrize(
+    ("ident", "kept"),
+    [(bytes([0xAB, 0x01]), {"error": "exception 01"}), (bytes([43, 14, 1, 0x83, 0, 0, 0]), {})],
+)
+def test_a_device_without_identification_is_asked_once(
+    rig: Rig, ident: bytes, kept: dict[str, str]
+) -> None:
     async def run() -> None:
-        rig.plc.ident = bytes([0xAB, 0x01])
+        rig.plc.ident = ident
         await rig.start(config({"preset": "read-only", "identify": True}))
         r, w = await rig.client()
         w.write(rq(1, 3, 0, 1))
@@ -646,7 +652,9 @@ def test_a_device_without_identification_is_asked_once(rig: Rig) -> None:
         w.write(rq(2, 3, 0, 1))
         await answer(r)
         await rig.role.step(rig.clock())
-        assert rig.role.inventory.items[PLC[0]].identity[1]["error"] == "exception 01"
+        identity = dict(rig.role.inventory.items[PLC[0]].identity[1])
+        assert identity.pop("at") == rig.clock()
+        assert identity == kept
         assert len([d for d in split(rig.plc.received) if d[7] == 43]) == 1
         w.close()
         await rig.stop()
