@@ -2,7 +2,8 @@
 
 An asset is a PLC address that requests reached through a restricted conduit: the unit
 ids and function codes used (requests that reached it, in any mode), the conduits and
-clients that reached it, first and last seen, and per unit id its device identification
+clients that reached it (per conduit, each with when it last did: what the conduit review
+compares a conduit's `from` with), first and last seen, and per unit id its device identification
 (function 43/14: vendor, product code, revision, and the regular objects when given),
 read from the PLC's answers when a client asked for it. `Inventory` keeps them and
 which changed since they were saved; a device seen for the first time and a device
@@ -28,6 +29,7 @@ class Asset:
     conduits: set[str] = field(default_factory=set)
     clients: list[str] = field(default_factory=list)  # most recent last
     identity: dict[int, dict[str, Any]] = field(default_factory=dict)  # unit -> objects, at
+    uses: dict[str, dict[str, float]] = field(default_factory=dict)  # conduit -> client -> last
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +41,7 @@ class Asset:
             "conduits": sorted(self.conduits),
             "clients": list(self.clients),
             "identity": {str(u): dict(v) for u, v in sorted(self.identity.items())},
+            "uses": {c: dict(sorted(v.items())) for c, v in sorted(self.uses.items())},
         }
 
     @classmethod
@@ -52,6 +55,10 @@ class Asset:
             {str(c) for c in d.get("conduits", ())},
             [str(c) for c in d.get("clients", ())],
             {int(u): dict(v) for u, v in (d.get("identity") or {}).items()},
+            {
+                str(c): {str(k): float(t) for k, t in v.items()}
+                for c, v in (d.get("uses") or {}).items()
+            },
         )
 
 
@@ -87,6 +94,10 @@ class Inventory:
             a.units.add(key >> 8)
             a.functions.add(key & 0xFF)
         a.conduits.add(conduit)
+        clients = a.uses.setdefault(conduit, {})
+        clients[client] = now
+        if len(clients) > MAX_CLIENTS:
+            del clients[min(clients, key=clients.__getitem__)]
         if not a.clients or a.clients[-1] != client:
             if client in a.clients:
                 a.clients.remove(client)

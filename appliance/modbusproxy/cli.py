@@ -1,4 +1,5 @@
-"""`appliance conduits learned NAME` and `appliance inventory`: what the Modbus proxy saw.
+"""`appliance conduits learned NAME|review` and `appliance inventory`: what the Modbus proxy
+saw, and the conduits to look at again.
 
 Registered on the main CLI by appliance.cli (LAZY_COMMANDS). Both read the history DB,
 where the modbusproxy role saves what learning conduits saw and the asset inventory
@@ -49,9 +50,32 @@ def _fmt_time(ts: float | None) -> str:
     return fmt_time(ts)
 
 
+class Days(click.ParamType):
+    """A number of days, 0-3650, finite; anything else is one line naming the option."""
+
+    name = "days"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        import math
+
+        if isinstance(value, float):
+            return value
+        option = "/".join(param.opts) if param is not None else "value"
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and 0 <= number <= 3650):
+            raise BadRequest(f"must be a number of days, 0-3650 (got {value!r})", field=option)
+        return number
+
+
 @click.group("conduits")
 def conduits() -> None:
-    """What crosses the conduits: `learned NAME` prints a learning conduit's restriction."""
+    """What crosses the conduits: `learned NAME` prints a learning conduit's restriction,
+    `review` the conduits to look at again."""
 
 
 @conduits.command("learned")
@@ -132,4 +156,48 @@ def inventory(as_json: bool, paths: Paths) -> None:
         )
     headers = ("DEVICE", "UNITS", "FUNCTIONS", "IDENTIFICATION", "FIRST SEEN", "LAST SEEN")
     for line in table((*headers, "CONDUITS"), rows):
+        click.echo(line)
+
+
+@conduits.command("review")
+@click.option(
+    "--unused-days",
+    type=Days(),
+    default=30,
+    show_default=True,
+    help="a conduit without traffic for this long is reported",
+)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+@paths_options
+def review(unused_days: float, as_json: bool, paths: Paths) -> None:
+    """The running revision's conduits to look at again: expired, expiring within a week,
+    disabled, unused, wider than their traffic (a /24 used by one host), an owner with
+    no address to ask."""
+    import time
+
+    from appliance.modbusproxy import store
+    from appliance.modbusproxy.review import review as run_review
+    from appliance.state import revisions as revs
+    from appliance.state.live import LiveState
+
+    with _store(paths) as s:
+        rev = revs.desired(s)
+        if rev is None:
+            raise NotFound("no configuration yet: nothing to review")
+        config = revs.config_of(rev)
+        assets = store.assets()
+    net = LiveState(paths.run_dir).read("net")
+    findings = run_review(config, time.time(), unused_days=unused_days, assets=assets, net=net)
+    if as_json:
+        out = {"revision": rev.id, "findings": [f.as_dict() for f in findings]}
+        click.echo(json.dumps(out, indent=2))
+        return
+    if not findings:
+        click.echo(f"revision {rev.id}: {len(config.conduits)} conduits, nothing to look at again")
+        return
+    from appliance.field.cli import table
+
+    click.echo(f"revision {rev.id}: {len(findings)} findings in {len(config.conduits)} conduits")
+    rows = [[f.conduit, f.kind, f.message] for f in findings]
+    for line in table(("CONDUIT", "FINDING", "WHY"), rows):
         click.echo(line)

@@ -323,6 +323,7 @@ def test_the_inventory_records_devices_and_identity_changes() -> None:
     a = inv.items[plc]
     assert (a.units, a.functions, a.first_seen, a.last_seen) == ({1, 2}, {3, 4, 6}, 10.0, 20.0)
     assert a.clients == ["10.10.0.2", "10.10.0.3"]
+    assert a.uses == {"scada": {"10.10.0.2": 10.0, "10.10.0.3": 20.0}}
     ident = {"vendor": "Acme", "product_code": "P9", "revision": "1.0"}
     assert inv.identified(plc, 1, ident, 21.0) is None
     assert inv.identified(plc, 1, ident, 22.0) is None  # the same again
