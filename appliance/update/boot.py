@@ -9,6 +9,8 @@ RAUC 1.8 has no systemd-boot backend; system.conf names this one (`bootloader=cu
     rauc-boot-handler set-state BOOTNAME good|bad
     rauc-boot-handler get-current                 -> the booted slot (rauc.slot= on the
                                                      kernel command line)
+    rauc-boot-handler list                        -> every slot's entry, as JSON (not
+                                                     RAUC's: for the fallback report)
 
 Each slot has exactly one entry on the ESP, ``loader/entries/appliance-<bootname>*.conf``,
 named the way systemd-boot counts boots: ``appliance-a+3.conf`` (3 tries left),
@@ -34,6 +36,8 @@ not hold what it should; 2 for a wrong command line.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import sys
@@ -216,6 +220,14 @@ def set_primary(esp: Esp, bootname: str) -> None:
     esp.rename(entry, Entry(bootname, TRIES, 0, version))
 
 
+def entries_from_json(text: str) -> dict[str, Entry]:
+    """What `list` printed, back as entries."""
+    return {
+        n: Entry(n, e["tries_left"], int(e["tries_done"]), int(e["version"]))
+        for n, e in json.loads(text).items()
+    }
+
+
 def get_current(cmdline: str) -> str:
     for word in cmdline.split():
         if word.startswith("rauc.slot="):
@@ -230,7 +242,10 @@ def run(argv: Sequence[str], esp_root: Path, cmdline_path: Path) -> str | None:
             "needs a command: get-primary, set-primary, get-state, set-state, get-current"
         )
     cmd, args = argv[0], list(argv[1:])
-    arity = {"get-primary": 0, "get-current": 0, "set-primary": 1, "get-state": 1, "set-state": 2}
+    arity = {
+        "get-primary": 0, "get-current": 0, "list": 0,
+        "set-primary": 1, "get-state": 1, "set-state": 2,
+    }  # fmt: skip
     if cmd not in arity:
         raise UsageError(f"unknown command {cmd!r}")
     if len(args) != arity[cmd]:
@@ -240,6 +255,11 @@ def run(argv: Sequence[str], esp_root: Path, cmdline_path: Path) -> str | None:
     esp = Esp(esp_root)
     if cmd == "get-primary":
         return get_primary(esp)
+    if cmd == "list":
+        return json.dumps(
+            {n: dataclasses.asdict(e) | {"file": e.filename} for n, e in esp.entries().items()},
+            sort_keys=True,
+        )
     if cmd == "get-current":
         try:
             return get_current(cmdline_path.read_text())
