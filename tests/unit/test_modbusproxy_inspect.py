@@ -445,3 +445,30 @@ def test_the_inspector_is_in_the_pure_core_contract() -> None:
     pure = next(c for c in doc["tool"]["importlinter"]["contracts"] if c["id"] == "pure-core")
     assert "appliance.modbusproxy.inspect" in pure["source_modules"]
     assert "socket" in pure["forbidden_modules"]
+
+
+@settings(max_examples=examples(200))
+@given(_policies, st.lists(_requests, min_size=1, max_size=20), st.data())
+def test_in_mode_test_any_chunking_passes_everything_and_notes_what_check_refuses(
+    p: Policy, requests: list[bytes], data: st.DataObject
+) -> None:
+    """Mode test: whatever the chunking, every request passes as it came and exactly the
+    ones `Policy.check` refuses are noted as would-be refusals; mode learn records each."""
+    import dataclasses
+
+    verdicts = [p.check(as_adu(r)) for r in requests]
+    stream = b"".join(requests)
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=30)))
+    for mode in ("test", "learn"):
+        s = Session(dataclasses.replace(p, mode=mode))
+        forward = b""
+        for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
+            forward += s.from_client(stream[a:b])
+        assert forward == stream and s.reset is None and s.pending == 0
+        assert s.reply == b"" and s.refused == []
+        assert s.outstanding == len(requests)
+        if mode == "test":
+            assert s.would == [v for v in verdicts if not v.allowed]
+            assert sum(s.counts.would) == len(s.would)
+        else:
+            assert len(s.seen) == len(requests) and s.would == []
