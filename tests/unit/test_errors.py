@@ -74,7 +74,7 @@ def test_codes_and_exit_statuses_are_stable(cls: type, code: str, exit_code: int
 # or a code on purpose: these groups and no others (each is one kind of failure to a script).
 SHARED_EXIT = {
     1: {"ApplianceError", "DeviceError", "OpcUaError", "FleetError", "TooManyAttempts"},
-    2: {"ConfigInvalid", "BadRequest", "Invalid"},
+    2: {"ConfigInvalid", "BadRequest", "Invalid", "UnsupportedMediaType"},
     9: {"Throttled", "Busy"},
     77: {"PermissionDenied", "Unauthorized", "UnsafeSecretPath"},
 }
