@@ -66,7 +66,7 @@ ANSWER_MAX = 64 * 1024
 EVENT_EVERY_S = 600.0  # rate limit of fleet.bad_answer / fleet.tls_error / fleet.rejected events
 SERIAL_PATH = Path("/sys/class/dmi/id/product_serial")
 DELIVER_MAX = 100  # heartbeats per delivery round
-POISON_STATUSES = (400, 413, 422)  # the fleet will never take this body: drop it
+POISON_STATUSES = (400, 413, 415, 422)  # the fleet will never take this body: drop it
 
 
 # -- unit identity ---------------------------------------------------------------

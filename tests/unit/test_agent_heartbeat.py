@@ -522,10 +522,11 @@ def test_fleet_acking_less_gets_the_events_again(store: Store) -> None:
     assert [e["message"] for e in fake.posts[1]["doc"]["events"]][-2:] == ["one", "two"]
 
 
-def test_rejected_body_is_dropped_not_retried_forever(store: Store) -> None:
+@pytest.mark.parametrize("status", [400, 413, 415, 422])
+def test_rejected_body_is_dropped_not_retried_forever(store: Store, status: int) -> None:
     fake = FakeFleet()
     s, events = sender(fake)
-    fake.status = 422
+    fake.status = status
     beat(s, 0.0)
     assert s.outbox.count() == 0
     assert [e[0] for e in events] == ["fleet.rejected"]
