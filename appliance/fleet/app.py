@@ -112,6 +112,7 @@ def create_app(
     validator = HeartbeatValidator(agent_schema)
     with db.connection_context():
         secret = store.secret_key()
+    store.release_connections()
 
     app = Flask(__name__)
     app.config.update(

@@ -126,6 +126,7 @@ def serve(
             "against the receiver's minimal schema only",
             err=True,
         )
+    store.release_connections()  # no socket to PostgreSQL shared with the workers
     click.echo(
         f"fleet receiver on {where.url(tls)} (database {app.config['FLEET_DB']}, "
         f"{workers} workers x {threads} threads)",
