@@ -25,6 +25,11 @@ from appliance.errors import ApplyFailed
 from appliance.net.dhcp import Lease
 from appliance.net.render import TPROXY_MARK, TPROXY_TABLE
 
+# bridge mode: bit 14 of a bridge's group_fwd_mask forwards 01:80:c2:00:00:0e (LLDP), which
+# a Linux bridge otherwise keeps to itself; STP BPDUs are forwarded by a bridge whose own
+# spanning tree is off (stp_state 0), and then the ruleset decides (pass_l2.stp)
+LLDP_FWD_MASK = 1 << 0x0E
+
 log = logging.getLogger(__name__)
 
 PROTO_STATIC = 4
@@ -133,12 +138,24 @@ class Links:
         for msg in self._ipr.get_links():
             info = msg.get_attr("IFLA_LINKINFO")
             kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-            data = info.get_attr("IFLA_INFO_DATA") if kind == "vlan" else None
+            data = info.get_attr("IFLA_INFO_DATA") if kind in ("vlan", "bridge") else None
+            br = data if kind == "bridge" and data is not None else None
             out.append(
                 {
                     "kind": kind,
                     "link": msg.get_attr("IFLA_LINK"),  # a VLAN's NIC (its index)
-                    "vlan_id": data.get_attr("IFLA_VLAN_ID") if data is not None else None,
+                    "master": msg.get_attr("IFLA_MASTER"),  # a bridge port's bridge (index)
+                    "vlan_id": data.get_attr("IFLA_VLAN_ID")
+                    if data is not None and kind == "vlan"
+                    else None,
+                    # a bridge's settings: (group_fwd_mask, stp_state, mcast_snooping)
+                    "bridge": (
+                        br.get_attr("IFLA_BR_GROUP_FWD_MASK"),
+                        br.get_attr("IFLA_BR_STP_STATE"),
+                        br.get_attr("IFLA_BR_MCAST_SNOOPING"),
+                    )
+                    if br is not None
+                    else None,
                     "index": msg["index"],
                     "name": msg.get("ifname"),
                     "mac": (msg.get("address") or "").lower() or None,
@@ -231,6 +248,7 @@ class Links:
                 lk = self._find(iface, links)
                 if lk is not None:
                     changes.extend(self._reconcile_one(config, iface, lk, leases, now))
+            changes.extend(self._bridge(config, self._links()))
             changes.extend(self._routes(config, links, leases))
             changes.extend(self._static_routes(config, links))
             changes.extend(self._tproxy_route())
@@ -240,6 +258,63 @@ class Links:
             failed = ApplyFailed("; ".join(problems))
             failed.done = changes  # type: ignore[attr-defined]
             raise failed
+        return changes
+
+    def _bridge(self, config: Config, links: list[dict[str, Any]]) -> list[str]:
+        """Bridge mode: the bridge link (made when missing; spanning tree and multicast
+        snooping off, LLDP forwarded when pass_l2.lldp), the ports enslaved and the bridge
+        up. A NIC of ours in a bridge it should not be in leaves it, and a bridge that held
+        NICs of ours and is no longer wanted (routed again) is deleted, so commit-confirm
+        takes the mode back too."""
+        changes: list[str] = []
+        by_index = {lk["index"]: lk for lk in links}
+        owned: dict[int, Interface] = {}
+        for iface in config.interfaces:
+            lk = self._find(iface, links)
+            if lk is not None:
+                owned[lk["index"]] = iface
+        bridge = config.bridge
+        br = None
+        if bridge is not None:
+            want = (LLDP_FWD_MASK if bridge.pass_l2.lldp else 0, 0, 0)
+            br = next((lk for lk in links if lk["name"] == bridge.name), None)
+            if br is not None and br["kind"] != "bridge":
+                raise ApplyFailed(
+                    f"{bridge.name} exists and is not a bridge ({br['kind'] or 'a NIC'}): "
+                    "name the bridge otherwise (bridge.name)"
+                )
+            settings = {
+                "br_group_fwd_mask": want[0],
+                "br_stp_state": want[1],
+                "br_mcast_snooping": want[2],
+            }
+            if br is None:
+                self._ipr.link("add", ifname=bridge.name, kind="bridge", **settings)
+                changes.append(f"added bridge {bridge.name}")
+                br = next(lk for lk in self._links() if lk["name"] == bridge.name)
+            elif br["bridge"] != want:
+                self._ipr.link("set", index=br["index"], kind="bridge", **settings)
+                lldp = "forwarded" if want[0] else "not forwarded"
+                changes.append(f"{bridge.name}: spanning tree off, LLDP {lldp}")
+        ports = {p.name for p in config.bridge_ports()}
+        left: set[int] = set()
+        for idx, iface in owned.items():
+            master = by_index[idx]["master"]
+            if br is not None and iface.name in ports:
+                if master != br["index"]:
+                    self._ipr.link("set", index=idx, master=br["index"])
+                    changes.append(f"{iface.name}: a port of bridge {br['name']}")
+            elif master and by_index.get(master, {}).get("kind") == "bridge":
+                self._ipr.link("set", index=idx, master=0)
+                changes.append(f"{iface.name}: left bridge {by_index[master]['name']}")
+                left.add(master)
+        for idx in sorted(left):
+            if br is None or idx != br["index"]:
+                self._ipr.link("del", index=idx)
+                changes.append(f"removed bridge {by_index[idx]['name']}")
+        if br is not None and not br["admin_up"]:
+            self._ipr.link("set", index=br["index"], state="up")
+            changes.append(f"{br['name']}: up")
         return changes
 
     def _vlan_links(
@@ -519,3 +594,32 @@ class Forwarding:
             return (self.proc / "ipv4/ip_forward").read_text().strip() == "1"
         except OSError:
             return False
+
+    def bridge_filter(self, bridge: str) -> list[str]:
+        """Bridged IPv4 and IPv6 through the inet hooks (br_netfilter's per-namespace
+        sysctls), ARP not (the bridge table decides it); no IPv6 address of the unit's own on
+        the bridge (it is invisible there). Returns what changed; ApplyFailed when this
+        kernel has no br_netfilter (then bridged IP is dropped: see render's `l2_decided`)."""
+        want = {
+            "bridge/bridge-nf-call-iptables": "1",
+            "bridge/bridge-nf-call-ip6tables": "1",
+            "bridge/bridge-nf-call-arptables": "0",
+            f"ipv6/conf/{bridge}/disable_ipv6": "1",
+        }
+        if not (self.proc / "bridge/bridge-nf-call-iptables").exists():
+            raise ApplyFailed(
+                "this kernel has no br_netfilter (net.bridge.bridge-nf-call-iptables): "
+                "nothing crosses the bridge (bridged IP is dropped unfiltered)"
+            )
+        changes = []
+        for key, value in want.items():
+            path = self.proc / key
+            try:
+                if path.read_text().strip() != value:
+                    path.write_text(value + "\n")
+                    changes.append(f"net.{key.replace('/', '.')}={value}")
+            except FileNotFoundError:
+                continue  # no IPv6 on this kernel, or the bridge is not there yet
+            except OSError as e:
+                raise ApplyFailed(f"cannot set net.{key.replace('/', '.')}: {e}")
+        return changes

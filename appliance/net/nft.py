@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from appliance.errors import ApplyFailed
-from appliance.net.render import FAMILY, TABLE, element_key
+from appliance.net.render import BRIDGE_FAMILY, FAMILY, TABLE, element_key
 
 Json = dict[str, Any]
 
@@ -46,12 +46,63 @@ class Nft:
             raise ApplyFailed(f"nftables refused the ruleset: {_first_error(err)}")
 
     def list_table(self) -> list[Json] | None:
-        """Our table as a JSON listing, or None when the kernel holds no such table."""
+        """Our tables as one JSON listing (`inet appliance`, then `bridge appliance` when
+        the kernel holds it), or None when the kernel holds no inet table of ours."""
         with self._lock:
             rc, out, _err = self._nft.cmd(f"list table {FAMILY} {TABLE}")
-        if rc != 0:
-            return None
-        return [o for o in json.loads(out)["nftables"] if "metainfo" not in o]
+            if rc != 0:
+                return None
+            brc, bout, _err = self._nft.cmd(f"list table {BRIDGE_FAMILY} {TABLE}")
+        listing = [o for o in json.loads(out)["nftables"] if "metainfo" not in o]
+        if brc == 0:
+            listing += [o for o in json.loads(bout)["nftables"] if "metainfo" not in o]
+        return listing
+
+    def bridge_conntrack(self) -> bool:
+        """Whether this kernel has conntrack in the bridge family (nf_conntrack_bridge):
+        a rule using `ct state` in a bridge table, checked by the kernel and not applied."""
+        probe = {
+            "nftables": [
+                {"add": {"table": {"family": BRIDGE_FAMILY, "name": "appliance_probe"}}},
+                {
+                    "add": {
+                        "chain": {
+                            "family": BRIDGE_FAMILY,
+                            "table": "appliance_probe",
+                            "name": "c",
+                            "type": "filter",
+                            "hook": "forward",
+                            "prio": 0,
+                            "policy": "accept",
+                        }
+                    }
+                },
+                {
+                    "add": {
+                        "rule": {
+                            "family": BRIDGE_FAMILY,
+                            "table": "appliance_probe",
+                            "chain": "c",
+                            "expr": [
+                                {
+                                    "match": {
+                                        "op": "in",
+                                        "left": {"ct": {"key": "state"}},
+                                        "right": ["established"],
+                                    }
+                                },
+                                {"accept": None},
+                            ],
+                        }
+                    }
+                },
+            ]
+        }
+        try:
+            self.apply(probe, check_only=True)
+        except ApplyFailed:
+            return False
+        return True
 
     def list_ruleset_text(self) -> str:
         with self._lock:
@@ -93,6 +144,11 @@ def fingerprint(listing: list[Json]) -> str:
             obj = {"set": {k: v for k, v in obj["set"].items() if k != "elem"}}
         norm.append(_strip(obj))
     return hashlib.sha256(json.dumps(norm, sort_keys=True).encode()).hexdigest()
+
+
+def holds_bridge_table(listing: list[Json] | None) -> bool:
+    """Whether the listing has our bridge table (the unit bridges, or did)."""
+    return any("table" in o and o["table"].get("family") == BRIDGE_FAMILY for o in listing or [])
 
 
 def named_counters(listing: list[Json]) -> dict[str, dict[str, int]]:

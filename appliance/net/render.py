@@ -31,6 +31,30 @@ Shape of the table:
             (`links.Links._tproxy_route`, from its first apply): `ip rule fwmark
             TPROXY_MARK lookup TPROXY_TABLE` and `local 0.0.0.0/0 dev lo` in that table
             (without it they are forwarded, and dropped: closed, too).
+
+Bridge mode (`bridge:` in the document: the IT and OT NICs are ports of one Linux bridge)
+adds a second owned table, `table bridge appliance`, replaced in the same transaction:
+  l2_forward   bridge forward hook, prio BRIDGE_PRE_PRIO, policy drop: ARP passes; IPv4 and
+            IPv6 between an IT and an OT port are marked with their direction (MARK_IT_OT,
+            MARK_OT_IT) and go on; LLDP and STP BPDUs pass when `pass_l2` says so; every
+            other frame (any other ethertype, 802.1Q tagged frames, unknown 802.3) is
+            counted in `drop_l2_other` and dropped.
+  l2_decided   bridge forward hook, prio BRIDGE_POST_PRIO (after br_netfilter's hook at 0),
+            policy accept: an IPv4/IPv6 frame passes only if the inet forward chain
+            accepted it (it then carries MARK_PASSED); any other is counted in
+            `drop_l2_unfiltered` and dropped. So the bridge stays closed even where the inet
+            hooks never see bridged packets (no br_netfilter, or its sysctls off).
+This kernel has no conntrack in the bridge family (CONFIG_NF_CONNTRACK_BRIDGE unset), so the
+IP decision is the inet table's: with br_netfilter and net.bridge.bridge-nf-call-ip(6)tables=1
+(set by the net role) bridged IPv4 and IPv6 traverse the inet forward hook with conntrack.
+There `forward` dispatches on the direction mark instead of the interfaces (br_netfilter shows
+the bridge, not the port, as in- and output interface), and every accept sets MARK_PASSED;
+the conduit sets, counters and denied sets are the routed mode's, unchanged. IPv6 neighbour
+discovery crosses (it is how hosts on one link find each other).
+
+A unit that ran as a bridge keeps a closed bridge table (`l2_forward` dropping everything)
+once routed again or fail-closed (`render(keep_bridge=True)`, `render_fail_closed(bridge=True)`):
+until its bridge link is gone nothing crosses it.
 """
 
 from __future__ import annotations
@@ -50,6 +74,7 @@ from appliance.config.services import Service
 FAMILY = "inet"
 TABLE = "appliance"
 ZONES = ("it_ot", "ot_it")
+ZONES_ROLES = ("it", "ot")
 DENIED_TIMEOUT_S = 3600
 DENIED_SIZE = 65535
 FAIL_CLOSED_MGMT_GLOB = "mgmt*"
@@ -62,6 +87,16 @@ MODBUS_PORT = 502
 TPROXY_MARK = 0x4D42  # "MB"
 TPROXY_TABLE = 77
 TPROXY_PRIO = -90  # after dstnat (-100): 1:1 NAT and port forwards have rewritten daddr
+BRIDGE_FAMILY = "bridge"
+# skb marks set in the bridge table (direction) and by inet forward's accepts (passed)
+MARK_IT_OT = 0x4201
+MARK_OT_IT = 0x4202
+MARK_PASSED = 0x4250
+BRIDGE_PRE_PRIO = -200  # before br_netfilter (NF_BR_PRI_BRNF = 0), which runs inet forward
+BRIDGE_POST_PRIO = 200  # after it: the inet table's verdict is known (MARK_PASSED)
+LLDP_MAC = "01:80:c2:00:00:0e"
+LLDP_ETHERTYPE = 0x88CC
+STP_MAC = "01:80:c2:00:00:00"
 ICMPV6_ND = [
     "nd-router-solicit",
     "nd-router-advert",
@@ -83,6 +118,8 @@ class Ruleset:
     # the earliest expiry among conduits rendered as active (re-render then)
     next_change: datetime | None = None
     counters: tuple[str, ...] = ()
+    # whether the document holds `table bridge appliance` (bridge mode, or kept closed)
+    bridged: bool = False
 
     def document(self) -> Json:
         return {"nftables": self.commands}
@@ -387,13 +424,28 @@ def _allow_services(chain: str, services: tuple[Service, ...]) -> list[Json]:
     return out
 
 
-def _forward() -> tuple[list[Json], list[str]]:
+def _mark(value: int) -> Json:
+    return {"mangle": {"key": _meta("mark"), "value": value}}
+
+
+def _forward(bridged: bool = False) -> tuple[list[Json], list[str]]:
+    """The forward chain; `bridged`: dispatch on the bridge table's direction marks, and
+    mark every accepted packet MARK_PASSED (the bridge's `l2_decided` lets only those by)."""
+    ok = [_mark(MARK_PASSED), ACCEPT] if bridged else [ACCEPT]
     out = [
         _chain("forward", "forward"),
-        _rule("forward", _ct_state("established", "related"), ACCEPT),
+        _rule("forward", _ct_state("established", "related"), *ok),
         _rule("forward", _ct_state("invalid"), DROP),
     ]
+    if bridged:  # hosts on both ports are on one link: neighbour discovery crosses
+        out.append(_rule("forward", _match(_payload("icmpv6", "type"), {"set": ICMPV6_ND}), *ok))
     for zone, src, dst in (("it_ot", "it", "ot"), ("ot_it", "ot", "it")):
+        if bridged:
+            mark = MARK_IT_OT if zone == "it_ot" else MARK_OT_IT
+            out.append(
+                _rule("forward", _match(_meta("mark"), mark), {"jump": {"target": f"fwd_{zone}"}})
+            )
+            continue
         out.append(
             _rule(
                 "forward",
@@ -417,7 +469,7 @@ def _forward() -> tuple[list[Json], list[str]]:
                 ]
             }
             for kind in ("c", "cr"):
-                out.append(_rule(chain, _match(key, "@" + set_name(kind, zone, fam)), ACCEPT))
+                out.append(_rule(chain, _match(key, "@" + set_name(kind, zone, fam)), *ok))
         for fam, proto, icmp in ((4, "ip", "icmp"), (6, "ip6", "icmpv6")):
             key = {"concat": [_payload(proto, "saddr"), _payload(proto, "daddr")]}
             out.append(
@@ -425,7 +477,7 @@ def _forward() -> tuple[list[Json], list[str]]:
                     chain,
                     _match(_payload(icmp, "type"), "echo-request"),
                     _match(key, "@" + set_name("p", zone, fam)),
-                    ACCEPT,
+                    *ok,
                 )
             )
         for fam, proto in ((4, "ip"), (6, "ip6")):
@@ -514,32 +566,132 @@ def _nat(config: Config) -> list[Json]:
     return out
 
 
-def _table_replace() -> list[Json]:
-    t = {"family": FAMILY, "name": TABLE}
+def _table_replace(family: str = FAMILY) -> list[Json]:
+    t = {"family": family, "name": TABLE}
     return [{"add": {"table": t}}, {"delete": {"table": t}}, {"add": {"table": t}}]
 
 
-def render(config: Config, now: datetime) -> Ruleset:
+def _b(obj: Json) -> Json:
+    """A builder's command moved to the bridge table (same name, family bridge)."""
+    kind, body = next(iter(obj["add"].items()))
+    return {"add": {kind: {**body, "family": BRIDGE_FAMILY}}}
+
+
+def _ether(fld: str) -> Json:
+    return _payload("ether", fld)
+
+
+def _bridge_closed() -> list[Json]:
+    """The bridge table of a unit not (or not yet) bridging: nothing crosses any bridge."""
+    return [
+        *_table_replace(BRIDGE_FAMILY),
+        _b(_counter("drop_l2_other")),
+        _b(_chain("l2_forward", "forward", BRIDGE_PRE_PRIO)),
+        _b(_rule("l2_forward", {"counter": "drop_l2_other"}, DROP)),
+    ]
+
+
+def _bridge(config: Config) -> list[Json]:
+    """The bridge table of bridge mode (see the module docstring)."""
+    assert config.bridge is not None
+    ports = {
+        role: sorted(p.name for p in config.bridge_ports() if p.role == role)
+        for role in ZONES_ROLES
+    }
+    ip = _match(_ether("type"), {"set": ["ip", "ip6"]})
+    out = [
+        _b(_chain("l2_forward", "forward", BRIDGE_PRE_PRIO)),
+        _b(_rule("l2_forward", _match(_ether("type"), "arp"), ACCEPT)),
+    ]
+    for src, dst, mark in (("it", "ot", MARK_IT_OT), ("ot", "it", MARK_OT_IT)):
+        out.append(
+            _b(
+                _rule(
+                    "l2_forward",
+                    ip,
+                    _match(_meta("iifname"), {"set": ports[src]}),
+                    _match(_meta("oifname"), {"set": ports[dst]}),
+                    _mark(mark),
+                    ACCEPT,
+                )
+            )
+        )
+    if config.bridge.pass_l2.lldp:
+        out.append(
+            _b(
+                _rule(
+                    "l2_forward",
+                    _match(_ether("daddr"), LLDP_MAC),
+                    _match(_ether("type"), LLDP_ETHERTYPE),
+                    ACCEPT,
+                    comment="pass_l2.lldp",
+                )
+            )
+        )
+    if config.bridge.pass_l2.stp:
+        out.append(
+            _b(_rule("l2_forward", _match(_ether("daddr"), STP_MAC), ACCEPT, comment="pass_l2.stp"))
+        )
+    out += [
+        _b(_rule("l2_forward", {"counter": "drop_l2_other"}, DROP)),
+        {
+            "add": {
+                "chain": {
+                    **{"family": BRIDGE_FAMILY, "table": TABLE, "name": "l2_decided"},
+                    **{"type": "filter", "hook": "forward", "prio": BRIDGE_POST_PRIO},
+                    "policy": "accept",  # only IP is decided here; the rest was, before
+                }
+            }
+        },
+        _b(
+            _rule(
+                "l2_decided",
+                ip,
+                _match(_meta("mark"), MARK_PASSED, "!="),
+                {"counter": "drop_l2_unfiltered"},
+                DROP,
+            )
+        ),
+    ]
+    return [
+        *_table_replace(BRIDGE_FAMILY),
+        _b(_counter("drop_l2_other")),
+        _b(_counter("drop_l2_unfiltered")),
+        *_chains_first(out),
+    ]
+
+
+def render(config: Config, now: datetime, keep_bridge: bool = False) -> Ruleset:
     """The whole ruleset for `config` as it should stand at time `now`.
 
     The cyclic garbage collector is paused while rendering: a 10k-conduit document
     is ~200k small objects, and collections triggered by them cost more than the
     rendering itself (bench/apply.py: 0.08 s steady instead of spikes to 0.2 s).
+
+    `keep_bridge`: the kernel holds a bridge table of ours (the unit bridged before); a
+    routed document then keeps it, closed, instead of leaving it be.
     """
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _render(config, now)
+        return _render(config, now, keep_bridge)
     finally:
         if enabled:
             gc.enable()
 
 
-def _render(config: Config, now: datetime) -> Ruleset:
+def _render(config: Config, now: datetime, keep_bridge: bool) -> Ruleset:
     sets, owned, next_change = _conduit_sets(config, now)
     inp, in_counters = _input(config)
-    fwd, fwd_counters = _forward()
+    bridged = config.bridge is not None
+    fwd, fwd_counters = _forward(bridged)
     counters = [*fwd_counters, *in_counters]
+    l2: list[Json] = []
+    l2_counters: list[str] = []
+    if bridged:
+        l2, l2_counters = _bridge(config), ["drop_l2_other", "drop_l2_unfiltered"]
+    elif keep_bridge:
+        l2, l2_counters = _bridge_closed(), ["drop_l2_other"]
     commands = [
         *_table_replace(),
         *(_counter(c) for c in counters),
@@ -547,8 +699,9 @@ def _render(config: Config, now: datetime) -> Ruleset:
         *sets,
         *_denied_sets(),
         *_chains_first([*inp, *fwd, *_nat(config), *(_tproxy() if restricted(config) else [])]),
+        *l2,
     ]
-    return Ruleset(commands, owned, next_change, tuple(counters))
+    return Ruleset(commands, owned, next_change, (*counters, *l2_counters), bool(l2))
 
 
 def _chains_first(commands: list[Json]) -> list[Json]:
@@ -556,11 +709,13 @@ def _chains_first(commands: list[Json]) -> list[Json]:
     return sorted(commands, key=lambda c: 0 if "chain" in c["add"] else 1)
 
 
-def render_fail_closed() -> Ruleset:
+def render_fail_closed(bridge: bool = False) -> Ruleset:
     """What the kernel holds before the first apply: no forwarding, management only.
 
     Loaded at boot (system/failclosed.json, by appliance-failclosed.service) before
-    any NIC is up, and by the net role when it finds no table of ours.
+    any NIC is up (no bridge exists then: the net role makes it), and by the net role when
+    it finds no table of ours. `bridge`: the unit bridged (the kernel holds a bridge table
+    of ours), so a closed bridge table replaces it: no frame crosses the bridge either.
     """
     mgmt = _match(_meta("iifname"), FAIL_CLOSED_MGMT_GLOB)
     key = {"concat": [_meta("l4proto"), _payload("th", "dport")]}
@@ -580,5 +735,7 @@ def render_fail_closed() -> Ruleset:
         _rule("input", {"counter": "drop_in_other"}, DROP),
         _chain("forward", "forward"),
         _rule("forward", {"counter": "drop_fwd_other"}, DROP),
+        *(_bridge_closed() if bridge else []),
     ]
-    return Ruleset(commands, (), None, ("drop_fwd_other", "drop_in_other"))
+    counters = ("drop_fwd_other", "drop_in_other", *(("drop_l2_other",) if bridge else ()))
+    return Ruleset(commands, (), None, counters, bridge)

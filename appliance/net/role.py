@@ -89,6 +89,10 @@ class NetState:
     last_error: str | None = None
     failed_sha: str | None = None
     failed_at: float = 0.0
+    # the kernel held a bridge table of ours since this role started (the unit bridged):
+    # later rulesets keep one, closed when not bridging (render's keep_bridge)
+    bridge_table: bool = False
+    bridge_error: str | None = None
 
 
 def _overlapping(config: Config | None, leases: dict[str, Lease]) -> dict[str, str]:
@@ -148,6 +152,8 @@ class NetRole:
         # (the links adapter's namespace is the one the clients run in)
         self.dhcp = dhcp if dhcp is not None else (DhcpClients(live.run_dir) if links else None)
         self.leases: dict[str, Lease] = {}
+        # conntrack in the bridge family (nf_conntrack_bridge), probed on first bridging
+        self.bridge_conntrack: bool | None = None
         self.state = NetState()
         self.started_at = clock()
         self._next = {
@@ -174,9 +180,11 @@ class NetRole:
         reset): then that table is a wiped configuration's, conduits and all, and the
         fail-closed ruleset replaces it."""
         found = self.nft.list_table()
+        self.state.bridge_table = nftlib.holds_bridge_table(found)
         unconfigured = revs.desired(self.store) is None
         if found is None or unconfigured:
-            self._apply_ruleset(render_fail_closed(), None, None, self.clock())
+            closed = render_fail_closed(bridge=self.state.bridge_table)
+            self._apply_ruleset(closed, None, None, self.clock())
             why = "no ruleset found" if found is None else "no configuration"
             self.store.event(
                 "net.fail-closed",
@@ -273,6 +281,7 @@ class NetRole:
         listing = self.nft.list_table()
         cost = time.perf_counter() - t0
         self._list_cost = cost if not self._list_cost else 0.7 * self._list_cost + 0.3 * cost
+        self.state.bridge_table |= nftlib.holds_bridge_table(listing)
         return listing
 
     def _reconcile_revision(self, now: float) -> None:
@@ -298,7 +307,8 @@ class NetRole:
     def _apply_revision(self, rev: Revision, now: float) -> None:
         config = revs.config_of(rev)
         self._record_expiries(config, now)
-        ruleset = render(config, datetime.fromtimestamp(now, UTC))
+        when = datetime.fromtimestamp(now, UTC)
+        ruleset = render(config, when, keep_bridge=self.state.bridge_table)
         before = self.state.applied.ruleset if self.state.applied else None
         try:
             self._apply_ruleset(ruleset, rev, config, now)
@@ -358,6 +368,7 @@ class NetRole:
         self._carry_counters()
         self.nft.apply(ruleset.document())
         listing = self.nft.list_table() or []
+        self.state.bridge_table |= ruleset.bridged
         self.state.applied = Applied(
             rev.id if rev else None,
             rev.sha256 if rev else None,
@@ -407,6 +418,8 @@ class NetRole:
         except ApplyFailed as e:
             self._error(str(e))
             changes = list(getattr(e, "done", []))  # what was done before (or beside) it
+        if config.bridge is not None:
+            changes.extend(self._bridge_filter(config.bridge.name))
         if changes:
             self.store.event(
                 "net.links", "; ".join(changes), source="net", data={"changes": changes}
@@ -424,6 +437,22 @@ class NetRole:
                     severity=sev,
                     data=o.as_dict(),
                 )
+
+    def _bridge_filter(self, bridge: str) -> list[str]:
+        """br_netfilter's sysctls for bridge mode (bridged IP through the inet table); what
+        the kernel offers is found out once (shown in the snapshot's `bridge.kernel`)."""
+        if self.bridge_conntrack is None:
+            self.bridge_conntrack = self.nft.bridge_conntrack()
+        try:
+            changes = self.forwarding.bridge_filter(bridge)
+        except ApplyFailed as e:
+            self.state.bridge_error = str(e)
+            self._error(str(e))
+            return []
+        if self.state.bridge_error is not None and self.state.last_error == self.state.bridge_error:
+            self.state.last_error = None
+        self.state.bridge_error = None
+        return changes
 
     def _apply_services(self, services: NetServices, config: Config, now: float) -> None:
         """The revision's NTP servers to the time client, its DNS to the resolver's file."""
@@ -661,7 +690,7 @@ class NetRole:
             at=now,
         )
         if applied.revision_id is None:
-            self._apply_ruleset(render_fail_closed(), None, None, now)
+            self._apply_ruleset(render_fail_closed(bridge=self.state.bridge_table), None, None, now)
             return
         rev = Revision.get_by_id(applied.revision_id)
         self._apply_revision(rev, now)
@@ -753,9 +782,28 @@ class NetRole:
             name: {**counts, **expiries.get(name, {})}
             for name, counts in self.state.conduits.items()
         }
+        config = a.config if a else None
+        bridge = None
+        if config is not None and config.bridge is not None:
+            bridge = {
+                "name": config.bridge.name,
+                "ports": [{"name": p.name, "role": p.role} for p in config.bridge_ports()],
+                "lldp": config.bridge.pass_l2.lldp,
+                "stp": config.bridge.pass_l2.stp,
+                # how bridged IP meets the conduits (see appliance.net.render)
+                "filter": "br_netfilter" if self.state.bridge_error is None else None,
+                "error": self.state.bridge_error,
+                # what the kernel offers: br_netfilter (used), nf_conntrack_bridge (not yet)
+                "kernel": {
+                    "br_netfilter": self.state.bridge_error is None,
+                    "nf_conntrack_bridge": self.bridge_conntrack,
+                },
+            }
         return {
             "role": self.name,
             "started_at": self.started_at,
+            "mode": config.mode if config is not None else None,
+            "bridge": bridge,
             "applied": {
                 "revision": a.revision_id if a else None,
                 "sha256": a.sha256 if a else None,

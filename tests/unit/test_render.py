@@ -34,7 +34,7 @@ from .factory import NOW, base, conduit
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-CASES = ["demo", "nat", "ipv6", "expiring", "both-direction", "modbus"]
+CASES = ["demo", "nat", "ipv6", "expiring", "both-direction", "modbus", "bridge"]
 
 
 # -- golden files ---------------------------------------------------------------
@@ -154,15 +154,29 @@ def every(rs: Ruleset) -> list[Ruleset]:
 @pytest.mark.parametrize("make", ALL_CONFIGS)
 def test_document_replaces_the_table(make) -> None:
     for rs in every(render(make(), NOW)):
-        table = {"family": "inet", "name": TABLE}
-        assert rs.commands[:3] == [
-            {"add": {"table": table}},
-            {"delete": {"table": table}},
-            {"add": {"table": table}},
-        ]
-        assert all("table" not in c.get("delete", {}) for c in rs.commands[3:])
+        blocks = tables(rs)
+        assert [family for family, _ in blocks] == (["inet", "bridge"] if rs.bridged else ["inet"])
+        for family, commands in blocks:
+            table = {"family": family, "name": TABLE}
+            assert commands[:3] == [
+                {"add": {"table": table}},
+                {"delete": {"table": table}},
+                {"add": {"table": table}},
+            ]
+            assert all("table" not in c.get("delete", {}) for c in commands[3:])
         assert rs.document() == {"nftables": rs.commands}
         json.dumps(rs.document())  # libnftables takes it as JSON
+
+
+def tables(rs: Ruleset) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The document cut where each owned table is replaced: (family, its commands)."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
+    for cmd in rs.commands:
+        table = cmd.get("add", {}).get("table")
+        if table is not None and (not out or out[-1][1][-1].get("delete") is None):
+            out.append((table["family"], []))
+        out[-1][1].append(cmd)
+    return out
 
 
 def _refs(obj: Any, key: str) -> list[Any]:
@@ -192,40 +206,49 @@ def _strings(obj: Any) -> list[str]:
 @pytest.mark.parametrize("make", ALL_CONFIGS)
 def test_every_chain_set_and_counter_is_declared_before_any_rule(make) -> None:
     rs = render(make(), NOW)
-    kinds = [next(iter(c[verb])) for c in rs.commands for verb in c]
-    first_rule = kinds.index("rule")
-    assert set(kinds[first_rule:]) == {"rule"}, "a declaration follows a rule"
+    for _family, commands in tables(rs):
+        kinds = [next(iter(c[verb])) for c in commands for verb in c]
+        first_rule = kinds.index("rule")
+        assert set(kinds[first_rule:]) == {"rule"}, "a declaration follows a rule"
 
 
 @pytest.mark.parametrize("make", ALL_CONFIGS)
 def test_everything_referenced_is_declared_earlier(make) -> None:
     for rs in every(render(make(), NOW)):
-        chains: set[str] = set()
-        sets: set[str] = set()
         counters: set[str] = set()
-        for cmd in rs.commands[3:]:
-            [(verb, body)] = cmd.items()
-            assert verb == "add"
-            [(kind, obj)] = body.items()
-            assert (obj["family"], obj["table"]) == ("inet", TABLE)
-            if kind == "chain":
-                chains.add(obj["name"])
-            elif kind == "set":
-                sets.add(obj["name"])
-            elif kind == "counter":
-                counters.add(obj["name"])
-            else:
-                assert kind == "rule"
-                assert obj["chain"] in chains
-                for jump in _refs(obj["expr"], "jump"):
-                    assert jump["target"] in chains
-                for name in _refs(obj["expr"], "counter"):
-                    if isinstance(name, str):
-                        assert name in counters
-                for text in _strings(obj["expr"]):
-                    if text.startswith("@"):
-                        assert text[1:] in sets, text
+        for family, commands in tables(rs):
+            counters |= _declared_before_use(family, commands[3:])
         assert set(rs.counters) == counters
+
+
+def _declared_before_use(family: str, commands: list[dict[str, Any]]) -> set[str]:
+    """Check one table's commands; return the counters it declares."""
+    chains: set[str] = set()
+    sets: set[str] = set()
+    counters: set[str] = set()
+    for cmd in commands:
+        [(verb, body)] = cmd.items()
+        assert verb == "add"
+        [(kind, obj)] = body.items()
+        assert (obj["family"], obj["table"]) == (family, TABLE)
+        if kind == "chain":
+            chains.add(obj["name"])
+        elif kind == "set":
+            sets.add(obj["name"])
+        elif kind == "counter":
+            counters.add(obj["name"])
+        else:
+            assert kind == "rule"
+            assert obj["chain"] in chains
+            for jump in _refs(obj["expr"], "jump"):
+                assert jump["target"] in chains
+            for name in _refs(obj["expr"], "counter"):
+                if isinstance(name, str):
+                    assert name in counters
+            for text in _strings(obj["expr"]):
+                if text.startswith("@"):
+                    assert text[1:] in sets, text
+    return counters
 
 
 @pytest.mark.parametrize("make", ALL_CONFIGS)
