@@ -58,6 +58,53 @@ def _time_line(clock: dict) -> str:
     return f"NOT in sync{ago}: {why}"
 
 
+def _mode_line(net: dict[str, Any]) -> str | None:
+    """Routed or bridge, and for a bridge its ports, its L2 passes and how IP meets the
+    conduits (the net role's `mode` and `bridge`); None before any revision ran."""
+    mode = net.get("mode")
+    bridge = net.get("bridge")
+    if mode != "bridge" or not isinstance(bridge, dict):
+        return f"{mode} (the unit routes between its IT and OT subnets)" if mode else None
+    ports = ", ".join(f"{p['name']} ({p['role']})" for p in bridge.get("ports", []))
+    l2 = ", ".join(
+        f"{what} {'passes' if bridge.get(key) else 'dropped'}"
+        for key, what in (("lldp", "LLDP"), ("stp", "STP"))
+    )
+    how = (
+        f"IP filtered through {bridge['filter']}"
+        if bridge.get("filter")
+        else f"NOTHING crosses: {bridge.get('error')}"
+    )
+    return f"bridge {bridge.get('name')}: {ports}; ARP passes, {l2}; {how}"
+
+
+def _dhcp_lines(net: dict[str, Any], now: float) -> list[str]:
+    """One line per link with DHCP: its lease (address, server, expires in) or none."""
+    out = []
+    for link in net.get("links") or []:
+        lease = link.get("dhcp")
+        if not isinstance(lease, dict):
+            continue
+        if not lease.get("bound"):
+            client = "client running" if lease.get("client_pid") else "NO client running"
+            out.append(f"{link['name']:<8} no lease ({client})")
+            continue
+        left = max(0, int(float(lease.get("expires_at") or 0) - now))
+        out.append(
+            f"{link['name']:<8} {lease.get('address')} from {lease.get('server') or '?'}, "
+            f"router {lease.get('router') or 'none'}, expires in {_fmt_span(left)}"
+        )
+    return out
+
+
+def _fmt_span(seconds: int) -> str:
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
 def _fmt_bytes(n: int) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if n < 1000:
@@ -593,6 +640,9 @@ def status(as_json: bool, paths: Paths) -> None:
             f"PENDING:   revision {pend['id']} reverts in {left:.0f} s unless "
             "`appliance config confirm`"
         )
+    mode = _mode_line(net)
+    if mode:
+        click.echo(f"mode:      {mode}")
     if net.get("last_error"):
         click.echo(f"error:     {net['last_error']}")
     for link in net.get("links", []):
@@ -601,6 +651,8 @@ def status(as_json: bool, paths: Paths) -> None:
             f"link:      {link['name']:<8} {link['role']:<4} {state:<8} "
             f"{' '.join(link['addresses'])}"
         )
+    for line in _dhcp_lines(net, time.time()):
+        click.echo(f"dhcp:      {line}")
     ports = net.get("ports") or []
     if ports:  # every NIC, configured or not: which has a cable (`appliance ports` says more)
         click.echo(
@@ -793,30 +845,40 @@ def lab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--config",
     "config_file",
-    default="examples/demo.yaml",
-    show_default=True,
-    help="configuration committed once the appliance runs ('' for none)",
+    default=None,
+    help="configuration committed once the appliance runs ('' for none; default "
+    "examples/demo.yaml, with --bridge examples/bridge.yaml)",
 )
 @click.option("--no-mgmt", is_flag=True, help="no management link to this machine")
 @click.option(
     "--no-extras", is_flag=True, help="PLCs only: no slow PLC, RTU line, OPC UA, fleet, syslog"
 )
 @click.option("--roles", default="", help="roles to run (default: all)")
+@click.option(
+    "--bridge",
+    is_flag=True,
+    help="the bridge topology: IT host 192.168.50.2 in the PLCs' subnet, the appliance a "
+    "transparent bridge between them (no fleet or syslog extra)",
+)
 @lab_options
 def lab_up(
     plcs: int,
-    config_file: str,
+    config_file: str | None,
     no_mgmt: bool,
     no_extras: bool,
     roles: str,
+    bridge: bool,
     lab_dir: str,
     prefix: str,
 ) -> None:
     """Build the lab (cleaning leftovers first), start the appliance, commit the config."""
     from appliance.lab import demo
 
+    if config_file is None:
+        config_file = "examples/bridge.yaml" if bridge else "examples/demo.yaml"
     demo.up(
         Path(lab_dir),
+        bridge=bridge,
         plcs=plcs,
         config_file=config_file or None,
         echo=click.echo,

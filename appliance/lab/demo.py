@@ -201,14 +201,16 @@ def up(
     mgmt: bool = True,
     extras: bool = True,
     roles: Sequence[str] | None = None,
+    bridge: bool = False,
 ) -> LabSpec:
-    """The lab (with every extra unless `extras` is false), the appliance running `roles`
-    (default: every role this checkout has) and, if given, the rendered configuration."""
+    """The lab (with every extra unless `extras` is false; `bridge`: the bridge topology,
+    IT host and PLCs in one subnet), the appliance running `roles` (default: every role this
+    checkout has) and, if given, the rendered configuration."""
     root = lab_dir.absolute()
     if extras:
-        spec = LabSpec.full(prefix=prefix, plcs=plcs, mgmt=mgmt, root=root)
+        spec = LabSpec.full(prefix=prefix, plcs=plcs, mgmt=mgmt, root=root, bridge=bridge)
     else:
-        spec = LabSpec(prefix=prefix, plcs=plcs, mgmt=mgmt, root=root)
+        spec = LabSpec(prefix=prefix, plcs=plcs, mgmt=mgmt, root=root, bridge=bridge)
     cfg = find_config(config_file) if config_file else None
     if topology.exists(spec):
         echo("lab: removing the previous lab")

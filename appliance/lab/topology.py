@@ -41,6 +41,9 @@ OT_HOST_MAC = "02:a0:00:00:02:02"
 MGMT_ROOT_MAC = "02:a0:00:00:99:02"
 
 IT_HOST = "10.10.0.2"
+# The bridge lab (`LabSpec(bridge=True)`): the IT host in the PLCs' subnet, the appliance a
+# transparent bridge between them (no address on it0/ot0, management on mgmt0 as ever).
+BRIDGE_IT_HOST = "192.168.50.2"
 MGMT_ROOT_ADDRESS = "10.99.0.1"
 # The extras' fixed addresses on the OT side; PLC hosts (.10 upwards) skip them.
 SLOW_PLC_ADDRESS = "192.168.50.19"
@@ -54,6 +57,7 @@ RTU_UNITS = (1, 2)
 RTU_BAUD = 19200
 RTU_PARITY = "N"  # a pty may refuse even parity on reopen (see appliance.lab.rtu)
 EXTRAS = ("slow_plc", "rtu", "opcua", "fleet", "syslog")
+BRIDGE_LACKS = ("fleet", "syslog")  # the extras the bridge lab cannot have
 EXTRA_TIMEOUT = 30.0  # an extra's readiness (asyncua and Flask take a while on a busy VM)
 FLEET_UNIT = "demo-unit"
 # What the lab expects the appliance to configure on its own links (the lab never does).
@@ -74,6 +78,10 @@ class LabSpec:
     (socat pty pair, simulator on one end), `opcua` an OPC UA server at 192.168.50.20:4840,
     `fleet` a fleet receiver at https://10.10.0.2:8443 with a lab CA, `syslog` a syslog
     sink on 10.10.0.2 (udp/tcp 514, tls 6514 with the lab CA) writing root/logs/syslog.log.
+    `bridge`: the second topology, for the appliance's bridge mode: the IT host is
+    192.168.50.2/24, in the PLCs' subnet, and no lab host has a route via the appliance
+    (it has no address there). The fleet and syslog extras need the routed lab (the unit
+    reaches them from its IT address, which a bridge does not have).
     """
 
     prefix: str = "lab"
@@ -85,6 +93,7 @@ class LabSpec:
     opcua: bool = False
     fleet: bool = False
     syslog: bool = False
+    bridge: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.prefix, str) or not _PREFIX.match(self.prefix):
@@ -93,15 +102,27 @@ class LabSpec:
             raise LabError(f"lab plcs {self.plcs!r}: not a whole number")
         if not 1 <= self.plcs <= 100:
             raise LabError(f"lab plcs {self.plcs}: between 1 and 100")
-        for name in ("mgmt", *EXTRAS):
+        for name in ("mgmt", "bridge", *EXTRAS):
             if not isinstance(getattr(self, name), bool):
                 raise LabError(f"lab {name} {getattr(self, name)!r}: true or false")
+        if self.bridge and (self.fleet or self.syslog):
+            raise LabError(
+                "the bridge lab has no fleet or syslog extra: the unit reaches them from its "
+                "IT address, and a bridge has none"
+            )
         object.__setattr__(self, "root", Path(self.root))
 
     @classmethod
     def full(cls, **kwargs: Any) -> LabSpec:
-        """Every extra on (what `appliance lab up` and the demo build); kwargs override."""
-        return cls(**{**dict.fromkeys(EXTRAS, True), **kwargs})
+        """Every extra on (what `appliance lab up` and the demo build; the bridge lab's
+        every extra it can have); kwargs override."""
+        extras = [e for e in EXTRAS if not (kwargs.get("bridge") and e in BRIDGE_LACKS)]
+        return cls(**{**dict.fromkeys(extras, True), **kwargs})
+
+    @property
+    def it_host(self) -> str:
+        """The IT host's address: 10.10.0.2, or 192.168.50.2 in the bridge lab."""
+        return BRIDGE_IT_HOST if self.bridge else IT_HOST
 
     @property
     def extras(self) -> list[str]:
@@ -381,8 +402,14 @@ def _create(spec: LabSpec) -> None:
         _ip_batch(None, [f"link set {spec.mgmt_root_link} up"])
     _no_dad(spec.ns_it, "lan0")
     _no_dad(spec.ns_ot, "plcnet0")
-    _ip_batch(spec.ns_it, _host("lan0", [f"{IT_HOST}/24"], "10.10.0.1"))
-    _ip_batch(spec.ns_ot, _host("plcnet0", [f"{a}/24" for a in spec.ot_addresses], "192.168.50.1"))
+    if spec.bridge:  # one subnet across the appliance: no host routes through it
+        _ip_batch(spec.ns_it, _host("lan0", [f"{BRIDGE_IT_HOST}/24"], None))
+        _ip_batch(spec.ns_ot, _host("plcnet0", [f"{a}/24" for a in spec.ot_addresses], None))
+    else:
+        _ip_batch(spec.ns_it, _host("lan0", [f"{IT_HOST}/24"], "10.10.0.1"))
+        _ip_batch(
+            spec.ns_ot, _host("plcnet0", [f"{a}/24" for a in spec.ot_addresses], "192.168.50.1")
+        )
     _ip_batch(app, ["link set lo up"])
 
 
@@ -404,11 +431,15 @@ def _veth(name: str, ns: str | None, mac: str, peer: str, peer_ns: str, peer_mac
     )
 
 
-def _host(link: str, addresses: list[str], gateway: str) -> list[str]:
-    """A lab host: loopback, its addresses on one link, a default route via the appliance."""
+def _host(link: str, addresses: list[str], gateway: str | None) -> list[str]:
+    """A lab host: loopback, its addresses on one link, a default route via the appliance
+    (none in the bridge lab: `gateway` None)."""
     lines = ["link set lo up"]
     lines += [f"addr add {a} dev {link}" for a in addresses]
-    return [*lines, f"link set {link} up", f"route add default via {gateway} dev {link} onlink"]
+    lines.append(f"link set {link} up")
+    if gateway is not None:
+        lines.append(f"route add default via {gateway} dev {link} onlink")
+    return lines
 
 
 def _no_dad(ns: str, link: str) -> None:
@@ -515,6 +546,8 @@ def _start_extras(spec: LabSpec, progress: Callable[[str], None]) -> dict[str, A
         "prefix": spec.prefix,
         "spec": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(spec).items()},
         "plc_addresses": spec.plc_addresses,
+        "mode": "bridge" if spec.bridge else "routed",
+        "it_host": spec.it_host,
         "extras": extras,
     }
 
