@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -56,14 +57,17 @@ from appliance.fleet import store, view
 from appliance.fleet.validate import (
     AGENT_SCHEMA_PATH,
     HeartbeatValidator,
+    UnitQuery,
     bearer_token,
     check_interval,
     check_keep_days,
     check_keep_heartbeats,
     check_limit,
+    check_placement,
     idempotency_key,
     load_agent_schema,
     parse_json,
+    unit_query,
     value_errors,
 )
 from appliance.redirects import safe_next
@@ -408,7 +412,27 @@ def create_app(
     @app.get("/")
     @operator_page
     def index() -> Any:
-        return render_template("units.html", units=store.units())
+        try:
+            query = unit_query(request.args)
+        except BadRequest as e:
+            query, error = UnitQuery(), e
+        else:
+            error = None
+        found = store.find_units(query)
+        args = {k: v for k, v in request.args.items() if k != "page" and v}
+        return (
+            render_template(
+                "units.html",
+                found=found,
+                units=found.units,
+                facets=store.facets(),
+                query=query,
+                filtered=bool(args),
+                args=args,
+                error=error,
+            ),
+            400 if error else 200,
+        )
 
     def _unit_page(name: str, errors: dict[str, str] | None = None, status: int = 200) -> Any:
         unit = store.get_unit(name)
@@ -424,6 +448,7 @@ def create_app(
                 timeline=[b.as_dict() for b in reversed(beats)],
                 latest=latest,
                 report=view.report_summary(latest["body"] if latest else None),
+                groups=store.groups_of([unit.id]).get(unit.id, []),
                 events=[e.as_dict() for e in store.events(unit, 200)],
                 errors=errors or {},
                 form=request.form if errors else {},
@@ -442,6 +467,20 @@ def create_app(
     def unit_identify(name: str) -> Any:
         store.request_identify(name, _actor(), clock())
         flash("identify requested: the unit blinks after its next heartbeat", "ok")
+        return redirect(url_for("unit_page", name=name))
+
+    @app.post("/units/<name>/placement")
+    @operator_page
+    def unit_placement(name: str) -> Any:
+        store.get_unit(name)
+        groups = [g for g in re.split(r"[\s,]+", request.form.get("groups", "")) if g]
+        try:
+            site, groups = check_placement({"site": request.form.get("site", ""), "groups": groups})
+        except BadRequest as e:
+            field = "groups" if (e.field or "").startswith("groups") else "site"
+            return _unit_page(name, errors={field: e.message}, status=400)
+        store.set_placement(name, site, groups)
+        flash("site and groups saved", "ok")
         return redirect(url_for("unit_page", name=name))
 
     @app.post("/units/<name>/interval")
@@ -468,8 +507,36 @@ def create_app(
     @app.get("/api/v1/units")
     @operator_api
     def api_units() -> Any:
+        """A page of the units (a JSON list, as before paging); X-Total-Count and a Link
+        header (rel="next", "prev") say where the rest is."""
+        query = unit_query(request.args)
+        found = store.find_units(query)
         now = clock()
-        return jsonify([_unit_json(u, now) for u in store.units()])
+        resp = jsonify([_unit_json(u, now, found.groups.get(u.id, [])) for u in found.units])
+        resp.headers["X-Total-Count"] = str(found.total)
+        resp.headers["X-Page"] = str(query.page)
+        resp.headers["X-Pages"] = str(found.pages)
+        links = []
+        for rel, page in (("prev", query.page - 1), ("next", query.page + 1)):
+            if 1 <= page <= found.pages:
+                args = {**request.args.to_dict(), "page": str(page)}
+                links.append(f'<{url_for("api_units", **args)}>; rel="{rel}"')
+        if links:
+            resp.headers["Link"] = ", ".join(links)
+        return resp
+
+    @app.get("/api/v1/facets")
+    @operator_api
+    def api_facets() -> Any:
+        return jsonify(store.facets())
+
+    @app.post("/api/v1/units/<name>/placement")
+    @operator_api
+    def api_placement(name: str) -> Any:
+        store.get_unit(name)
+        site, groups = check_placement(_json_body())
+        unit = store.set_placement(name, site, groups)
+        return jsonify(_unit_json(unit, clock()))
 
     @app.get("/api/v1/stats")
     @operator_api
@@ -510,8 +577,8 @@ def create_app(
         unit = store.request_interval(name, seconds, _actor(), clock())
         return jsonify(_unit_json(unit, clock()))
 
-    def _unit_json(unit: store.Unit, now: float) -> dict[str, Any]:
-        out = unit.as_dict()
+    def _unit_json(unit: store.Unit, now: float, groups: list[str] | None = None) -> dict[str, Any]:
+        out = unit.as_dict(groups)
         out["overdue"] = view.overdue(now, unit.last_seen, unit.interval_request, unit.last_gap)
         return out
 

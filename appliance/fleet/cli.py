@@ -206,32 +206,115 @@ def remove_unit(name: str, db: str | None, yes: bool) -> None:
 @fleet.command("units")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="machine-readable")
-def units(db: str | None, as_json: bool) -> None:
-    """List the units with last seen, health, revision and firmware."""
+@click.option("--search", help="a part of the name, reported name, site, serial or unit id")
+@click.option("--site", help="units of this site (assigned, else reported)")
+@click.option("--group", help="units in this group")
+@click.option("--health", help="ok, degraded, fault, pending-confirm, booting, identify, none")
+@click.option("--firmware", help="units on this firmware version")
+@click.option("--revision", help="units on this configuration revision (4 or r4)")
+@click.option("--page", help="page number (with --per-page)")
+@click.option("--per-page", help="units per page, 1-1000 (default: all)")
+def units(
+    db: str | None,
+    as_json: bool,
+    search: str | None,
+    site: str | None,
+    group: str | None,
+    health: str | None,
+    firmware: str | None,
+    revision: str | None,
+    page: str | None,
+    per_page: str | None,
+) -> None:
+    """List the units with site, last seen, health, revision and firmware (filtered)."""
+    from appliance.errors import BadRequest
     from appliance.fleet import store, view
+    from appliance.fleet.validate import unit_query
 
+    given = {
+        "search": search,
+        "site": site,
+        "group": group,
+        "health": health,
+        "firmware": firmware,
+        "revision": revision,
+        "page": page,
+        "per_page": per_page,
+    }
+    try:
+        query = unit_query({k: v for k, v in given.items() if v is not None}, per_page_default=None)
+    except BadRequest as e:
+        raise BadRequest(e.message, f"--{(e.field or '').replace('_', '-')}") from None
     _open(db)
     now = time.time()
     with store.fleet_db.connection_context():
-        rows = store.units()
+        found = store.find_units(query)
+        rows = found.units
         if as_json:
             out = []
             for u in rows:
-                d = u.as_dict()
+                d = u.as_dict(found.groups.get(u.id, []))
                 d["overdue"] = view.overdue(now, u.last_seen, u.interval_request, u.last_gap)
                 out.append(d)
             click.echo(json.dumps(out, indent=2))
             return
     if not rows:
-        click.echo("no units: `appliance fleet add-unit NAME` registers one")
+        if any(v is not None for v in given.values()):
+            click.echo("no unit matches")
+        else:
+            click.echo("no units: `appliance fleet add-unit NAME` registers one")
         return
-    click.echo(f"{'NAME':<20} {'LAST SEEN':<16} {'HEALTH':<16} {'REVISION':<30} FIRMWARE")
+    click.echo(
+        f"{'NAME':<20} {'SITE':<16} {'LAST SEEN':<16} {'HEALTH':<16} {'REVISION':<30} FIRMWARE"
+    )
     for u in rows:
         seen = view.age(now, u.last_seen)
         if view.overdue(now, u.last_seen, u.interval_request, u.last_gap):
             seen += " !"
         rev = view.revision_text(u.revision_id, u.revision_state, u.revision_sha256)
-        click.echo(f"{u.name:<20} {seen:<16} {u.health or '-':<16} {rev:<30} {u.firmware or '-'}")
+        click.echo(
+            f"{u.name:<20} {(u.site_shown or '-')[:16]:<16} {seen:<16} {u.health or '-':<16} "
+            f"{rev:<30} {u.firmware or '-'}"
+        )
+    if found.pages > 1:
+        click.echo(f"page {query.page} of {found.pages} ({found.total} units)", err=True)
+
+
+@fleet.command("place")
+@click.argument("name")
+@db_option
+@click.option("--site", help="the unit's site ('' : back to the one it reports)")
+@click.option("--group", "groups", multiple=True, help="a group (repeat; replaces its groups)")
+@click.option("--no-groups", is_flag=True, help="take the unit out of every group")
+def place(
+    name: str, db: str | None, site: str | None, groups: tuple[str, ...], no_groups: bool
+) -> None:
+    """Give unit NAME a site and groups (a unit has one site and any groups)."""
+    from appliance.errors import BadRequest
+    from appliance.fleet import store
+    from appliance.fleet.validate import check_placement
+
+    data: dict[str, Any] = {}
+    if site is not None:
+        data["site"] = site
+    if groups and no_groups:
+        raise BadRequest("--group and --no-groups exclude each other", "--no-groups")
+    if groups or no_groups:
+        data["groups"] = list(groups)
+    if not data:
+        raise BadRequest("give --site, --group or --no-groups", "--site")
+    try:
+        where, members = check_placement(data)
+    except BadRequest as e:
+        flag = "--group" if (e.field or "").startswith("groups") else "--site"
+        raise BadRequest(e.message, flag) from None
+    _open(db)
+    with store.fleet_db.connection_context():
+        unit = store.set_placement(name, where, members)
+        shown = unit.as_dict()
+    click.echo(
+        f"unit {name!r}: site {shown['site'] or '-'}, groups {' '.join(shown['groups']) or '-'}"
+    )
 
 
 @fleet.command("stats")

@@ -49,8 +49,10 @@ from playhouse.pool import PooledDatabase
 
 from appliance.errors import ApplianceError, Conflict, NotFound, Unauthorized
 from appliance.fleet.validate import (
+    KEEP,
     UNIT_NAME_RE,
     HeartbeatIn,
+    UnitQuery,
     check_token,
     check_unit_name,
     token_hash,
@@ -102,14 +104,25 @@ class Unit(FleetModel):
     identify_requested_by = pw.CharField(max_length=200, null=True)
     identify_delivered_at = pw.DoubleField(null=True)
     audit = pw.TextField(null=True)  # the newest heartbeat's audit head (JSON), to compare
+    assigned_site = pw.CharField(max_length=200, null=True)  # set by an operator
 
     class Meta:
         table_name = "units"
 
-    def as_dict(self) -> dict[str, Any]:
+    @property
+    def site_shown(self) -> str | None:
+        """The unit's site: the one an operator assigned, else the one it reports."""
+        return self.assigned_site or self.site
+
+    def as_dict(self, groups: list[str] | None = None) -> dict[str, Any]:
+        if groups is None:
+            groups = groups_of([self.id]).get(self.id, [])
         return {
             "name": self.name,
             "created_at": self.created_at,
+            "site": self.site_shown,
+            "groups": groups,
+            "placement": {"site": self.assigned_site, "groups": groups},
             "unit": {
                 "id": self.unit_id,
                 "name": self.unit_name,
@@ -138,6 +151,20 @@ class Unit(FleetModel):
                 "identify_delivered_at": self.identify_delivered_at,
             },
         }
+
+
+class UnitGroup(FleetModel):
+    """A unit's membership of a group (a unit belongs to any number; a site is one)."""
+
+    unit = pw.ForeignKeyField(Unit, backref="memberships", on_delete="CASCADE")
+    name = pw.CharField(max_length=64)
+
+    class Meta:
+        table_name = "unit_groups"
+        indexes = (
+            (("unit", "name"), True),
+            (("name",), False),
+        )
 
 
 class Heartbeat(FleetModel):
@@ -264,6 +291,7 @@ MODELS: list[type[pw.Model]] = [
     LoginFailure,
     OperatorSession,
     Job,
+    UnitGroup,
 ]
 
 
@@ -366,7 +394,7 @@ def release_connections() -> None:
 
 # -- schema versions ---------------------------------------------------------------------
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_KEY = "schema_version"  # in settings; a database without it is version 1
 _MIGRATE_LOCK = 0x666C656574  # pg_advisory_xact_lock key: one migrating process at a time
 
@@ -402,10 +430,17 @@ def _unit_audit(db: pw.Database) -> None:
     migrate_schema(migrator.add_column("units", "audit", Unit.audit))
 
 
+def _placement(db: pw.Database) -> None:
+    """4 -> 5: units.assigned_site; the `unit_groups` table (made by create_tables)."""
+    migrator = SchemaMigrator.from_database(db)
+    migrate_schema(migrator.add_column("units", "assigned_site", Unit.assigned_site))
+
+
 MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     1: _double_precision,
     2: _jobs,
     3: _unit_audit,
+    4: _placement,
 }
 
 
@@ -485,6 +520,7 @@ def remove_unit(name: str) -> None:
     with fleet_db.atomic():
         Heartbeat.delete().where(Heartbeat.unit == unit).execute()
         Event.delete().where(Event.unit == unit).execute()
+        UnitGroup.delete().where(UnitGroup.unit == unit).execute()
         unit.delete_instance()
 
 
@@ -561,6 +597,104 @@ def _insert_ignore(table: str, columns: tuple[str, ...], rows: list[tuple[Any, .
 
 def units() -> list[Unit]:
     return list(Unit.select().order_by(Unit.name))
+
+
+def groups_of(unit_ids: list[int]) -> dict[int, list[str]]:
+    """The groups of these units (one query), sorted, by unit id."""
+    out: dict[int, list[str]] = {}
+    if not unit_ids:
+        return out
+    q = UnitGroup.select(UnitGroup.unit, UnitGroup.name).where(UnitGroup.unit.in_(unit_ids))
+    for row in q.order_by(UnitGroup.name).tuples():
+        out.setdefault(row[0], []).append(row[1])
+    return out
+
+
+@dataclass(frozen=True)
+class UnitPage:
+    units: list[Unit]
+    groups: dict[int, list[str]]
+    total: int
+    query: UnitQuery
+
+    @property
+    def pages(self) -> int:
+        if not self.query.per_page:
+            return 1
+        return max(1, -(-self.total // self.query.per_page))
+
+
+def _contains(column: Any, needle: str) -> Any:
+    """`needle` in `column`, ignoring ASCII case, as a plain substring (no LIKE wildcards)."""
+    position = pw.fn.strpos if _is_pg() else pw.fn.instr
+    return position(pw.fn.LOWER(pw.fn.COALESCE(column, "")), needle.lower()) > 0
+
+
+def find_units(q: UnitQuery) -> UnitPage:
+    """One page of the units that match `q` (by name), its total and its units' groups:
+    three queries whatever the fleet's size."""
+    where: list[Any] = []
+    if q.search:
+        where.append(
+            _contains(Unit.name, q.search)
+            | _contains(Unit.unit_name, q.search)
+            | _contains(Unit.site, q.search)
+            | _contains(Unit.assigned_site, q.search)
+            | _contains(Unit.serial, q.search)
+            | _contains(Unit.unit_id, q.search)
+        )
+    if q.site:
+        where.append(pw.fn.COALESCE(Unit.assigned_site, Unit.site) == q.site)
+    if q.group:
+        members = UnitGroup.select(UnitGroup.unit).where(UnitGroup.name == q.group)
+        where.append(Unit.id.in_(members))
+    if q.health == "none":
+        where.append(Unit.health.is_null())
+    elif q.health:
+        where.append(Unit.health == q.health)
+    if q.firmware:
+        where.append(Unit.firmware == q.firmware)
+    if q.revision is not None:
+        where.append(Unit.revision_id == q.revision)
+    base = Unit.select()
+    if where:
+        base = base.where(*where)
+    total = base.count()
+    rows = base.order_by(Unit.name)
+    if q.per_page:
+        rows = rows.paginate(q.page, q.per_page)
+    units_ = list(rows)
+    return UnitPage(units_, groups_of([u.id for u in units_]), total, q)
+
+
+def facets() -> dict[str, list[Any]]:
+    """The values the list can be filtered by: sites, groups, firmware, revisions, health."""
+
+    def distinct(expr: Any) -> list[Any]:
+        q = Unit.select(expr.alias("v")).where(expr.is_null(False)).distinct()
+        return sorted({row[0] for row in q.tuples()})
+
+    return {
+        "sites": distinct(pw.fn.COALESCE(Unit.assigned_site, Unit.site)),
+        "groups": sorted({r[0] for r in UnitGroup.select(UnitGroup.name).distinct().tuples()}),
+        "health": distinct(Unit.health),
+        "firmware": distinct(Unit.firmware),
+        "revisions": distinct(Unit.revision_id),
+    }
+
+
+def set_placement(name: str, site: str | None = KEEP, groups: list[str] | None = None) -> Unit:
+    """Assign unit `name` a site ("" or None: back to the one it reports; KEEP: as is)
+    and, when `groups` is given, exactly these groups; in one transaction."""
+    unit = get_unit(name)
+    with fleet_db.atomic():
+        if site is not KEEP:
+            Unit.update(assigned_site=site or None).where(Unit.id == unit.id).execute()
+        if groups is not None:
+            UnitGroup.delete().where(UnitGroup.unit == unit.id).execute()
+            if groups:
+                UnitGroup.insert_many([{"unit": unit.id, "name": g} for g in groups]).execute()
+    return Unit.get_by_id(unit.id)
 
 
 def heartbeats(unit: Unit, limit: int = 100) -> list[Heartbeat]:

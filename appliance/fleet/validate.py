@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -533,3 +533,113 @@ def check_keep_heartbeats(value: int | str | None, field: str = "--keep-heartbea
             f"must be a number of heartbeats from 0 (no limit) to {KEEP_HEARTBEATS_MAX}", field
         )
     return value or None
+
+
+# -- the unit list's filters and an operator's placement of a unit -------------------------
+
+GROUP_RE = UNIT_NAME_RE  # the same shape as a unit name: letters, digits, . _ -
+GROUPS_MAX = 50
+SITE_MAX = 200
+SEARCH_MAX = 200
+PER_PAGE_DEFAULT, PER_PAGE_MAX = 100, 1000
+PAGE_MAX = 1_000_000
+HEALTH_FILTERS = ("ok", "identify", "booting", "pending-confirm", "degraded", "fault", "none")
+
+
+def _text(value: Any, field: str, limit: int) -> str | None:
+    """A free-text value: a string of at most `limit` printable characters (empty: None)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("must be a string", field)
+    value = value.strip()
+    if len(value) > limit:
+        raise BadRequest(f"must be at most {limit} characters", field)
+    if not value.isprintable():
+        raise BadRequest("must not hold control characters", field)
+    return value or None
+
+
+def _whole(text: str | None, field: str, low: int, high: int, default: int) -> int:
+    if text is None or not text.strip():
+        return default
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 19):
+        raise BadRequest(f"must be a whole number (got {text[:40]!r})", field)
+    value = int(text)
+    if not low <= value <= high:
+        raise BadRequest(f"must be {low}-{high}", field)
+    return value
+
+
+def check_group(value: Any, field: str = "group") -> str:
+    if not isinstance(value, str) or not GROUP_RE.match(value):
+        raise BadRequest(
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field,
+        )
+    return value
+
+
+KEEP: Any = object()  # store.set_placement: leave this part as it is
+
+
+@dataclass(frozen=True)
+class UnitQuery:
+    """Which units the list shows (unit_query reads one from a request)."""
+
+    search: str | None = None  # a substring of the name, reported name, site, serial, id
+    site: str | None = None
+    group: str | None = None
+    health: str | None = None  # a state, or "none": no heartbeat yet
+    firmware: str | None = None
+    revision: int | None = None
+    page: int = 1
+    per_page: int | None = 100  # None: all
+
+
+def unit_query(
+    args: Mapping[str, Any], *, per_page_default: int | None = PER_PAGE_DEFAULT
+) -> UnitQuery:
+    """The unit list's query string (search, site, group, health, firmware, revision, page,
+    per_page) -> UnitQuery; a bad value is BadRequest naming its parameter."""
+    group = _text(args.get("group"), "group", 64)
+    health = _text(args.get("health"), "health", 32)
+    if health is not None and health not in HEALTH_FILTERS:
+        raise BadRequest(f"must be one of {', '.join(HEALTH_FILTERS)}", "health")
+    revision_text = _text(args.get("revision"), "revision", 24)
+    revision = None
+    if revision_text is not None:
+        revision = _whole(revision_text.removeprefix("r"), "revision", 0, 2**63 - 1, 0)
+    per_page: int | None = per_page_default
+    if args.get("per_page") not in (None, ""):
+        per_page = _whole(args.get("per_page"), "per_page", 1, PER_PAGE_MAX, PER_PAGE_DEFAULT)
+    return UnitQuery(
+        search=_text(args.get("search"), "search", SEARCH_MAX),
+        site=_text(args.get("site"), "site", SITE_MAX),
+        group=check_group(group) if group is not None else None,
+        health=health,
+        firmware=_text(args.get("firmware"), "firmware", 100),
+        revision=revision,
+        page=_whole(args.get("page"), "page", 1, PAGE_MAX, 1),
+        per_page=per_page,
+    )
+
+
+def check_placement(data: Mapping[str, Any]) -> tuple[Any, list[str] | None]:
+    """`{"site": str|null, "groups": [str]}` (each optional) -> (site or KEEP, groups or None)."""
+    unknown = sorted(set(data) - {"site", "groups"})
+    if unknown:
+        raise BadRequest("unknown field (site, groups)", unknown[0])
+    if not data:
+        raise BadRequest("give site, groups or both", "body")
+    site = _text(data["site"], "site", SITE_MAX) if "site" in data else KEEP
+    groups = None
+    if "groups" in data:
+        raw = data["groups"]
+        if not isinstance(raw, list):
+            raise BadRequest("must be a list of group names", "groups")
+        if len(raw) > GROUPS_MAX:
+            raise BadRequest(f"at most {GROUPS_MAX} groups", "groups")
+        groups = sorted({check_group(g, f"groups[{i}]") for i, g in enumerate(raw)})
+    return site, groups

@@ -128,9 +128,10 @@ def test_units_lists_what_the_units_said(capsys: pytest.CaptureFixture[str], db:
         store.record(store.get_unit("press-3"), hb, "k", now=T0)
     code, out, _ = run(capsys, "units", "--db", db)
     lines = out.splitlines()
-    assert lines[0].split() == ["NAME", "LAST", "SEEN", "HEALTH", "REVISION", "FIRMWARE"]
+    assert lines[0].split() == ["NAME", "SITE", "LAST", "SEEN", "HEALTH", "REVISION", "FIRMWARE"]
     press = next(line for line in lines if line.startswith("press-3"))
     assert "degraded" in press and "r3 confirmed" in press and "0.1.0" in press
+    assert "Plant 2" in press  # the site its heartbeat reports
     assert " !" in press  # T0 is long ago: overdue
     quiet = next(line for line in lines if line.startswith("quiet-one"))
     assert "never" in quiet
