@@ -595,22 +595,30 @@ class Forwarding:
         except OSError:
             return False
 
-    def bridge_filter(self, bridge: str) -> list[str]:
+    def bridge_filter(self, bridge: str, ports: list[str]) -> list[str]:
         """Bridged IPv4 and IPv6 through the inet hooks (br_netfilter's per-namespace
-        sysctls), ARP not (the bridge table decides it); no IPv6 address of the unit's own on
-        the bridge (it is invisible there). Returns what changed; ApplyFailed when this
-        kernel has no br_netfilter (then bridged IP is dropped: see render's `l2_decided`)."""
-        want = {
-            "bridge/bridge-nf-call-iptables": "1",
-            "bridge/bridge-nf-call-ip6tables": "1",
-            "bridge/bridge-nf-call-arptables": "0",
-            f"ipv6/conf/{bridge}/disable_ipv6": "1",
-        }
+        sysctls), ARP not (the bridge table decides it); no IPv6 of the unit's own on the
+        bridge or its ports (it is invisible there: no link-local address, no router or
+        MLD solicitations of its own). Returns what changed; ApplyFailed when this kernel
+        has no br_netfilter (then bridged IP is dropped: see render's `l2_decided`)."""
         if not (self.proc / "bridge/bridge-nf-call-iptables").exists():
             raise ApplyFailed(
                 "this kernel has no br_netfilter (net.bridge.bridge-nf-call-iptables): "
                 "nothing crosses the bridge (bridged IP is dropped unfiltered)"
             )
+        want = {
+            "bridge/bridge-nf-call-iptables": "1",
+            "bridge/bridge-nf-call-ip6tables": "1",
+            "bridge/bridge-nf-call-arptables": "0",
+            **{f"ipv6/conf/{link}/disable_ipv6": "1" for link in (bridge, *ports)},
+        }
+        return self._write(want)
+
+    def ipv6_back(self, links: list[str]) -> list[str]:
+        """IPv6 on again on links that were bridge ports (the unit routes again)."""
+        return self._write({f"ipv6/conf/{link}/disable_ipv6": "0" for link in links})
+
+    def _write(self, want: dict[str, str]) -> list[str]:
         changes = []
         for key, value in want.items():
             path = self.proc / key
@@ -619,7 +627,7 @@ class Forwarding:
                     path.write_text(value + "\n")
                     changes.append(f"net.{key.replace('/', '.')}={value}")
             except FileNotFoundError:
-                continue  # no IPv6 on this kernel, or the bridge is not there yet
+                continue  # no IPv6 on this kernel, or the link is not there (yet)
             except OSError as e:
                 raise ApplyFailed(f"cannot set net.{key.replace('/', '.')}: {e}")
         return changes

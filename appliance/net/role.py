@@ -419,7 +419,13 @@ class NetRole:
             self._error(str(e))
             changes = list(getattr(e, "done", []))  # what was done before (or beside) it
         if config.bridge is not None:
-            changes.extend(self._bridge_filter(config.bridge.name))
+            ports = [p.name for p in config.bridge_ports()]
+            changes.extend(self._bridge_filter(config.bridge.name, ports))
+        elif self.state.bridge_table:  # the unit bridged: its NICs get their IPv6 back
+            try:
+                changes.extend(self.forwarding.ipv6_back([i.name for i in config.interfaces]))
+            except ApplyFailed as e:
+                self._error(str(e))
         if changes:
             self.store.event(
                 "net.links", "; ".join(changes), source="net", data={"changes": changes}
@@ -438,13 +444,13 @@ class NetRole:
                     data=o.as_dict(),
                 )
 
-    def _bridge_filter(self, bridge: str) -> list[str]:
+    def _bridge_filter(self, bridge: str, ports: list[str]) -> list[str]:
         """br_netfilter's sysctls for bridge mode (bridged IP through the inet table); what
         the kernel offers is found out once (shown in the snapshot's `bridge.kernel`)."""
         if self.bridge_conntrack is None:
             self.bridge_conntrack = self.nft.bridge_conntrack()
         try:
-            changes = self.forwarding.bridge_filter(bridge)
+            changes = self.forwarding.bridge_filter(bridge, ports)
         except ApplyFailed as e:
             self.state.bridge_error = str(e)
             self._error(str(e))

@@ -240,11 +240,16 @@ class BridgeForwarding:
     def set(self, enabled: bool) -> None:
         self.on = enabled
 
-    def bridge_filter(self, bridge: str) -> list[str]:
+    def bridge_filter(self, bridge: str, ports: list[str]) -> list[str]:
         self.asked.append(bridge)
+        self.ports = ports
         if not self.available:
             raise ApplyFailed("this kernel has no br_netfilter")
         return ["net.bridge.bridge-nf-call-iptables=1"]
+
+    def ipv6_back(self, links: list[str]) -> list[str]:
+        self.back = links
+        return []
 
 
 class FakeLinks:
@@ -286,7 +291,7 @@ def test_the_role_applies_both_tables_sets_br_netfilter_and_shows_the_mode(env) 
     commit(store, clock, BRIDGED)
     role.step()
     assert set(nft.tables) == {"inet", "bridge"}
-    assert fwd.asked == ["br0"]
+    assert fwd.asked == ["br0"] and fwd.ports == ["it0", "ot0"]
     snap = role.snapshot(clock.t)
     assert snap["mode"] == "bridge"
     assert snap["bridge"]["ports"] == [{"name": "it0", "role": "it"}, {"name": "ot0", "role": "ot"}]
@@ -312,10 +317,11 @@ def test_back_to_routed_keeps_the_bridge_table_closed_and_drift_is_checked_on_it
     role.start()
     commit(store, clock, BRIDGED)
     role.step()
-    clock.t += 10
+    clock.t += 40  # (links are reconciled every 30 s, and at once after an apply)
     commit(store, clock, base())
     role.step()
     assert role.snapshot(clock.t)["mode"] == "routed"
+    assert _fwd.back == ["it0", "ot0"]  # IPv6 back on the former ports
     bridge = nft.tables["bridge"]
     assert [o["chain"]["name"] for o in bridge if "chain" in o] == ["l2_forward"]
     # someone deletes our bridge table: drift, and it is put back (closed)
@@ -344,3 +350,29 @@ def test_a_restarted_role_falling_back_to_fail_closed_keeps_the_bridge_closed(
     again.start()
     assert nft.applied[-1] == render_fail_closed(bridge=True).document()
     assert [o["chain"]["name"] for o in nft.tables["bridge"] if "chain" in o] == ["l2_forward"]
+
+
+def test_bridge_filter_writes_the_sysctls_of_its_namespace(tmp_path: Path) -> None:
+    from appliance.net.links import Forwarding
+
+    proc = tmp_path / "net"
+    for key, value in (
+        ("bridge/bridge-nf-call-iptables", "0"),
+        ("bridge/bridge-nf-call-ip6tables", "1"),
+        ("bridge/bridge-nf-call-arptables", "1"),
+        ("ipv6/conf/br0/disable_ipv6", "0"),
+        ("ipv6/conf/it0/disable_ipv6", "0"),
+    ):
+        (proc / key).parent.mkdir(parents=True, exist_ok=True)
+        (proc / key).write_text(value + "\n")
+    fwd = Forwarding(proc)
+    assert fwd.bridge_filter("br0", ["it0", "ot0"]) == [
+        "net.bridge.bridge-nf-call-iptables=1",
+        "net.bridge.bridge-nf-call-arptables=0",
+        "net.ipv6.conf.br0.disable_ipv6=1",
+        "net.ipv6.conf.it0.disable_ipv6=1",  # (ot0 absent: skipped)
+    ]
+    assert fwd.bridge_filter("br0", ["it0", "ot0"]) == []  # nothing to change
+    assert fwd.ipv6_back(["it0"]) == ["net.ipv6.conf.it0.disable_ipv6=0"]
+    with pytest.raises(ApplyFailed, match="no br_netfilter"):
+        Forwarding(tmp_path / "bare").bridge_filter("br0", [])
