@@ -23,6 +23,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import wraps
 from pathlib import Path
@@ -47,6 +48,7 @@ from appliance import __version__
 from appliance.errors import (
     ApplianceError,
     BadRequest,
+    Conflict,
     PermissionDenied,
     TooManyAttempts,
     Unauthorized,
@@ -83,6 +85,50 @@ PRUNE_BUDGET_S = 0.25  # the heartbeat that runs it waits at most about this lon
 PRUNE_CHECK_S = 60  # how often a worker asks the database whether pruning is due
 KEEP_HEARTBEATS = 1000  # per unit: 16 h at the default 60 s interval
 SESSION_HOURS = 12
+
+
+# The role each operator route needs (viewer < operator < admin: store.ROLES). Every
+# endpoint of the URL map is here or in PUBLIC_ENDPOINTS, else create_app refuses to
+# build the receiver; tests/fleet/test_fleet_roles.py walks the map with each role.
+ENDPOINT_ROLES: dict[str, str] = {
+    "index": "viewer",
+    "unit_page": "viewer",
+    "api_units": "viewer",
+    "api_unit": "viewer",
+    "api_stats": "viewer",
+    "api_facets": "viewer",
+    "unit_identify": "operator",
+    "unit_interval": "operator",
+    "unit_placement": "operator",
+    "api_identify": "operator",
+    "api_interval": "operator",
+    "api_placement": "operator",
+    "api_operators": "admin",
+    "api_operator_set": "admin",
+    "api_operator_delete": "admin",
+}
+# units authenticate by token; logging in and out; probes; the stylesheet
+PUBLIC_ENDPOINTS = frozenset(
+    {
+        "heartbeat",
+        "ping",
+        "login",
+        "logout",
+        "session_get",
+        "session_post",
+        "session_delete",
+        "static",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _OpenOperator:
+    name: str = "open"
+    role: str = "admin"
+
+
+OPEN_OPERATOR: Any = _OpenOperator()
 
 
 def _status(e: ApplianceError) -> int:
@@ -248,19 +294,41 @@ def create_app(
 
     # -- operator access ------------------------------------------------------------------
 
-    def _logged_in() -> bool:
-        """Whether the cookie names a live server-side session (logout, expiry and a new
-        password end it there; the signed cookie alone proves nothing)."""
+    def _operator() -> store.Operator | None:
+        """The operator the cookie's live server-side session names, with their role as it
+        is now (logout, expiry, a new password or a removed account end it there; the
+        signed cookie alone proves nothing). --open: everyone is an admin."""
         if open_access:
-            return True
-        if "fleet_logged_in" not in g:
-            g.fleet_logged_in = store.session_valid(session.get("sid"), clock())
-        return bool(g.fleet_logged_in)
+            return OPEN_OPERATOR
+        if "fleet_operator" not in g:
+            g.fleet_operator = store.session_operator(session.get("sid"), clock())
+        return g.fleet_operator  # type: ignore[no-any-return]
+
+    def _logged_in() -> bool:
+        return _operator() is not None
 
     def _logout() -> None:
         store.end_session(session.get("sid"))
         session.clear()
-        g.fleet_logged_in = False
+        g.fleet_operator = None
+
+    @app.before_request
+    def _authorize() -> Any:
+        """Every route's role from ENDPOINT_ROLES (checked against the URL map below):
+        public ones pass, the others need a session whose operator has the role."""
+        needed = ENDPOINT_ROLES.get(request.endpoint or "")
+        if needed is None:  # public, or no such route (404 follows)
+            return None
+        op = _operator()
+        if op is None:
+            if _is_api():
+                raise Unauthorized("log in first (POST /api/v1/session)", field="session")
+            return redirect(url_for("login", next=request.path))
+        if store.role_rank(op.role) < store.role_rank(needed):
+            raise PermissionDenied(
+                f"this needs the {needed} role ({op.name} is {op.role})", field="role"
+            )
+        return None
 
     def _csrf() -> str:
         token = session.get("csrf")
@@ -275,7 +343,8 @@ def create_app(
             raise PermissionDenied("missing or stale CSRF token: reload the page", field="csrf")
 
     def _actor() -> str:
-        who = "open" if open_access else "operator"
+        op = _operator()
+        who = "open" if open_access or op is None else op.name
         return f"{who}@{request.remote_addr or '?'}"
 
     app.jinja_env.globals.update(csrf_token=_csrf)
@@ -287,6 +356,7 @@ def create_app(
             "now": clock(),
             "open_access": open_access,
             "logged_in": _logged_in(),
+            "operator": _operator(),
             "version": __version__,
         }
 
@@ -315,7 +385,7 @@ def create_app(
 
         return wrapper
 
-    def _login(password: str) -> None:
+    def _login(password: str, name: str) -> None:
         address = request.remote_addr or "?"
         now = clock()
         # counted before the hash (store.login_attempt): a burst is no way round the limit
@@ -325,22 +395,23 @@ def create_app(
                 f"too many failed logins from {address}; wait {LOGIN_WINDOW_S // 60} minutes",
                 field="password",
             )
-        if store.password_hash() is None:
+        if not store.has_operators():
             store.forget_login_failure(attempt)
             raise Unauthorized(
                 "no operator password is set: run `appliance fleet set-password` on the receiver",
                 field="password",
             )
-        if not store.verify_password(password):
+        op = store.verify_password(password, name)
+        if op is None:
             log.warning("failed operator login from %s", address)
-            raise Unauthorized("wrong password", field="password")
+            raise Unauthorized("wrong operator name or password", field="password")
         store.clear_login_failures(address)
         store.end_session(session.get("sid"))
         session.clear()
         session.permanent = True
-        session["sid"] = store.open_session(now, SESSION_HOURS * 3600, address)
+        session["sid"] = store.open_session(now, SESSION_HOURS * 3600, address, op.name)
         session["csrf"] = secrets.token_urlsafe(32)
-        g.fleet_logged_in = True
+        g.fleet_operator = op
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
@@ -352,7 +423,7 @@ def create_app(
         if request.method == "POST":
             try:
                 _check_csrf(request.form.get("csrf_token"))
-                _login(request.form.get("password", ""))
+                _login(request.form.get("password", ""), _login_name(request.form.get("name")))
                 return redirect(nxt)
             except ApplianceError as e:
                 error = e.message
@@ -362,7 +433,8 @@ def create_app(
                 "login.html",
                 error=error,
                 next=nxt,
-                no_password=store.password_hash() is None,
+                no_password=not store.has_operators(),
+                name=request.form.get("name"),
             ),
             status,
         )
@@ -373,9 +445,28 @@ def create_app(
         _logout()
         return redirect(url_for("login"))
 
+    def _login_name(name: Any) -> str:
+        """The operator logging in ("admin" when not given: the one account of before)."""
+        if name is None or name == "":
+            return store.DEFAULT_OPERATOR
+        if not isinstance(name, str):
+            raise BadRequest("must be a string", "name")
+        return name.strip()
+
+    def _whoami() -> dict[str, Any]:
+        op = _operator()
+        return {"name": op.name, "role": op.role} if op else {}
+
     @app.get("/api/v1/session")
     def session_get() -> Any:
-        return jsonify({"authenticated": _logged_in(), "open": open_access, "csrf": _csrf()})
+        return jsonify(
+            {
+                "authenticated": _logged_in(),
+                "open": open_access,
+                "csrf": _csrf(),
+                "operator": _whoami() or None,
+            }
+        )
 
     @app.post("/api/v1/session")
     def session_post() -> Any:
@@ -383,8 +474,8 @@ def create_app(
         password = data.get("password")
         if not isinstance(password, str):
             raise BadRequest("must be a string", "password")
-        _login(password)
-        return jsonify({"authenticated": True, "csrf": session["csrf"]})
+        _login(password, _login_name(data.get("name")))
+        return jsonify({"authenticated": True, "csrf": session["csrf"], "operator": _whoami()})
 
     @app.delete("/api/v1/session")
     def session_delete() -> Any:
@@ -576,6 +667,55 @@ def create_app(
         seconds = check_interval(data["interval"])
         unit = store.request_interval(name, seconds, _actor(), clock())
         return jsonify(_unit_json(unit, clock()))
+
+    @app.get("/api/v1/operators")
+    @operator_api
+    def api_operators() -> Any:
+        return jsonify([o.as_dict() for o in store.operators()])
+
+    @app.post("/api/v1/operators")
+    @operator_api
+    def api_operator_set() -> Any:
+        """Make an operator or change one: {"name", "role"?, "password"?} (a new one needs
+        both); a new password ends that operator's sessions."""
+        data = _json_body()
+        unknown = sorted(set(data) - {"name", "role", "password"})
+        if unknown:
+            raise BadRequest("unknown field (name, role, password)", unknown[0])
+        name = store.check_operator_name(data.get("name"))
+        role = store.check_role(data["role"]) if "role" in data else None
+        password = data.get("password")
+        if password is not None and not isinstance(password, str):
+            raise BadRequest("must be a string", "password")
+        exists = store.password_hash(name) is not None
+        if not exists and (password is None or role is None):
+            raise BadRequest("a new operator needs a role and a password", "password")
+        if password is not None:
+            op = store.set_password(password, name, role)
+        elif role is not None:
+            op = store.set_role(name, role)
+        else:
+            raise BadRequest("give a role, a password or both", "role")
+        log.info("operator %s: %s by %s", name, "changed" if exists else "made", _actor())
+        return jsonify(op.as_dict())
+
+    @app.delete("/api/v1/operators/<name>")
+    @operator_api
+    def api_operator_delete(name: str) -> Any:
+        if not open_access:
+            _check_csrf(request.headers.get("X-CSRF-Token"))
+        me = _operator()
+        if me is not None and me.name == name:
+            raise Conflict("you cannot remove yourself", field="name")
+        store.remove_operator(name)
+        return jsonify({"removed": name})
+
+    # every route has its role, or the receiver does not start (fail closed)
+    missing = sorted(
+        {r.endpoint for r in app.url_map.iter_rules()} - set(ENDPOINT_ROLES) - PUBLIC_ENDPOINTS
+    )
+    if missing:
+        raise ApplianceError(f"routes without a role in ENDPOINT_ROLES: {', '.join(missing)}")
 
     def _unit_json(unit: store.Unit, now: float, groups: list[str] | None = None) -> dict[str, Any]:
         out = unit.as_dict(groups)

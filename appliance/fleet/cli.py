@@ -113,7 +113,7 @@ def serve(
         click.echo("warning: --open: anyone who reaches this port can operate units", err=True)
     else:
         with store.fleet_db.connection_context():  # bound by create_app; closed before fork
-            no_password = store.password_hash() is None
+            no_password = not store.has_operators()
         if no_password:
             click.echo(
                 "warning: no operator password yet: `appliance fleet set-password` "
@@ -386,10 +386,19 @@ def prune(db: str | None, keep_days: float, keep_heartbeats: str) -> None:
     type=click.Path(dir_okay=False),
     help="read the password from this file ('-': stdin) instead of asking",
 )
-def set_password(db: str | None, password_file: str | None) -> None:
-    """Set the operator password (argon2id); ends every operator session."""
+@click.option("--operator", "name", default="admin", show_default=True, help="the operator's name")
+@click.option(
+    "--role",
+    help="viewer, operator or admin (a new operator: admin if it is the first, else viewer)",
+)
+def set_password(db: str | None, password_file: str | None, name: str, role: str | None) -> None:
+    """Set an operator's password (argon2id), making the account if it is new; ends every
+    session of that operator."""
     from appliance.fleet import store
 
+    store.check_operator_name(name, "--operator")
+    if role is not None:
+        store.check_role(role, "--role")
     if password_file:
         try:
             text = sys.stdin.read() if password_file == "-" else Path(password_file).read_text()
@@ -400,12 +409,44 @@ def set_password(db: str | None, password_file: str | None) -> None:
         password = text.rstrip("\r\n")
     else:
         password = click.prompt(
-            "Operator password", hide_input=True, confirmation_prompt=True, err=True
+            f"Password of {name}", hide_input=True, confirmation_prompt=True, err=True
         )
     _open(db)
     with store.fleet_db.connection_context():
-        store.set_password(password)
-    click.echo("operator password set", err=True)
+        op = store.set_password(password, name, role)
+    click.echo(f"operator {op.name!r} ({op.role}): password set", err=True)
+
+
+@fleet.command("operators")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+def operators(db: str | None, as_json: bool) -> None:
+    """List the operator accounts and their roles."""
+    from appliance.fleet import store
+
+    _open(db)
+    with store.fleet_db.connection_context():
+        rows = [o.as_dict() for o in store.operators()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no operators: `appliance fleet set-password` makes the first (an admin)")
+    for o in rows:
+        click.echo(f"{o['name']:<24} {o['role']}")
+
+
+@fleet.command("remove-operator")
+@click.argument("name")
+@db_option
+def remove_operator(name: str, db: str | None) -> None:
+    """Remove operator NAME; their sessions end."""
+    from appliance.fleet import store
+
+    _open(db)
+    with store.fleet_db.connection_context():
+        store.remove_operator(name)
+    click.echo(f"operator {name!r} removed")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,7 +47,7 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as migrate_schema
 from playhouse.pool import PooledDatabase
 
-from appliance.errors import ApplianceError, Conflict, NotFound, Unauthorized
+from appliance.errors import ApplianceError, BadRequest, Conflict, NotFound, Unauthorized
 from appliance.fleet.validate import (
     KEEP,
     UNIT_NAME_RE,
@@ -268,9 +268,25 @@ class OperatorSession(FleetModel):
     created_at = pw.DoubleField()
     expires_at = pw.DoubleField(index=True)
     address = pw.CharField(max_length=64)
+    operator = pw.CharField(max_length=64, null=True, index=True)
 
     class Meta:
         table_name = "sessions"
+
+
+class Operator(FleetModel):
+    """A person who operates the fleet: a name, an argon2id password hash and a role."""
+
+    name = pw.CharField(max_length=64, unique=True)
+    password_hash = pw.CharField(max_length=200)
+    role = pw.CharField(max_length=16)
+    created_at = pw.DoubleField()
+
+    class Meta:
+        table_name = "operators"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "created_at": self.created_at}
 
 
 class Job(FleetModel):
@@ -292,6 +308,7 @@ MODELS: list[type[pw.Model]] = [
     OperatorSession,
     Job,
     UnitGroup,
+    Operator,
 ]
 
 
@@ -394,7 +411,7 @@ def release_connections() -> None:
 
 # -- schema versions ---------------------------------------------------------------------
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA_KEY = "schema_version"  # in settings; a database without it is version 1
 _MIGRATE_LOCK = 0x666C656574  # pg_advisory_xact_lock key: one migrating process at a time
 
@@ -436,11 +453,28 @@ def _placement(db: pw.Database) -> None:
     migrate_schema(migrator.add_column("units", "assigned_site", Unit.assigned_site))
 
 
+def _operators(db: pw.Database) -> None:
+    """5 -> 6: operator accounts with roles. The one operator password of before becomes
+    the account `admin` (role admin, the same hash); its sessions end (they name no one)."""
+    db.create_tables([Operator], safe=True)
+    migrator = SchemaMigrator.from_database(db)
+    # the column without its index: create_tables (after the migrations) makes that under
+    # the model's index name (add_column would make a second one under another name)
+    column = pw.CharField(max_length=64, null=True)
+    migrate_schema(migrator.add_column("sessions", "operator", column))
+    OperatorSession.delete().execute()
+    legacy = get_setting("operator_password")
+    if legacy:
+        Operator.create(name=DEFAULT_OPERATOR, password_hash=legacy, role="admin", created_at=0)
+        Setting.delete().where(Setting.key == "operator_password").execute()
+
+
 MIGRATIONS: dict[int, Callable[[pw.Database], None]] = {
     1: _double_precision,
     2: _jobs,
     3: _unit_audit,
     4: _placement,
+    5: _operators,
 }
 
 
@@ -1093,30 +1127,105 @@ def secret_key() -> str:
     return value
 
 
-def set_password(password: str) -> None:
+ROLES: tuple[str, ...] = ("viewer", "operator", "admin")  # each may do what those before may
+OPERATOR_RE = UNIT_NAME_RE
+DEFAULT_OPERATOR = "admin"
+
+
+def role_rank(role: str) -> int:
+    return ROLES.index(role)
+
+
+def check_role(role: Any, field: str = "role") -> str:
+    if role not in ROLES:
+        raise BadRequest(f"must be one of {', '.join(ROLES)}", field)
+    return str(role)
+
+
+def check_operator_name(name: Any, field: str = "name") -> str:
+    if not isinstance(name, str) or not OPERATOR_RE.match(name):
+        raise BadRequest(
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            field,
+        )
+    return name
+
+
+def set_password(password: str, name: str = DEFAULT_OPERATOR, role: str | None = None) -> Operator:
+    """Set operator `name`'s password (argon2id), making the account if it is new (with
+    `role`, else admin for the first one, viewer after that) and changing its role when
+    given; every session of that operator ends."""
+    check_operator_name(name, "operator")
+    if role is not None:
+        check_role(role)
     if len(password) < MIN_PASSWORD:
-        raise ApplianceError(f"must be at least {MIN_PASSWORD} characters", field="password")
+        raise BadRequest(f"must be at least {MIN_PASSWORD} characters", "password")
     digest = _hasher.hash(password)
-    with fleet_db.atomic():  # update-or-insert: portable to PostgreSQL (no REPLACE there)
-        q = Setting.update(value=digest).where(Setting.key == "operator_password")
-        if q.execute() == 0:
-            Setting.create(key="operator_password", value=digest)
-        OperatorSession.delete().execute()  # a new password ends every session
+    with fleet_db.atomic():
+        existing = Operator.get_or_none(Operator.name == name)
+        if existing is None:
+            first = not Operator.select().exists()
+            Operator.create(
+                name=name,
+                password_hash=digest,
+                role=role or ("admin" if first else "viewer"),
+                created_at=time.time(),
+            )
+        else:
+            changes: dict[Any, Any] = {Operator.password_hash: digest}
+            if role is not None:
+                changes[Operator.role] = role
+            Operator.update(changes).where(Operator.name == name).execute()
+        OperatorSession.delete().where(OperatorSession.operator == name).execute()
+    return Operator.get(Operator.name == name)
 
 
-def password_hash() -> str | None:
-    return get_setting("operator_password")
+def set_role(name: str, role: str) -> Operator:
+    check_role(role)
+    if Operator.update(role=role).where(Operator.name == name).execute() == 0:
+        raise NotFound(f"no operator named {shown(name)}", field="name")
+    return Operator.get(Operator.name == name)
 
 
-def verify_password(password: str) -> bool:
-    digest = password_hash()
-    if not digest:
-        return False
+def remove_operator(name: str) -> None:
+    with fleet_db.atomic():
+        if Operator.delete().where(Operator.name == name).execute() == 0:
+            raise NotFound(f"no operator named {shown(name)}", field="name")
+        OperatorSession.delete().where(OperatorSession.operator == name).execute()
+
+
+def operators() -> list[Operator]:
+    return list(Operator.select().order_by(Operator.name))
+
+
+def has_operators() -> bool:
+    return bool(Operator.select().exists())
+
+
+def password_hash(name: str = DEFAULT_OPERATOR) -> str | None:
+    row = Operator.get_or_none(Operator.name == name) if OPERATOR_RE.match(name) else None
+    return row.password_hash if row else None
+
+
+def verify_password(password: str, name: str = DEFAULT_OPERATOR) -> Operator | None:
+    """The operator `name` when `password` is theirs, else None. An unknown name is hashed
+    against a dummy too, so the answer's time does not say which names exist."""
+    row = Operator.get_or_none(Operator.name == name) if OPERATOR_RE.match(name) else None
+    digest = row.password_hash if row else _dummy_hash()
     try:
         _hasher.verify(digest, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
-    return True
+        return None
+    return row
+
+
+_dummy: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _dummy:
+        _dummy.append(_hasher.hash(secrets.token_hex(16)))
+    return _dummy[0]
 
 
 def note_login_failure(address: str, now: float) -> int:
@@ -1171,7 +1280,9 @@ def _sid_hash(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
 
 
-def open_session(now: float, lifetime_s: float, address: str) -> str:
+def open_session(
+    now: float, lifetime_s: float, address: str, operator: str = DEFAULT_OPERATOR
+) -> str:
     """A new operator session valid for `lifetime_s` -> its id (for the signed cookie).
 
     Expired sessions are pruned here, so the table holds about one row per live login.
@@ -1184,19 +1295,26 @@ def open_session(now: float, lifetime_s: float, address: str) -> str:
             created_at=now,
             expires_at=now + lifetime_s,
             address=address[:64],
+            operator=operator,
         )
     return sid
 
 
-def session_valid(sid: Any, now: float) -> bool:
-    """Whether `sid` (from a cookie: any type) names a session that is neither ended nor
-    expired."""
+def session_operator(sid: Any, now: float) -> Operator | None:
+    """The operator whose live session `sid` (from a cookie: any type) names, with their
+    role as it is now; None for an ended, expired or unknown session."""
     if not isinstance(sid, str) or not SID_RE.match(sid):
-        return False
-    q = OperatorSession.select().where(
-        (OperatorSession.sid_hash == _sid_hash(sid)) & (OperatorSession.expires_at > now)
+        return None
+    q = (
+        Operator.select()
+        .join(OperatorSession, on=(OperatorSession.operator == Operator.name))
+        .where((OperatorSession.sid_hash == _sid_hash(sid)) & (OperatorSession.expires_at > now))
     )
-    return q.exists()
+    return q.first()
+
+
+def session_valid(sid: Any, now: float) -> bool:
+    return session_operator(sid, now) is not None
 
 
 def end_session(sid: Any) -> None:

@@ -154,7 +154,7 @@ def test_set_password(capsys: pytest.CaptureFixture[str], db: str, tmp_path: Pat
     pw = tmp_path / "pw"
     pw.write_text("short\n")
     code, _, err = run(capsys, "set-password", "--db", db, "--password-file", str(pw))
-    assert code == 1 and "password: must be at least 10 characters" in err
+    assert code == 2 and "password: must be at least 10 characters" in err  # bad input
     pw.write_text("a long operator password\n")
     code, _, err = run(capsys, "set-password", "--db", db, "--password-file", str(pw))
     assert code == 0, err

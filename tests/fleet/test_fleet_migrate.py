@@ -8,12 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 
 from appliance.errors import ApplianceError
 from appliance.fleet import pgtemp, store
 
 DATA = Path(__file__).parent / "data"
 T0 = 1_790_000_000.0
+LEGACY_PASSWORD = "the one password of schema 1"
+LEGACY_HASH = PasswordHasher(time_cost=1, memory_cost=1024).hash(LEGACY_PASSWORD)
 
 
 def load_v1(url: str, backend: str) -> None:
@@ -26,6 +29,9 @@ def load_v1(url: str, backend: str) -> None:
             "INSERT INTO units (id, name, token_hash, created_at, reasons, heartbeat_count, "
             "epoch, identify_request, last_sent_at) VALUES (1, 'press-3', ?, ?, '[]', 1, 0, 0, ?)",
             ("ab" * 32, T0, T0 + 180),
+        )
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES ('operator_password', ?)", (LEGACY_HASH,)
         )
         conn.commit()
         conn.close()
@@ -41,6 +47,10 @@ def load_v1(url: str, backend: str) -> None:
             "epoch, identify_request, last_sent_at) "
             "VALUES ('press-3', %s, %s, '[]', 1, 0, false, %s)",
             ("ab" * 32, T0, T0 + 180),
+        )
+        cur.execute(
+            "INSERT INTO public.settings (key, value) VALUES ('operator_password', %s)",
+            (LEGACY_HASH,),
         )
     conn.close()
 
@@ -90,6 +100,10 @@ def test_a_version_1_database_is_migrated_keeping_its_rows(
         unit.last_sent_at = T0 + 181.25  # a time of day to the quarter second, kept exactly
         unit.save()
         assert store.get_unit("press-3").last_sent_at == T0 + 181.25
+        # the one operator password of before is the admin account now
+        admin = store.verify_password(LEGACY_PASSWORD, "admin")
+        assert admin is not None and admin.role == "admin"
+        assert store.get_setting("operator_password") is None
 
 
 def test_a_database_newer_than_the_receiver_is_refused_untouched(fleet_url: str) -> None:
