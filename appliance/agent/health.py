@@ -11,13 +11,18 @@
                        expected; forwarding off; an IT or OT link absent or down (or missing
                        from an applied revision); disk below 2 % free; certificate expired
 4. ``pending-confirm`` a revision waits for confirmation (the reason says how long is left)
-5. ``degraded``        drift in the last 10 minutes; a device lost communication; active
-                       alarms; disk below 10 % free; certificate expires within 14 days;
+5. ``degraded``        drift in the last 10 minutes; a device lost communication; disk
+                       below 10 % free; certificate expires within 14 days;
                        management link down; clock not set, or NTP servers configured and
                        none in sync for ``time.unsynchronised_after_minutes``; another
                        expected role dead;
-                       the net role reports an error; no revision applied and none expected
+                       the net role reports an error; no revision applied and none expected;
+                       an update fell back to the previous slot (until the next one passes)
 6. ``ok``              none of the above
+
+Process alarms (a PLC value past a limit) are the plant's, not the unit's: they are not a
+reason (`alarms` in the inputs is kept for callers, and ignored), so the LEDs, the badge and
+the heartbeat state do not flap with the process; the heartbeat carries the alarms apart.
 
 Reasons list all findings, not only those of the winning state, sorted by
 severity (fault, warning, info), then by code. Codes are stable strings for
@@ -114,6 +119,8 @@ class HealthInputs:
     # document (None: not running), which every one of them needs to pass anything
     modbus_restricted: tuple[str, ...] = ()
     modbus_proxy: Mapping[str, Any] | None = None
+    # an update that did not get healthy and fell back (appliance.update.gate report's message)
+    update_fallback: str | None = None
 
 
 def _number(v: object) -> bool:
@@ -268,11 +275,6 @@ def _findings(i: HealthInputs, now: float) -> list[tuple[str, Reason]]:
     if i.comm_loss:
         names = ", ".join(sorted(i.comm_loss))
         add(DEGRADED, "comm-loss", "warning", f"no communication with {names}")
-    active = {sev: n for sev, n in i.alarms.items() if n > 0}
-    if active:
-        total = sum(active.values())
-        detail = ", ".join(f"{n} {sev}" for sev, n in sorted(active.items()))
-        add(DEGRADED, "alarms", "warning", f"{total} active alarm(s): {detail}")
     if i.disk_free is not None and i.disk_total:
         frac = i.disk_free / i.disk_total
         pct = f"{frac * 100:.1f} % disk free"
@@ -290,6 +292,8 @@ def _findings(i: HealthInputs, now: float) -> list[tuple[str, Reason]]:
         elif left < CERT_WARN_S:
             msg = f"the HTTPS certificate expires in {_fmt_duration(left)}"
             add(DEGRADED, "cert-expiring", "warning", msg)
+    if i.update_fallback:
+        add(DEGRADED, "update-fallback", "warning", i.update_fallback)
     return out
 
 
@@ -329,6 +333,7 @@ def from_live(
     cert_not_after: float | None = None,
     identify_until: float | None = None,
     modbus_restricted: Sequence[str] = (),
+    update_fallback: str | None = None,
 ) -> HealthInputs:
     """HealthInputs from live-state documents by role (as `LiveState.read` returns them).
 
@@ -376,4 +381,5 @@ def from_live(
         identify_until=identify_until,
         modbus_restricted=tuple(modbus_restricted),
         modbus_proxy=live.get(MODBUSPROXY) if roles_alive.get(MODBUSPROXY) else None,
+        update_fallback=update_fallback,
     )

@@ -102,7 +102,6 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("pending", {"pending_deadline": T0 + 90}, "pending-confirm", "pending-confirm"),
     ("recent drift", {"drift_last_at": T0 - 599}, "degraded", "drift"),
     ("comm loss", {"comm_loss": ("plc1",)}, "degraded", "comm-loss"),
-    ("alarms", {"alarms": {"high": 1}}, "degraded", "alarms"),
     ("disk < 10 %", {"disk_free": 9 * GB}, "degraded", "disk-low"),
     ("cert expiring", {"cert_not_after": T0 + 13 * 86400}, "degraded", "cert-expiring"),
     ("mgmt down", {"net": link(net_doc(), "mgmt", oper="DOWN")}, "degraded", "mgmt-link-down"),
@@ -140,7 +139,6 @@ def test_clock_not_set_is_degraded_and_skips_certificates() -> None:
     [
         ({"identify_until": T0}, "identify"),  # ended exactly now
         ({"drift_last_at": T0 - 601}, "drift"),
-        ({"alarms": {"high": 0}}, "alarms"),
         ({"disk_free": 10 * GB}, "disk-low"),
         ({"cert_not_after": T0 + 14 * 86400}, "cert-expiring"),
         ({"uptime_s": BOOT_GRACE_S}, "booting"),
@@ -181,14 +179,14 @@ EVERYTHING = {
     "uptime_s": 5.0,
     "net": net_doc(forwarding=False),
     "pending_deadline": T0 + 60,
-    "alarms": {"low": 2},
+    "comm_loss": ("plc1",),
 }
 PRECEDENCE_STEPS = [
     ("identify", "identify_until"),
     ("booting", "uptime_s"),
     ("fault", "net"),
     ("pending-confirm", "pending_deadline"),
-    ("degraded", "alarms"),
+    ("degraded", "comm_loss"),
 ]
 
 
@@ -203,7 +201,7 @@ def test_precedence_peels_off_one_state_at_a_time() -> None:
 def test_reasons_list_every_finding_sorted_by_severity() -> None:
     h = health(good(**EVERYTHING), T0)
     assert h.state == "identify"
-    assert codes(h) == ["forwarding-off", "pending-confirm", "alarms", "identify", "booting"]
+    assert codes(h) == ["forwarding-off", "pending-confirm", "comm-loss", "identify", "booting"]
     assert [r.severity for r in h.reasons] == ["fault", "warning", "warning", "info", "info"]
 
 
@@ -341,3 +339,9 @@ def test_a_restricted_conduit_without_its_proxy_says_so() -> None:
         modbus_restricted=["scada"],
     )
     assert dead.modbus_proxy is None
+
+
+def test_process_alarms_are_not_the_units_health() -> None:
+    """A PLC value past its limit is the plant's: the unit stays ok (ARCHITECTURE.md)."""
+    h = health(good(alarms={"critical": 2, "warning": 5}), T0)
+    assert h.state == "ok" and codes(h) == []
