@@ -14,6 +14,7 @@ reset the unit, not a role that may merely talk to the socket.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import secrets
@@ -150,7 +151,19 @@ def gather_inputs(
         cert_not_after=cert,
         identify_until=identify_until,
         modbus_restricted=modbus_restricted,
+        update_fallback=update_fallback(paths),
     )
+
+
+def update_fallback(paths: Paths) -> str | None:
+    """The message appliance.update.gate's report left when the unit fell back from an
+    update (<data>/update/fallback.json; the gate removes it when a slot passes)."""
+    try:
+        doc = json.loads((paths.data_dir / "update" / "fallback.json").read_text())
+    except (OSError, ValueError):
+        return None
+    msg = doc.get("message") if isinstance(doc, dict) else None
+    return str(msg) if msg else None
 
 
 def modbus_restricted(config: Config | None, now: float) -> tuple[str, ...]:
