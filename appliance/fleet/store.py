@@ -110,6 +110,10 @@ class Unit(FleetModel):
         table_name = "units"
 
     @property
+    def reason_list(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.reasons or "[]"))
+
+    @property
     def site_shown(self) -> str | None:
         """The unit's site: the one an operator assigned, else the one it reports."""
         return self.assigned_site or self.site
@@ -133,7 +137,7 @@ class Unit(FleetModel):
             "last_sent_at": self.last_sent_at,
             "last_seq": self.last_seq,
             "last_gap": self.last_gap,
-            "health": {"state": self.health, "reasons": json.loads(self.reasons or "[]")},
+            "health": {"state": self.health, "reasons": self.reason_list},
             "revision": {
                 "id": self.revision_id,
                 "sha256": self.revision_sha256,

@@ -248,3 +248,27 @@ def test_the_cli_places_and_filters(capsys: pytest.CaptureFixture[str], fleet_ur
     ):
         code, _, err = run(capsys, *args, "--db", fleet_url)
         assert code == 2 and err.count("\n") == 1 and f"{flag}: " in err, (args, err)
+
+
+def test_a_page_costs_the_same_few_queries_for_any_number_of_units(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with store.fleet_db.connection_context():
+        fleet_of(120)
+    db = store.fleet_db.obj
+    seen: list[str] = []
+    real = db.execute_sql
+
+    def counting(sql: str, params: Any = None, *args: Any, **kw: Any) -> Any:
+        seen.append(sql)
+        return real(sql, params, *args, **kw)
+
+    monkeypatch.setattr(db, "execute_sql", counting)
+    counts = {}
+    for per_page in (5, 100):
+        for path in (f"/?per_page={per_page}", f"/api/v1/units?per_page={per_page}"):
+            seen.clear()
+            assert client.get(path).status_code == 200
+            counts[path] = len(seen)
+    assert counts["/?per_page=5"] == counts["/?per_page=100"] <= 12, counts
+    assert counts["/api/v1/units?per_page=5"] == counts["/api/v1/units?per_page=100"] <= 6, counts
