@@ -28,8 +28,11 @@ from appliance.errors import ApplianceError
 ADMIN_USER = "fleet"
 
 
-class NoPostgres(ApplianceError):
-    """PostgreSQL's server binaries (or a user to run them as) are not on this machine."""
+class NoPostgres(RuntimeError):
+    """PostgreSQL's server binaries (or a user to run them as) are not on this machine.
+
+    A harness error for the tests and the bench, not one a person meets through the CLI or
+    an API: so not an ApplianceError (those live in errors.py with their exit codes)."""
 
 
 def pg_bin(name: str) -> str | None:
