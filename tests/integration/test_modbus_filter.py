@@ -190,3 +190,104 @@ def test_with_the_proxy_gone_the_restricted_conduit_passes_nothing(
         )
 
     wait_for(denied, 10, "the attempt to show as denied", detail=lambda: appliance.live())
+
+
+def learned(appliance: Appliance, name: str) -> dict | None:
+    """`appliance conduits learned NAME --json` (in this process: the test's Store)."""
+    from click.testing import CliRunner
+
+    from appliance.modbusproxy.cli import conduits
+
+    env = {
+        "APPLIANCE_DATA_DIR": str(appliance.paths.data_dir),
+        "APPLIANCE_RUN_DIR": str(appliance.paths.run_dir),
+    }
+    r = CliRunner().invoke(conduits, ["learned", name, "--json"], env=env)
+    return json.loads(r.output) if r.exit_code == 0 else None
+
+
+def test_learn_then_test_then_enforce(appliance: Appliance, lab: LabSpec, proxy: LiveState) -> None:
+    """Learn a read pattern; the learned restriction in mode test counts a write as
+    would-refuse and lets it through; in mode enforce the same write is refused."""
+    rev = appliance.commit(restricted("learn"))
+    wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+    assert "registers" in modbus_read(lab, PLC1)  # holding 0..4
+    read_setpoint(lab)  # holding 40 (as an earlier test of the session left it)
+    # a learning conduit passes everything, writes too
+    assert modbus_write(lab, SETPOINT + 1, 5) == {"written": True}
+
+    def learned_all() -> dict | None:
+        doc = learned(appliance, "scada-modbus")
+        return doc if doc and doc["requests"] >= 3 else None
+
+    doc = wait_for(learned_all, 20, "what was learned to be saved")  # every SAVE_EVERY_S
+    mapping = doc["modbus"]
+    assert mapping == {
+        "function_codes": [3, 6],
+        "unit_ids": [1],
+        "ranges": {"holding": [[0, 4], [40, 41]]},
+        "mode": "test",
+    }
+    assert {o["client"] for o in doc["observed"]} == {IT_HOST}
+
+    # the learned pattern, without the write: what production says it needs
+    mapping["function_codes"] = [3]
+    rev = appliance.commit(restricted(mapping))
+    wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+    assert "registers" in modbus_read(lab, PLC1)
+    assert modbus_write(lab, SETPOINT, 222) == {"written": True}, "test mode blocks nothing"
+    assert read_setpoint(lab) == 222
+
+    def would() -> dict | None:
+        doc = (proxy.read(PROXY) or {}).get("conduits", {}).get("scada-modbus")
+        return doc if doc and doc["would_refuse"].get("6") == 1 else None
+
+    doc = wait_for(would, 5, "the would-be refusal to be counted")
+    assert doc["mode"] == "test" and doc["refused"] == {}
+    events = wait_for(lambda: appliance.events("modbus.would_refuse"), 5, "the event")
+    assert events[0]["data"]["function"] == 6 and events[0]["data"]["source"] == IT_HOST
+    assert not appliance.events("modbus.refused")
+
+    rev = appliance.commit(restricted({**mapping, "mode": "enforce"}))
+    wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+    assert "registers" in modbus_read(lab, PLC1), "the learned reads still pass"
+    assert modbus_write(lab, SETPOINT, 333) == {"exception": 1}
+    assert read_setpoint(lab) == 222, "the PLC's register is unchanged"
+    assert wait_for(lambda: appliance.events("modbus.refused"), 5, "the refusal event")
+
+
+def test_the_inventory_has_the_plc(appliance: Appliance, lab: LabSpec, proxy: LiveState) -> None:
+    """A PLC reached through a restricted conduit is in `appliance inventory`, with the
+    unit ids and function codes used, and a `modbus.device_new` event; identify: true
+    makes the proxy ask it for its identification (the lab PLC answers with no objects)."""
+    from click.testing import CliRunner
+
+    from appliance.modbusproxy.cli import inventory
+
+    rev = appliance.commit(restricted({"preset": "read-only", "identify": True}))
+    wait_for(lambda: (proxy.read(PROXY) or {}).get("revision") == rev, 10, "the proxy to apply")
+    # the proxy asks for the identification on this connection: its answer must not come
+    # to the client, whose later reads are answered as usual
+    first = adu(1, 3, 0, 1)
+    answers = exchange(lab, [first, adu(2, 3, 0, 1), adu(3, 4, 0, 1)], 3)
+    assert [(a[:2], a[7]) for a in answers] == [
+        (b"\x00\x01", 3),
+        (b"\x00\x02", 3),
+        (b"\x00\x03", 4),
+    ]
+    env = {
+        "APPLIANCE_DATA_DIR": str(appliance.paths.data_dir),
+        "APPLIANCE_RUN_DIR": str(appliance.paths.run_dir),
+    }
+
+    def listed() -> list | None:
+        r = CliRunner().invoke(inventory, ["--json"], env=env)
+        doc = json.loads(r.output) if r.exit_code == 0 else []
+        return [d for d in doc if d["address"] == PLC1] or None
+
+    [device] = wait_for(listed, 20, "the PLC in the inventory")  # saved every SAVE_EVERY_S
+    assert device["units"] == [1] and device["functions"] == [3, 4]
+    assert device["conduits"] == ["scada-modbus"] and device["clients"] == [IT_HOST]
+    assert "1" in device["identity"], "the proxy asked unit 1 for its identification"
+    [event] = appliance.events("modbus.device_new")
+    assert event["data"]["address"] == PLC1
