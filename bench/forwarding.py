@@ -1,18 +1,27 @@
-"""Forwarding cost of our ruleset with 1000 conduits: TCP throughput and new connections/s."""
+"""Forwarding cost of our ruleset with 1000 conduits: TCP throughput and new connections/s.
+
+`--bridge`: the same for bridge mode, in the bridge lab (IT host and PLC in one subnet, the
+appliance's it0 and ot0 in one Linux bridge): our rendered bridge-mode ruleset with
+br_netfilter on vs a bare Linux bridge (no table, br_netfilter's sysctls off), taking turns.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import nftables
@@ -23,6 +32,7 @@ from _common import (
     Goal,
     NsThread,
     clear_tables,
+    conduit,
     finish,
     fmt,
     lab,
@@ -36,8 +46,10 @@ from _common import (
 )
 
 from appliance.lab import topology
+from appliance.lab.topology import BRIDGE_IT_HOST
 from appliance.net.nft import Nft
 from appliance.net.render import render
+from appliance.proc import run
 
 IPERF_PORT = 5201
 BLOCKED_PORT = topology.OTHER_PORT  # the PLC listens there; no conduit allows it
@@ -58,7 +70,14 @@ LABELS = {
     "b+interval": "(b) + flags interval",
     "b+interval/100": "(b) + interval, 100 elements",
     "b+ours-flags": "(b) + interval,timeout,counter",
+    "bridge": "(a) bare bridge, no ruleset",
+    "bridge-bare": "(b) br_netfilter + bare ct set",
+    "bridge-ours": "(c) ours, bridge mode",
 }
+# (b) says what stateful filtering of a bridge costs by itself: br_netfilter and conntrack
+# with the hand-written one-set ruleset, no table of ours
+BRIDGE_VARIANTS = ("bridge", "bridge-bare", "bridge-ours")
+BRIDGE_SYSCTLS = ("bridge-nf-call-iptables", "bridge-nf-call-ip6tables")
 TPUT_SLOT = 0.6  # seconds per variant turn under the iperf3 stream (0.1 s intervals)
 CONN_SLOT = 0.3  # seconds per variant turn under the connect/accept loops (0.01 s bins)
 GUARD = 0.1  # seconds left out after each switch
@@ -145,6 +164,91 @@ class Firewall:
                 raise RuntimeError(f"nft refused variant {variant}: {err.strip()}")
 
 
+class BridgeFirewall:
+    """Bridge mode's variants in the bridge lab's appliance namespace: `bridge` no table and
+    br_netfilter's sysctls off (a bare Linux bridge), `bridge-bare` the sysctls on and the
+    hand-written one-set ruleset, `bridge-ours` the sysctls on and our rendered document
+    (inet and bridge tables) in one transaction."""
+
+    def __init__(self, app: NsThread, config: Any) -> None:
+        self._app = app
+        drop = [{op: {"table": {"family": "inet", "name": "bench"}}} for op in ("add", "delete")]
+        self._doc = {"nftables": [*drop, *render(config, now()).document()["nftables"]]}
+        self._bare = bare_ruleset(SERVICES).replace(IT_HOST, BRIDGE_IT_HOST)
+        self._raw = app.run(nftables.Nftables)
+        self._ours = app.run(Nft)
+
+    def use(self, variant: str) -> None:
+        self._app.run(self._use, variant)
+
+    def _use(self, variant: str) -> None:
+        clear = "".join(
+            f"add table {f} {t}\ndelete table {f} {t}\n"
+            for f, t in (("inet", "appliance"), ("bridge", "appliance"), ("inet", "bench"))
+        )
+        if variant == "bridge-ours":
+            _bridge_sysctls("1")
+            self._ours.apply(self._doc)  # (deletes bench, replaces our tables)
+            return
+        text = clear + (self._bare if variant == "bridge-bare" else "")
+        rc, _out, err = self._raw.cmd(text)
+        if rc != 0:
+            raise RuntimeError(f"nft refused variant {variant}: {err.strip()}")
+        _bridge_sysctls("1" if variant == "bridge-bare" else "0")
+
+
+def _bridge_sysctls(value: str) -> None:
+    """br_netfilter's sysctls of the calling thread's namespace (/proc/sys/net is per
+    namespace, taken from the thread that opens it)."""
+    for name in BRIDGE_SYSCTLS:
+        with open(f"/proc/sys/net/bridge/{name}", "w") as f:
+            f.write(value + "\n")
+
+
+def bridge_config(services: Sequence[tuple[str, int]]) -> Any:
+    """The bridge lab's unit: it0 and ot0 bridged, no addresses, one conduit per service
+    from the IT host (192.168.50.2) to the PLC."""
+    from appliance.config.load import validate_data
+    from appliance.lab.topology import IT_MAC, OT_MAC
+
+    data = {
+        "version": 1,
+        "unit": {"name": "bench-bridge"},
+        "interfaces": [
+            {"name": "it0", "role": "it", "mac": IT_MAC},
+            {"name": "ot0", "role": "ot", "mac": OT_MAC},
+        ],
+        "bridge": {"ports": ["it0", "ot0"]},
+        "conduits": [
+            {**conduit(n, proto, port), "from": [BRIDGE_IT_HOST]}
+            for n, (proto, port) in enumerate(services)
+        ],
+    }
+    return validate_data(data).config
+
+
+@contextlib.contextmanager
+def bridge_lab() -> Iterator[topology.LabSpec]:
+    """The bridge lab (prefix bb, no management link) with br0 made as the net role makes it
+    (spanning tree and multicast snooping off, it0 and ot0 its ports); always torn down."""
+    root = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    spec = topology.LabSpec(prefix="bb", mgmt=False, bridge=True, root=root)
+    try:
+        topology.up(spec, progress=lambda s: print(f"  lab: {s}", flush=True))
+        lines = ["link add br0 type bridge stp_state 0 mcast_snooping 0"]
+        lines += [f"link set {nic} master br0" for nic in ("it0", "ot0")]
+        lines += [f"link set {nic} up" for nic in ("it0", "ot0", "br0")]
+        run(["ip", "-n", spec.ns_app, "-batch", "-"], input="\n".join(lines) + "\n")
+        topology.ns_run(spec.ns_app, ["sysctl", "-q", "-w", "net.ipv6.conf.br0.disable_ipv6=1"])
+        topology.wait_tcp(spec.ns_it, PLC, topology.MODBUS_PORT, timeout=10)
+        yield spec
+    finally:
+        try:
+            topology.down(spec)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 # -- slots: the variants take turns under one continuous load ----------------------------------
 #
 # The VM's CPUs change speed by a factor of two within seconds (other guests on the host), so
@@ -167,7 +271,11 @@ Rotations = list[dict[str, float]]  # per rotation: variant -> that slot's figur
 
 
 def run_slots(
-    fw: Firewall, variants: Sequence[str], reps: int, length: float, deadline: float
+    fw: Firewall | BridgeFirewall,
+    variants: Sequence[str],
+    reps: int,
+    length: float,
+    deadline: float,
 ) -> list[Slot]:
     """Rotate the variants, `length` seconds each, while a load runs; stop before deadline."""
     slots: list[Slot] = []
@@ -245,9 +353,14 @@ def _read_lines(proc: subprocess.Popen[str], out: list[tuple[float, str]]) -> No
         out.append((time.time(), line))
 
 
-def throughput(spec: topology.LabSpec, fw: Firewall, reps: int) -> Rotations:
+def throughput(
+    spec: topology.LabSpec,
+    fw: Firewall | BridgeFirewall,
+    reps: int,
+    variants: Sequence[str] = VARIANTS,
+) -> Rotations:
     """One iperf3 TCP stream IT host → PLC while the variants take turns: Gbit/s per slot."""
-    budget = reps * len(VARIANTS) * (TPUT_SLOT + 0.5) + 5
+    budget = reps * len(variants) * (TPUT_SLOT + 0.5) + 5
     argv = ["iperf3", "-c", PLC, "-p", str(IPERF_PORT), "-t", str(round(budget)), "-i", "0.1"]
     argv += ["--forceflush", "-f", "m", "--connect-timeout", "3000"]
     proc = subprocess.Popen(
@@ -261,7 +374,7 @@ def throughput(spec: topology.LabSpec, fw: Firewall, reps: int) -> Rotations:
     reader.start()
     try:
         time.sleep(1.0)  # connection up, slow start over
-        slots = run_slots(fw, VARIANTS, reps, TPUT_SLOT, time.time() + budget - 1)
+        slots = run_slots(fw, variants, reps, TPUT_SLOT, time.time() + budget - 1)
     finally:
         proc.terminate()  # our own child, by its pid; it would stop by itself at -t anyway
         proc.wait(10)
@@ -278,7 +391,7 @@ class Connections:
 
 
 def connection_rate(
-    spec: topology.LabSpec, fw: Firewall, variants: Sequence[str], reps: int
+    spec: topology.LabSpec, fw: Firewall | BridgeFirewall, variants: Sequence[str], reps: int
 ) -> Connections:
     """New TCP connections/s from one connect/accept loop per CPU while the variants take turns."""
     budget = reps * len(variants) * (CONN_SLOT + 0.5) + 5
@@ -323,7 +436,7 @@ def probe(host: str, port: int, timeout: float = 0.5) -> bool:
 def check_blocks(it: NsThread, variant: str) -> None:
     """The variant is really in force: a port no conduit allows is (not) reachable."""
     reached = it.run(probe, PLC, BLOCKED_PORT)
-    if reached != (variant == "none"):
+    if reached != (variant in ("none", "bridge")):
         raise RuntimeError(f"variant {variant}: tcp/{BLOCKED_PORT} reachable={reached}; wrong ns?")
 
 
@@ -358,6 +471,26 @@ def measure(spec: topology.LabSpec, reps: tuple[int, int]) -> Runs:
     return Runs(gbps, conns)
 
 
+def measure_bridge(spec: topology.LabSpec, reps: tuple[int, int]) -> Runs:
+    app, it = NsThread(spec.ns_app), NsThread(spec.ns_it)
+    try:
+        fw = BridgeFirewall(app, bridge_config(SERVICES))
+        for v in BRIDGE_VARIANTS:
+            fw.use(v)
+            check_blocks(it, v)
+        start_iperf_server(spec)
+        print(f"  throughput: one iperf3 stream, {reps[0]} rotations of {TPUT_SLOT} s turns")
+        gbps = throughput(spec, fw, reps[0], BRIDGE_VARIANTS)
+        print(f"  connections: {len(CONN_PORTS)} connect/accept loops, {reps[1]} rotations"
+              f" of {CONN_SLOT} s turns")  # fmt: skip
+        conns = connection_rate(spec, fw, BRIDGE_VARIANTS, reps[1])
+        fw.use("bridge")
+    finally:
+        app.close()
+        it.close()
+    return Runs(gbps, conns)
+
+
 def measure_ladder(spec: topology.LabSpec, reps: int) -> Connections:
     """Connections/s of the bare ruleset with our conduit set's properties added one by one."""
     app = NsThread(spec.ns_app)
@@ -386,7 +519,9 @@ def _table(
         med = variant_median(rots, v)
         ratios = {b: paired_ratio(rots, v, b) for b in bases}
         out[f"{name}.{v}"] = {"median": med, **{f"x_{b}": r for b, r in ratios.items()}}
-        cols = "".join(f" {r:6.3f} x{'(a)' if b == 'none' else '(b)'}" for b, r in ratios.items())
+        cols = "".join(
+            f" {r:6.3f} x{'(a)' if b in ('none', 'bridge') else '(b)'}" for b, r in ratios.items()
+        )
         print(f"  {LABELS[v]:<31} {fmt(med):>7} {unit}{cols}   ({_spread(rots, v)})")
     return out
 
@@ -421,8 +556,15 @@ def main() -> int:
         help="also measure the conduit set's flags one at a time (done anyway when the"
         " connection goal fails in a full run)",
     )
+    p.add_argument(
+        "--bridge",
+        action="store_true",
+        help="bridge mode instead: ours vs a bare Linux bridge, in the bridge lab",
+    )
     args = p.parse_args()
     reps = (3, 4) if args.quick else (30, 60)
+    if args.bridge:
+        return main_bridge(args, reps)
     ladder_reps = 4 if args.quick else 30
     print(f"forwarding: {len(SERVICES)} conduits; variants {', '.join(VARIANTS)} take turns")
     with lab() as spec:
@@ -445,6 +587,38 @@ def main() -> int:
     ]  # fmt: skip
     figures = {"summary": fig, "rotations": reps, "runs": asdict(runs)}
     return finish("forwarding", goals, figures, args.json)
+
+
+def main_bridge(args: Any, reps: tuple[int, int]) -> int:
+    print(
+        f"forwarding, bridge mode: {len(SERVICES)} conduits;"
+        f" {', '.join(BRIDGE_VARIANTS)} take turns"
+    )
+    with bridge_lab() as spec:
+        runs = measure_bridge(spec, reps)
+    print(
+        "\n== forwarding, bridge mode: medians over turns;"
+        " ratios = median of within-rotation ratios"
+    )
+    fig = _table("gbps", runs.gbps, "Gbit/s", BRIDGE_VARIANTS, ("bridge", "bridge-bare"))
+    print()
+    bases = ("bridge", "bridge-bare")
+    fig |= _table("conns", runs.conns.rotations, "conn/s", BRIDGE_VARIANTS, bases)
+    _lost(runs.conns)
+    t, t0 = fig["gbps.bridge-ours"], fig["gbps.bridge"]
+    c, c0 = fig["conns.bridge-ours"], fig["conns.bridge"]
+    goals = [
+        Goal(
+            "bridge throughput, ours vs a bare bridge",
+            t["median"], 0.95, True, t0["median"], " Gbit/s", t["x_bridge"],
+        ),
+        Goal(
+            "bridge new connections/s, ours vs a bare bridge",
+            c["median"], 0.9, True, c0["median"], " conn/s", c["x_bridge"],
+        ),
+    ]  # fmt: skip
+    figures = {"summary": fig, "rotations": reps, "runs": asdict(runs)}
+    return finish("forwarding-bridge", goals, figures, args.json)
 
 
 if __name__ == "__main__":
