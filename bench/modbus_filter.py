@@ -19,6 +19,11 @@ whatever else runs on the machine meanwhile.
 
 Goals (issue 13): p50 latency <= 1.2x and requests/s >= 0.8x the unrestricted conduit
 with 50 clients. The figures with 1 client are reported, not judged.
+
+`--modes` adds two variants, reported and not judged: the read-only restriction in mode
+test (every request checked, nothing refused: the slow path of the inspector per
+request) and mode learn (every request recorded): what learning and testing a conduit
+cost against enforcing it.
 """
 
 from __future__ import annotations
@@ -51,6 +56,12 @@ from _common import (
 )
 
 VARIANTS = ("open", "read-only")
+MODES = ("test", "learn")  # with --modes
+RESTRICTION: dict[str, Any] = {
+    "read-only": "read-only",
+    "test": {"preset": "read-only", "mode": "test"},
+    "learn": "learn",
+}
 REQUEST = struct.pack(">HHHBBHH", 0, 0, 6, 1, 3, 0, 10)  # read holding 0..9, unit 1
 
 
@@ -148,8 +159,8 @@ class Unit:
         from appliance.state.live import LiveState
 
         doc = config_data([("tcp", 502)])
-        if variant == "read-only":
-            doc["conduits"][0]["modbus"] = "read-only"
+        if variant in RESTRICTION:
+            doc["conduits"][0]["modbus"] = RESTRICTION[variant]
         draft = revs.import_text(self.store, json.dumps(doc), author="bench", now=time.time())
         revs.commit(self.store, author="bench", now=time.time(), ref=draft.revision.id)
         live = LiveState(self.run)
@@ -165,7 +176,7 @@ class Unit:
             return net.get("revision") == rev and proxy.get("revision") == rev
 
         wait_for(applied, 30, f"the {variant} revision to be applied by net and modbusproxy")
-        if variant == "read-only":
+        if variant in RESTRICTION:
             wait_for(lambda: (live.read("modbusproxy") or {}).get("listening"), 10, "the proxy")
 
     def close(self) -> None:
@@ -203,14 +214,16 @@ def turn(spec: Any, unit: Unit, n: int, seconds: float) -> dict[str, Any]:
     }
 
 
-def measure(reps: int, seconds: float, client_counts: tuple[int, ...]) -> dict[str, Any]:
+def measure(
+    reps: int, seconds: float, client_counts: tuple[int, ...], variants: tuple[str, ...]
+) -> dict[str, Any]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-        str(n): {v: [] for v in VARIANTS} for n in client_counts
+        str(n): {v: [] for v in variants} for n in client_counts
     }
     with lab() as spec, tempfile.TemporaryDirectory(prefix="bench-modbus-") as tmp:
         unit = Unit(spec, Path(tmp))
         try:
-            for rep, order in rotations(VARIANTS, reps):
+            for rep, order in rotations(variants, reps):
                 for variant in order:
                     unit.commit(variant)
                     for n in client_counts:
@@ -230,15 +243,16 @@ def measure(reps: int, seconds: float, client_counts: tuple[int, ...]) -> dict[s
     return runs
 
 
-def paired(runs: dict[str, list[dict[str, Any]]], key: str) -> float:
+def paired(runs: dict[str, list[dict[str, Any]]], key: str, variant: str = "read-only") -> float:
     """The median over turns of restricted/open for one figure."""
-    return median([r[key] / o[key] for r, o in zip(runs["read-only"], runs["open"], strict=True)])
+    return median([r[key] / o[key] for r, o in zip(runs[variant], runs["open"], strict=True)])
 
 
 def main() -> int:
     p = parser(__doc__)
     p.add_argument("--reps", type=int, default=4, help="turns per variant")
     p.add_argument("--seconds", type=float, default=4.0, help="length of one turn")
+    p.add_argument("--modes", action="store_true", help="also modes test and learn (reported)")
     args = p.parse_args()
     if args.quick:
         args.reps, args.seconds = 2, 1.5
@@ -246,12 +260,13 @@ def main() -> int:
         print("bench/modbus_filter.py: needs root (it builds the lab)", file=sys.stderr)
         return 2
     print(f"== modbus_filter: {args.reps} turns x {args.seconds:g} s per variant and client count")
-    runs = measure(args.reps, args.seconds, (1, 50))
+    variants = (*VARIANTS, *MODES) if args.modes else VARIANTS
+    runs = measure(args.reps, args.seconds, (1, 50), variants)
     figures: dict[str, Any] = {}
     for n, by in runs.items():
         keys = ("rate", "p50", "p99", "cpu_roles", "cpu_roles_user", "cpu_plc", "cpu_clients")
         figures[f"{n}_clients"] = {
-            v: {k: median([r[k] for r in by[v]]) for k in keys} for v in VARIANTS
+            v: {k: median([r[k] for r in by[v]]) for k in keys} for v in variants
         }
         f = figures[f"{n}_clients"]
         print(
@@ -272,6 +287,14 @@ def main() -> int:
             f"CPU-bound ceiling of the rate ratio "
             f"{rest / (rest + proxy):.2f}x"
         )
+        for mode in variants[len(VARIANTS) :]:
+            m = f[mode]
+            print(
+                f"  {n:>2} clients: mode {mode} {fmt(m['rate'])} req/s p50 "
+                f"{m['p50'] * 1e6:.0f} us; vs open rate {paired(by, 'rate', mode):.2f}x p50 "
+                f"{paired(by, 'p50', mode):.2f}x; CPU per request, proxy "
+                f"{(m['cpu_roles'] - f['open']['cpu_roles']) * 1e6:.1f} us (reported)"
+            )
     fifty = runs["50"]
     f50 = figures["50_clients"]
     goals = [
