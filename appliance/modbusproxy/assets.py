@@ -17,6 +17,9 @@ from typing import Any
 
 MAX_ASSETS = 4096  # devices kept; past it the least recently seen goes
 MAX_CLIENTS = 32  # clients kept per device (the most recent)
+# An asset whose only change is its last-seen times is saved again after this long, not
+# every save: the history DB is on flash. A restart may set last seen back by as much.
+LAST_SEEN_EVERY_S = 300.0
 
 
 @dataclass
@@ -69,6 +72,7 @@ class Inventory:
         self.limit = limit
         self.items: dict[str, Asset] = {}
         self.dirty: set[str] = set()
+        self.touched: dict[str, float] = {}  # address -> last seen when it was last saved
 
     def load(self, assets: list[Asset]) -> None:
         for a in assets:
@@ -89,12 +93,14 @@ class Inventory:
         """Requests of `used` (unit id << 8 | function code) reached `plc`; whether the
         device is new."""
         a, new = self._get(plc, now)
+        before = (len(a.units), len(a.functions), len(a.conduits))
         a.last_seen = max(a.last_seen, now)
         for key in used:
             a.units.add(key >> 8)
             a.functions.add(key & 0xFF)
         a.conduits.add(conduit)
         clients = a.uses.setdefault(conduit, {})
+        known = client in clients
         clients[client] = now
         if len(clients) > MAX_CLIENTS:
             del clients[min(clients, key=clients.__getitem__)]
@@ -103,7 +109,10 @@ class Inventory:
                 a.clients.remove(client)
             a.clients.append(client)
             del a.clients[:-MAX_CLIENTS]
-        self.dirty.add(plc)
+        after = (len(a.units), len(a.functions), len(a.conduits))
+        stale = now - self.touched.get(plc, float("-inf")) >= LAST_SEEN_EVERY_S
+        if new or not known or before != after or stale:
+            self.dirty.add(plc)
         return new
 
     def identified(
@@ -130,6 +139,8 @@ class Inventory:
 
     def take_dirty(self) -> list[Asset]:
         changed = [self.items[k] for k in sorted(self.dirty) if k in self.items]
+        for a in changed:
+            self.touched[a.address] = a.last_seen
         self.dirty = set()
         return changed
 

@@ -372,3 +372,21 @@ def test_identify_is_kept_and_its_default_left_out(valid, base) -> None:
     assert "identify" not in plain.config.canonical()["conduits"][0]["modbus"]
     learning = valid(restricted(base, {"mode": "learn", "identify": True}))
     assert learning.config.canonical()["conduits"][0]["modbus"]["identify"] is True
+
+
+def test_an_asset_seen_again_unchanged_is_saved_again_only_after_a_while() -> None:
+    from appliance.modbusproxy.assets import LAST_SEEN_EVERY_S
+
+    inv = Inventory()
+    plc, used = "192.168.50.10", {1 << 8 | 3}
+    inv.saw(plc, "scada", "10.10.0.2", used, 0.0)
+    assert [a.address for a in inv.take_dirty()] == [plc]
+    inv.saw(plc, "scada", "10.10.0.2", used, 10.0)
+    assert inv.take_dirty() == []  # only last seen moved
+    inv.saw(plc, "scada", "10.10.0.2", {1 << 8 | 4}, 20.0)
+    assert len(inv.take_dirty()) == 1  # a new function code
+    inv.saw(plc, "scada", "10.10.0.9", used, 30.0)
+    assert len(inv.take_dirty()) == 1  # a new client
+    inv.saw(plc, "scada", "10.10.0.2", used, 30.0 + LAST_SEEN_EVERY_S)
+    [a] = inv.take_dirty()
+    assert a.last_seen == 30.0 + LAST_SEEN_EVERY_S
