@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export VENV
 
-.PHONY: setup setup-test demo demo-down test fuzz unit browser lint bench deb image clean
+.PHONY: setup setup-test demo demo-down test fuzz unit browser lint bench deb image bundle clean
 
 setup:
 	@scripts/setup-host
@@ -54,6 +54,12 @@ deb: setup
 # (scripts/build-image; the log in build/image.log).
 image: setup-test
 	@scripts/build-image
+
+# build/appliance-<version>.raucb: the signed RAUC update bundle (verity) of the last `make
+# image`'s root; the key from outside the repo: APPLIANCE_BUNDLE_KEY, APPLIANCE_BUNDLE_CERT
+# (and APPLIANCE_UPDATE_KEYRING to check it); see docs/updates.md.
+bundle: setup-test
+	@scripts/build-bundle
 
 clean:
 	-$(BIN)/appliance lab down
