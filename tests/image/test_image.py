@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import struct
 import subprocess
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from updatekit import Pki, make_pki
 
 from appliance.roles import ROLE_NAMES
 
@@ -39,8 +41,11 @@ SECTOR = 512
 # What goes into the image: a change in any of these makes build/appliance.img stale.
 INPUTS = (
     "pyproject.toml", "README.md", "appliance", "system", "image",
-    "scripts/build-image", "scripts/build-deb",
+    "scripts/build-image", "scripts/build-deb", "build/update-pki/unit-ca.pem",
 )  # fmt: skip
+# The throw-away update PKI (made at test time, never in the repository): the image trusts
+# `unit`'s CA; `other` signs the bundle a unit must refuse.
+PKI_DIR = BUILD / "update-pki"
 BOOT_TIMEOUT = 420
 ESP_TYPE = "c12a7328-f81f-11d2-ba4b-00a0c93ec93b"
 ROOT_TYPE = "4f68bce3-e8cd-4db1-96e7-fbcaf984b709"
@@ -167,7 +172,8 @@ def test_the_partition_uuids_agree() -> None:
 def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "the image test needs root: scripts/build-image runs mmdebstrap, loop mounts"
-    for tool in ("mmdebstrap", "qemu-system-x86_64", "qemu-img", "sfdisk", "mdir", "bmaptool"):
+    for tool in ("mmdebstrap", "qemu-system-x86_64", "qemu-img", "sfdisk", "mdir", "bmaptool",
+                 "rauc", "mksquashfs", "openssl"):  # fmt: skip
         if shutil.which(tool) is None:
             return f"{tool} is missing: scripts/setup-host --test installs it"
     if not OVMF_CODE.is_file():
@@ -185,6 +191,7 @@ def _stale() -> bool:
     for name in INPUTS:
         top = REPO / name
         paths = [top] if top.is_file() else [p for p in top.rglob("*") if p.is_file()]
+        paths = [p for p in paths if not p.is_relative_to(REPO / "image" / "bundle")]  # bundles
         if any(p.stat().st_mtime > built for p in paths if "__pycache__" not in p.parts):
             return True
     return False
@@ -267,14 +274,20 @@ def ext4_size(disk: Path, part: Part) -> int:
 
 
 @pytest.fixture(scope="session")
-def image() -> Path:
+def pki() -> Pki:
     why = _skip_reason()
     if why:
         pytest.skip(why)
+    return make_pki(PKI_DIR, "unit")
+
+
+@pytest.fixture(scope="session")
+def image(pki: Pki) -> Path:
     if _stale():
         cp = subprocess.run(
-            [str(REPO / "scripts" / "build-image")], capture_output=True, text=True, timeout=1200
-        )
+            [str(REPO / "scripts" / "build-image")], capture_output=True, text=True,
+            timeout=1200, env={**os.environ, **pki.env()},
+        )  # fmt: skip
         assert cp.returncode == 0, f"scripts/build-image failed:\n{cp.stdout}\n{cp.stderr}"
     assert IMAGE.is_file()
     return IMAGE
@@ -342,6 +355,15 @@ class Boot:
 
 
 ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
+# On the serial console (the gate writes to it; systemd's own status lines stop once the
+# boot is done, so systemd-bless-boot's are not there): the gate passed or refused the slot.
+# systemd-bless-boot runs right after a pass (10 s margin: the sleep before the shutdown).
+GATE_PASSED = "passes: healthy"
+GATE_FAILED = "is not healthy:"
+BLESSED = "Finished systemd-bless-boot.service"  # in the journal
+# update-from-media's last word on a stick
+INSTALLED = "update-from-media: installed"
+REFUSED = "update-from-media: refused or failed"
 
 
 def _serial(path: Path) -> str:
@@ -388,8 +410,13 @@ def booted(image: Path, tmp_path_factory: pytest.TempPathFactory) -> Boot:
             text = _serial(serial)
             if to_multi_user is None and "Reached target multi-user.target" in text:
                 to_multi_user = time.monotonic() - started
-            # the getty is up and systemd-bless-boot has had its turn (boot-complete.target)
-            if to_multi_user is not None and "login:" in text:
+            # the getty is up, the health gate passed (or failed) and systemd-bless-boot had
+            # its turn after boot-complete.target
+            if (
+                to_multi_user is not None
+                and "login:" in text
+                and (GATE_PASSED in text or GATE_FAILED in text)
+            ):
                 break
             time.sleep(2)
         text = _serial(serial)
@@ -424,6 +451,12 @@ def test_boot_reaches_multi_user_with_the_roles_started(booted: Boot) -> None:
     for role in ROLE_NAMES:
         assert f"Started appliance-{role}.service" in booted.journal, f"{role} did not start"
     assert "Finished appliance-failclosed.service" in booted.journal
+
+
+def test_the_first_boot_passed_the_health_gate(booted: Boot) -> None:
+    """The first boot is counted too (a+3): the gate let systemd-bless-boot keep slot a."""
+    assert "gate: slot a passes: healthy" in booted.journal
+    assert "Finished systemd-bless-boot.service" in booted.journal
 
 
 def test_no_unit_failed_from_boot_to_shutdown(booted: Boot) -> None:
@@ -461,3 +494,272 @@ def test_the_booted_slot_is_blessed(booted: Boot) -> None:
     """systemd-boot counted the try (a+3 -> a+2-1) and systemd-bless-boot marked the good
     boot (the counter gone); slot B, not booted, keeps its three tries."""
     assert esp_entries(booted.disk) == ["appliance-a.conf", "appliance-b+3.conf"]
+
+
+# --- updates: a signed bundle installed, blessed; a bad one falls back; a foreign one refused
+
+
+class Vm:
+    """One power-on of the unit's disk under qemu: the serial console to a file, a monitor
+    to plug update sticks in; qemu ends when the unit reboots (-no-reboot) or powers off."""
+
+    def __init__(self, disk: Path, vars_fd: Path, work: Path, name: str) -> None:
+        self.serial = work / f"serial-{name}.log"
+        self.monitor = work / f"monitor-{name}.sock"
+        self.sticks = 0
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-m", "1024", "-smp", "2",
+            "-display", "none", "-no-reboot", "-nic", "none",
+            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+            "-drive", f"if=pflash,format=raw,file={vars_fd}",
+            "-drive", f"if=virtio,format=raw,file={disk}",
+            "-serial", f"file:{self.serial}",
+            "-monitor", f"unix:{self.monitor},server=on,wait=off",
+        ]  # fmt: skip
+        self.log = (work / f"qemu-{name}.log").open("w")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def text(self) -> str:
+        return _serial(self.serial)
+
+    def mark(self) -> int:
+        """Where the console is now: wait_for(since=) looks only at what comes after."""
+        return len(self.text())
+
+    def wait_for(self, *needles: str, timeout: float, since: int = 0) -> str:
+        """The first of `needles` that appears on the console (the VM still running)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.text()[since:]
+            for n in needles:
+                if n in text:
+                    return n
+            if self.proc.poll() is not None:
+                break
+            time.sleep(2)
+        pytest.fail(f"none of {needles} within {timeout:.0f}s; the console ends:\n"
+                    f"{self.text()[-3000:]}")  # fmt: skip
+
+    def plug(self, stick: Path) -> None:
+        """A USB stick, as a hot-plugged virtio disk."""
+        self.sticks += 1
+        n = self.sticks
+        drive = f"if=none,id=stick{n},format=raw,readonly=on,file={stick}"
+        _monitor(self.monitor, f"drive_add 0 {drive}")
+        _monitor(self.monitor, f"device_add virtio-blk-pci,drive=stick{n},id=stickdev{n}")
+
+    def wait_exit(self, timeout: float) -> None:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the unit did not reboot or power off within {timeout:.0f}s; the "
+                        f"console ends:\n{self.text()[-3000:]}")  # fmt: skip
+        finally:
+            self.log.close()
+
+    def shutdown(self) -> None:
+        _monitor(self.monitor, "sendkey ctrl-alt-delete")
+        self.wait_exit(180)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def booted_slot_line(text: str) -> str | None:
+    m = re.search(r"Command line:.*\brauc\.slot=([a-z0-9]+)", text)
+    return m.group(1) if m else None
+
+
+def stick(bundle: Path, where: Path) -> Path:
+    """An ext4 stick labelled APPLIANCE-UPD with one bundle on it."""
+    top = where.with_suffix(".d")
+    top.mkdir()
+    shutil.copy(bundle, top / bundle.name)
+    img = where.with_suffix(".img")
+    size = bundle.stat().st_size + (64 << 20)
+    subprocess.run(["truncate", "-s", str(size), str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "APPLIANCE-UPD", "-d", str(top), str(img)],
+                   check=True, capture_output=True)  # fmt: skip
+    shutil.rmtree(top)
+    return img
+
+
+def build_bundle(pki: Pki, out: Path, version: str, *extra: str) -> Path:
+    cp = subprocess.run(
+        [str(REPO / "scripts" / "build-bundle"), "--version", version, "--output", str(out),
+         "--zstd-level", "3", *extra],
+        capture_output=True, text=True, timeout=900, cwd=REPO, env={**os.environ, **pki.env()},
+    )  # fmt: skip
+    assert cp.returncode == 0, f"build-bundle failed:\n{cp.stdout}\n{cp.stderr}"
+    return out
+
+
+def broken_root(work: Path) -> Path:
+    """The image's root with one role that cannot start (its ExecStart replaced by false)."""
+    root = work / "broken-root.ext4"
+    subprocess.run(["cp", "--sparse=always", str(BUILD / "image" / "root.img"), str(root)],
+                   check=True)  # fmt: skip
+    mnt = work / "broken-mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(root), str(mnt)], check=True)
+    try:
+        dropin = mnt / "etc/systemd/system/appliance-field.service.d"
+        dropin.mkdir(parents=True)
+        (dropin / "broken.conf").write_text("[Service]\nExecStart=\nExecStart=/bin/false\n")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    return root
+
+
+@dataclass
+class Updated:
+    disk: Path
+    consoles: dict[str, str]  # each power-on's serial console, by name
+    journal: str
+    seconds: dict[str, float]
+
+
+@pytest.fixture(scope="session")
+def updated(booted: Boot, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Updated:
+    """After the first boot (slot a blessed), on a copy of its disk:
+
+    1. power-on on a: a stick with a bundle signed by another CA (refused), then one with a
+       good bundle (installed into b) -> reboot;
+    2. power-on on b (trial): the gate passes, b is blessed; then a stick with a bundle whose
+       field role cannot start (installed into a) -> reboot;
+    3. three power-ons on a (trial): the gate fails each time -> reboot;
+    4. power-on on b again (a ran out of tries): the fallback is reported; shut down.
+    """
+    work = tmp_path_factory.mktemp("update")
+    disk = work / "disk.img"
+    subprocess.run(["cp", "--sparse=always", str(booted.disk), str(disk)], check=True)
+    vars_fd = work / "vars.fd"
+    shutil.copy(OVMF_VARS, vars_fd)
+    other = make_pki(PKI_DIR, "other")
+    started = time.monotonic()
+    good = build_bundle(pki, work / "good.raucb", "0.1.0+update1")
+    broken = str(broken_root(work))
+    bad = build_bundle(pki, work / "broken.raucb", "0.1.0+broken", "--rootfs", broken)
+    # refused before anything is written: a small root is enough
+    small = work / "small.ext4"
+    subprocess.run(["truncate", "-s", "32M", str(small)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(small)], check=True, capture_output=True)
+    foreign = build_bundle(other, work / "foreign.raucb", "0.1.0+foreign", "--rootfs", str(small))
+    sticks = {n: stick(b, work / f"stick-{n}") for n, b in
+              (("good", good), ("bad", bad), ("foreign", foreign))}  # fmt: skip
+    seconds = {"bundles": time.monotonic() - started}
+    consoles: dict[str, str] = {}
+
+    def power_on(name: str) -> Vm:
+        seconds[name] = time.monotonic()
+        return Vm(disk, vars_fd, work, name)
+
+    def done(name: str, vm: Vm) -> None:
+        consoles[name] = vm.text()
+        seconds[name] = time.monotonic() - seconds[name]
+
+    vm = power_on("install-good")
+    try:
+        vm.wait_for("login:", timeout=BOOT_TIMEOUT)
+        vm.plug(sticks["foreign"])
+        got = vm.wait_for(INSTALLED, REFUSED, timeout=300)
+        assert got == REFUSED, "the bundle signed by another CA was installed"
+        at = vm.mark()
+        vm.plug(sticks["good"])
+        got = vm.wait_for(INSTALLED, REFUSED, timeout=900, since=at)
+        assert got == INSTALLED, f"the good bundle was refused:\n{vm.text()[at:][-3000:]}"
+        vm.wait_exit(300)
+    finally:
+        vm.kill()
+        done("install-good", vm)
+
+    vm = power_on("trial-good")
+    try:
+        got = vm.wait_for(GATE_PASSED, GATE_FAILED, timeout=BOOT_TIMEOUT + 660)
+        assert got == GATE_PASSED, f"slot b failed the gate:\n{vm.text()[-3000:]}"
+        vm.wait_for("login:", timeout=120)
+        time.sleep(10)  # systemd-bless-boot's turn
+        vm.plug(sticks["bad"])
+        got = vm.wait_for(INSTALLED, REFUSED, timeout=900)
+        assert got == INSTALLED, f"the broken bundle was refused:\n{vm.text()[-3000:]}"
+        vm.wait_exit(300)
+    finally:
+        vm.kill()
+        done("trial-good", vm)
+
+    for n in range(1, 4):
+        name = f"trial-bad-{n}"
+        vm = power_on(name)
+        try:
+            vm.wait_exit(BOOT_TIMEOUT + 660)  # the gate fails and reboots
+        finally:
+            vm.kill()
+            done(name, vm)
+
+    vm = power_on("fallback")
+    try:
+        vm.wait_for("login:", timeout=BOOT_TIMEOUT)
+        vm.wait_for("update report:", timeout=120)
+        time.sleep(5)
+        vm.shutdown()
+    finally:
+        vm.kill()
+        done("fallback", vm)
+
+    copy = work / "history"
+    copy.mkdir()
+    with mounted(disk, by_name(disk)["data"], work / "data") as data:
+        # one journal directory per boot: the machine-id is made afresh at each (issue 11)
+        journal = "".join(
+            subprocess.run(
+                ["journalctl", "--directory", str(d), "--no-pager", "-o", "short-monotonic"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            for d in sorted((data / "journal").iterdir()) if d.is_dir()
+        )  # fmt: skip
+        raucs = data / "rauc" / "central.raucs"
+        consoles["rauc-status"] = raucs.read_text() if raucs.is_file() else ""
+        for f in (data / "appliance").glob("history.db*"):
+            shutil.copy(f, copy / f.name)  # with its WAL: the copy is read, not the disk
+    db = sqlite3.connect(copy / "history.db")
+    try:
+        rows = db.execute("SELECT kind, message FROM event WHERE source = 'update'").fetchall()
+    finally:
+        db.close()
+    consoles["events"] = "\n".join(f"{k}: {m}" for k, m in rows)
+    for name, t in seconds.items():
+        print(f"update step {name}: {t:.0f}s")
+    return Updated(disk, consoles, journal, seconds)
+
+
+def test_a_bundle_signed_by_another_ca_is_refused(updated: Updated) -> None:
+    text = updated.consoles["install-good"]
+    assert "refused or failed: foreign.raucb" in text
+    assert "signature verification failed" in updated.journal
+    assert booted_slot_line(text) == "a"
+
+
+def test_a_good_bundle_boots_its_slot_on_trial_and_is_blessed(updated: Updated) -> None:
+    text = updated.consoles["trial-good"]
+    assert booted_slot_line(text) == "b"
+    assert "gate: slot b passes" in text
+    assert BLESSED in updated.journal
+    assert "update.healthy: slot b is healthy" in updated.consoles["events"]
+    # RAUC's record on the data partition: slot b holds the good bundle
+    assert "bundle.version=0.1.0+update1" in updated.consoles["rauc-status"]
+
+
+def test_a_bundle_that_never_gets_healthy_falls_back_after_three_tries(updated: Updated) -> None:
+    for n in range(1, 4):
+        text = updated.consoles[f"trial-bad-{n}"]
+        assert booted_slot_line(text) == "a", f"try {n} did not boot slot a"
+        assert "gate: slot a is not healthy: the field role" in text, f"try {n}"
+    assert booted_slot_line(updated.consoles["fallback"]) == "b"
+    assert esp_entries(updated.disk) == ["appliance-a+0-3.conf", "appliance-b.conf"]
+    reported = ("the update in slot a did not get healthy in its tries (3 boots): "
+                "the unit fell back to slot b")  # fmt: skip
+    assert f"update.fallback: {reported}" in updated.consoles["events"]
+    assert updated.consoles["events"].count("update.fallback") == 1
