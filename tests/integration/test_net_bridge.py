@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from labkit import PLC1, PLC2, Appliance, modbus_read, tcp_listener, wait_for
+from test_net_role import CHAT_CLIENT, CHAT_SERVER
 
 from appliance.lab import topology
 from appliance.lab.topology import (
@@ -232,6 +233,40 @@ def test_bridged_ip_the_inet_table_never_saw_is_dropped(app: Appliance, blab: La
         assert counter["packets"] >= 1
     finally:
         topology.ns_run(blab.ns_app, ["sysctl", "-q", "-w", f"{sysctl}=1"])
+
+
+def test_a_withdrawn_conduit_ends_its_bridged_connections(app: Appliance, blab: LabSpec) -> None:
+    chat = {
+        "name": "chat",
+        "owner": "t",
+        "reason": "t",
+        "from": [IT],
+        "to": [PLC1],
+        "services": ["tcp/9300"],
+    }
+    topology.spawn(blab, blab.ns_ot, "chat", [sys.executable, "-c", CHAT_SERVER, PLC1, "9300"])
+    try:
+        topology.wait_tcp(blab.ns_ot, PLC1, 9300)
+        app.commit(bridged(conduits=[*BRIDGED["conduits"], chat]))
+        argv = [sys.executable, "-c", CHAT_CLIENT, PLC1, "9300"]
+        topology.spawn(blab, blab.ns_it, "chat-client", argv)
+
+        def said(prefix: str) -> bool:
+            lines = topology.log_tail(blab, "chat-client", 200).splitlines()
+            return any(line.startswith(prefix) for line in lines)
+
+        wait_for(lambda: said("ok"), 10, "the chat to run through the bridge")
+        app.commit(bridged())
+        wait_for(
+            lambda: said("broken "),
+            15,
+            "the bridged connection to be cut",
+            lambda: topology.log_tail(blab, "chat-client", 3),
+        )
+        wait_for(lambda: app.events("traffic.cut"), 5, "a traffic.cut event")
+    finally:
+        topology.stop(blab, "chat-client")
+        topology.stop(blab, "chat")
 
 
 def test_a_routed_revision_takes_the_bridge_away(app: Appliance, blab: LabSpec) -> None:
