@@ -32,7 +32,7 @@ fuzz: setup-test
 		$$(grep -rl --include='test_*.py' -e '^from hypothesis' -e '^import schemathesis' tests)
 
 unit: setup
-	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/unit tests/fleet -m "not integration"
 
 browser: setup-test
 	$(BIN)/python -m pytest -q tests/browser
@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/web.py
 	$(BIN)/python bench/sql.py
 	$(BIN)/python bench/modbus_filter.py
+	$(BIN)/python bench/fleet.py
 
 # build/appliance_<version>_amd64.deb: the code, its pinned venv and system/ (scripts/build-deb).
 deb: setup
