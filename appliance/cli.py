@@ -126,6 +126,8 @@ LAZY_COMMANDS = {
     "setup-code": "appliance.web.setup:setup_code_cmd",
     "fleet": "appliance.fleet.cli:fleet",
     "audit": "appliance.audit_cli:audit",
+    "conduits": "appliance.modbusproxy.cli:conduits",
+    "inventory": "appliance.modbusproxy.cli:inventory",
 }
 
 
