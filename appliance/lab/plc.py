@@ -10,7 +10,9 @@ slow device); its name registers say "LAB-PLC-SLOW". Each PLC has a Modbus TCP s
 ``other-service <addr>`` and a newline on connect, then reads until the client closes.
 Values change once per second; t is seconds since start. Any unit id is answered (1 and
 0 are the documented ones; pymodbus' device 0 is its catch-all). Writes outside the
-writable areas answer exception 02 (illegal data address).
+writable areas answer exception 02 (illegal data address). Read device identification
+(43/14) answers vendor "appliance lab", product code "LAB-PLC", revision "1.0" (the
+basic objects) and product name "lab PLC simulator".
 
 | table | address | type | value |
 |---|---|---|---|
@@ -40,6 +42,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from pymodbus import ModbusDeviceIdentification
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -53,6 +56,12 @@ _COIL_WRITES = {5, 15}
 _READS = {1, 2, 3, 4}
 SLOW_DELAY = 0.8  # seconds the slow PLC waits before each answer
 SLOW_NAME = "LAB-PLC-SLOW"
+IDENTITY = {  # read device identification (43/14): the objects by id
+    0: "appliance lab",  # vendor name
+    1: "LAB-PLC",  # product code
+    2: "1.0",  # major minor revision
+    4: "lab PLC simulator",  # product name
+}
 
 
 def holding_registers(index: int, t: int, name: str | None = None) -> list[int]:
@@ -179,7 +188,11 @@ async def serve(
     others: list[asyncio.Server] = []
     try:
         for plc in plcs:
-            server = ModbusTcpServer(plc.device(), address=(plc.address, port))
+            server = ModbusTcpServer(
+                plc.device(),
+                address=(plc.address, port),
+                identity=ModbusDeviceIdentification(info=IDENTITY),
+            )
             modbus.append(server)
             try:
                 await server.serve_forever(background=True)

@@ -259,7 +259,7 @@ def test_learn_then_test_then_enforce(appliance: Appliance, lab: LabSpec, proxy:
 def test_the_inventory_has_the_plc(appliance: Appliance, lab: LabSpec, proxy: LiveState) -> None:
     """A PLC reached through a restricted conduit is in `appliance inventory`, with the
     unit ids and function codes used, and a `modbus.device_new` event; identify: true
-    makes the proxy ask it for its identification (the lab PLC answers with no objects)."""
+    makes the proxy ask it for its identification (the lab PLC's vendor, product, revision)."""
     from click.testing import CliRunner
 
     from appliance.modbusproxy.cli import inventory
@@ -289,5 +289,11 @@ def test_the_inventory_has_the_plc(appliance: Appliance, lab: LabSpec, proxy: Li
     assert device["units"] == [1] and device["functions"] == [3, 4]
     assert device["conduits"] == ["scada-modbus"] and device["clients"] == [IT_HOST]
     assert "1" in device["identity"], "the proxy asked unit 1 for its identification"
+    got = device["identity"]["1"]
+    assert (got.get("vendor"), got.get("product_code"), got.get("revision")) == (
+        "appliance lab",
+        "LAB-PLC",
+        "1.0",
+    ), got
     [event] = appliance.events("modbus.device_new")
     assert event["data"]["address"] == PLC1
