@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -235,3 +236,55 @@ def test_the_header_health_follows_the_revision_not_the_agents_lag(js: Any) -> N
     hl = {"state": "pending-confirm", "reasons": [pend]}
     assert js(run, [hl, pending]) == hl
     assert js(run, [{"state": "ok", "reasons": []}, confirmed]) == {"state": "ok", "reasons": []}
+
+
+def test_a_conduit_name_is_suggested_from_owner_destination_and_service(js: Any) -> None:
+    run = "async ([c, d, t]) => (await import('/js/lib.js')).suggestConduitName(c, d, t)"
+    devices = [
+        {"name": "plc1", "address": "192.168.50.10:502"},
+        {"name": "hmi", "address": "opc.tcp://u:p@192.168.50.20:4840/x"},
+    ]
+    c = {"owner": "maintenance@plant.example", "to": ["192.168.50.10"], "services": ["tcp/8080"]}
+    assert js(run, [c, devices, []]) == "maintenance-plc1-tcp8080"
+    assert js(run, [c, devices, ["maintenance-plc1-tcp8080"]]) == "maintenance-plc1-tcp8080-2"
+    other = {"owner": "OT Engineering", "to": ["192.168.50.99/32"], "services": ["modbus"]}
+    assert js(run, [other, devices, []]) == "ot-192-168-50-99-modbus"
+    hmi = {"owner": "", "to": ["192.168.50.20"], "services": []}
+    assert js(run, [hmi, devices, []]) == "hmi"
+    assert js(run, [{"owner": "", "to": [], "services": []}, devices, []]) == ""
+    long = {"owner": "x" * 80, "to": ["fd00:1234:5678:9abc::1"], "services": ["udp/1000-1010"]}
+    name = js(run, [long, [], []])
+    assert len(name) <= 48 and re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name), name
+
+
+def test_required_fields_are_marked_and_checked_before_sending(js: Any) -> None:
+    got = js(
+        """async () => {
+            const lib = await import('/js/lib.js');
+            const form = lib.h('form', null,
+              lib.h('label', null, 'Owner ', lib.h('span', {class: 'hint'}, 'who'),
+                    lib.h('input', {name: 'owner', required: true})),
+              lib.h('label', null, 'Reason', lib.h('input', {name: 'reason', required: true})),
+              lib.h('label', null, 'Note', lib.h('input', {name: 'note'})));
+            document.body.append(form);
+            lib.markRequired(form);
+            lib.markRequired(form); // once only
+            const marks = form.querySelectorAll('abbr.req').length;
+            const firstLabel = form.querySelector('label').textContent;
+            form.elements.reason.value = '  ';
+            const missing = lib.checkRequired(form);
+            const inv = [...form.querySelectorAll('[aria-invalid=true]')].map((e) => e.name);
+            const msg = form.querySelector('.field-error').textContent;
+            form.elements.owner.value = 'ot-team';
+            form.elements.reason.value = 'polls';
+            const after = lib.checkRequired(form);
+            form.remove();
+            return {marks, firstLabel, missing, inv, msg, after,
+                    left: form.querySelectorAll('.field-error').length};
+        }"""
+    )
+    assert got["marks"] == 2
+    assert got["firstLabel"].startswith("Owner *")
+    assert got["missing"] == 2 and got["inv"] == ["owner", "reason"]
+    assert got["msg"] == "required: fill this in"
+    assert got["after"] == 0 and got["left"] == 0

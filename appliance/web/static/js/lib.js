@@ -447,3 +447,73 @@ export function fromLocalInput(v) {
   const d = new Date(v);
   return Number.isNaN(d.getTime()) ? null : d.toISOString().replace(/\.\d{3}Z$/, "Z");
 }
+
+// -- required fields -------------------------------------------------------------------------
+
+// Every label around a required control gets a visible mark (and says so to a screen reader).
+export function markRequired(root = document) {
+  for (const el of $$("label [required]", root)) {
+    const label = el.closest("label");
+    if (!label || label.querySelector(".req")) continue;
+    const mark = h("abbr", { class: "req", title: "required" }, "*");
+    const first = [...label.childNodes].find((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+    if (first) {
+      first.textContent = first.textContent.replace(/\s+$/, "");
+      first.after(" ", mark, " ");
+    } else label.prepend(mark, " ");
+  }
+}
+
+// Required controls left empty, flagged at the field before anything is sent; returns how
+// many (0: the form may go). The unit checks again: this only saves a round trip.
+export function checkRequired(form) {
+  clearErrors(form);
+  let missing = 0;
+  for (const el of $$("[required]", form)) {
+    if (el.disabled || el.closest("[hidden]")) continue;
+    if (String(el.value || "").trim()) continue;
+    el.setAttribute("aria-invalid", "true");
+    el.after(h("div", { class: "field-error", role: "alert" }, "required: fill this in"));
+    if (missing === 0) el.focus();
+    missing += 1;
+  }
+  return missing;
+}
+
+// -- conduit names ---------------------------------------------------------------------------
+
+const SLUG = (text) =>
+  String(text || "")
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, "-")
+    .replace(/^-+|-+$/g, "");
+
+// A conduit name from who, where to and what: "maintenance-plc1-tcp8080". The owner's mail
+// box or first word, the destination's device name when a device has that address (else the
+// address), the first service; at most 48 characters of a-z 0-9 - _, unique among `taken`.
+export function suggestConduitName({ owner, to, services }, devices = [], taken = []) {
+  const who = SLUG(String(owner || "").split("@")[0].split(/\s+/)[0]).slice(0, 16);
+  const dest = String((to || [])[0] || "").trim();
+  const host = hostOf(dest);
+  const dev = devices.find((d) => d && d.address && hostOfAddress(d.address) === host);
+  const where = dev ? SLUG(dev.name) : SLUG(host).slice(0, 20);
+  const what = SLUG(String((services || [])[0] || "").replace("/", "")).slice(0, 16);
+  let base = [who, where, what].filter(Boolean).join("-").replace(/-+/g, "-").slice(0, 48).replace(/-+$/, "");
+  if (!base) return "";
+  if (!/^[a-z0-9]/.test(base)) base = `c${base}`.slice(0, 48);
+  const used = new Set(taken);
+  if (!used.has(base)) return base;
+  for (let i = 2; i < 1000; i += 1) {
+    const name = `${base.slice(0, 48 - String(i).length - 1)}-${i}`;
+    if (!used.has(name)) return name;
+  }
+  return base;
+}
+
+// "192.168.50.10:502", "[fd00::1]:502", "opc.tcp://plc:4840/x" -> the host part
+function hostOfAddress(address) {
+  let a = String(address).replace(/^[a-z.+]+:\/\//i, "").replace(/^[^@/]*@/, "").split("/")[0];
+  if (a.startsWith("[")) return a.slice(1, a.indexOf("]"));
+  if ((a.match(/:/g) || []).length === 1) a = a.split(":")[0];
+  return a;
+}

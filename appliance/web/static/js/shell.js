@@ -2,7 +2,7 @@
 // hides controls), the unit's name and health, and the pending-commit banner with its
 // countdown and Confirm button. Pages subscribe to the same /api/status poll.
 
-import { $, ApiError, api, clear, fmtDuration, h, headerHealth, pill, setCsrf, toast } from "./lib.js";
+import { $, ApiError, api, clear, fmtDuration, h, headerHealth, markRequired, pill, setCsrf, toast } from "./lib.js";
 
 const listeners = new Set();
 let last = null;
@@ -181,6 +181,7 @@ function markNav() {
 
 function init() {
   markNav();
+  markRequired(document);
   $("#logout").addEventListener("click", logout);
   for (const b of document.querySelectorAll("[data-action=confirm-pending]")) {
     b.addEventListener("click", () => confirmPending(b));

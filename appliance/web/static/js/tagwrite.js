@@ -1,6 +1,6 @@
 // The "write a value to a device" dialog shared by the devices and tag pages (admin).
 
-import { $, api, clearErrors, fmtValue, showErrors, toast } from "./lib.js";
+import { $, api, checkRequired, clearErrors, fmtValue, showErrors, toast } from "./lib.js";
 
 export function parseValue(text, current) {
   const t = text.trim();
@@ -19,7 +19,7 @@ export function openWrite(tag, after) {
   form.elements.value.value = tag.value === null || tag.value === undefined ? "" : String(tag.value);
   const submit = async (ev) => {
     ev.preventDefault();
-    clearErrors(form);
+    if (checkRequired(form)) return;
     try {
       const r = await api("POST", `/api/tags/${encodeURIComponent(tag.name)}/write`, { value: parseValue(form.elements.value.value, tag.value) });
       dlg.close();

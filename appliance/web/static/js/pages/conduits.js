@@ -1,9 +1,13 @@
 // Conduits: the running ones with live counters, merged with the draft's (added, changed,
-// removed); create/edit/expire/delete write into the draft through the API.
+// removed); create/edit/expire/delete write into the draft through the API. The editor
+// suggests a name and offers "Save and commit on trial": the draft saved and committed in
+// one go, reverting unless confirmed (the pending banner's countdown and Confirm); "Save to
+// draft" keeps several changes for one commit.
 
 import {
   $,
   api,
+  checkRequired,
   clear,
   clearErrors,
   confirmDialog,
@@ -20,16 +24,20 @@ import {
   pill,
   poll,
   showErrors,
+  suggestConduitName,
   table,
   toEpoch,
   toLocalInput,
   toast,
 } from "../lib.js";
-import "../shell.js";
+import { onStatus, refreshStatus, sessionReady } from "../shell.js";
 
 let running = [];
 let draft = null; // the draft's conduits, null when there is no draft
 let editing = null; // name of the conduit being edited, null for a new one
+let nameAuto = false; // the name field follows the suggestion until someone types in it
+let devices = null; // configured devices (name, address), asked once for name suggestions
+let pendingRev = null; // the revision on trial, if any: another commit waits for it
 
 const dialog = $("#conduit-dialog");
 const form = $("#conduit-form");
@@ -100,7 +108,7 @@ function render() {
     $("#conduit-table"),
     table(
       [
-        { label: "name", get: (c) => h("strong", { id: c.name }, c.name), cls: "nowrap" },
+        { label: "name", get: (c) => h("strong", { id: c.name }, c.name), cls: "cname" },
         { label: "from → to", get: (c) => h("span", { class: "mono small" }, hostList(c.from).join(", "), " → ", hostList(c.to).join(", ")) },
         { label: "services", get: (c) => h("span", { class: "mono small" }, (c.services || []).join(" "), c.direction === "both" ? " ⇄" : "") },
         { label: "owner / reason", get: (c) => h("span", null, c.owner, h("br"), h("span", { class: "small muted" }, c.reason)) },
@@ -148,8 +156,38 @@ function openForm(c) {
   f.expires.value = c?.expires ? toLocalInput(c.expires) : "";
   f.enabled.checked = c ? c.enabled !== false : true;
   f.description.value = c?.description || "";
+  nameAuto = !c;
+  paintBatch();
   dialog.showModal();
-  f.name.focus();
+  (c ? f.name : f.owner).focus();
+  if (!c && devices === null) {
+    devices = [];
+    api("GET", "/api/devices").then((d) => (devices = listOf(d, "devices")), () => {});
+  }
+}
+
+// The name follows owner, to and services until it is typed in.
+function suggest() {
+  if (!nameAuto) return;
+  const c = formConduit();
+  const taken = [...running, ...(draft || [])].map((x) => x.name);
+  form.elements.name.value = suggestConduitName(c, devices || [], taken);
+}
+
+// What else the draft holds: a commit from here commits it too.
+function paintBatch() {
+  const others = rows().filter((c) => c._mark && c.name !== editing);
+  const note = $("#conduit-batch");
+  note.hidden = !others.length && pendingRev === null;
+  const parts = [];
+  if (others.length) {
+    parts.push(`The draft also holds ${others.map((c) => `${c.name} (${c._mark})`).join(", ")}: "Save and commit" commits them too.`);
+  }
+  if (pendingRev !== null) parts.push(`Revision ${pendingRev} is on trial: confirm it (or let it revert) before committing another; "Save to draft" works meanwhile.`);
+  note.textContent = parts.join(" ");
+  const btn = $("#conduit-commit");
+  btn.disabled = pendingRev !== null;
+  form.elements.trial.disabled = pendingRev !== null;
 }
 
 function formConduit() {
@@ -174,12 +212,13 @@ function fromDraft(name) {
   return (draft || running).find((c) => c.name === name);
 }
 
-async function save(ev) {
+async function save(ev, commitToo = false) {
   ev.preventDefault();
-  clearErrors(form);
+  if (checkRequired(form)) return;
   const conduit = formConduit();
-  const button = $("#conduit-save");
-  button.disabled = true;
+  const buttons = [$("#conduit-save"), $("#conduit-commit")];
+  for (const b of buttons) b.disabled = true;
+  let saved = false;
   try {
     if (editing) {
       // keep fields the form does not show (e.g. future ones) from the draft's version
@@ -189,13 +228,31 @@ async function save(ev) {
     } else {
       await api("POST", "/api/conduits", conduit);
     }
+    saved = true;
+    if (!commitToo) {
+      dialog.close();
+      toast(`Conduit ${conduit.name} saved to the draft. Commit it on the Configuration page.`);
+      return;
+    }
+    const within = Number(form.elements.trial.value) || 300;
+    const verb = editing ? "changed" : "added";
+    const r = await api("POST", "/api/config/commit", { confirm_within: within, comment: `conduit ${conduit.name} ${verb} in the web UI` });
     dialog.close();
-    toast(`Conduit ${conduit.name} saved to the draft. Commit it on the Configuration page.`);
-    await load();
+    const id = r?.revision?.id ?? "";
+    toast(`Conduit ${conduit.name} runs on trial (revision ${id}): confirm within ${Math.round(within / 60)} min or it reverts.`);
+    await refreshStatus(); // the pending banner with its countdown and Confirm, at once
   } catch (e) {
-    showErrors(form, e);
+    if (saved) {
+      // in the draft, not committed: nothing half-done on the wire, and the form is done
+      dialog.close();
+      toast(`Conduit ${conduit.name} is in the draft, but the commit failed: ${e.message}`, "bad", 10000);
+    } else {
+      showErrors(form, e);
+    }
   } finally {
-    button.disabled = false;
+    for (const b of buttons) b.disabled = false;
+    paintBatch();
+    if (saved) await load();
   }
 }
 
@@ -228,5 +285,21 @@ async function remove(c) {
 
 $("#new-conduit").addEventListener("click", () => openForm(null));
 $("#conduit-cancel").addEventListener("click", () => dialog.close());
-form.addEventListener("submit", save);
+form.addEventListener("submit", (ev) => save(ev, false));
+$("#conduit-commit").addEventListener("click", (ev) => save(ev, true));
+form.elements.name.addEventListener("input", () => (nameAuto = false));
+for (const name of ["owner", "to", "services"]) form.elements[name].addEventListener("input", suggest);
+onStatus((st) => {
+  const rev = st.revision || {};
+  const now = rev.state === "pending" ? rev.id : null;
+  if (now !== pendingRev) {
+    pendingRev = now;
+    if (dialog.open) paintBatch();
+  }
+});
 poll(load, 5000);
+// The overview's "New conduit" leads here with #new: the form opens at once.
+if (location.hash === "#new") {
+  history.replaceState(null, "", location.pathname + location.search);
+  sessionReady.then(() => openForm(null));
+}

@@ -1,9 +1,10 @@
 // Sign in: POST /api/session; a lockout (429) says how long to wait; before the first
 // admin exists the page leads to /setup.
 
-import { $, ApiError, api, clearErrors, qs, showErrors } from "../lib.js";
+import { $, ApiError, api, clearErrors, markRequired, qs, showErrors } from "../lib.js";
 
 const form = $("#login-form");
+markRequired(form);
 
 async function init() {
   if (qs("logout")) {

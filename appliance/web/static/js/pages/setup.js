@@ -1,8 +1,9 @@
 // First boot: the one-time setup code and the first administrator, then straight in.
 
-import { $, ApiError, api, clearErrors, showErrors } from "../lib.js";
+import { $, ApiError, api, clearErrors, markRequired, showErrors } from "../lib.js";
 
 const form = $("#setup-form");
+markRequired(form);
 
 async function init() {
   try {

@@ -1,6 +1,6 @@
 // API tokens: your own (an admin sees everyone's); create (shown once) and revoke.
 
-import { $, ApiError, api, clear, clearErrors, confirmDialog, fmtAgo, fmtTime, h, listOf, pill, poll, setCsrf, showErrors, table, toast } from "../lib.js";
+import { $, ApiError, api, checkRequired, clear, clearErrors, confirmDialog, fmtAgo, fmtTime, h, listOf, pill, poll, setCsrf, showErrors, table, toast } from "../lib.js";
 import "../shell.js";
 
 const form = $("#token-form");
@@ -37,7 +37,7 @@ async function load() {
 
 form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  clearErrors(form);
+  if (checkRequired(form)) return;
   try {
     const days = Number(form.elements.expires.value);
     const body = { name: form.elements.name.value.trim(), role: form.elements.role.value };
@@ -83,7 +83,7 @@ async function revoke(t) {
 const pwForm = $("#password-form");
 pwForm.addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  clearErrors(pwForm);
+  if (checkRequired(pwForm)) return;
   const f = pwForm.elements;
   if (f.new_password.value !== f.new_password2.value) {
     showErrors(pwForm, new ApiError(400, { error: "the two new passwords differ", field: "new_password2" }));

@@ -1,6 +1,6 @@
 // Users (admin): create, change role, reset password, disable/enable, delete.
 
-import { $, api, clear, clearErrors, confirmDialog, fmtAgo, fmtTime, h, listOf, pill, poll, showErrors, table, toast } from "../lib.js";
+import { $, api, checkRequired, clear, clearErrors, confirmDialog, fmtAgo, fmtTime, h, listOf, pill, poll, showErrors, table, toast } from "../lib.js";
 import "../shell.js";
 
 const dialog = $("#user-dialog");
@@ -62,7 +62,7 @@ function openForm(u) {
 
 form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  clearErrors(form);
+  if (checkRequired(form)) return;
   const f = form.elements;
   try {
     if (editing) {
