@@ -214,7 +214,7 @@ def test_formatting(js: Any) -> None:
 def test_the_header_health_follows_the_revision_not_the_agents_lag(js: Any) -> None:
     run = "async ([hl, rev]) => (await import('/js/lib.js')).headerHealth(hl, rev)"
     pend = {"code": "pending-confirm", "severity": "warning", "message": "waits, 80 s left"}
-    alarm = {"code": "alarms", "severity": "warning", "message": "1 active alarm(s)"}
+    alarm = {"code": "comm-loss", "severity": "warning", "message": "no communication with plc9"}
     info = {"code": "booting", "severity": "info", "message": "started"}
     confirmed = {"id": 7, "state": "confirmed"}
     pending = {"id": 8, "state": "pending"}
@@ -288,3 +288,30 @@ def test_required_fields_are_marked_and_checked_before_sending(js: Any) -> None:
     assert got["missing"] == 2 and got["inv"] == ["owner", "reason"]
     assert got["msg"] == "required: fill this in"
     assert got["after"] == 0 and got["left"] == 0
+
+
+def test_process_alarms_do_not_make_the_unit_degraded(js: Any) -> None:
+    run = "async ([hl, rev]) => (await import('/js/lib.js')).headerHealth(hl, rev)"
+    alarms = {"code": "alarms", "severity": "warning", "message": "1 active alarm(s): 1 warning"}
+    comm = {"code": "comm-loss", "severity": "warning", "message": "no communication with plc9"}
+    disk = {"code": "disk-full", "severity": "fault", "message": "1 % disk free"}
+    confirmed = {"id": 7, "state": "confirmed"}
+    # an agent that still counts process alarms: the unit is ok all the same
+    assert js(run, [{"state": "degraded", "reasons": [alarms]}, confirmed]) == {
+        "state": "ok",
+        "reasons": [],
+    }
+    # the unit's own findings stay, and keep their state
+    out = js(run, [{"state": "degraded", "reasons": [comm, alarms]}, confirmed])
+    assert out == {"state": "degraded", "reasons": [comm]}
+    out = js(run, [{"state": "fault", "reasons": [disk, alarms]}, confirmed])
+    assert out == {"state": "fault", "reasons": [disk]}
+    summary = js(
+        """async (active) => (await import('/js/lib.js')).alarmSummary({active})""",
+        [
+            {"severity": "critical", "acked": False},
+            {"severity": "warning", "acked": True},
+            {"severity": "warning", "acked": False},
+        ],
+    )
+    assert summary == {"active": 3, "critical": 1, "warning": 2, "unacked": 2}

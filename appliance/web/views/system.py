@@ -60,12 +60,13 @@ def disk(c: WebContext) -> dict[str, int | None]:
 
 
 def health_now(c: WebContext, now: float) -> dict[str, Any]:
-    """The agent's health when it runs; else computed here from the same live documents."""
+    """The agent's health when it runs; else computed here from the same live documents.
+    The plant's process alarms are not the unit's health (ARCHITECTURE.md): they are not
+    given here, and the UI leaves an agent's `alarms` reason out of the badge."""
     agent = c.live.read("agent")
     if agent and agent.get("health") and c.live.alive("agent", now):
         return agent["health"]
     net, field = c.live.read("net"), c.live.read("field")
-    alarms = ((field or {}).get("alarms") or {}).get("counts") or {}
     d = disk(c)
     _, not_after = cert_facts(c)
     inputs = from_live(
@@ -74,7 +75,6 @@ def health_now(c: WebContext, now: float) -> dict[str, Any]:
         alive={"net": c.live.alive("net", now)},
         uptime_s=uptime_s(),
         expect_confirmed=revs.confirmed(c.store) is not None,
-        alarms={k: int(v) for k, v in alarms.items() if isinstance(v, int | float)},
         comm_loss=tuple((field or {}).get("comm_loss") or ()),
         disk_free=d["free"],
         disk_total=d["total"],

@@ -134,12 +134,38 @@ export function clear(el, ...children) {
 }
 
 // A table from column specs: [{label, get(row) -> node|text, cls}]
-export function table(columns, rows, { empty = "nothing here", rowAttrs } = {}) {
+export function table(columns, rows, { empty = "nothing here", rowAttrs, tableClass = "" } = {}) {
   const thead = h("thead", null, h("tr", null, columns.map((c) => h("th", { class: c.cls }, c.label))));
   const body = rows.length
     ? rows.map((r) => h("tr", rowAttrs ? rowAttrs(r) : null, columns.map((c) => h("td", { class: c.cls }, c.get(r)))))
     : [h("tr", null, h("td", { class: "empty", colspan: columns.length }, empty))];
-  return h("table", { class: "grid" }, thead, h("tbody", null, body));
+  return scrollBox(h("table", { class: `grid ${tableClass}`.trim() }, thead, h("tbody", null, body)));
+}
+
+// A wide table scrolls sideways inside its box, never the page: a shadow on the side that
+// has more and a "scroll for more" line say so while it does not fit.
+const boxes = typeof ResizeObserver === "function" ? new ResizeObserver((es) => es.forEach((e) => cue(e.target))) : null;
+
+export function scrollBox(el) {
+  const wrap = h("div", { class: "table-wrap", tabindex: "0" }, el);
+  const hint = h("div", { class: "scroll-cue small muted", "aria-hidden": "true", hidden: true }, "more columns: scroll sideways →");
+  const box = h("div", { class: "table-box" }, hint, wrap);
+  wrap.addEventListener("scroll", () => cue(wrap), { passive: true });
+  if (boxes) boxes.observe(wrap);
+  return box;
+}
+
+function cue(wrap) {
+  if (!wrap.isConnected) {
+    if (boxes) boxes.unobserve(wrap); // a table replaced by the next poll's
+    return;
+  }
+  const more = wrap.scrollWidth - wrap.clientWidth > 2;
+  wrap.classList.toggle("overflows", more);
+  wrap.classList.toggle("at-start", wrap.scrollLeft <= 1);
+  wrap.classList.toggle("at-end", wrap.scrollLeft + wrap.clientWidth >= wrap.scrollWidth - 2);
+  const hint = wrap.previousElementSibling;
+  if (hint) hint.hidden = !more;
 }
 
 // -- formatting ---------------------------------------------------------------------------
@@ -229,7 +255,7 @@ export function stateClass(state) {
 // PENDING-CONFIRM after a Confirm, nor OK while a trial runs. The precedence is the agent's
 // (appliance/agent/health.py): identify, booting, fault > pending-confirm > degraded > ok.
 export function headerHealth(health, revision) {
-  const hl = health || {};
+  const hl = unitHealth(health);
   const reasons = hl.reasons || [];
   const pending = !!revision && revision.state === "pending";
   const code = (r) => (typeof r === "string" ? r : r && r.code);
@@ -243,6 +269,35 @@ export function headerHealth(health, revision) {
     return { ...hl, state: "pending-confirm", reasons: [why, ...reasons] };
   }
   return hl;
+}
+
+// The unit's own health without the plant's process alarms. Process alarms (a PLC value past
+// a limit) belong to production: they have their own indicator and page, and do not make the
+// appliance "degraded" (ARCHITECTURE.md, "Health is the unit's, alarms are the plant's"), so
+// the badge and the picture's lamp do not flap with the process. Polling trouble (a device
+// not answering: comm-loss) is the unit's and stays.
+const PROCESS_CODES = new Set(["alarms"]);
+
+export function unitHealth(health) {
+  const hl = health || {};
+  const all = hl.reasons || [];
+  const code = (r) => (typeof r === "string" ? r : r && r.code);
+  const reasons = all.filter((r) => !PROCESS_CODES.has(code(r)));
+  if (reasons.length === all.length) return hl;
+  const warned = reasons.some((r) => r && typeof r === "object" && (r.severity === "warning" || r.severity === "fault"));
+  return { ...hl, state: hl.state === "degraded" && !warned ? "ok" : hl.state, reasons };
+}
+
+// The plant's active process alarms as the header and the Alarms page count them.
+export function alarmSummary(alarms) {
+  const active = (alarms && alarms.active) || [];
+  const out = { active: active.length, critical: 0, warning: 0, unacked: 0 };
+  for (const a of active) {
+    if (a.severity === "critical") out.critical += 1;
+    else out.warning += 1;
+    if (!a.acked) out.unacked += 1;
+  }
+  return out;
 }
 
 export function pill(state, text) {

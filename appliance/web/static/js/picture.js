@@ -1,9 +1,13 @@
 // The overview picture: IT network | appliance | OT network, one horizontal lane per
 // conduit crossing the appliance (with its live counters), the NICs on the appliance's
 // edges with their link state, drops at the bottom, the devices the appliance polls.
-// layout() is pure (status -> geometry); draw() turns the geometry into SVG.
+// layout() is pure (status -> geometry); draw() turns the geometry into SVG. Below
+// LIST_BELOW pixels of width the drawing's text would shrink past reading (a phone):
+// drawList() says the same as a list, with the same data-counter/data-conduit hooks.
 
-import { fmtBytes, fmtCount, hostList, s, stateClass } from "./lib.js";
+import { fmtBytes, fmtCount, h, hostList, pill, s, stateClass, unitHealth } from "./lib.js";
+
+export const LIST_BELOW = 760; // px of the picture's box: 12 px text at 760/1100 is 8 px
 
 const W = 1100;
 const IT = { x: 12, w: 270 };
@@ -138,12 +142,12 @@ export function draw(st, prev) {
     s("text", { x: OT.x + 12, y: 47, class: "small" }, g.otLinks.flatMap((l) => l.addresses || []).join("  ") || "production network"),
   );
   // appliance
-  const health = stateClass(st.health?.state);
+  const health = stateClass(unitHealth(st.health).state);
   svg.append(
     s("rect", { x: APP.x, y: 40, width: APP.w, height: g.appBottom - 40, rx: 8, fill: "#fff", stroke: "#16202c", "stroke-width": 2 }),
     s("rect", { x: APP.x, y: 40, width: APP.w, height: 28, rx: 8, fill: "#16202c" }),
     s("rect", { x: APP.x, y: 56, width: APP.w, height: 12, fill: "#16202c" }),
-    s("circle", { cx: APP.x + 16, cy: 54, r: 6, fill: COLORS[health] || COLORS.off }, s("title", null, `health: ${st.health?.state || "unknown"}`)),
+    s("circle", { cx: APP.x + 16, cy: 54, r: 6, fill: COLORS[health] || COLORS.off }, s("title", null, `health: ${unitHealth(st.health).state || "unknown"}`)),
     s("text", { x: APP.x + 28, y: 58, class: "app-title" }, `${unitName} · default deny`),
   );
   // ports on the edges
@@ -248,4 +252,60 @@ export function draw(st, prev) {
     );
   }
   return svg;
+}
+
+// The same picture as a list, for a narrow screen: the sides with their links, each conduit
+// (from → to, services, counters, passing or not), the drops, the devices polled.
+export function drawList(st, prev) {
+  const g = layout(st);
+  const prevPk = new Map((prev?.conduits || []).map((c) => [c.name, Number(c.packets || 0)]));
+  const side = (label, cls, links) =>
+    h(
+      "div",
+      { class: `ov-side ${cls}` },
+      h("strong", null, label),
+      " ",
+      links.length ? links.map((l) => [pill(linkUp(l) ? "ok" : "bad", `${portLabel(l)} ${linkUp(l) ? "up" : "DOWN"}`), " "]) : h("span", { class: "muted small" }, "no link"),
+      h("div", { class: "mono small" }, links.flatMap((l) => l.addresses || []).join("  ")),
+    );
+  const conduits = g.lanes.map(({ conduit: c }) => {
+    const active = c.active !== false && c.enabled !== false;
+    const pk = Number(c.packets || 0);
+    const flowing = active && prevPk.has(c.name) && pk > prevPk.get(c.name);
+    return h(
+      "li",
+      { class: `ov-conduit${active ? "" : " inactive"}${flowing ? " flowing" : ""}`, "data-conduit": c.name },
+      h("a", { href: `/conduits#${encodeURIComponent(c.name)}`, class: "lane-name" }, c.name),
+      " ",
+      active ? pill(pk > 0 ? "ok" : "info", flowing ? "passing" : pk > 0 ? "active" : "idle") : pill("off", "not passing"),
+      h("div", { class: "mono small" }, `${key(c.from)} → ${key(c.to)}`),
+      h("div", { class: "small" }, h("span", { class: "mono" }, (c.services || []).join(" ")), " · ", h("span", { class: "counter", "data-counter": c.name }, `${fmtCount(pk)} pkts · ${fmtBytes(c.bytes)}`)),
+    );
+  });
+  const drops = dropTotals(st.drops);
+  const itOt = drops.it_ot || 0;
+  const otIt = drops.ot_it || 0;
+  return h(
+    "div",
+    { class: "ov-list", role: "group", "aria-label": "IT network, the appliance and the OT network" },
+    side("IT network", "zone-it", g.itLinks),
+    h(
+      "div",
+      { class: "ov-app" },
+      h("strong", null, `${st.unit?.name || "appliance"} · default deny`),
+      " ",
+      pill(unitHealth(st.health).state, unitHealth(st.health).state || "unknown"),
+      conduits.length ? h("ul", { class: "ov-conduits" }, conduits) : h("p", { class: "muted small" }, "no conduits: nothing crosses"),
+      g.more > 0 ? h("a", { href: "/conduits", class: "small" }, `+ ${g.more} more conduits`) : null,
+      h("a", { href: "/events?kind=net.", class: "small", "data-drops": "" }, `dropped IT→OT ${fmtCount(itOt)} · OT→IT ${fmtCount(otIt)} pkts`),
+    ),
+    side("OT network", "zone-ot", g.otLinks),
+    g.devices.length
+      ? h(
+          "ul",
+          { class: "ov-devices small" },
+          g.devices.map(({ device: d }) => h("li", { "data-device": d.name }, pill(d.state, d.state || "?"), " ", h("a", { href: `/devices#${encodeURIComponent(d.name)}` }, d.name), ` ${d.protocol || ""}`)),
+        )
+      : null,
+  );
 }

@@ -1,7 +1,7 @@
 // A small table editor for lists of objects (NAT entries, interfaces): one row per item,
 // one input per field, each input carrying the data-path the API names in its errors.
 
-import { h, parseList } from "./lib.js";
+import { h, parseList, scrollBox } from "./lib.js";
 
 // columns: [{key, label, type: text|list|number|select|checkbox, options, placeholder,
 //            optional (omit when empty), width}]
@@ -15,7 +15,7 @@ export function rowEditor(container, { columns, prefix, empty = "none", addLabel
     tbody,
   );
   const addBtn = h("button", { type: "button", class: "btn small needs-admin", onclick: () => add({}) }, addLabel);
-  container.replaceChildren(tableEl, h("div", { class: "actions left" }, addBtn));
+  container.replaceChildren(scrollBox(tableEl), h("div", { class: "actions left" }, addBtn));
 
   function input(col, value, i) {
     const path = `${prefix}[${i}].${col.key}`;

@@ -1,8 +1,10 @@
 // The frame around every signed-in page: who is logged in (and their role, which shows or
-// hides controls), the unit's name and health, and the pending-commit banner with its
-// countdown and Confirm button. Pages subscribe to the same /api/status poll.
+// hides controls), the unit's name, its own health (a badge that opens its reasons) beside
+// the plant's process alarms (their own indicator: they do not make the unit "degraded"),
+// the pending-commit banner with its countdown and Confirm button, and the menu that folds
+// away on a phone. Pages subscribe to the same /api/status poll.
 
-import { $, ApiError, api, clear, fmtDuration, h, headerHealth, markRequired, pill, setCsrf, toast } from "./lib.js";
+import { $, ApiError, alarmSummary, api, clear, fmtDuration, h, headerHealth, markRequired, pill, setCsrf, toast } from "./lib.js";
 
 const listeners = new Set();
 let last = null;
@@ -65,8 +67,47 @@ function paintHeader(st) {
   hp.className = pill(health.state).className;
   hp.textContent = health.state || "unknown";
   const reasons = health.reasons || [];
-  hp.title = reasons.map((r) => (typeof r === "string" ? r : r.message)).join("\n") || "no findings";
+  hp.title = `the unit's own health: ${reasons.map((r) => (typeof r === "string" ? r : r.message)).join("; ") || "no findings"}`;
+  $("#health-pop-state").replaceChildren(pill(health.state, health.state || "unknown"));
+  clear(
+    $("#health-pop-reasons"),
+    reasons.length
+      ? reasons.map((r) => (typeof r === "string" ? h("li", null, r) : h("li", { "data-code": r.code }, pill(r.severity === "fault" ? "bad" : r.severity === "warning" ? "warn" : "info", r.severity), " ", r.message)))
+      : h("li", { class: "muted" }, "no findings: all is well"),
+  );
+  paintAlarms(alarmSummary(st.alarms));
   paintPending(st.revision || {});
+}
+
+// The plant's process alarms: their own indicator, red with a critical one, amber else.
+function paintAlarms(sum) {
+  const ap = $("#alarm-pill");
+  const state = sum.critical ? "bad" : sum.active ? "warn" : "off";
+  ap.className = pill(state).className;
+  ap.textContent = sum.active ? `${sum.active} alarm${sum.active === 1 ? "" : "s"}` : "no alarms";
+  ap.dataset.active = String(sum.active);
+  ap.title = sum.active
+    ? `the plant's process alarms: ${sum.critical} critical, ${sum.warning} warning, ${sum.unacked} not acknowledged`
+    : "the plant's process alarms: none active";
+}
+
+function toggleHealth(open) {
+  const pop = $("#health-pop");
+  const hp = $("#health-pill");
+  const show = open ?? pop.hidden;
+  pop.hidden = !show;
+  hp.setAttribute("aria-expanded", String(show));
+  if (show) {
+    const r = hp.getBoundingClientRect();
+    pop.style.left = `${Math.max(8, Math.min(r.left, window.innerWidth - pop.offsetWidth - 8))}px`;
+    pop.style.top = `${r.bottom + 6}px`;
+  }
+}
+
+function toggleMenu(open) {
+  const show = open ?? !document.body.classList.contains("nav-open");
+  document.body.classList.toggle("nav-open", show);
+  $("#menu-toggle").setAttribute("aria-expanded", String(show));
 }
 
 function paintPending(rev) {
@@ -183,6 +224,22 @@ function init() {
   markNav();
   markRequired(document);
   $("#logout").addEventListener("click", logout);
+  $("#menu-toggle").addEventListener("click", () => toggleMenu());
+  $("#health-pill").addEventListener("click", (ev) => {
+    ev.stopPropagation();
+    toggleHealth();
+  });
+  document.addEventListener("click", (ev) => {
+    if (!$("#health-pop").hidden && !ev.target.closest("#health-pop")) toggleHealth(false);
+  });
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Escape") return;
+    if (!$("#health-pop").hidden) {
+      toggleHealth(false);
+      $("#health-pill").focus();
+    }
+    if (document.body.classList.contains("nav-open")) toggleMenu(false);
+  });
   for (const b of document.querySelectorAll("[data-action=confirm-pending]")) {
     b.addEventListener("click", () => confirmPending(b));
   }

@@ -1,27 +1,30 @@
 // Alarms: active (or all recent) limit and communication alarms; operators acknowledge.
+// The counts are the header's (the same /api/status answer, alarmSummary): the page and the
+// header's alarm indicator never disagree; the unit's own health is a separate line.
 
-import { $, api, clear, fmtAgo, fmtTime, fmtValue, h, listOf, pill, poll, table, toast } from "../lib.js";
-import "../shell.js";
+import { $, alarmSummary, api, clear, fmtAgo, fmtTime, fmtValue, h, headerHealth, listOf, pill, poll, table, toast } from "../lib.js";
+import { onStatus, refreshStatus, setStatusInterval } from "../shell.js";
+
+function paintCounts(st) {
+  const counts = alarmSummary(st.alarms);
+  clear(
+    $("#alarm-counts"),
+    [
+      ["active", counts.active, counts.critical ? "bad" : "warn"],
+      ["critical", counts.critical, "bad"],
+      ["warning", counts.warning, "warn"],
+      ["not acknowledged", counts.unacked, "pending"],
+    ].map(([k, v, cls]) => h("div", { class: "stat", "data-count": k }, h("div", { class: "k" }, k), h("div", { class: "v" }, v ? pill(cls, String(v)) : "0"))),
+  );
+  const unit = headerHealth(st.health, st.revision);
+  clear($("#unit-note"), "The unit itself: ", pill(unit.state, unit.state || "unknown"), " (its health counts links, ruleset, roles, polling, disk, clock and certificate, not the plant's process alarms).");
+}
 
 const activeOnly = $("#active-only");
 
 async function load() {
   const data = await api("GET", `/api/alarms${activeOnly.checked ? "?active=1" : "?limit=500"}`);
   const alarms = listOf(data, "alarms", "active");
-  const active = alarms.filter((a) => a.state === "active");
-  const counts = { critical: 0, warning: 0, unacked: 0 };
-  for (const a of active) {
-    counts[a.severity] = (counts[a.severity] || 0) + 1;
-    if (!a.acked) counts.unacked += 1;
-  }
-  clear(
-    $("#alarm-counts"),
-    [
-      ["critical", counts.critical, "bad"],
-      ["warning", counts.warning, "warn"],
-      ["not acknowledged", counts.unacked, "pending"],
-    ].map(([k, v, cls]) => h("div", { class: "stat" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v ? pill(cls, String(v)) : "0"))),
-  );
   clear(
     $("#alarm-table"),
     table(
@@ -59,7 +62,10 @@ async function ack(a, button) {
     button.disabled = false;
   }
   p.now();
+  refreshStatus();
 }
 
 const p = poll(load, 2000, $("#alarm-error"));
+onStatus(paintCounts);
+setStatusInterval(2000);
 activeOnly.addEventListener("change", () => p.now());

@@ -61,7 +61,7 @@ function render() {
             { label: "", cls: "act", get: (t) => (t.writable ? h("button", { type: "button", class: "btn small needs-admin", onclick: () => openWrite(t, load) }, "Write") : "") },
           ],
           shown,
-          { empty: "no tags" },
+          { empty: "no tags", tableClass: "tag-table" },
         ),
       ),
     );

@@ -1,14 +1,16 @@
 // Overview: the picture of the demarcation point and the unit's state, refreshed from
 // /api/status every 2 s without reloading the page.
 
-import { $, api, clear, fmtAgo, fmtDuration, fmtTime, h, pill, table, toast } from "../lib.js";
-import { draw } from "../picture.js";
+import { $, api, clear, fmtAgo, fmtDuration, fmtTime, h, headerHealth, pill, table, toast } from "../lib.js";
+import { LIST_BELOW, draw, drawList } from "../picture.js";
 import { onStatus, refreshStatus, setStatusInterval } from "../shell.js";
 
 let prev = null;
 
+// The drawing where there is room for readable text, the list where there is not.
 function render(st) {
-  clear($("#picture"), draw(st, prev));
+  const narrow = $("#picture").clientWidth < LIST_BELOW;
+  clear($("#picture"), narrow ? drawList(st, prev) : draw(st, prev));
   prev = st;
   $("#updated").textContent = `updated ${fmtTime(Date.now() / 1000)}`;
   const rev = st.revision || {};
@@ -23,7 +25,7 @@ function render(st) {
 }
 
 function renderHealth(st) {
-  const health = st.health || {};
+  const health = headerHealth(st.health, st.revision); // the unit's own, as the header says
   clear($("#ov-health"), pill(health.state, health.state || "unknown"));
   const reasons = health.reasons || [];
   clear(
@@ -110,4 +112,10 @@ function renderDenied(denied) {
 }
 
 onStatus(render);
+let width = null;
+new ResizeObserver(() => {
+  const narrow = $("#picture").clientWidth < LIST_BELOW;
+  if (narrow !== width && prev) render(prev);
+  width = narrow;
+}).observe($("#picture"));
 setStatusInterval(2000);

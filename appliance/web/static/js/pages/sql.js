@@ -1,6 +1,6 @@
 // SQL console: read-only queries over the documented views; results as a table and CSV.
 
-import { $, api, clear, clearErrors, csvOf, downloadText, fmtValue, h, showErrors } from "../lib.js";
+import { $, api, clear, clearErrors, csvOf, downloadText, fmtValue, h, scrollBox, showErrors } from "../lib.js";
 import "../shell.js";
 
 const form = $("#sql-form");
@@ -21,12 +21,12 @@ async function run(ev) {
     const rows = result.rows || [];
     clear(
       $("#sql-result"),
-      h(
+      scrollBox(h(
         "table",
         { class: "grid", id: "sql-table" },
         h("thead", null, h("tr", null, cols.map((c) => h("th", null, c)))),
         h("tbody", null, rows.length ? rows.map((r) => h("tr", null, r.map((v) => h("td", { class: typeof v === "number" ? "num" : "" }, fmtValue(v))))) : h("tr", null, h("td", { class: "empty", colspan: cols.length || 1 }, "no rows"))),
-      ),
+      )),
     );
     $("#sql-note").textContent = `${rows.length} row${rows.length === 1 ? "" : "s"}${result.truncated ? " (truncated: raise max rows or narrow the query)" : ""} in ${Number(result.elapsed_ms || 0).toFixed(1)} ms`;
     $("#csv").disabled = false;
