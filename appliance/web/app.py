@@ -30,6 +30,7 @@ from werkzeug.routing import IntegerConverter
 
 from appliance.errors import ApplianceError
 from appliance.field import store as field_store
+from appliance.modbusproxy import store as modbus_store
 from appliance.paths import Paths
 from appliance.state.db import Store
 from appliance.web import accounts
@@ -40,7 +41,7 @@ from appliance.web.schemas import MAX_ID
 log = logging.getLogger(__name__)
 
 # The tables the web role reads and writes besides the core: accounts, field data.
-MODELS = (*accounts.MODELS, *field_store.MODELS)
+MODELS = (*accounts.MODELS, *field_store.MODELS, *modbus_store.MODELS)
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -72,6 +73,7 @@ BLUEPRINTS = (
     "appliance.web.views.users:bp",
     "appliance.web.views.system:system_bp",
     "appliance.web.views.ports:bp",
+    "appliance.web.views.modbus:bp",
     "appliance.web.metrics:bp",
     "appliance.web.openapi:bp",
 )

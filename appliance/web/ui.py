@@ -45,6 +45,7 @@ PAGES: tuple[Page, ...] = (
     Page("/conduits", "conduits", "Conduits", "viewer", "Network"),
     Page("/nat", "nat", "NAT", "viewer", "Network"),
     Page("/interfaces", "interfaces", "Interfaces", "viewer", "Network"),
+    Page("/inventory", "inventory", "Modbus inventory", "viewer", "Network"),
     Page("/devices", "devices", "Devices and tags", "viewer", "Field data"),
     Page("/sql", "sql", "SQL console", "viewer", "Field data"),
     Page("/config", "config", "Configuration", "viewer", "Configuration"),
