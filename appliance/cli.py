@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from appliance import __version__
-from appliance.cli_options import actor, has_unit_state, paths_options
+from appliance.cli_options import Number, actor, has_unit_state, paths_options
 from appliance.errors import ApplianceError, BadRequest, ConfigInvalid
 from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S
 from appliance.paths import Paths
@@ -160,35 +160,6 @@ def config() -> None:
     """Validate, import, commit, confirm, roll back and inspect configuration revisions."""
 
 
-class Seconds(click.ParamType):
-    """A number of seconds in lo..hi, finite: anything else (nan, inf, 1e400, -1, "x") is
-    one line naming the option, exit 2 (a click usage error is several lines)."""
-
-    name = "seconds"
-
-    def __init__(self, lo: float, hi: float) -> None:
-        self.lo, self.hi = lo, hi
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        import math
-
-        if isinstance(value, float):
-            return value
-        option = "/".join(param.opts) if param is not None else "value"
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not (math.isfinite(number) and self.lo <= number <= self.hi):
-            raise BadRequest(
-                f"must be a finite number of seconds, {self.lo:g}-{self.hi:g} (got {value!r})",
-                field=option,
-            )
-        return number
-
-
 def _read_file(path: str) -> str:
     """A configuration document's text: at most MAX_DOCUMENT_CHARS bytes (a larger file, or
     /dev/zero, is refused without reading it all), UTF-8, errors saying where (exit 2)."""
@@ -288,7 +259,7 @@ def config_import(file: str, comment: str, paths: Paths) -> None:
 @click.argument("rev", required=False)
 @click.option(
     "--confirm-within",
-    type=Seconds(10, CONFIRM_WINDOW_MAX_S),
+    type=Number(10, CONFIRM_WINDOW_MAX_S),
     help="seconds to confirm in; without confirmation the previous revision comes back",
 )
 @click.option("--comment", "-m", default="", help="note for the audit log")

@@ -90,3 +90,32 @@ def paths_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn(*args, paths=Paths.resolve(data_dir, run_dir), **kw)
 
     return wrapper
+
+
+class Number(click.ParamType):
+    """A finite number in lo..hi (of `unit`s): anything else (nan, inf, 1e400, -1, "x") is
+    one line naming the option, exit 2 (a click usage error is several lines)."""
+
+    def __init__(self, lo: float, hi: float, unit: str = "seconds") -> None:
+        self.lo, self.hi, self.name = lo, hi, unit
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        import math
+
+        from appliance.errors import BadRequest
+
+        if isinstance(value, float):
+            return value
+        option = "/".join(param.opts) if param is not None else "value"
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not (math.isfinite(number) and self.lo <= number <= self.hi):
+            raise BadRequest(
+                f"must be a finite number of {self.name}, {self.lo:g}-{self.hi:g} (got {value!r})",
+                field=option,
+            )
+        return number

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from appliance.cli_options import paths_options
+from appliance.cli_options import Number, paths_options
 from appliance.errors import BadRequest, NotFound
 from appliance.paths import Paths
 
@@ -48,28 +48,6 @@ def _fmt_time(ts: float | None) -> str:
     from appliance.field.cli import fmt_time
 
     return fmt_time(ts)
-
-
-class Days(click.ParamType):
-    """A number of days, 0-3650, finite; anything else is one line naming the option."""
-
-    name = "days"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> float:
-        import math
-
-        if isinstance(value, float):
-            return value
-        option = "/".join(param.opts) if param is not None else "value"
-        try:
-            number = float(value)
-        except ValueError:
-            number = math.nan
-        if not (math.isfinite(number) and 0 <= number <= 3650):
-            raise BadRequest(f"must be a number of days, 0-3650 (got {value!r})", field=option)
-        return number
 
 
 @click.group("conduits")
@@ -162,7 +140,7 @@ def inventory(as_json: bool, paths: Paths) -> None:
 @conduits.command("review")
 @click.option(
     "--unused-days",
-    type=Days(),
+    type=Number(0, 3650, "days"),
     default=30,
     show_default=True,
     help="a conduit without traffic for this long is reported",

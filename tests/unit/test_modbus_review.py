@@ -139,4 +139,4 @@ def test_the_command(store: Store, tmp_path: Path) -> None:
     r = CliRunner().invoke(conduits, ["review", "--json"], env=env)
     assert [f["kind"] for f in json.loads(r.output)["findings"]] == ["wider"]
     r = CliRunner().invoke(conduits, ["review", "--unused-days", "nan"], env=env)
-    assert r.exit_code != 0 and "--unused-days: must be a number of days" in str(r.exception)
+    assert r.exit_code != 0 and "--unused-days: must be a finite number of days, 0-3650" in str(r.exception)
