@@ -260,6 +260,15 @@ class Links:
             raise failed
         return changes
 
+    def _owned(self, config: Config, links: list[dict[str, Any]]) -> dict[int, Interface]:
+        """The document's interfaces by the kernel index of the link each one is."""
+        owned: dict[int, Interface] = {}
+        for iface in config.interfaces:
+            lk = self._find(iface, links)
+            if lk is not None:
+                owned[lk["index"]] = iface
+        return owned
+
     def _bridge(self, config: Config, links: list[dict[str, Any]]) -> list[str]:
         """Bridge mode: the bridge link (made when missing; spanning tree and multicast
         snooping off, LLDP forwarded when pass_l2.lldp), the ports enslaved and the bridge
@@ -268,11 +277,7 @@ class Links:
         takes the mode back too."""
         changes: list[str] = []
         by_index = {lk["index"]: lk for lk in links}
-        owned: dict[int, Interface] = {}
-        for iface in config.interfaces:
-            lk = self._find(iface, links)
-            if lk is not None:
-                owned[lk["index"]] = iface
+        owned = self._owned(config, links)
         bridge = config.bridge
         br = None
         if bridge is not None:
@@ -329,11 +334,7 @@ class Links:
         changes: list[str] = []
         problems: list[str] = []
         by_index = {lk["index"]: lk for lk in links}
-        owned: dict[int, Interface] = {}
-        for iface in config.interfaces:
-            lk = self._find(iface, links)
-            if lk is not None:
-                owned[lk["index"]] = iface
+        owned = self._owned(config, links)
         want: dict[str, tuple[Vlan, int]] = {}
         for idx, iface in owned.items():
             for vlan in iface.vlans:
