@@ -139,4 +139,5 @@ def test_the_command(store: Store, tmp_path: Path) -> None:
     r = CliRunner().invoke(conduits, ["review", "--json"], env=env)
     assert [f["kind"] for f in json.loads(r.output)["findings"]] == ["wider"]
     r = CliRunner().invoke(conduits, ["review", "--unused-days", "nan"], env=env)
-    assert r.exit_code != 0 and "--unused-days: must be a finite number of days, 0-3650" in str(r.exception)
+    want = "--unused-days: must be a finite number of days, 0-3650"
+    assert r.exit_code != 0 and want in str(r.exception)
