@@ -7,6 +7,12 @@ ports (`net.ports`: every NIC, configured or not, read every PORTS_EVERY_S and a
 a link event; a carrier change is a `port.carrier_up`/`port.carrier_lost` event) and
 denied flows to the live state. Only this role needs CAP_NET_ADMIN.
 
+Every ANSWERS_EVERY_S it asks conntrack which conduits' connections are answered
+(`conduits[name].connections`/`.unanswered`): a conduit whose connections all went
+unanswered at two reads in a row is `answering: false` and a `conduit.not_answering`
+event (warning: the destination is off, unplugged or the address is wrong; "who is to
+blame" at the demarcation point), `conduit.answering` when a reply comes again.
+
 A link with `dhcp: true` gets a DHCP client (`appliance.net.dhcp`, supervised here) that
 only reports its lease; this role applies it (address, default route, DNS servers when the
 document names none), shows it (`links[].dhcp`) and makes events of it: `dhcp.bound`,
@@ -33,7 +39,7 @@ from appliance.config.model import Config
 from appliance.config.netsvc import Dns
 from appliance.errors import ApplianceError, ApplyFailed, Invalid, NotFound, Unavailable
 from appliance.net import nft as nftlib
-from appliance.net.conntrack import Conntrack, flows_to_cut
+from appliance.net.conntrack import Conntrack, answers, flows_to_cut
 from appliance.net.dhcp import DhcpClients, Lease
 from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S, PortBlinker
 from appliance.net.links import Forwarding, LinkObs, Links
@@ -52,6 +58,8 @@ LINKS_EVERY_S = 30.0
 PORTS_EVERY_S = 5.0  # and at once on a netlink link event (a carrier change is one)
 COUNTERS_EVERY_S = 1.0
 TIME_EVERY_S = 10.0  # the time client's state (chronyc)
+ANSWERS_EVERY_S = 5.0  # which conduits' connections are answered (conntrack)
+MAX_ANSWER_FLOWS = 20_000  # tracked connections looked at per read (a bound on the cost)
 DHCP_EVERY_S = 1.0  # the DHCP clients (alive?) and their lease files
 # Reading the table back costs ~30 ms per 1000 conduits. Periodic reads are spaced
 # so that they take at most 1/COUNTERS_DUTY (counters) and 1/DRIFT_DUTY (drift) of
@@ -93,6 +101,11 @@ class NetState:
     # later rulesets keep one, closed when not bridging (render's keep_bridge)
     bridge_table: bool = False
     bridge_error: str | None = None
+    # per conduit: {"connections", "unanswered"} at the last conntrack read, and the
+    # conduits unanswered at the read before (two in a row make "not answering")
+    answers: dict[str, dict[str, int]] = field(default_factory=dict)
+    silent_once: set[str] = field(default_factory=set)
+    not_answering: set[str] = field(default_factory=set)
 
 
 def _overlapping(config: Config | None, leases: dict[str, Lease]) -> dict[str, str]:
@@ -164,6 +177,7 @@ class NetRole:
             "ports": 0.0,
             "time": 0.0,
             "dhcp": 0.0,
+            "answers": 0.0,
         }
         self.dirty = True  # something the live state shows has changed
         self._list_cost = 0.0  # seconds one read-back of the table takes (moving average)
@@ -262,6 +276,9 @@ class NetRole:
         if self.ports is not None and now >= self._next["ports"]:
             self._read_ports(self.ports, now)
             self._next["ports"] = now + PORTS_EVERY_S
+        if self.conntrack is not None and now >= self._next["answers"]:
+            self._read_answers(self.conntrack, now)
+            self._next["answers"] = now + ANSWERS_EVERY_S
         listing = None
         if now >= self._next["drift"]:
             listing = self._list()
@@ -729,6 +746,48 @@ class NetRole:
         if events:
             self._denied_events(now)
 
+    def _read_answers(self, conntrack: Conntrack, now: float) -> None:
+        """Which conduits' connections conntrack saw answered; events when a conduit stops
+        or starts being answered (see the module docstring)."""
+        applied = self.state.applied
+        if applied is None:
+            return
+        try:
+            flows = conntrack.flows()[:MAX_ANSWER_FLOWS]
+        except Exception as e:  # netlink trouble: keep the last reading, say it once
+            log.warning("cannot read conntrack: %s", e)
+            return
+        got = answers(flows, ((c, el) for _n, _v, c, el in applied.ruleset.owned))
+        silent = {name for name, a in got.items() if a["unanswered"] == a["connections"] > 0}
+        for name in sorted((silent & self.state.silent_once) - self.state.not_answering):
+            a = got[name]
+            self.store.event(
+                "conduit.not_answering",
+                f"conduit {name}: its destination does not answer ({a['unanswered']} "
+                "connection attempts without a reply)",
+                source="net",
+                severity="warning",
+                data={"conduit": name, **a},
+                at=now,
+            )
+            self.state.not_answering.add(name)
+        current = {c for _n, _v, c, _el in applied.ruleset.owned}
+        for name in sorted(self.state.not_answering - silent):
+            if name in got:  # answered again (not merely the attempts timed out)
+                self.store.event(
+                    "conduit.answering",
+                    f"conduit {name}: its destination answers again",
+                    source="net",
+                    data={"conduit": name, **got[name]},
+                    at=now,
+                )
+                self.state.not_answering.discard(name)
+            elif name not in current:  # withdrawn or expired: nothing left to answer
+                self.state.not_answering.discard(name)
+        if got != self.state.answers:
+            self.dirty = True
+        self.state.answers, self.state.silent_once = got, silent
+
     def _denied_events(self, now: float) -> None:
         window_start, used = self.state.denied_budget
         if now - window_start >= 60:
@@ -785,7 +844,12 @@ class NetRole:
             link.name for link in (a.config.links() if a and a.config else []) if link.dhcp
         }
         conduits = {
-            name: {**counts, **expiries.get(name, {})}
+            name: {
+                **counts,
+                **expiries.get(name, {}),
+                **self.state.answers.get(name, {"connections": 0, "unanswered": 0}),
+                "answering": name not in self.state.not_answering,
+            }
             for name, counts in self.state.conduits.items()
         }
         config = a.config if a else None

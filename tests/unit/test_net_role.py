@@ -336,3 +336,62 @@ def test_without_links_or_ports_there_is_no_port_list(env) -> None:
     role.start()
     role.step()
     assert role.ports is None and role.snapshot(clock.t)["ports"] == []
+
+
+class FakeConntrack:
+    """The flows conntrack would list, set by the test."""
+
+    def __init__(self) -> None:
+        from appliance.net.conntrack import Flow
+
+        self.Flow = Flow
+        self.now: list[Any] = []
+
+    def flows(self) -> list[Any]:
+        return list(self.now)
+
+    def cut(self, flows: list[Any]) -> int:
+        return 0
+
+
+def test_a_conduit_whose_destination_never_answers_is_flagged_once_and_cleared(
+    tmp_path: Path,
+) -> None:
+    """Packets counting is not enough: a conduit to a PLC that is off counts SYNs. Two
+    conntrack reads in a row with every connection unanswered make it not answering (one
+    event), a reply makes it answer again (one event); attempts timing out clear nothing."""
+    from appliance.net.role import ANSWERS_EVERY_S
+
+    store = Store(tmp_path / "data")
+    clock, ct = Clock(), FakeConntrack()
+    role = NetRole(
+        store, LiveState(tmp_path / "run"), FakeNft(), None, clock=clock,
+        forwarding=FakeForwarding(), conntrack=ct,  # type: ignore[arg-type]
+    )  # fmt: skip
+    role.start()
+    commit(store, clock, demo())
+    role.step()
+    syn = ct.Flow("10.10.0.2", "192.168.50.10", 6, 8080, replied=False)
+
+    def tick() -> dict[str, Any]:
+        clock.advance(ANSWERS_EVERY_S)
+        role.step()
+        return role.snapshot(clock.t)["conduits"]["web"]
+
+    assert tick()["answering"] is True  # no attempt: nothing to say
+    ct.now = [syn]
+    got = tick()
+    assert got["answering"] is True and got["unanswered"] == 1  # once may be a SYN in flight
+    got = tick()
+    assert got["answering"] is False and got == {**got, "connections": 1, "unanswered": 1}
+    ct.now = [syn, syn]
+    tick()
+    [event] = store.events(10, "conduit.not_answering")
+    assert event.as_dict()["data"]["conduit"] == "web" and event.severity == "warning"
+    ct.now = []  # the attempts timed out: still nobody answered
+    assert tick()["answering"] is False
+    ct.now = [ct.Flow("10.10.0.2", "192.168.50.10", 6, 8080, replied=True)]
+    assert tick()["answering"] is True
+    assert len(store.events(10, "conduit.answering")) == 1
+    assert len(store.events(10, "conduit.not_answering")) == 1
+    store.close()
