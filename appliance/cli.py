@@ -644,6 +644,8 @@ def status(as_json: bool, paths: Paths) -> None:
         extra = "" if c.get("active", True) else "  (inactive/expired)"
         if c.get("expires") and c.get("active", True):
             extra = f"  expires {c['expires']}"
+        if c.get("answering") is False:  # every connection it opened went unanswered
+            extra += f"  NOT ANSWERING ({c.get('unanswered', 0)} attempts without a reply)"
         click.echo(
             f"conduit:   {name:<20} {c['packets']:>8} pkts {_fmt_bytes(c['bytes']):>9}{extra}"
         )

@@ -189,3 +189,29 @@ def test_status_says_which_port_has_a_cable(tmp_path: Path) -> None:
     assert cp.returncode == 0, cp.stderr
     [line] = [x for x in cp.stdout.splitlines() if x.startswith("ports:")]
     assert line == ("ports:     it0 (it) cable yes, enp3s0 cable unknown (down), ot0 (ot) cable NO")
+
+
+def test_status_says_which_conduit_is_not_answered(tmp_path: Path) -> None:
+    conduits = {
+        "scada": {"packets": 40, "bytes": 4000, "active": True, "answering": True},
+        "vendor": {
+            "packets": 12,
+            "bytes": 720,
+            "active": True,
+            "answering": False,
+            "connections": 3,
+            "unanswered": 3,
+        },
+    }
+    LiveState(tmp_path / "run").write("net", {"conduits": conduits})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
+    env["APPLIANCE_DATA_DIR"] = str(tmp_path / "data")
+    env["APPLIANCE_RUN_DIR"] = str(tmp_path / "run")
+    cp = subprocess.run(
+        [sys.executable, "-m", "appliance", "status"],
+        capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
+    )  # fmt: skip
+    assert cp.returncode == 0, cp.stderr
+    lines = {x.split()[1]: x for x in cp.stdout.splitlines() if x.startswith("conduit:")}
+    assert "NOT ANSWERING" not in lines["scada"]
+    assert lines["vendor"].endswith("NOT ANSWERING (3 attempts without a reply)")
