@@ -145,6 +145,34 @@ def test_the_picture_shows_counters_drops_and_inactive_lanes(js: Any) -> None:
     assert "1 other" in out["text"] and "DOWN" in out["text"]
 
 
+def test_a_conduit_nobody_answers_is_shown_as_not_answering_not_as_flowing(js: Any) -> None:
+    """Its SYNs count packets; the net role's conntrack reading says nobody answered."""
+    prev = status([conduit("dead", "10.10.0.2", "192.168.50.99", packets=3)])
+    now = status(
+        [
+            conduit("dead", "10.10.0.2", "192.168.50.99", packets=6, answering=False),
+            conduit("ok", "10.10.0.2", "192.168.50.10", packets=6, answering=True),
+        ]
+    )
+    out = js(
+        """async ([st, prev]) => {
+            const pic = await import('/js/picture.js');
+            const svg = pic.draw(st, prev);
+            const list = pic.drawList(st, prev);
+            const lane = (n) =>
+              svg.querySelector(`[data-conduit="${n}"] path.lane`).getAttribute('class');
+            const item = (n) => list.querySelector(`[data-conduit="${n}"]`).textContent;
+            return { dead: lane('dead'), ok: lane('ok'), text: svg.textContent,
+                     deadItem: item('dead'), okItem: item('ok') };
+        }""",
+        [now, prev],
+    )
+    assert "silent" in out["dead"] and "flowing" not in out["dead"]
+    assert "silent" not in out["ok"] and "active" in out["ok"]
+    assert "not answering" in out["text"]
+    assert "not answering" in out["deadItem"] and "not answering" not in out["okItem"]
+
+
 def test_errors_land_on_the_field_their_path_names(js: Any) -> None:
     got = js(
         """async () => {

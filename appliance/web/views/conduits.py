@@ -35,6 +35,10 @@ def conduits_with_counters() -> list[dict[str, Any]]:
                 "active": conduit.active(when),
                 "packets": int(live.get("packets", 0) or 0),
                 "bytes": int(live.get("bytes", 0) or 0),
+                # conntrack's view (appliance.net.role): false when every connection the
+                # conduit opened went unanswered at two reads in a row
+                "answering": live.get("answering", True) is not False,
+                "unanswered": int(live.get("unanswered", 0) or 0),
             }
         )
         out.append(doc)

@@ -176,8 +176,10 @@ export function draw(st, prev) {
     const c = lane.conduit;
     const active = c.active !== false && c.enabled !== false;
     const pk = Number(c.packets || 0);
-    const flowing = active && prevPk.has(c.name) && pk > prevPk.get(c.name);
-    const cls = `lane ${active ? (pk > 0 ? "active" : "idle") : "inactive"}${flowing ? " flowing" : ""}`;
+    // packets that count but are never answered are not a healthy conduit (net role: conntrack)
+    const silent = active && c.answering === false;
+    const flowing = active && !silent && prevPk.has(c.name) && pk > prevPk.get(c.name);
+    const cls = `lane ${silent ? "silent" : active ? (pk > 0 ? "active" : "idle") : "inactive"}${flowing ? " flowing" : ""}`;
     const a = itIdx.get(key(c.from));
     const b = otIdx.get(key(c.to));
     const x0 = IT.x + IT.w - 28;
@@ -187,7 +189,7 @@ export function draw(st, prev) {
     const y = lane.y;
     const d = `M${x0},${y0} C${x0 + 60},${y0} ${APP.x - 60},${y} ${APP.x},${y} L${APP.x + APP.w},${y} C${APP.x + APP.w + 60},${y} ${x3 - 60},${y3} ${x3},${y3}`;
     const services = (c.services || []).join(" ");
-    const title = `${c.name}: ${key(c.from)} → ${key(c.to)} ${services}\nowner ${c.owner || "?"}\n${c.reason || ""}${c.expires ? `\nexpires ${c.expires}` : ""}\n${pk} packets, ${fmtBytes(c.bytes)}${active ? "" : "\n(not passing: disabled or expired)"}`;
+    const title = `${c.name}: ${key(c.from)} → ${key(c.to)} ${services}\nowner ${c.owner || "?"}\n${c.reason || ""}${c.expires ? `\nexpires ${c.expires}` : ""}\n${pk} packets, ${fmtBytes(c.bytes)}${active ? "" : "\n(not passing: disabled or expired)"}${silent ? "\nthe destination does not answer" : ""}`;
     svg.append(
       s(
         "a",
@@ -197,7 +199,7 @@ export function draw(st, prev) {
         s("path", { d, class: "lane-hit" }),
         s("text", { x: APP.x + 12, y: y - 6, class: "lane-name" }, c.name.length > 24 ? `${c.name.slice(0, 23)}…` : c.name),
         s("text", { x: APP.x + APP.w - 12, y: y - 6, "text-anchor": "end", class: "counter", "data-counter": c.name }, `${fmtCount(pk)} pkts · ${fmtBytes(c.bytes)}`),
-        s("text", { x: APP.x + 12, y: y + 13, class: "small" }, `${services}${active ? "" : " · not passing"}`),
+        s("text", { x: APP.x + 12, y: y + 13, class: "small" }, `${services}${active ? "" : " · not passing"}${silent ? " · not answering" : ""}`),
       ),
     );
   }
@@ -271,13 +273,14 @@ export function drawList(st, prev) {
   const conduits = g.lanes.map(({ conduit: c }) => {
     const active = c.active !== false && c.enabled !== false;
     const pk = Number(c.packets || 0);
-    const flowing = active && prevPk.has(c.name) && pk > prevPk.get(c.name);
+    const silent = active && c.answering === false;
+    const flowing = active && !silent && prevPk.has(c.name) && pk > prevPk.get(c.name);
     return h(
       "li",
       { class: `ov-conduit${active ? "" : " inactive"}${flowing ? " flowing" : ""}`, "data-conduit": c.name },
       h("a", { href: `/conduits#${encodeURIComponent(c.name)}`, class: "lane-name" }, c.name),
       " ",
-      active ? pill(pk > 0 ? "ok" : "info", flowing ? "passing" : pk > 0 ? "active" : "idle") : pill("off", "not passing"),
+      silent ? pill("bad", "not answering") : active ? pill(pk > 0 ? "ok" : "info", flowing ? "passing" : pk > 0 ? "active" : "idle") : pill("off", "not passing"),
       h("div", { class: "mono small" }, `${key(c.from)} → ${key(c.to)}`),
       h("div", { class: "small" }, h("span", { class: "mono" }, (c.services || []).join(" ")), " · ", h("span", { class: "counter", "data-counter": c.name }, `${fmtCount(pk)} pkts · ${fmtBytes(c.bytes)}`)),
     );

@@ -45,7 +45,7 @@ const form = $("#conduit-form");
 // Running (with counters) and draft documents may spell the same conduit differently
 // (10.10.0.2 vs 10.10.0.2/32, defaults present or not): compare what they mean.
 const DEFAULTS = { enabled: true, direction: "one-way", description: "", expires: null };
-const LIVE = new Set(["packets", "bytes", "active", "owners"]);
+const LIVE = new Set(["packets", "bytes", "active", "owners", "answering", "unanswered"]);
 
 function norm(c) {
   const out = {};
@@ -95,6 +95,8 @@ function stateOf(c) {
   if (c.enabled === false) p = pill("off", "disabled");
   else if (expired) p = pill("off", "expired");
   else if (c.active === false) p = pill("off", "inactive");
+  else if (c._running?.answering === false)
+    p = h("span", { title: `${c._running.unanswered} connection attempts without a reply: the destination is off, unplugged or its address is wrong` }, pill("bad", "not answering"));
   else p = pill("ok", "active");
   return c._mark === "changed" ? h("span", null, p, " ", pill("warn", "changed in draft")) : p;
 }
