@@ -397,3 +397,27 @@ def test_withdrawn_conduit_ends_its_established_connections(
     finally:
         topology.stop(lab, client)
         topology.stop(lab, server)
+
+
+def test_a_conduit_whose_destination_never_answers_is_flagged(
+    appliance: Appliance, lab: LabSpec
+) -> None:
+    """A conduit to an address where nothing answers (no ARP reply, no SYN-ACK) counts its
+    SYNs like a healthy one; conntrack shows nobody answered: `answering: false` and one
+    conduit.not_answering event, while the conduit to the real PLC stays answered."""
+    dead = "192.168.50.99"  # in the OT subnet, no host there
+    cfg = config()
+    cfg["conduits"].append(conduit("dead-plc", dead, ["modbus"]))
+    appliance.commit(cfg)
+    assert modbus_read(lab, PLC1).get("registers"), "the PLC answers through scada-modbus"
+
+    def flagged() -> list[dict] | None:
+        appliance.probe(dead, 502, timeout=0.5)  # one more SYN nobody answers
+        return appliance.events("conduit.not_answering") or None
+
+    [event] = wait_for(flagged, 30, "the conduit.not_answering event")
+    assert event["data"]["conduit"] == "dead-plc" and event["severity"] == "warning"
+    live = appliance.live()["conduits"]
+    assert live["dead-plc"]["answering"] is False and live["dead-plc"]["unanswered"] >= 1
+    assert live["dead-plc"]["packets"] > 0  # what made it look healthy before
+    assert live["scada-modbus"]["answering"] is True
