@@ -17,8 +17,8 @@ from appliance.errors import ApplianceError
 from appliance.fleet import app as fleet_app
 from appliance.fleet import store
 from appliance.fleet.app import ENDPOINT_ROLES, PUBLIC_ENDPOINTS, create_app
-from appliance.fleet.cli import main
 
+from .test_fleet_cli import run
 from .test_fleet_validate import T0
 
 PW = {"vera": "viewer password", "otto": "operator password", "ada": "admin password!"}
@@ -158,16 +158,6 @@ def test_admins_manage_operators(app: Flask) -> None:
     assert vera.get("/api/v1/operators").status_code == 403
     r = app.test_client().post("/api/v1/session", json={"name": "max", "password": "x" * 12})
     assert r.status_code == 401 and r.json["error"] == "password: wrong operator name or password"
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_the_cli_manages_operators(

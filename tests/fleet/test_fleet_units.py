@@ -16,8 +16,8 @@ from testkit import Clock
 
 from appliance.fleet import store
 from appliance.fleet.app import create_app
-from appliance.fleet.cli import main
 
+from .test_fleet_cli import run
 from .test_fleet_validate import T0
 
 PASSWORD = "correct horse battery"
@@ -214,16 +214,6 @@ def test_the_unit_page_form_saves_site_and_groups(client: FlaskClient) -> None:
     r = client.post("/units/unit-00000/placement", data={**form, "groups": "ok bad/name"})
     assert r.status_code == 400
     assert 'id="groups-error"' in r.get_data(as_text=True)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(list(args))
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_the_cli_places_and_filters(capsys: pytest.CaptureFixture[str], fleet_url: str) -> None:
