@@ -56,14 +56,19 @@ PORTS = [
 ]  # fmt: skip
 
 
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`appliance ARGS` on the unit state under tmp_path (data/, run/)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
     env["APPLIANCE_DATA_DIR"] = str(tmp_path / "data")
     env["APPLIANCE_RUN_DIR"] = str(tmp_path / "run")
     return subprocess.run(
-        [sys.executable, "-m", "appliance", "ports", *args],
+        [sys.executable, "-m", "appliance", *args],
         capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
     )  # fmt: skip
+
+
+def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli(tmp_path, "ports", *args)
 
 
 def test_the_table_shows_each_port(tmp_path: Path) -> None:
@@ -179,13 +184,7 @@ def test_identify_seconds_out_of_range(tmp_path: Path, net_socket: list[dict[str
 
 def test_status_says_which_port_has_a_cable(tmp_path: Path) -> None:
     LiveState(tmp_path / "run").write("net", {"ports": PORTS})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env["APPLIANCE_DATA_DIR"] = str(tmp_path / "data")
-    env["APPLIANCE_RUN_DIR"] = str(tmp_path / "run")
-    cp = subprocess.run(
-        [sys.executable, "-m", "appliance", "status"],
-        capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
-    )  # fmt: skip
+    cp = cli(tmp_path, "status")
     assert cp.returncode == 0, cp.stderr
     [line] = [x for x in cp.stdout.splitlines() if x.startswith("ports:")]
     assert line == ("ports:     it0 (it) cable yes, enp3s0 cable unknown (down), ot0 (ot) cable NO")
@@ -204,13 +203,7 @@ def test_status_says_which_conduit_is_not_answered(tmp_path: Path) -> None:
         },
     }
     LiveState(tmp_path / "run").write("net", {"conduits": conduits})
-    env = {k: v for k, v in os.environ.items() if not k.startswith("APPLIANCE_")}
-    env["APPLIANCE_DATA_DIR"] = str(tmp_path / "data")
-    env["APPLIANCE_RUN_DIR"] = str(tmp_path / "run")
-    cp = subprocess.run(
-        [sys.executable, "-m", "appliance", "status"],
-        capture_output=True, text=True, env=env, timeout=60, cwd=REPO,
-    )  # fmt: skip
+    cp = cli(tmp_path, "status")
     assert cp.returncode == 0, cp.stderr
     lines = {x.split()[1]: x for x in cp.stdout.splitlines() if x.startswith("conduit:")}
     assert "NOT ANSWERING" not in lines["scada"]
