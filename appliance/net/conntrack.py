@@ -17,6 +17,7 @@ an entry that saw no packet in the reply direction is an attempt nobody answered
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def answers(
     by_conduit: dict[str, dict[str, int]] = {}
     for f in flows:
         dst = str(ipaddress.ip_address(f.dst))  # the same spelling as the elements' keys
-        for conduit, el in (*to_host.get(dst, ()), *to_net):
+        for conduit, el in itertools.chain(to_host.get(dst, ()), to_net):
             if allows(el, f):
                 c = by_conduit.setdefault(conduit, {"connections": 0, "unanswered": 0})
                 c["connections"] += 1

@@ -59,7 +59,8 @@ PORTS_EVERY_S = 5.0  # and at once on a netlink link event (a carrier change is 
 COUNTERS_EVERY_S = 1.0
 TIME_EVERY_S = 10.0  # the time client's state (chronyc)
 ANSWERS_EVERY_S = 5.0  # which conduits' connections are answered (conntrack)
-MAX_ANSWER_FLOWS = 20_000  # tracked connections looked at per read (a bound on the cost)
+MAX_ANSWER_FLOWS = 20_000  # tracked connections matched to conduits per read (the dump is
+# read whole: leaving a netlink dump half read would leave its rest on the socket)
 DHCP_EVERY_S = 1.0  # the DHCP clients (alive?) and their lease files
 # Reading the table back costs ~30 ms per 1000 conduits. Periodic reads are spaced
 # so that they take at most 1/COUNTERS_DUTY (counters) and 1/DRIFT_DUTY (drift) of
