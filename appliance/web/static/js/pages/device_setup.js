@@ -1,0 +1,2 @@
+// placeholder while the page is built
+import "../shell.js";
