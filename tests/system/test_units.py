@@ -115,3 +115,15 @@ def test_the_target_and_the_maintainer_scripts_name_every_role() -> None:
         text = (SYSTEM.parent / "image" / "deb" / script).read_text()
         assert "@ROLE_UNITS@" in text, script
         assert not any(f"appliance-{r}.service" in text for r in ROLE_NAMES), script
+
+
+@pytest.mark.parametrize("name", sorted(ROLE_UNITS))
+def test_every_role_unit_limits_memory_tasks_and_cpu(name: str) -> None:
+    """IEC 62443-4-2 CR 7.1/7.2: one role cannot starve the others. What each role really
+    uses is measured against these in tests/integration/test_resource_limits.py."""
+    unit = unit_settings(SYSTEM / "systemd" / name)
+    mib = {"M": 1, "G": 1024}
+    high, top = (int(unit[k][0][:-1]) * mib[unit[k][0][-1]] for k in ("MemoryHigh", "MemoryMax"))
+    assert 128 <= high < top <= 1024, (high, top)
+    assert 16 <= int(unit["TasksMax"][0]) <= 256
+    assert 1 <= int(unit["CPUWeight"][0]) <= 10000
