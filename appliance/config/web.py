@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from appliance.config.base import Bool, Int, Line, Strict, Text
+from appliance.config.base import Bool, Float, Int, Line, Strict, Text
 
 
 def _address_or_network(v: str) -> str:
@@ -31,6 +31,16 @@ def _address_or_network(v: str) -> str:
 AllowEntry = Annotated[Line, AfterValidator(_address_or_network)]
 
 
+class RateLimit(Strict):
+    """How many API requests a second one source address, and one API token, may make
+    (a token bucket: `burst` at once, then `per_source`/`per_token` a second); beyond,
+    429 with Retry-After (IEC 62443-4-2 CR 7.1)."""
+
+    per_source: Float = Field(50.0, ge=1, le=10_000, description="requests a second per address")
+    per_token: Float = Field(50.0, ge=1, le=10_000, description="requests a second per API token")
+    burst: Int = Field(200, ge=1, le=100_000, description="requests at once, then the rate")
+
+
 class Web(Strict):
     listen_it: Bool = Field(False, description="also answer on the IT interface (mgmt always)")
     https_port: Int = Field(443, ge=1, le=65535)
@@ -43,3 +53,8 @@ class Web(Strict):
     )
     session_idle_minutes: Int = Field(30, ge=1, le=1440)
     session_max_hours: Int = Field(12, ge=1, le=168)
+    rate_limit: RateLimit = Field(
+        default_factory=RateLimit,
+        # left out while unset: documents from before it keep their canonical form and hash
+        exclude_if=lambda v: v == RateLimit(),
+    )

@@ -149,6 +149,26 @@ def create_app(
     def _user() -> dict[str, Any]:
         return {"current_user": current_user()}
 
+    from appliance.web.ratelimit import ApiRateLimit, retry_after
+
+    limit = ApiRateLimit()
+
+    @app.before_request
+    def _rate_limit() -> Any:
+        if request.path.startswith("/assets/"):
+            return None
+        at = now()
+        address = request.remote_addr or "unknown"
+        header = request.headers.get("Authorization", "")
+        bearer = header[7:].strip() if header[:7].lower() == "bearer " else None
+        wait = limit.check(address, bearer, at)
+        if wait == 0.0:
+            return None
+        resp = jsonify(limit.refused(address, request.path, wait, at))
+        resp.status_code = 429
+        resp.headers["Retry-After"] = retry_after(wait)
+        return resp
+
     @app.before_request
     def _same_origin() -> Any:
         if request.method in SAFE_METHODS:

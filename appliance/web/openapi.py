@@ -34,7 +34,7 @@ STATUS_TEXT = {
     413: "Body too large",
     415: "Unsupported body type",
     422: "Invalid: `field` and `errors` name the bad fields",
-    429: "Too many failed attempts: wait `Retry-After` seconds",
+    429: "Too many requests (web.rate_limit) or failed attempts: wait `Retry-After` seconds",
     500: "Internal error",
     502: "A device did not answer or refused (the message says which)",
     503: "A role this needs is not running",
@@ -95,7 +95,7 @@ def _error_codes(r: RouteDoc) -> list[int]:
         codes |= {400, 422}  # 422: a parameter is invalid; 400: they disagree (end before start)
     if "<" in r.path:
         codes |= {404}
-    codes |= {429} if r.role is not None else set()
+    codes |= {429}  # the rate limit (appliance.web.ratelimit) answers before any view
     return sorted(codes | {500})
 
 

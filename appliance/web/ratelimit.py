@@ -1,0 +1,188 @@
+"""The API's request rate limit, per source address and per API token (IEC 62443-4-2
+CR 7.1: one noisy script or host cannot take the API from everyone else).
+
+`Limiter` keeps a token bucket per key: `rate` requests a second on average, bursts of up
+to `burst` at once. The web app asks it before anything costly (authentication reads the
+config DB, views read live state): `check(keys, now)` takes one request from each key's
+bucket or says how long to wait (an answer 429 with Retry-After). Keys are
+``source:<address>`` (IPv6 per /64, as the login throttle counts: one host has a whole
+/64) and ``token:<digest>`` for a Bearer token, the digest of the text as sent (a made-up
+token is held by its source's bucket anyway). Loopback is not limited (the unit's own
+processes).
+
+Buckets live in the worker process's memory: with `serve.WORKERS` gunicorn workers a
+client may get up to that many times the rate (the kernel hands connections to workers;
+one keep-alive connection stays with one). At most `KEYS_MAX` keys are kept; beyond, the
+fullest buckets (those idle longest) are forgotten first, which only ever forgives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import threading
+from dataclasses import dataclass
+
+KEYS_MAX = 10_000
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class Limiter:
+    def __init__(self, rate: float, burst: int, keys_max: int = KEYS_MAX) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = float(rate)
+        self.burst = int(burst)
+        self.keys_max = keys_max
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def configure(self, rate: float, burst: int) -> None:
+        """New figures (a committed revision changed them); the buckets keep their fill."""
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        with self._lock:
+            self.rate, self.burst = float(rate), int(burst)
+
+    def _refill(self, b: _Bucket, now: float) -> None:
+        elapsed = max(0.0, now - b.at)  # a clock that went back refills nothing
+        b.tokens = min(float(self.burst), b.tokens + elapsed * self.rate)
+        b.at = now
+
+    def check(self, keys: tuple[str, ...], now: float) -> float:
+        """0.0: allowed, and one request is taken from every key's bucket; else the seconds
+        until each of them has one again (nothing is taken: a refused request costs none)."""
+        with self._lock:
+            buckets = []
+            wait = 0.0
+            for key in keys:
+                b = self._buckets.get(key)
+                if b is None:
+                    if len(self._buckets) >= self.keys_max:
+                        self._forget(now)
+                    b = self._buckets[key] = _Bucket(float(self.burst), now)
+                else:
+                    self._refill(b, now)
+                buckets.append(b)
+                if b.tokens < 1.0:
+                    wait = max(wait, (1.0 - b.tokens) / self.rate)
+            if wait > 0:
+                return wait
+            for b in buckets:
+                b.tokens -= 1.0
+            return 0.0
+
+    def _forget(self, now: float) -> None:
+        """Drop the half of the buckets that have been idle longest (the lock is held)."""
+        for b in self._buckets.values():
+            self._refill(b, now)
+        oldest = sorted(self._buckets, key=lambda k: self._buckets[k].at)
+        for k in oldest[: max(1, len(oldest) // 2)]:
+            del self._buckets[k]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+def source_key(address: str) -> str:
+    """``source:<address>``; an IPv6 address counts as its /64."""
+    from appliance.web.accounts import source_key as throttle_key
+
+    return f"source:{throttle_key(address)}"
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def token_key(bearer: str) -> str:
+    return "token:" + hashlib.sha256(bearer.encode()).hexdigest()[:32]
+
+
+def retry_after(wait: float) -> str:
+    """The Retry-After header's whole seconds (at least 1)."""
+    return str(max(1, math.ceil(wait)))
+
+
+REFRESH_S = 5.0  # how often the figures are read again from the desired revision
+
+
+class ApiRateLimit:
+    """The web app's limit: per source and per token (`web.rate_limit`), asked before
+    every request but the static assets. A refusal is a 429 with Retry-After, and a
+    `security.rate_limited` event at most once a minute per source (with how many more
+    were refused meanwhile): never an audit row per refused request, which would be a
+    way to fill the disk."""
+
+    def __init__(self) -> None:
+        from appliance.config.web import RateLimit
+        from appliance.state.auditlog import Repeats
+
+        d = RateLimit()
+        self.sources = Limiter(d.per_source, d.burst)
+        self.tokens = Limiter(d.per_token, d.burst)
+        self.repeats = Repeats()
+        self._read_at: float | None = None
+        self._lock = threading.Lock()
+
+    def _figures(self, now: float) -> None:
+        with self._lock:
+            if self._read_at is not None and 0 <= now - self._read_at < REFRESH_S:
+                return
+            self._read_at = now
+        from appliance.config.web import RateLimit
+        from appliance.web.context import ctx
+
+        try:
+            cfg = ctx().desired()[1]
+        except Exception:  # the config DB unreadable: the defaults hold, the view says why
+            cfg = None
+        fig = cfg.web.rate_limit if cfg is not None else RateLimit()
+        self.sources.configure(fig.per_source, fig.burst)
+        self.tokens.configure(fig.per_token, fig.burst)
+
+    def check(self, address: str, bearer: str | None, now: float) -> float:
+        """0.0, or the seconds to wait. Loopback is not limited: only the unit's own
+        processes (the console, its health checks) come from there."""
+        if _loopback(address):
+            return 0.0
+        self._figures(now)
+        wait = self.sources.check((source_key(address),), now)
+        if wait == 0.0 and bearer:
+            wait = self.tokens.check((token_key(bearer),), now)
+        return wait
+
+    def refused(self, address: str, path: str, wait: float, now: float) -> dict[str, object]:
+        """The JSON body of the 429; the event, once a minute per source."""
+        from appliance.web.context import ctx
+
+        held = self.repeats.offer(("rate_limited", source_key(address)), now)
+        if held is not None:
+            what = f"API requests from {address} over the rate limit (last: {path[:100]})"
+            if held:
+                what += f"; {held} more refused in the last minute"
+            try:
+                ctx().store.event(
+                    "security.rate_limited",
+                    what,
+                    source=address[:16],
+                    severity="warning",
+                    data={"from": address, "repeats": held},
+                    at=now,
+                )
+            except Exception:  # an event that cannot be written never turns a 429 into a 500
+                pass
+        return {
+            "error": f"too many requests: try again in {retry_after(wait)} s",
+            "field": None,
+            "retry_after": float(retry_after(wait)),
+        }
