@@ -33,11 +33,11 @@ AllowEntry = Annotated[Line, AfterValidator(_address_or_network)]
 
 class RateLimit(Strict):
     """How many API requests a second one source address, and one API token, may make
-    (a token bucket: `burst` at once, then `per_source`/`per_token` a second); beyond,
+    (a token bucket: `burst` at once, then `per_source`/`per_bearer` a second); beyond,
     429 with Retry-After (IEC 62443-4-2 CR 7.1)."""
 
     per_source: Float = Field(50.0, ge=1, le=10_000, description="requests a second per address")
-    per_token: Float = Field(50.0, ge=1, le=10_000, description="requests a second per API token")
+    per_bearer: Float = Field(50.0, ge=1, le=10_000, description="requests a second per API token")
     burst: Int = Field(200, ge=1, le=100_000, description="requests at once, then the rate")
 
 

@@ -129,7 +129,7 @@ class ApiRateLimit:
 
         d = RateLimit()
         self.sources = Limiter(d.per_source, d.burst)
-        self.tokens = Limiter(d.per_token, d.burst)
+        self.tokens = Limiter(d.per_bearer, d.burst)
         self.repeats = Repeats()
         self._read_at: float | None = None
         self._lock = threading.Lock()
@@ -148,7 +148,7 @@ class ApiRateLimit:
             cfg = None
         fig = cfg.web.rate_limit if cfg is not None else RateLimit()
         self.sources.configure(fig.per_source, fig.burst)
-        self.tokens.configure(fig.per_token, fig.burst)
+        self.tokens.configure(fig.per_bearer, fig.burst)
 
     def check(self, address: str, bearer: str | None, now: float) -> float:
         """0.0, or the seconds to wait. Loopback is not limited: only the unit's own

@@ -79,7 +79,7 @@ def test_one_source_over_its_rate_gets_429_and_others_go_on(ready: Web) -> None:
 
 
 def test_one_token_over_its_rate_is_held_while_another_goes_on(ready: Web) -> None:
-    _commit(ready, {"per_token": 1, "per_source": 1000, "burst": 3})
+    _commit(ready, {"per_bearer": 1, "per_source": 1000, "burst": 3})
     ready.clock.advance(10)
 
     def get(token: str) -> int:
