@@ -256,6 +256,53 @@ def test_the_led_map_rows_and_the_button_are_saved(page: Page, unit: Unit) -> No
     expect(field(page, "leds.button.pin")).to_have_value("22")
 
 
+# -- history, the OPC UA server, the web interface ---------------------------------------------
+
+
+def test_history_opcua_server_and_web_interface_are_saved(page: Page, unit: Unit) -> None:
+    signed_in(page, unit)
+    before = fresh_draft(page)
+    settings(page)
+    field(page, "history.retention_days").fill("30")
+    field(page, "history.max_mb").fill("")  # empty: the default
+    save(page, "history")
+    expect(page.locator(".toast").last).to_contain_text("History saved to the draft")
+    history = draft(page, "history")[1]
+    assert history["retention_days"] == 30 and history["max_mb"] == 1024
+
+    opcua = page.locator("#opcua_server-form")
+    expect(field(page, "opcua_server.enabled")).not_to_be_checked()  # the test configuration
+    field(page, "opcua_server.enabled").check()
+    field(page, "opcua_server.port").fill("4841")
+    opcua.get_by_label("signed", exact=True).uncheck()
+    save(page, "opcua_server")
+    expect(page.locator(".toast").last).to_contain_text("OPC UA server saved to the draft")
+    assert draft(page, "opcua_server")[1] == {
+        "enabled": True,
+        "port": 4841,
+        "allow_anonymous": False,
+        "security": ["Basic256Sha256-SignAndEncrypt"],
+    }
+
+    # an address that is none: at the list's input, nothing saved
+    rev = draft(page, "web")[0]
+    allow = field(page, "web.metrics_allow")
+    allow.fill("10.10.0.20, 10.10.0.300")
+    save(page, "web")
+    refused_at(page, "web.metrics_allow", "10.10.0.300")
+    assert draft(page, "web")[0] == rev
+    allow.fill("10.10.0.20, 10.10.5.0/24")
+    field(page, "web.http_port").fill("")  # empty: no HTTP redirect
+    field(page, "web.banner").fill("Line 3 staff only.")
+    save(page, "web")
+    expect(page.locator(".toast").last).to_contain_text("Web interface saved to the draft")
+    web = draft(page, "web")[1]
+    assert web["metrics_allow"] == ["10.10.0.20", "10.10.5.0/24"]
+    assert web["http_port"] is None and web["banner"] == "Line 3 staff only."
+    assert web["listen_it"] is True and web["https_port"] == 443  # as they were
+    assert rev > before
+
+
 # -- a viewer ---------------------------------------------------------------------------------
 
 
@@ -298,7 +345,7 @@ def test_a_viewer_sees_the_settings_read_only_without_secrets(
     settings(pg)
     expect(field(pg, "webhooks[0].url")).to_have_value("https://hooks.plant.example/alarms")
     forms = pg.locator("form.settings")
-    expect(forms).to_have_count(5)
+    expect(forms).to_have_count(8)
     for i in range(forms.count()):
         expect(forms.nth(i).locator("fieldset")).to_have_js_property("disabled", True)
         expect(forms.nth(i).locator("button.save")).to_be_hidden()

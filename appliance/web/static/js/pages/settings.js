@@ -1,5 +1,5 @@
 // Unit settings: identity, syslog servers, the fleet heartbeat, webhooks, LEDs and button,
-// one form per section of the document.
+// history, the OPC UA server and the web interface, one form per section of the document.
 // Each form saves its own section (one PUT /api/config/draft/<section>: the unit validates
 // the whole document, so a refusal saves nothing) and keeps the keys it does not show; the
 // unit's errors land at the input whose data-path they name ("syslog[1].port").
@@ -218,6 +218,45 @@ const BUTTON = [
   { key: "factory_reset", label: "holding it 10 s resets to factory state", type: "check", default: true },
 ];
 
+const HISTORY = [
+  { key: "retention_days", label: "tag values kept (days)", type: "number", empty: "omit", placeholder: "empty: 90" },
+  { key: "max_mb", label: "at most (MB)", type: "number", integer: true, empty: "omit", placeholder: "empty: 1024", hint: "whichever limit comes first" },
+  { key: "events_days", label: "events kept (days)", type: "number", empty: "omit", placeholder: "empty: 365" },
+  { key: "events_max", label: "events kept at most", type: "number", integer: true, empty: "omit", placeholder: "empty: 500000" },
+  { key: "audit_days", label: "audit log never pruned before (days)", type: "number", empty: "omit", placeholder: "empty: 365" },
+  { key: "audit_max", label: "audit rows kept at most", type: "number", integer: true, empty: "omit", placeholder: "empty: 200000", hint: "beyond the days above" },
+  { key: "flush_interval", label: "write every (seconds)", type: "number", empty: "omit", placeholder: "empty: 1" },
+  { key: "flush_samples", label: "or after (samples)", type: "number", integer: true, empty: "omit", placeholder: "empty: 500" },
+];
+
+const OPCUA = [
+  { key: "enabled", label: "offer the OPC UA server on the IT side", type: "check", default: true },
+  { key: "port", label: "port", type: "number", integer: true, empty: "omit", placeholder: "empty: 4840" },
+  { key: "allow_anonymous", label: "anonymous clients may read", type: "check" },
+  {
+    key: "security",
+    label: "endpoints offered",
+    type: "multi",
+    wide: true,
+    options: [
+      ["Basic256Sha256-SignAndEncrypt", "signed and encrypted"],
+      ["Basic256Sha256-Sign", "signed"],
+      ["None", "neither signed nor encrypted"],
+    ],
+    hint: "passwords are always sent encrypted; values are written only over signed and encrypted",
+  },
+];
+
+const WEB = [
+  { key: "listen_it", label: "answer on the IT interface too (the service port always)", type: "check", wide: true },
+  { key: "https_port", label: "HTTPS port", type: "number", integer: true, empty: "omit", placeholder: "empty: 443" },
+  { key: "http_port", label: "HTTP port (redirects to HTTPS)", type: "number", integer: true, empty: "null", placeholder: "empty: off" },
+  { key: "session_idle_minutes", label: "log out after idle (minutes)", type: "number", integer: true, empty: "omit", placeholder: "empty: 30" },
+  { key: "session_max_hours", label: "a session lasts at most (hours)", type: "number", integer: true, empty: "omit", placeholder: "empty: 12" },
+  { key: "metrics_allow", label: "may read /metrics without a token", type: "list", wide: true, placeholder: "e.g. 10.10.0.20, 10.10.5.0/24" },
+  { key: "banner", label: "login banner", type: "textarea", placeholder: "e.g. Authorised plant staff only. Activity is logged." },
+];
+
 // -- panels -------------------------------------------------------------------------------
 // Each: {section, name, render(value), read() -> {value, problems}}
 
@@ -422,6 +461,9 @@ const PANELS = [
   fleetPanel(),
   listPanel("webhooks", "Webhooks", WEBHOOK, { item: "Webhook", empty: "No webhook.", addLabel: "Add webhook" }),
   ledsPanel(),
+  objectPanel("history", "History", HISTORY),
+  objectPanel("opcua_server", "OPC UA server", OPCUA),
+  objectPanel("web", "Web interface", WEB),
 ];
 
 // -- loading and saving -------------------------------------------------------------------
