@@ -15,7 +15,9 @@
 - its live document (`snapshot`, ``<run_dir>/field.json``) is written once a second and
   soon after an alarm changes (`dirty`); it serves ``<run_dir>/field.sock``:
   ``write(tag, value, actor)`` (audited; the same bus lock as the polls),
-  ``ack_alarm(id, actor)`` and ``reload()``;
+  ``ack_alarm(id, actor)``, ``reload()`` and ``probe(request, actor)`` (a test connection
+  to a device that need not be configured, `appliance.field.probe`: audited as
+  ``device.probe``, one at a time, on serial lines in use under their bus lock);
 - it serves ``<run_dir>/field-values.sock`` (`appliance.valuestream.ValueStream`): the
   opcua role's feed of changed values. The northbound OPC UA server runs in that role's
   own process, not here: the stack that parses what the IT network sends never shares a
@@ -46,6 +48,7 @@ from appliance.field.alarms import AlarmEngine
 from appliance.field.history import HistoryWriter
 from appliance.field.modbus import ModbusLink, rtu_link, tcp_link
 from appliance.field.poller import Bus, DevicePoller, Sample, SplitMemory
+from appliance.field.probe import PROBE_LIMIT_S, Prober, parse_request, rtu_key, target_of
 from appliance.field.publish import Publisher
 from appliance.paths import Paths
 from appliance.rolekit import AsyncLoop
@@ -63,6 +66,8 @@ STOP_TIMEOUT_S = 2.0
 
 # (device, paths) -> an object with `run(on_value, on_state, stop)` and `write(tag, value)`
 OpcUaFactory = Callable[[Device, Paths], Any]
+# the control call waits for the probe's own bound and a margin (the loop may be busy)
+PROBE_RPC_TIMEOUT_S = PROBE_LIMIT_S + 3.0
 
 
 def _opcua_device(dev: Device, paths: Paths) -> Any:
@@ -70,6 +75,12 @@ def _opcua_device(dev: Device, paths: Paths) -> Any:
     from appliance.field.opcua_client import OpcUaDevice
 
     return OpcUaDevice(dev, paths=paths)
+
+
+async def _opcua_probe(dev: Device, paths: Paths, node: str | None, limit: int) -> Any:
+    from appliance.field.opcua_client import probe
+
+    return await probe(dev, paths, node, limit)
 
 
 @dataclass
@@ -107,6 +118,7 @@ class FieldRole:
         tcp_link: Callable[[str, int, float], ModbusLink] = tcp_link,
         rtu_link: Callable[..., ModbusLink] = rtu_link,
         opcua_device: OpcUaFactory = _opcua_device,
+        opcua_probe: Callable[..., Any] = _opcua_probe,
     ) -> None:
         self.paths = paths
         self.store = store
@@ -129,7 +141,20 @@ class FieldRole:
         self.stream = ValueStream(stream_path(paths.run_dir), self.tags_snapshot)
         self.control = ControlServer(
             socket_path(paths.run_dir, ROLE),
-            {"write": self.rpc_write, "ack_alarm": self.rpc_ack_alarm, "reload": self.rpc_reload},
+            {
+                "write": self.rpc_write,
+                "ack_alarm": self.rpc_ack_alarm,
+                "reload": self.rpc_reload,
+                "probe": self.rpc_probe,
+            },
+        )
+        self.prober = Prober(
+            tcp_link=lambda host, port, timeout: self.tcp_link(host, port, timeout),
+            rtu_link=lambda *a, **kw: self.rtu_link(*a, **kw),
+            make_bus=Bus,
+            buses=lambda: self.buses,
+            opcua_probe=opcua_probe,
+            paths=paths,
         )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.dirty = False
@@ -255,7 +280,7 @@ class FieldRole:
         if dev.protocol == "modbus-rtu":
             s = dev.serial
             assert s is not None
-            key = ("rtu", s.port, str(s.baud), s.parity, str(s.stop_bits), str(s.data_bits))
+            key = rtu_key(s)
             if key not in self.buses:
                 link = self.rtu_link(
                     s.port,
@@ -428,6 +453,38 @@ class FieldRole:
     def rpc_reload(self) -> dict[str, Any]:
         self.ring()  # the loop's doorbell: it reads the desired revision at once
         return {"ok": True}
+
+    def rpc_probe(self, request: Any, actor: str, source: str = "api") -> dict[str, Any]:
+        return self._call(self.probe(request, actor, source), PROBE_RPC_TIMEOUT_S)  # type: ignore[no-any-return]
+
+    async def probe(self, request: Any, actor: str, source: str = "api") -> dict[str, Any]:
+        """A test connection (`appliance.field.probe`), audited whatever the outcome."""
+        device = request.get("device") if isinstance(request, dict) else None
+        target = target_of(device)
+        try:
+            result = await self.prober.run(parse_request(request))
+        except ApplianceError as e:
+            await asyncio.to_thread(
+                self.store.audit,
+                actor,
+                "device.probe",
+                target=target,
+                result="failed",
+                detail=str(e),
+                source=source,
+            )
+            raise
+        await asyncio.to_thread(
+            self.store.audit,
+            actor,
+            "device.probe",
+            target=result["target"],
+            result="ok" if result["ok"] else "failed",
+            detail=result["message"],
+            source=source,
+        )
+        log.info("%s probed %s: %s", actor, result["target"], result["message"])
+        return result
 
     async def write(self, tag: str, value: Any, actor: str, source: str = "api") -> dict[str, Any]:
         """Write a tag's device, audited whatever the outcome."""

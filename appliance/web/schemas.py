@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from appliance.config.base import _one_line
+from appliance.field.probe import ProbeRequest
 from appliance.net.identify import IDENTIFY_DEFAULT_S, IDENTIFY_MAX_S
 
 Role = Literal["viewer", "operator", "admin"]
@@ -302,6 +303,49 @@ class WriteIn(Body):
         if isinstance(v, str) and len(v) > MAX_TEXT_VALUE:
             raise ValueError(f"text must be at most {MAX_TEXT_VALUE} characters")
         return v
+
+
+class ProbeIn(ProbeRequest):
+    """A test connection: `device` as in the configuration's devices (name optional, tags
+    ignored); for Modbus `read` a range (default: holding register 0), for OPC UA
+    `browse` a node whose children to list (empty or null: the Objects folder)."""
+
+
+class ProbeReadOut(Out):
+    table: str
+    address: int
+    count: int
+    values: list[int] | list[bool]
+
+
+class ProbeChild(Out):
+    node_id: str
+    name: str | None
+    # "class" is a Python keyword: the JSON key is class
+    node_class: str = Field(alias="class")
+    value: Any = None
+    type: str | None = None
+    writable: bool | None = None
+
+
+class ProbeBrowseOut(Out):
+    node: str
+    children: list[ProbeChild]
+    truncated: bool = False
+
+
+class ProbeOut(Out):
+    """What a test connection found; a device that did not answer is ok false, the stage
+    that failed (connect, read, browse) and a plain sentence saying what happened."""
+
+    ok: bool
+    protocol: Literal["modbus-tcp", "modbus-rtu", "opcua"]
+    target: str
+    elapsed_ms: float
+    stage: Literal["connect", "read", "browse"] | None
+    message: str
+    read: ProbeReadOut | None = None
+    browse: ProbeBrowseOut | None = None
 
 
 class AlarmsQuery(In):

@@ -67,6 +67,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/modbus/inventory"): "viewer",
     ("GET", "/api/modbus/learned/<name>"): "viewer",
     ("GET", "/api/devices"): "viewer",
+    ("POST", "/api/devices/probe"): "admin",
     ("GET", "/api/tags"): "viewer",
     ("GET", "/api/tags/<name>/history"): "viewer",
     ("GET", "/api/alarms"): "viewer",

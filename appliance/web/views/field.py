@@ -15,14 +15,17 @@ from flask import Blueprint, Response
 from appliance.config.redact import redact_text
 from appliance.errors import ApplianceError, Unavailable
 from appliance.field import api as field_api
+from appliance.field.probe import target_of
 from appliance.state.control import call, socket_path
 from appliance.web.api import endpoint
-from appliance.web.auth import audit, principal
+from appliance.web.auth import audit, principal, source
 from appliance.web.context import ctx
 from appliance.web.schemas import (
     AckIn,
     AlarmsQuery,
     HistoryQuery,
+    ProbeIn,
+    ProbeOut,
     Sample,
     SqlIn,
     SqlOut,
@@ -34,11 +37,11 @@ alarms_bp = Blueprint("alarms", __name__, url_prefix="/api")
 sql_bp = Blueprint("sql", __name__, url_prefix="/api")
 
 
-def field_call(method: str, **params: Any) -> Any:
+def field_call(method: str, timeout: float = 10.0, **params: Any) -> Any:
     path = socket_path(ctx().paths.run_dir, "field")
     if not path.exists():
         raise Unavailable("the field role is not running")
-    return call(path, method, **params)
+    return call(path, method, timeout=timeout, **params)
 
 
 def _actor() -> str:
@@ -150,6 +153,46 @@ def write(name: str, body: WriteIn) -> Any:
         raise
     audit("tag.write", target=name, detail=f"value={body.value!r}")
     return result
+
+
+# longer than the role's own wait for a probe (PROBE_LIMIT_S and a margin), so its answer
+# (a result, or "another test is running") arrives rather than a timeout of ours
+PROBE_CALL_TIMEOUT_S = 20.0
+
+
+@endpoint(
+    bp,
+    "/devices/probe",
+    "POST",
+    role="admin",
+    body=ProbeIn,
+    response=ProbeOut,
+    errors=(400, 403, 409, 422, 503, 504),
+    summary="Test the connection to a device and read (Modbus) or browse (OPC UA) it",
+)
+def probe(body: ProbeIn) -> Any:
+    """The field role connects afresh (on a serial line it polls, under that line's
+    lock), at most 15 s. 200 also when the device does not answer: `ok` false, `stage`
+    and `message` say where and why. 409: another test is running; 422: the device,
+    read or browse is not valid (each problem at its path, device.address ...); 503/504:
+    the field role is not running or did not answer in time. Audited (device.probe)."""
+    request = body.model_dump(mode="json", exclude_unset=True, by_alias=True)
+    try:
+        return field_call(
+            "probe",
+            timeout=PROBE_CALL_TIMEOUT_S,
+            request=request,
+            actor=_actor(),
+            source=f"web:{source()}",
+        )
+    except ApplianceError as e:
+        if e.code not in ("unavailable", "not-found", "timeout"):
+            raise  # the role's answer (409, 422): it audited the attempt
+        # the role did not get to audit it: the row is ours
+        if e.code == "not-found":  # a socket nobody serves: the role is not running
+            e = Unavailable("the field role is not running")
+        audit("device.probe", target=target_of(body.device), result="failed", detail=str(e))
+        raise e from None
 
 
 @endpoint(
