@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from appliance.config.base import Bool, Float, Int, Line, Strict, Text
 
@@ -41,6 +41,33 @@ class RateLimit(Strict):
     burst: Int = Field(200, ge=1, le=100_000, description="requests at once, then the rate")
 
 
+class Lockout(Strict):
+    """When failed logins lock (IEC 62443-4-2 CR 1.11): after this many free failures
+    each further one locks for `lock_seconds`, doubled per failure, at most
+    `lock_max_seconds` (the web UI, API tokens, setup codes and the OPC UA server alike)."""
+
+    free_failures: Int = Field(
+        5, ge=1, le=100, description="failed logins of one account from one address, free"
+    )
+    free_failures_per_address: Int = Field(
+        20, ge=1, le=1000, description="failed logins from one address (any account), free"
+    )
+    free_failures_per_account: Int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="addresses that failed one account, free (never counted from mgmt)",
+    )
+    lock_seconds: Float = Field(60.0, ge=1, le=86400, description="the first lock")
+    lock_max_seconds: Float = Field(3600.0, ge=1, le=604800, description="the longest lock")
+
+    @model_validator(mode="after")
+    def _order(self) -> Lockout:
+        if self.lock_max_seconds < self.lock_seconds:
+            raise ValueError("lock_max_seconds must be at least lock_seconds")
+        return self
+
+
 class Web(Strict):
     listen_it: Bool = Field(False, description="also answer on the IT interface (mgmt always)")
     https_port: Int = Field(443, ge=1, le=65535)
@@ -57,4 +84,9 @@ class Web(Strict):
         default_factory=RateLimit,
         # left out while unset: documents from before it keep their canonical form and hash
         exclude_if=lambda v: v == RateLimit(),
+    )
+    lockout: Lockout = Field(
+        default_factory=Lockout,
+        # left out while unset: documents from before it keep their canonical form and hash
+        exclude_if=lambda v: v == Lockout(),
     )

@@ -64,6 +64,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import threading
 import time
@@ -80,6 +81,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from appliance.config.base import NAME_RE
 from appliance.errors import Busy, Conflict, Invalid, NotFound, Throttled
 from appliance.state.db import ConfigModel, Store
+
+log = logging.getLogger(__name__)
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
 MIN_PASSWORD = 12
@@ -428,11 +431,59 @@ def delete_user(name: str) -> None:
 # -- throttling -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Policy:
+    """The lockout figures: `web.lockout` of the desired revision, else the defaults."""
+
+    free: dict[str, int]
+    base: float
+    top: float
+
+
+DEFAULT_POLICY = Policy(dict(FREE_FAILURES), LOCK_BASE_S, LOCK_MAX_S)
+_policy_cache: tuple[tuple[int, str] | None, Policy] = (None, DEFAULT_POLICY)
+
+
+def policy() -> Policy:
+    """`web.lockout` of the desired revision (read again when that revision changes; its
+    id is one indexed query), the defaults without one or when it cannot be read."""
+    global _policy_cache
+    from appliance.state import revisions as revs
+
+    try:
+        rev = revs.desired(None)  # type: ignore[arg-type]  # the models' bound database
+    except Exception:
+        return _policy_cache[1]
+    # by id and text: another data directory (a test's, a factory reset) reuses the ids
+    rev_id = rev.id if rev is not None else None
+    key = (rev.id, rev.document) if rev is not None else None
+    if key == _policy_cache[0]:
+        return _policy_cache[1]
+    pol = DEFAULT_POLICY
+    if rev is not None:
+        try:
+            lo = revs.config_of(rev).web.lockout
+            pol = Policy(
+                {
+                    "pair": lo.free_failures,
+                    "addr": lo.free_failures_per_address,
+                    "user": lo.free_failures_per_account,
+                },
+                lo.lock_seconds,
+                lo.lock_max_seconds,
+            )
+        except Exception:  # a stored revision that no longer validates: the defaults
+            log.warning("revision %s: cannot read web.lockout; the defaults apply", rev_id)
+    _policy_cache = (key, pol)
+    return pol
+
+
 def _lock_for(kind: str, failures: int) -> float:
-    over = failures - FREE_FAILURES[kind]
+    p = policy()
+    over = failures - p.free[kind]
     if over < 0:
         return 0.0
-    return min(LOCK_MAX_S, LOCK_BASE_S * 2 ** min(over, 32))
+    return min(p.top, p.base * 2 ** min(over, 32))
 
 
 def _throttle_secret() -> bytes:

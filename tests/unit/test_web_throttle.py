@@ -247,3 +247,45 @@ def test_a_password_sent_as_a_bearer_token_is_not_stored(ready: Web) -> None:
     assert [a.target for a in rows] == ["not an appliance token", "token abcdefgh"]
     for a in rows:
         assert "hunter2" not in f"{a.actor} {a.target} {a.detail}".lower()
+
+
+# -- the figures are the configuration's (web.lockout, IEC 62443-4-2 CR 1.11) ------------
+
+
+def test_the_lockout_figures_come_from_the_running_configuration(ready: Web) -> None:
+    doc = factory.base()
+    doc["web"] = {"lockout": {"free_failures": 2, "lock_seconds": 10, "lock_max_seconds": 15}}
+    c = ready.login("admin")
+    h = ready.h(c)
+    assert c.put("/api/config/draft", json=doc, headers=h).status_code == 200
+    assert c.post("/api/config/commit", json={}, headers=h).status_code == 200
+    src = "10.10.0.52"
+    assert [_fail(ready, "admin", src).status_code for _ in range(2)] == [401, 401]
+    r = _login(ready, "admin", PASSWORD, src)  # locked after 2, not after 5
+    assert r.status_code == 429
+    assert 1 <= int(r.headers["Retry-After"]) <= 10
+    ready.clock.advance(11)
+    assert _fail(ready, "admin", src).status_code == 401  # locks for 2 x 10, capped at 15
+    r = _login(ready, "admin", PASSWORD, src)
+    assert r.status_code == 429 and 10 < int(r.headers["Retry-After"]) <= 15
+    ready.clock.advance(16)
+    assert _login(ready, "admin", PASSWORD, src).status_code == 200
+    assert accounts.policy().free["pair"] == 2
+
+
+def test_without_a_revision_the_default_figures_hold(ready: Web) -> None:
+    assert accounts.policy() == accounts.DEFAULT_POLICY
+    assert "lockout" not in factory.base().get("web", {})
+
+
+def test_a_longest_lock_shorter_than_the_first_is_refused_at_the_section() -> None:
+    from appliance.config.load import validate_data
+    from appliance.errors import ConfigInvalid
+
+    doc = factory.base()
+    doc["web"] = {"lockout": {"lock_seconds": 600, "lock_max_seconds": 60}}
+    with pytest.raises(ConfigInvalid) as e:
+        validate_data(doc)
+    assert [(p, m) for p, m, _ in e.value.errors] == [
+        ("web.lockout", "lock_max_seconds must be at least lock_seconds")
+    ]
