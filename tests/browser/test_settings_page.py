@@ -124,6 +124,9 @@ def test_a_syslog_server_with_a_bad_port_saves_nothing_and_a_good_one_is_saved(
     ca.fill(PEM)
     field(page, "syslog[0].min_severity").select_option("warning")
     field(page, "syslog[0].facility").select_option("local4")
+    expect(page.locator("#syslog-form [data-item='0'] .summary")).to_have_text(
+        "tls://siem.plant.example:6514"
+    )
     # a second server on UDP, then taken away again before saving
     page.locator("#syslog-form button.add").click()
     field(page, "syslog[1].host").fill("10.10.0.99")
@@ -201,7 +204,12 @@ def test_a_webhook_token_over_http_is_refused_at_the_token(page: Page, unit: Uni
     assert draft(page, "webhooks") == (before, [])
 
     field(page, "webhooks[0].url").fill("https://hooks.plant.example/alarms")
-    expect(field(page, "webhooks[0].ca_cert")).to_be_visible()
+    ca = field(page, "webhooks[0].ca_cert")
+    expect(ca).to_be_visible()
+    # the CA certificate read from a file, in the browser
+    pick = page.locator("#webhooks-form [data-item='0'] input.pem-file")
+    pick.set_input_files({"name": "plant-ca.pem", "mimeType": "text/plain", "buffer": PEM.encode()})
+    expect(ca).to_have_value(PEM)
     field(page, "webhooks[0].timeout").fill("5")
     save(page, "webhooks")
     expect(page.locator(".toast").last).to_contain_text("Webhooks saved to the draft")
@@ -209,7 +217,7 @@ def test_a_webhook_token_over_http_is_refused_at_the_token(page: Page, unit: Uni
         {
             "url": "https://hooks.plant.example/alarms",
             "token": HOOK_TOKEN,
-            "ca_cert": None,
+            "ca_cert": PEM,
             "timeout": 5,
         }
     ]

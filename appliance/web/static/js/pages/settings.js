@@ -273,7 +273,7 @@ function objectPanel(section, name, specs) {
   };
 }
 
-function listPanel(section, name, specs, { item, empty, addLabel }) {
+function listPanel(section, name, specs, { item, empty, addLabel, summary }) {
   let groups = [];
   let box = null;
   function paint(list) {
@@ -287,10 +287,16 @@ function listPanel(section, name, specs, { item, empty, addLabel }) {
     const g = group(specs, `${section}[${i}]`, v);
     groups.push(g);
     box.querySelector(".empty")?.remove();
+    const said = h("span", { class: "muted small summary" });
+    const say = () => (said.textContent = summary ? summary(g.read().value) : "");
+    g.el.addEventListener("input", say);
+    g.el.addEventListener("change", say);
+    say();
     const head = h(
       "div",
       { class: "item-head" },
       h("strong", null, `${item} ${i + 1}`),
+      said,
       h("span", { class: "spacer" }),
       h("button", { type: "button", class: "btn small danger needs-admin", "aria-label": `Remove ${item.toLowerCase()} ${i + 1}`, onclick: () => removeAt(i) }, "Remove"),
     );
@@ -455,11 +461,29 @@ function ledsPanel() {
   };
 }
 
+// What an item's heading says: where the lines go ("tls://siem.example:6514"), the
+// webhook's host only (a URL may carry credentials).
+function syslogLabel(o) {
+  if (!o.host) return "";
+  const transport = o.transport || "udp";
+  const port = Number.isInteger(o.port) ? o.port : transport === "tls" ? 6514 : 514;
+  return `${transport}://${o.host.includes(":") ? `[${o.host}]` : o.host}:${port}`;
+}
+
+function webhookLabel(o) {
+  try {
+    const u = new URL(o.url);
+    return `to ${u.protocol}//${u.host}`;
+  } catch {
+    return "";
+  }
+}
+
 const PANELS = [
   objectPanel("unit", "Identity", UNIT),
-  listPanel("syslog", "Syslog servers", SYSLOG, { item: "Server", empty: "No syslog server: events stay on the unit.", addLabel: "Add syslog server" }),
+  listPanel("syslog", "Syslog servers", SYSLOG, { item: "Server", empty: "No syslog server: events stay on the unit.", addLabel: "Add syslog server", summary: syslogLabel }),
   fleetPanel(),
-  listPanel("webhooks", "Webhooks", WEBHOOK, { item: "Webhook", empty: "No webhook.", addLabel: "Add webhook" }),
+  listPanel("webhooks", "Webhooks", WEBHOOK, { item: "Webhook", empty: "No webhook.", addLabel: "Add webhook", summary: webhookLabel }),
   ledsPanel(),
   objectPanel("history", "History", HISTORY),
   objectPanel("opcua_server", "OPC UA server", OPCUA),
