@@ -1,6 +1,6 @@
 // Devices and their tags: live values with quality, refreshed every 2 s.
 
-import { $, api, clear, fmtAgo, fmtValue, h, listOf, pill, poll, table } from "../lib.js";
+import { $, api, can, clear, fmtAgo, fmtValue, h, listOf, pill, poll, table } from "../lib.js";
 import "../shell.js";
 import { openWrite } from "../tagwrite.js";
 
@@ -48,7 +48,7 @@ function render() {
       h(
         "section",
         { class: "panel", id: name, "data-device": name },
-        h("h2", null, name, " ", pill(d.state || "off", d.state || "unknown"), h("span", { class: "small muted" }, d.protocol || ""), h("span", { class: "spacer" })),
+        h("h2", null, name, " ", pill(d.state || "off", d.state || "unknown"), h("span", { class: "small muted" }, d.protocol || ""), h("span", { class: "spacer" }), h("a", { href: `/devices/setup?device=${encodeURIComponent(name)}`, class: "small needs-admin" }, "Set up")),
         h("div", { class: "small muted" }, deviceFacts(d)),
         d.last_error ? h("div", { class: "alert bad small" }, d.last_error) : null,
         table(
@@ -66,7 +66,10 @@ function render() {
       ),
     );
   }
-  clear($("#devices"), panels.length ? panels : h("div", { class: "panel muted" }, f || onlyBad ? "no tag matches" : "no field devices configured (add them under devices: in the configuration)"));
+  const none = can("admin")
+    ? ["no field devices configured: add them on ", h("a", { href: "/devices/setup" }, "Device setup"), "."]
+    : "no field devices configured (an admin adds them on Device setup)";
+  clear($("#devices"), panels.length ? panels : h("div", { class: "panel muted", id: "no-devices" }, f || onlyBad ? "no tag matches" : none));
 }
 
 $("#filter").addEventListener("input", render);
