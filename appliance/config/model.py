@@ -39,7 +39,7 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 ROLE_DEFAULT_ALLOW_IN: dict[str, tuple[str, ...]] = {
-    "mgmt": ("ssh", "https", "http", "ping"),
+    "mgmt": ("ping",),  # plus the UI's ports (web.https_port, web.http_port unless null)
     "it": ("ping",),  # plus the UI's ports with web.listen_it, OPC UA with opcua_server
     "ot": (),
 }

@@ -468,12 +468,20 @@ def test_input_dispatches_per_interface() -> None:
     it_ports = rules_of(rs, "in_it0")[0][0]["match"]["right"]["set"]
     # IT: the northbound OPC UA server (on by default); the UI only with web.listen_it
     assert it_ports == [{"concat": ["tcp", 4840]}]
+    # mgmt: the UI (https and its http redirect) and ping; no ssh: nothing runs an sshd
     mgmt_ports = rules_of(rs, "in_mgmt0")[0][0]["match"]["right"]["set"]
-    assert mgmt_ports == [
-        {"concat": ["tcp", 22]},
-        {"concat": ["tcp", 80]},
-        {"concat": ["tcp", 443]},
-    ]
+    assert mgmt_ports == [{"concat": ["tcp", 80]}, {"concat": ["tcp", 443]}]
+
+
+def test_mgmt_answers_only_the_ui_ports_the_document_names() -> None:
+    """IEC 62443-4-2 CR 7.7: mgmt opens 443 and the redirect on 80 only while it is on."""
+    data = load_case("demo").canonical()
+    data["web"] = {"https_port": 8443, "http_port": None}
+    rs = render(validate_data(data, now=NOW).config, NOW)
+    mgmt_ports = rules_of(rs, "in_mgmt0")[0][0]["match"]["right"]
+    assert mgmt_ports in ({"set": [{"concat": ["tcp", 8443]}]}, {"concat": ["tcp", 8443]}), (
+        mgmt_ports
+    )
 
 
 def test_services_the_document_turns_on_are_answered_where_they_listen() -> None:
