@@ -134,6 +134,29 @@ def test_running_draft_diff_export_revisions(ready: Web) -> None:
     assert c.get("/api/config/draft/bogus").status_code == 404
 
 
+def test_time_dns_and_bridge_are_sections(ready: Web) -> None:
+    """The Interfaces page saves time, dns and the mode (bridge) one section each; unset,
+    a section reads as its default (the document leaves it out)."""
+    commit_base(ready)
+    c, h = admin(ready)
+    r = c.put("/api/config/draft/unit", json={"name": "edited"}, headers=h)
+    assert r.status_code == 200
+    assert c.get("/api/config/draft/time").json["time"]["ntp"] == []
+    assert c.get("/api/config/draft/dns").json["dns"] == {"servers": [], "search": []}
+    assert c.get("/api/config/draft/bridge").json["bridge"] is None
+    r = c.put("/api/config/draft/time", json={"ntp": ["pool.example", "bad host!"]}, headers=h)
+    assert r.status_code == 422 and r.json["field"] == "time.ntp[1]"
+    r = c.put("/api/config/draft/time", json={"ntp": ["pool.example"]}, headers=h)
+    assert r.status_code == 200
+    r = c.put("/api/config/draft/dns", json={"servers": ["10.10.0.53"], "search": []}, headers=h)
+    assert r.status_code == 200
+    assert c.get("/api/config/draft/time").json["time"]["ntp"] == ["pool.example"]
+    assert c.get("/api/config/draft/dns").json["dns"]["servers"] == ["10.10.0.53"]
+    jh = {**h, "Content-Type": "application/json"}
+    r = c.put("/api/config/draft/bridge", data="null", headers=jh)
+    assert r.status_code == 200 and c.get("/api/config/draft/bridge").json["bridge"] is None
+
+
 def test_secrets_only_for_admins(ready: Web) -> None:
     commit_base(ready)
     a, _ = admin(ready)
@@ -257,6 +280,20 @@ def test_status_and_metrics(ready: Web) -> None:
     assert 'appliance_device_up{device="plc1",protocol="modbus-tcp"} 1.0' in text
     assert 'appliance_alarms_active{severity="warning"} 1.0' in text
     assert "appliance_history_queued 5.0" in text
+
+
+def test_status_links_carry_their_dhcp_lease(ready: Web) -> None:
+    commit_base(ready)
+    lease = {"bound": True, "address": "10.10.0.50/24", "server": "10.10.0.254"}
+    lease |= {"router": "10.10.0.254", "expires_at": 2e9, "client_pid": 42}
+    link = {"role": "it", "present": True, "oper": "UP", "addresses": []}
+    LiveState(ready.paths.run_dir).write(
+        "net",
+        {"links": [{**link, "name": "it0", "dhcp": lease}, {**link, "name": "it1"}]},
+    )
+    links = ready.login("viewer").get("/api/status").json["links"]
+    assert links[0]["dhcp"] == lease
+    assert "dhcp" not in links[1]  # no DHCP there: no lease key at all
 
 
 def test_metrics_access(ready: Web) -> None:

@@ -53,6 +53,9 @@ SECTIONS = (
     "syslog",
     "webhooks",
     "web",
+    "time",
+    "dns",
+    "bridge",
 )
 YAML_TYPES = ("text/yaml", "application/yaml", "application/x-yaml", "text/plain")
 
@@ -327,11 +330,19 @@ def section_get(section: str) -> Any:
     name = _section_name(section)
     rev = revs.resolve(ctx().store, "draft")
     cfg = revs.config_of(rev)
+    doc = document(cfg, admin=is_admin())
     return {
         "revision": rev_out(rev),
         "section": name,
-        name: document(cfg, admin=is_admin())[name],
+        # time, dns and bridge are left out of the document while unset: their defaults
+        name: doc[name] if name in doc else _unset(cfg, name),
     }
+
+
+def _unset(cfg: Config, name: str) -> Any:
+    """A section the canonical document leaves out while it has its default value."""
+    value = getattr(cfg, name)
+    return value.model_dump(mode="json", by_alias=True) if value is not None else None
 
 
 @endpoint(
@@ -346,7 +357,8 @@ def section_get(section: str) -> Any:
 )
 def section_put(section: str) -> Any:
     """The body is the section's value as JSON (an object, a list for interfaces,
-    devices, syslog, webhooks; null for no fleet). Errors name the full path."""
+    devices, syslog, webhooks; null for no fleet and for the routed mode (bridge)). Errors
+    name the full path."""
     from appliance.web.api import raw_json
 
     name = _section_name(section)

@@ -108,6 +108,9 @@ def status_doc(c: WebContext) -> dict[str, Any]:
             "up": bool(lk.get("present")) and str(lk.get("oper", "")).upper() == "UP",
             "mac": lk.get("mac"),
             "addresses": lk.get("addresses") or [],
+            # a link with DHCP: its lease as the net role holds it (bound, address, server,
+            # router, expires_at ...), for the UI's "Links now"
+            **({"dhcp": lk["dhcp"]} if isinstance(lk.get("dhcp"), dict) else {}),
         }
         for lk in net.get("links") or []
     ]
