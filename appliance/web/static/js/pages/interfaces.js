@@ -24,19 +24,6 @@ async function loadDocument() {
   }
 }
 
-// One section PUT (atomic: the whole draft is validated, nothing saved on an error). An API
-// that does not know time, dns or bridge as a section yet (404 "no section") gets the whole
-// draft with that one key replaced: the same validation, the same error paths.
-async function putSection(name, value) {
-  try {
-    return await saveSection(name, value);
-  } catch (e) {
-    if (e.status !== 404 || !/no section/.test(e.message)) throw e;
-    const { doc } = await loadDocument();
-    return api("PUT", "/api/config/draft", { ...doc, [name]: value });
-  }
-}
-
 // Errors of one save: at the field in the form saved; those whose field is in another form
 // of the page (a bridge port's address, found by the mode's save) are marked there too.
 function showSaveErrors(form, err) {
@@ -340,7 +327,7 @@ modeForm.addEventListener("submit", async (ev) => {
   $("#mode-save").disabled = true;
   const value = collectBridge();
   try {
-    const r = await putSection("bridge", value);
+    const r = await saveSection("bridge", value);
     reportSaved(r, value ? "Transparent bridge mode" : "Routed mode");
     await load(["bridge"]);
   } catch (e) {
@@ -426,7 +413,7 @@ dnsForm.addEventListener("submit", async (ev) => {
   clearErrors(dnsForm);
   $("#dns-save").disabled = true;
   try {
-    const r = await putSection("dns", { ...dns, servers: dnsServers.get(), search: dnsSearch.get() });
+    const r = await saveSection("dns", { ...dns, servers: dnsServers.get(), search: dnsSearch.get() });
     reportSaved(r, "DNS");
     await load(["dns"]);
   } catch (e) {
@@ -456,7 +443,7 @@ timeForm.addEventListener("submit", async (ev) => {
   if (after === "") delete body.unsynchronised_after_minutes;
   else body.unsynchronised_after_minutes = Number(after);
   try {
-    const r = await putSection("time", body);
+    const r = await saveSection("time", body);
     reportSaved(r, "Time");
     await load(["time"]);
   } catch (e) {
