@@ -467,6 +467,8 @@ _REASONS = {
     "permission denied": "the field role may not open that serial port",
     "name or service not known": "that name does not resolve",
     "temporary failure in name resolution": "that name does not resolve",
+    # asyncio's own text, whatever the errno was
+    "connect call failed": "the connection was refused, or nothing answers at that address",
 }
 
 

@@ -116,6 +116,12 @@ def test_a_refused_connection_says_so() -> None:
         "refused", "192.168.50.10:502: cannot connect: [Errno 113] No route to host"
     )
     assert "no route to the host" in rig.run({"device": TCP})["message"]
+    rig.tcp.connect_error = DeviceError(  # asyncio's text, the errno not in it
+        "refused", "192.168.50.10:502: cannot connect: Connect call failed ('192.168.50.10', 502)"
+    )
+    assert rig.run({"device": TCP})["message"].endswith(
+        "the connection was refused, or nothing answers at that address"
+    )
 
 
 def test_silence_at_connect_and_at_read_names_the_timeout_and_retries() -> None:
