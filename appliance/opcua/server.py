@@ -46,8 +46,10 @@ reach it):
   address (more get BadTcpServerTooBusy); a connection without a session after
   `ACTIVATE_WITHIN_S` is closed unless its log-on is being checked; at most
   `MAX_WAITING_LOGONS` log-ons wait for the log-on threads (more: BadServerTooBusy),
-  which hash at a lower priority than the event loop. Repeated refusals from one
-  address are one warning a minute.
+  which hash at a lower priority than the event loop; a session holds at most
+  `MAX_SUBSCRIPTIONS_PER_SESSION` subscriptions and `MAX_MONITORED_ITEMS_PER_SESSION`
+  monitored items, the server `MAX_MONITORED_ITEMS` (more: BadTooManySubscriptions,
+  BadTooManyMonitoredItems). Repeated refusals from one address are one warning a minute.
 
 The checks sit in front of asyncua's request handling (`_GuardedServer` ->
 `_GuardedBinaryServer` -> `_GuardedProtocol` -> `_GuardedProcessor`), which knows the
@@ -127,6 +129,12 @@ MAX_CONNECTIONS_PER_SOURCE = 16  # of them from one client address
 MAX_QUEUED = 16  # messages received on one connection and not handled yet
 ACTIVATE_WITHIN_S = 20.0  # a connection without an activated session by then is closed
 MAX_SUBSCRIPTIONS = 200  # in all sessions together
+# One session (a connection holds one) may not take every subscription or fill the
+# role's memory with monitored items (~1 KB each in asyncua): more are refused with
+# BadTooManySubscriptions / BadTooManyMonitoredItems (IEC 62443-4-2 CR 7.1).
+MAX_SUBSCRIPTIONS_PER_SESSION = 10
+MAX_MONITORED_ITEMS_PER_SESSION = 20_000
+MAX_MONITORED_ITEMS = 100_000  # in all sessions together
 # Operations in one request (nodes to read, write, browse ...): asyncua takes any number
 # and handles them all on the event loop, about 50 us each (a viewer's read of 10,000
 # nodes held every other client for 0.5 s). More: BadTooManyOperations. Published in
@@ -568,6 +576,8 @@ class _GuardedAttributes(AttributeService):
 # -- the network side: asyncua's server with our checks in front --------------------------
 
 _ACTIVATE = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_DefaultBinary)
+_CREATE_SUBSCRIPTION = ua.NodeId(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
+_CREATE_ITEMS = ua.NodeId(ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary)
 
 
 def _skip(n: int) -> Callable[[Buffer], None]:
@@ -701,6 +711,8 @@ class _GuardedProcessor(UaProcessor):
                 " refused",
             )
             raise ServiceError(ua.StatusCodes.BadTooManyOperations)
+        if typeid in (_CREATE_SUBSCRIPTION, _CREATE_ITEMS):
+            self._check_subscription_limits(typeid, body, source)
         logon = None
         self.activating = typeid == _ACTIVATE
         try:
@@ -713,6 +725,40 @@ class _GuardedProcessor(UaProcessor):
                 _CHANNEL.reset(token)
         finally:
             self.activating = False
+
+    def _check_subscription_limits(
+        self, typeid: ua.NodeId, body: Buffer, source: str | None
+    ) -> None:
+        """Refuse a subscription or monitored items over this session's share (see
+        MAX_SUBSCRIPTIONS_PER_SESSION) or over the server's monitored items."""
+        session_id = self.session.session_id if self.session is not None else None
+        subs = self.iserver.subscription_service.subscriptions.values()
+        mine = [sub for sub in subs if sub.session_id == session_id]
+        if typeid == _CREATE_SUBSCRIPTION:
+            if len(mine) >= MAX_SUBSCRIPTIONS_PER_SESSION:
+                self.guard._warn_once(
+                    ("subscriptions", source),
+                    f"OPC UA: {source} asked for more than {MAX_SUBSCRIPTIONS_PER_SESSION}"
+                    " subscriptions in one session: refused",
+                )
+                raise ServiceError(ua.StatusCodes.BadTooManySubscriptions)
+            return
+        asked = operations(typeid, body)
+        held = sum(_items(sub) for sub in mine)
+        total = sum(_items(sub) for sub in subs)
+        if held + asked > MAX_MONITORED_ITEMS_PER_SESSION or total + asked > MAX_MONITORED_ITEMS:
+            self.guard._warn_once(
+                ("monitored items", source),
+                f"OPC UA: {source} asked for {asked} more monitored items (the session holds"
+                f" {held}, at most {MAX_MONITORED_ITEMS_PER_SESSION}; the server {total}, at"
+                f" most {MAX_MONITORED_ITEMS}): refused",
+            )
+            raise ServiceError(ua.StatusCodes.BadTooManyMonitoredItems)
+
+
+def _items(sub: Any) -> int:
+    """The monitored items of an asyncua InternalSubscription."""
+    return len(getattr(sub.monitored_item_srv, "_monitored_items", ()))
 
 
 def _refuse(transport: Any, code: int, reason: str) -> None:

@@ -62,6 +62,11 @@ from appliance.paths import Paths
 from appliance.state.db import Store
 from appliance.web import accounts
 
+import os
+from appliance.opcua import server as uaserver
+for name in ("MAX_MONITORED_ITEMS_PER_SESSION", "MAX_MONITORED_ITEMS"):
+    if name in os.environ:  # a test's smaller cap
+        setattr(uaserver, name, int(os.environ[name]))
 root, port = Path(sys.argv[1]), int(sys.argv[2])
 paths = Paths(root / "data", root / "run")
 store = Store(paths.data_dir, accounts.MODELS)
@@ -105,7 +110,7 @@ def rss_mb(pid: int) -> float:
 class UaServer:
     """The server process on 127.0.0.1:port with its own data directory."""
 
-    def __init__(self, root: Path, shelf: Path) -> None:
+    def __init__(self, root: Path, shelf: Path, **caps: int) -> None:
         self.root = root
         self.port = free_port()
         self.url = f"opc.tcp://127.0.0.1:{self.port}/"
@@ -117,7 +122,7 @@ class UaServer:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", SERVER, str(root), str(self.port), VIEWER[1], ADMIN[1]],
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                env={**os.environ, "PYTHONPATH": str(ROOT), **{k: str(v) for k, v in caps.items()}},
                 stdout=subprocess.PIPE,
                 stderr=out,
             )
@@ -511,3 +516,44 @@ def test_a_request_with_too_many_operations_is_refused_and_the_limit_published(
             assert await c.get_node("ns=2;s=plc1.temp").read_value() == 20.0
 
     asyncio.run(body())
+
+
+def test_one_session_cannot_take_every_subscription_or_monitored_item(
+    tmp_path: Path, shelf: Path, it_cert: Certificate
+) -> None:
+    """Subscriptions are capped per session (the server's 200 are shared by everyone),
+    monitored items per session and in all: more are refused, the session goes on, and
+    another client still gets its share (CR 7.1). The item caps are lowered for the test."""
+    srv = UaServer(tmp_path, shelf, MAX_MONITORED_ITEMS_PER_SESSION=5, MAX_MONITORED_ITEMS=8)
+
+    class Handler:
+        def datachange_notification(self, *args: Any) -> None:
+            pass
+
+    async def body() -> None:
+        node = "ns=2;s=plc1.temp"
+        async with session(srv.url, it_cert, VIEWER) as a, session(srv.url, it_cert, ADMIN) as b:
+            subs = [
+                await a.create_subscription(500, Handler())
+                for _ in range(uaserver.MAX_SUBSCRIPTIONS_PER_SESSION)
+            ]
+            with pytest.raises(ua.UaStatusCodeError) as exc:
+                await a.create_subscription(500, Handler())
+            assert exc.value.code == ua.StatusCodes.BadTooManySubscriptions
+            await subs[0].subscribe_data_change([a.get_node(node)] * 5)
+            with pytest.raises(ua.UaStatusCodeError) as exc:
+                await subs[1].subscribe_data_change(a.get_node(node))
+            assert exc.value.code == ua.StatusCodes.BadTooManyMonitoredItems
+            other = await b.create_subscription(500, Handler())  # b's own share
+            await other.subscribe_data_change([b.get_node(node)] * 3)
+            with pytest.raises(ua.UaStatusCodeError) as exc:  # the server's 8 are taken
+                await other.subscribe_data_change(b.get_node(node))
+            assert exc.value.code == ua.StatusCodes.BadTooManyMonitoredItems
+            await subs[0].delete()  # a's 5 items go with it: b may add again
+            await other.subscribe_data_change(b.get_node(node))
+            assert await a.get_node(node).read_value() == 20.0
+
+    try:
+        asyncio.run(body())
+    finally:
+        srv.stop()
