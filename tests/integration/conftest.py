@@ -16,8 +16,9 @@ from labkit import PREFIX, Appliance
 from testkit import wait_for
 
 from appliance import proc
-from appliance.lab import topology
+from appliance.lab import demo, topology
 from appliance.lab.topology import LabSpec, in_netns
+from appliance.roles import ROLE_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +86,17 @@ def plc(request: pytest.FixtureRequest) -> Iterator[str]:
     finally:
         proc.stop(sim, 5)
         _ip("netns", "del", ns, check=False)
+
+
+@pytest.fixture
+def every_role(lab: LabSpec, tmp_path: Path) -> Iterator[Appliance]:
+    """The appliance with every role (the `appliance` fixture runs the net role alone)."""
+    app = Appliance(lab, tmp_path)
+    missing = demo.start_appliance(lab, app.paths, roles=ROLE_NAMES)
+    try:
+        assert missing == [], f"roles did not start: {missing}"
+        yield app
+    finally:
+        app.stop()
+        topology.ns_run(lab.ns_app, ["nft", "delete", "table", "inet", "appliance"], check=False)
+        app.store.close()

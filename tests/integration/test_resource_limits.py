@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from labkit import PLC1, PLC2, Appliance, config
 
-from appliance.lab import demo, topology
-from appliance.lab.topology import LabSpec
 from appliance.roles import ROLE_NAMES
 
 SYSTEM = Path(__file__).resolve().parents[2] / "system" / "systemd"
@@ -76,20 +72,6 @@ def usage(pid: int) -> tuple[int, int]:
         peak += int(st["VmHWM"].split()[0]) * 1024
         threads += int(st["Threads"])
     return peak, threads
-
-
-@pytest.fixture
-def every_role(lab: LabSpec, tmp_path: Path) -> Iterator[Appliance]:
-    """The appliance with every role (the `appliance` fixture runs the net role alone)."""
-    app = Appliance(lab, tmp_path)
-    missing = demo.start_appliance(lab, app.paths, roles=ROLE_NAMES)
-    try:
-        assert missing == [], f"roles did not start: {missing}"
-        yield app
-    finally:
-        app.stop()
-        topology.ns_run(lab.ns_app, ["nft", "delete", "table", "inet", "appliance"], check=False)
-        app.store.close()
 
 
 def test_every_role_stays_well_inside_its_unit_limits(every_role: Appliance) -> None:
