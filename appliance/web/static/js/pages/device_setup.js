@@ -399,6 +399,13 @@ function ms(x) {
 // One probe; the answer's message at `out`, green or red. 422: the bad field marked.
 async function probe(extra, out, button) {
   const device = probeDevice();
+  // what an earlier probe refused is asked again now (a save's marks on the tags stay)
+  clearErrors($("#read-box"));
+  for (const el of deviceControls()) {
+    if (el.getAttribute("aria-invalid") !== "true") continue;
+    el.removeAttribute("aria-invalid");
+    if (el.nextElementSibling?.classList.contains("field-error")) el.nextElementSibling.remove();
+  }
   out.className = "ds-result";
   clear(out, "asking the device…");
   button.disabled = true;
@@ -569,6 +576,11 @@ $("[data-f=protocol]", panel).addEventListener("change", () => {
 
 panel.addEventListener("input", (ev) => {
   const f = ev.target.dataset?.f;
+  if (f && f !== "name" && f !== "description") {
+    // the last answer was for other settings: it no longer says anything about these
+    clear($("#probe-result"));
+    $("#probe-result").className = "ds-result";
+  }
   if (f === "name") $("#dev-title").textContent = ev.target.value || "(new)";
   if (f === "name" || f === "address" || f === "serial.port" || f === "unit_id") {
     // the list follows what is typed
