@@ -132,6 +132,16 @@ def test_a_device_for_plc2_through_the_form_tested_read_saved_and_polled(
     expect(tag_input(page, 2, "address")).to_have_value("4")
     expect(tag_input(page, 2, "type")).to_have_value("uint16")
     tag_input(page, 2, "name").fill("answer")
+    # at 1366 px the tag table fits its box: no column and no Remove button cut off
+    fit = page.evaluate(
+        """() => {
+            const wrap = document.querySelector("#tag-rows .table-wrap");
+            const btn = document.querySelector("#tag-rows tr[data-tag='2'] .btn.danger");
+            return [wrap.scrollWidth - wrap.clientWidth,
+                    wrap.getBoundingClientRect().right - btn.getBoundingClientRect().right];
+        }"""
+    )
+    assert fit[0] <= 2 and fit[1] >= 0, fit
 
     page.locator("#save").click()
     expect(page.locator(".toast").last).to_contain_text("saved to the draft")
