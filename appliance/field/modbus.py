@@ -21,6 +21,7 @@ and the inter-frame gap on top.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -136,11 +137,14 @@ class ModbusLink:
             raise DeviceError(
                 "timeout", f"{self.name}: no answer to connect within {self.timeout:g} s"
             )
-        reason = (
-            (getattr(err, "strerror", None) or str(err) or type(err).__name__)
-            if err is not None
-            else "refused or unreachable"
-        )
+        if isinstance(err, OSError) and err.errno:
+            # asyncio's text is "Connect call failed (addr)" whatever the cause: the
+            # errno says refused (111), no route (113), unreachable (101) ...
+            reason = os.strerror(err.errno)
+        elif err is not None:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        else:
+            reason = "refused or unreachable"
         raise DeviceError("refused", f"{self.name}: cannot connect: {reason}")
 
     def close(self) -> None:

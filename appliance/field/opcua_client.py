@@ -24,6 +24,10 @@
 Every asyncua, asyncio and OS exception becomes an `OpcUaError(kind, message)` here and
 nowhere else. `write(tag, value)` writes a writable tag, encoding the value as the node's
 data type (read from the server at connect).
+
+`probe(device, paths, node, limit)` is the test connection of `appliance.field.probe`: one
+session as the device's settings say, the server's state, and (when `node` is given) at
+most `limit` children of that node with value, data type and whether they are writable.
 """
 
 from __future__ import annotations
@@ -598,3 +602,151 @@ class OpcUaDevice:
                 "write", f"{self.device.name}.{tag_name}: the device refused ({status[0].name})"
             )
         return variant.Value
+
+
+# -- a test connection (appliance.field.probe) ---------------------------------------------
+
+_NODE_CLASSES = {c.value: c.name for c in ua.NodeClass}
+
+
+def _json_value(value: Any, depth: int = 0) -> Any:
+    """A node's value as JSON data: numbers, text, booleans, lists; other things as text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value[:1000] if isinstance(value, str) else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value[:500].hex()
+    if isinstance(value, ua.LocalizedText):
+        return value.Text
+    if isinstance(value, ua.QualifiedName):
+        return value.Name
+    if isinstance(value, ua.NodeId):
+        return value.to_string()
+    if isinstance(value, list | tuple):
+        return [_json_value(v, depth + 1) for v in value[:100]] if depth < 3 else str(value)[:200]
+    return str(value)[:200]
+
+
+def _type_name(dtype: Any) -> str | None:
+    if not isinstance(dtype, ua.NodeId):
+        return None
+    if dtype.NamespaceIndex == 0 and isinstance(dtype.Identifier, int):
+        return ua.ObjectIdNames.get(dtype.Identifier, dtype.to_string())
+    return dtype.to_string()
+
+
+async def probe(
+    device: Device, paths: Paths | None, browse: str | None, limit: int
+) -> dict[str, Any]:
+    """Connect once as the device's settings say, read the server's state and, when
+    `browse` names a node, list at most `limit` of its children; then disconnect.
+
+    Returns {"state": "Running", ...} and with a browse {"children": [{node_id, name,
+    class, value, type, writable}], "truncated": bool} or {"browse_error": "..."}; a
+    failure to connect or log on is an OpcUaError (kind connect, timeout, security,
+    auth). The caller bounds the time."""
+    dev = OpcUaDevice(device, paths=paths)  # checks the address and the security settings
+    client = Client(device.address or "", timeout=device.timeout)
+    client.name = client.description = "appliance field role (test connection)"
+    client.session_timeout = 10_000
+    try:
+        try:
+            await dev._configure_security(client)
+            sec = device.security
+            if sec and sec.username:
+                client.set_user(sec.username)
+                client.set_password(sec.password or "")
+            await asyncio.wait_for(client.connect(), device.timeout * 4 + 2)
+            state = await asyncio.wait_for(
+                client.get_node(ua.ObjectIds.Server_ServerStatus_State).read_value(),
+                device.timeout * 2,
+            )
+        except Exception as exc:  # every failure to get a session is one domain error
+            kind, message = _describe(exc)
+            raise OpcUaError(kind, message) from None
+        try:
+            name = ua.ServerState(int(state)).name
+        except (TypeError, ValueError):
+            name = str(state)
+        out: dict[str, Any] = {"state": name}
+        if browse is not None:
+            try:
+                out.update(await _browse(client, browse, limit, device.timeout * 2))
+            except Exception as exc:  # the session works; this node could not be listed
+                out["browse_error"] = _describe(exc)[1]
+        return out
+    finally:
+        await dev._close(client)
+
+
+async def _browse(client: Client, text: str, limit: int, timeout: float) -> dict[str, Any]:
+    nid = _parse_node(text)
+    if isinstance(nid, ua.ExpandedNodeId) and nid.NamespaceUri:
+        ns_array = await client.get_namespace_array()
+        if nid.NamespaceUri not in ns_array:
+            return {"browse_error": f"the server has no namespace {nid.NamespaceUri}"}
+        nid = ua.NodeId(nid.Identifier, ns_array.index(nid.NamespaceUri), nid.NodeIdType)
+    desc = ua.BrowseDescription()
+    desc.NodeId = nid
+    desc.BrowseDirection = ua.BrowseDirection.Forward
+    desc.ReferenceTypeId = ua.NodeId(ua.ObjectIds.HierarchicalReferences)
+    desc.IncludeSubtypes = True
+    desc.NodeClassMask = 0
+    desc.ResultMask = ua.BrowseResultMask.All
+    params = ua.BrowseParameters()
+    params.NodesToBrowse.append(desc)
+    params.RequestedMaxReferencesPerNode = limit
+    results = await asyncio.wait_for(client.uaclient.browse(params), timeout)
+    result = results[0]
+    if result.StatusCode is not None and not result.StatusCode.is_good():
+        return {"browse_error": f"the server says {result.StatusCode.name}"}
+    refs = list(result.References or [])
+    truncated = bool(result.ContinuationPoint) or len(refs) > limit
+    if result.ContinuationPoint:  # we take no more: let the server forget the rest
+        done = ua.BrowseNextParameters()
+        done.ContinuationPoints = [result.ContinuationPoint]
+        done.ReleaseContinuationPoints = True
+        try:
+            await asyncio.wait_for(client.uaclient.browse_next(done), timeout)
+        except Exception:  # releasing is a courtesy; the session closes next anyway
+            pass
+    refs = refs[:limit]
+    children: list[dict[str, Any]] = []
+    variables: list[tuple[dict[str, Any], ua.NodeId]] = []
+    for ref in refs:
+        child_id = ua.NodeId(
+            ref.NodeId.Identifier, ref.NodeId.NamespaceIndex, ref.NodeId.NodeIdType
+        )
+        cls = _NODE_CLASSES.get(int(ref.NodeClass), str(ref.NodeClass))
+        item = {
+            "node_id": child_id.to_string(),
+            "name": (ref.DisplayName.Text if ref.DisplayName else None) or ref.BrowseName.Name,
+            "class": cls,
+            "value": None,
+            "type": None,
+            "writable": None,
+        }
+        children.append(item)
+        if cls == "Variable":
+            variables.append((item, child_id))
+    if variables:
+        nodes = [client.get_node(n) for _, n in variables]
+        values, types, access = [
+            await asyncio.wait_for(client.read_attributes(nodes, attr), timeout)
+            for attr in (
+                ua.AttributeIds.Value,
+                ua.AttributeIds.DataType,
+                ua.AttributeIds.UserAccessLevel,
+            )
+        ]
+        for (item, _), v, t, a in zip(variables, values, types, access, strict=True):
+            if v.StatusCode is None or v.StatusCode.is_good():
+                item["value"] = _json_value(v.Value.Value if v.Value is not None else None)
+            item["type"] = _type_name(t.Value.Value if t.Value is not None else None)
+            level = a.Value.Value if a.Value is not None else None
+            if isinstance(level, int):
+                item["writable"] = bool(level & ua.AccessLevel.CurrentWrite.mask)
+    return {"children": children, "truncated": truncated}
