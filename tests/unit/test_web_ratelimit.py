@@ -9,7 +9,7 @@ import pytest
 from appliance.config.model import Config
 from appliance.errors import ConfigInvalid
 from appliance.state.db import Event
-from appliance.web.ratelimit import Limiter
+from appliance.tokenbucket import Limiter
 
 from . import factory
 from .webkit import Web
