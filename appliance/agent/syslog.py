@@ -14,7 +14,10 @@ message is UTF-8 without a BOM (the RFC allows that: MSG-ANY).
 `Sender` owns one connection and reconnects on the next send after a failure.
 `Forwarder` sends the events after a per-target cursor kept in the history DB,
 so a SIEM that was unreachable gets what it missed (at most `BACKLOG_MAX` of
-it), filtered by the target's `min_severity`.
+it), filtered by the target's `min_severity`. What it sends is bounded (IEC 62443-4-2
+CR 7.1 RE 1): at most `RATE_MAX` messages a second per target, bursts of `BURST_MAX`;
+beyond, the forwarder pauses and goes on from its cursor (nothing is dropped that the
+backlog keeps), so an event storm on the unit does not become a flood on the SIEM.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from appliance.agent.outbox import get_cursor, has_cursor, set_cursor
 from appliance.agent.tlsutil import client_context
 from appliance.config.agent import SEVERITY_ORDER, Syslog
 from appliance.state.db import Event
+from appliance.tokenbucket import Limiter
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,8 @@ APP_NAME = "appliance"
 NIL = "-"
 BACKLOG_MAX = 1000  # per target: older events are skipped (and counted) after a long outage
 BATCH = 200
+RATE_MAX = 100.0  # messages a second per target, on average
+BURST_MAX = 500  # messages at once before RATE_MAX applies
 
 # RFC 5424 section 6.2.1 severities; event severities map onto them
 SEVERITY_CODE: dict[str, int] = {
@@ -207,6 +213,7 @@ class Forwarder:
         self._senders: dict[str, Sender] = {}
         self.status: dict[str, dict[str, Any]] = {}
         self._retry_at: dict[str, float] = {}
+        self._rate = Limiter(RATE_MAX, BURST_MAX)
 
     def configure(self, targets: list[Syslog], now: float) -> None:
         labels = {t.label(): t for t in targets}
@@ -221,7 +228,8 @@ class Forwarder:
                     newest = Event.select(Event.id).order_by(Event.id.desc()).first()
                     set_cursor(cursor_name(t), newest.id if newest else 0, now)
             self.status.setdefault(
-                label, {"target": label, "last_ok": None, "last_error": None, "sent": 0}
+                label,
+                {"target": label, "last_ok": None, "last_error": None, "sent": 0, "paused": 0},
             )
         for label in list(self.status):
             if label not in labels:
@@ -256,6 +264,12 @@ class Forwarder:
                 break
             for ev in rows:
                 if severity_passes(ev.severity, t.min_severity):
+                    wait = self._rate.check((label,), now)
+                    if wait > 0:  # over the bound: go on from here in `wait` seconds
+                        self._retry_at[label] = now + wait
+                        st["paused"] = st.get("paused", 0) + 1
+                        set_cursor(name, cursor, now)
+                        return sent
                     line = format_event(
                         ev.as_dict(),
                         hostname=self.hostname,

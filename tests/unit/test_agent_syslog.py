@@ -154,3 +154,30 @@ def test_target_defaults_and_label() -> None:
     assert Syslog(host="siem").effective_port() == 514
     assert Syslog(host="siem", transport="tls").effective_port() == 6514
     assert Syslog(host="siem", transport="tcp", port=1514).label() == "tcp://siem:1514"
+
+
+# -- the output bound (IEC 62443-4-2 CR 7.1 RE 1) -------------------------------------------
+
+
+def test_an_event_storm_is_sent_at_the_bounded_rate_and_none_is_lost(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.agent import outbox, syslog
+
+    store.ensure(outbox.MODELS)
+    sent: list[str] = []
+    monkeypatch.setattr(syslog.Sender, "send", lambda self, line: sent.append(line))
+    fwd = syslog.Forwarder(hostname="unit-1")
+    fwd.configure([Syslog(host="192.0.2.9")], now=1000.0)
+    storm = syslog.BURST_MAX + 300
+    for n in range(storm):
+        store.event("test.storm", f"event {n}", source="test", severity="warning", at=1000.0)
+    assert fwd.forward(1000.0) == syslog.BURST_MAX  # the burst, then a pause
+    assert fwd.forward(1000.0) == 0  # still paused
+    assert fwd.forward(1001.0) == int(syslog.RATE_MAX)  # a second later: the rate
+    while len(sent) < storm:
+        before = len(sent)
+        fwd.forward(1002.0 + len(sent))  # time enough for the rest
+        assert len(sent) > before
+    assert [ln.rsplit(" ", 1)[-1] for ln in sent] == [str(n) for n in range(storm)]
+    assert fwd.live()[0]["paused"] >= 2
