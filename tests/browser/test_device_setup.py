@@ -5,7 +5,8 @@ holding 2, 3, 4 hold 1234, 5678, 42 for ever): a Modbus TCP device with two tags
 through the form, "Test connection" green there and red at an address where nothing
 answers, "Read registers" and "Add as tag", the unit's refusals at their fields with
 nothing saved, save + commit and the new tag's value on /devices; a Modbus RTU device
-shows its serial line, not the address, and is saved without one.
+shows its serial line, not the address, and is saved without one; viewers see it all
+read-only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from appliance.config.plain import JARGON
 pytestmark = pytest.mark.browser
 
 NEW = "packer2"
+VIEWER, VIEWER_PASSWORD = "night-shift", "read-only-but-long-enough-42"
 
 
 def open_setup(page: Page, unit: Unit, device: str | None = None) -> None:
@@ -291,3 +293,30 @@ def test_a_modbus_rtu_device_has_a_serial_line_and_no_address(page: Page, unit: 
     saved = {d["name"]: d for d in draft_devices(page) or []}["dosing-rtu"]
     assert saved["address"] is None and saved["serial"]["port"] == "/dev/ttyUSB7"
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_viewers_see_the_devices_read_only(page: Page, unit: Unit, browser: Any) -> None:
+    signed_in(page, unit)
+    body = {"name": VIEWER, "role": "viewer", "password": VIEWER_PASSWORD}
+    assert fetch_json(page, "POST", "/api/users", body)["status"] in (201, 409)
+    ctx = browser.new_context(ignore_https_errors=True, base_url=unit.url)
+    try:
+        tab = ctx.new_page()
+        tab.goto("/login")
+        tab.locator("#login-form [name=username]").fill(VIEWER)
+        tab.locator("#login-form [name=password]").fill(VIEWER_PASSWORD)
+        tab.locator("#login-form button[type=submit]").click()
+        expect(tab.locator("#user-role")).to_have_text("viewer")
+        tab.goto("/devices/setup")
+        expect(tab.locator("#editable")).to_have_attribute("disabled", "")
+        for hidden in ("#save", "#dev-add", "#probe-btn", "#tag-add"):
+            expect(tab.locator(hidden)).to_be_hidden()
+        # a viewer still opens each device to look at it
+        device_row(tab, "plc2").locator(".dev-pick").click()
+        expect(tab.locator("#dev-panel [data-f=name]")).to_have_value("plc2")
+        expect(tab.locator("#dev-panel [data-f=name]")).to_be_disabled()
+        expect(tag_input(tab, 0, "name")).to_be_disabled()
+        tab.goto("/devices")
+        expect(tab.locator("#setup-link")).to_be_hidden()
+    finally:
+        ctx.close()
