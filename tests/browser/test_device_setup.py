@@ -5,27 +5,47 @@ holding 2, 3, 4 hold 1234, 5678, 42 for ever): a Modbus TCP device with two tags
 through the form, "Test connection" green there and red at an address where nothing
 answers, "Read registers" and "Add as tag", the unit's refusals at their fields with
 nothing saved, save + commit and the new tag's value on /devices; a Modbus RTU device
-shows its serial line, not the address, and is saved without one; viewers see it all
-read-only.
+shows its serial line, not the address, and is saved without one; an OPC UA device (the
+lab's OPC UA server) is browsed from the Objects folder down and a variable added as a
+tag; viewers see it all read-only.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 from test_ui import commit, fetch_json, signed_in
 from testkit import wait_for
-from uikit import ABSENT, PLC2, Unit
+from uikit import ABSENT, PLC2, PREFIX, Unit
 
 from appliance.config.plain import JARGON
+from appliance.lab import topology
+from appliance.lab.topology import OPCUA_ADDRESS, OPCUA_PORT, LabSpec
 
 pytestmark = pytest.mark.browser
 
 NEW = "packer2"
 VIEWER, VIEWER_PASSWORD = "night-shift", "read-only-but-long-enough-42"
+OPCUA_URL = f"opc.tcp://{OPCUA_ADDRESS}:{OPCUA_PORT}/"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSpec]:
+    """The browser tests' lab (conftest's) with the lab's OPC UA server, to browse."""
+    if os.geteuid() != 0:
+        pytest.skip("browser tests need root: they build the lab in network namespaces")
+    root = tmp_path_factory.mktemp("brlab")
+    spec = LabSpec(prefix=PREFIX, plcs=2, mgmt=False, opcua=True, root=root)
+    topology.up(spec)
+    try:
+        yield spec
+    finally:
+        topology.down(spec)
 
 
 def open_setup(page: Page, unit: Unit, device: str | None = None) -> None:
@@ -292,6 +312,46 @@ def test_a_modbus_rtu_device_has_a_serial_line_and_no_address(page: Page, unit: 
     assert sent["tags"] == [{"name": "flow", "table": "holding", "address": 0}], sent["tags"]
     saved = {d["name"]: d for d in draft_devices(page) or []}["dosing-rtu"]
     assert saved["address"] is None and saved["serial"]["port"] == "/dev/ttyUSB7"
+    assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_an_opcua_device_is_browsed_and_a_variable_becomes_a_tag(page: Page, unit: Unit) -> None:
+    open_setup(page, unit)
+    page.locator("#dev-add").click()
+    panel = page.locator("#dev-panel")
+    panel.locator("[data-f=name]").fill("cell-opcua")
+    panel.locator("[data-f=protocol]").select_option("opcua")
+    expect(page.locator("#security-box")).to_be_visible()
+    expect(panel.locator("[data-f=unit_id]")).to_be_hidden()
+    panel.locator("[data-f=address]").fill(OPCUA_URL)
+    page.locator("#probe-btn").click()
+    expect(page.locator("#probe-result")).to_have_class(re.compile(r"\bok\b"), timeout=20_000)
+
+    page.locator("#browse-btn").click()
+    grid = page.locator("#browse-grid")
+    folder = grid.locator("tr[data-node='ns=2;s=PLC'] .browse-into")
+    expect(folder).to_be_visible(timeout=20_000)
+    folder.click()
+    row = grid.locator("tr[data-node='ns=2;s=Temperature']")
+    expect(row).to_be_visible(timeout=20_000)
+    expect(row).to_contain_text("Variable")
+    expect(page.locator("#browse-path")).to_contain_text("Objects \u203a PLC")
+    row.locator(".add-as-tag").click()
+    expect(tag_input(page, 0, "node")).to_have_value("ns=2;s=Temperature")
+    expect(tag_input(page, 0, "name")).to_have_value("temperature")
+    expect(page.locator("#tag-rows [data-k=address]")).to_have_count(0)
+    # back up the trail
+    page.locator("#browse-path a", has_text="Objects").click()
+    expect(folder).to_be_visible(timeout=20_000)
+
+    with page.expect_request(lambda r: r.method == "PUT" and "/draft/devices" in r.url) as req:
+        page.locator("#save").click()
+    expect(page.locator(".toast").last).to_contain_text("saved to the draft")
+    sent = {d["name"]: d for d in req.value.post_data_json}["cell-opcua"]
+    assert sent["address"] == OPCUA_URL and sent["protocol"] == "opcua"
+    for key in ("serial", "security", "unit_id", "max_registers", "max_gap"):
+        assert key not in sent, (key, sent)
+    assert sent["tags"] == [{"name": "temperature", "node": "ns=2;s=Temperature"}]
     assert page.problems == []  # type: ignore[attr-defined]
 
 
