@@ -248,10 +248,11 @@ def config_import(file: str, comment: str, paths: Paths) -> None:
 
     text = _read_file(file)
     store = _store(paths)
-    out = revs.import_text(
-        store, text, author=actor(), comment=comment, source=file, now=time.time()
-    )
-    store.audit(actor(), "config.import", target=f"revision {out.revision.id}", detail=comment)
+    with store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+        out = revs.import_text(
+            store, text, author=actor(), comment=comment, source=file, now=time.time()
+        )
+        store.audit(actor(), "config.import", target=f"revision {out.revision.id}", detail=comment)
     click.echo(out.message)
 
 
@@ -273,15 +274,16 @@ def config_commit(
     from appliance.state.live import LiveState
 
     store = _store(paths)
-    out = revs.commit(
-        store, author=actor(), now=time.time(), ref=rev, confirm_within=confirm_within
-    )
-    store.audit(
-        actor(),
-        "config.commit",
-        target=f"revision {out.revision.id}",
-        detail=f"confirm_within={confirm_within}" + (f" {comment}" if comment else ""),
-    )
+    with store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+        out = revs.commit(
+            store, author=actor(), now=time.time(), ref=rev, confirm_within=confirm_within
+        )
+        store.audit(
+            actor(),
+            "config.commit",
+            target=f"revision {out.revision.id}",
+            detail=f"confirm_within={confirm_within}" + (f" {comment}" if comment else ""),
+        )
     live = LiveState(paths.run_dir)
     live.ring(*CONFIG_FOLLOWERS)
     click.echo(out.message)
@@ -315,8 +317,9 @@ def config_confirm(paths: Paths) -> None:
     from appliance.state import revisions as revs
 
     store = _store(paths)
-    out = revs.confirm(store, author=actor(), now=time.time())
-    store.audit(actor(), "config.confirm", target=f"revision {out.revision.id}")
+    with store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+        out = revs.confirm(store, author=actor(), now=time.time())
+        store.audit(actor(), "config.confirm", target=f"revision {out.revision.id}")
     click.echo(out.message)
 
 
@@ -329,13 +332,14 @@ def config_rollback(rev: str | None, paths: Paths) -> None:
     from appliance.state.live import LiveState
 
     store = _store(paths)
-    out = revs.rollback(store, author=actor(), now=time.time(), ref=rev)
-    store.audit(
-        actor(),
-        "config.rollback",
-        target=f"revision {out.revision.id}",
-        detail=f"to {rev or 'previous'}",
-    )
+    with store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+        out = revs.rollback(store, author=actor(), now=time.time(), ref=rev)
+        store.audit(
+            actor(),
+            "config.rollback",
+            target=f"revision {out.revision.id}",
+            detail=f"to {rev or 'previous'}",
+        )
     live = LiveState(paths.run_dir)
     live.ring(*CONFIG_FOLLOWERS)
     click.echo(out.message)

@@ -192,6 +192,15 @@ class AuditBroken(ApplianceError):
     http_status = 500
 
 
+class AuditFailed(ApplianceError):
+    """An audit row could not be written (disk full, database read-only or failing): the
+    change it records was not made (IEC 62443-4-2 CR 2.10: never done but not audited)."""
+
+    code = "audit-failed"
+    exit_code = 12
+    http_status = 503
+
+
 class DeviceError(ApplianceError):
     """A field device did not give what was asked: `kind` says how (see field/modbus.py)."""
 

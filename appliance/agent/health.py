@@ -9,7 +9,8 @@
                        silence is a fault: ``net-silent``)
 3. ``fault``           the net role is dead; fail-closed although a confirmed revision is
                        expected; forwarding off; an IT or OT link absent or down (or missing
-                       from an applied revision); disk below 2 % free; certificate expired
+                       from an applied revision); disk below 2 % free; certificate expired;
+                       the audit log cannot be written (changes are refused meanwhile)
 4. ``pending-confirm`` a revision waits for confirmation (the reason says how long is left)
 5. ``degraded``        drift in the last 10 minutes; a device lost communication; disk
                        below 10 % free; certificate expires within 14 days;
@@ -121,6 +122,8 @@ class HealthInputs:
     modbus_proxy: Mapping[str, Any] | None = None
     # an update that did not get healthy and fell back (appliance.update.gate report's message)
     update_fallback: str | None = None
+    # why the config DB, where the audit log lives, took no write (the agent's probe)
+    audit_failed: str | None = None
 
 
 def _number(v: object) -> bool:
@@ -294,6 +297,9 @@ def _findings(i: HealthInputs, now: float) -> list[tuple[str, Reason]]:
             add(DEGRADED, "cert-expiring", "warning", msg)
     if i.update_fallback:
         add(DEGRADED, "update-fallback", "warning", i.update_fallback)
+    if i.audit_failed:
+        msg = f"the audit log cannot be written ({i.audit_failed}): changes are refused"
+        add(FAULT, "audit-failed", "fault", msg)
     return out
 
 
@@ -334,6 +340,7 @@ def from_live(
     identify_until: float | None = None,
     modbus_restricted: Sequence[str] = (),
     update_fallback: str | None = None,
+    audit_failed: str | None = None,
 ) -> HealthInputs:
     """HealthInputs from live-state documents by role (as `LiveState.read` returns them).
 
@@ -382,4 +389,5 @@ def from_live(
         modbus_restricted=tuple(modbus_restricted),
         modbus_proxy=live.get(MODBUSPROXY) if roles_alive.get(MODBUSPROXY) else None,
         update_fallback=update_fallback,
+        audit_failed=audit_failed,
     )

@@ -59,6 +59,8 @@ LOOP_S = 0.25
 PUBLISH_S = 1.0
 CONFIG_CHECK_S = 1.0
 CERT_CHECK_S = 60.0
+AUDIT_PROBE_S = 30.0  # a committed write to the config DB this often (about 4 KB of WAL)
+AUDIT_RETRY_S = 5.0  # and this often while it fails, so changes come back soon
 IO_LOOP_S = 0.5
 IDENTIFY_DEFAULT_S = 15.0
 IDENTIFY_MAX_S = 3600.0
@@ -118,6 +120,7 @@ def gather_inputs(
     cert: float | None = None,
     self_alive: bool = True,
     modbus_restricted: Sequence[str] = (),
+    audit_failed: str | None = None,
 ) -> HealthInputs:
     roles = expected_roles(live, now)
     proxy = {"modbusproxy"} if modbus_restricted else set()
@@ -152,6 +155,7 @@ def gather_inputs(
         identify_until=identify_until,
         modbus_restricted=modbus_restricted,
         update_fallback=update_fallback(paths),
+        audit_failed=audit_failed,
     )
 
 
@@ -235,7 +239,10 @@ class Agent:
         self.health = Health("booting", ())
         self._reported_state: str | None = None
         self._cert: float | None = None
-        self._next = {"config": 0.0, "publish": 0.0, "cert": 0.0}
+        self._next = {"config": 0.0, "publish": 0.0, "cert": 0.0, "audit": 0.0}
+        # why the config DB (the audit log's) took no write at the last probe; None: it did
+        self.audit_failed: str | None = None
+        self.audit_checked_at: float | None = None
         self.leds: leds_mod.LedDriver | None = None
         self._leds_config: Any = None
         self._led_backend: Any = None
@@ -396,6 +403,8 @@ class Agent:
         if now >= self._next["cert"]:
             self._next["cert"] = now + CERT_CHECK_S
             self._cert = cert_not_after(self.paths)
+        if now >= self._next["audit"]:
+            self._probe_audit(now)
         self._button(now)
         with self._lock:
             ident = self.identify_until
@@ -410,12 +419,37 @@ class Agent:
             identify_until=ident,
             cert=self._cert,
             modbus_restricted=modbus_restricted(self.config, now),
+            audit_failed=self.audit_failed,
         )
         self.health = health(inputs, now)
         self._health_event()
         self._show(now)
         if self.dirty or now >= self._next["publish"]:
             self.publish(now)
+
+    def _probe_audit(self, now: float) -> None:
+        """Whether the audit log can be written (IEC 62443-4-2 CR 2.10): a committed write
+        to its database every AUDIT_PROBE_S (AUDIT_RETRY_S while it fails). A failure is
+        a fault in health, an alert straight to the syslog receivers (the events table
+        may be on the same full disk) and a critical log line; the web refuses changes
+        meanwhile (it reads `audit` in this role's live document)."""
+        reason = self.store.probe_audit(now)
+        self.audit_checked_at = now
+        self._next["audit"] = now + (AUDIT_RETRY_S if reason else AUDIT_PROBE_S)
+        if reason == self.audit_failed:
+            return
+        before, self.audit_failed = self.audit_failed, reason
+        self.dirty = True
+        if reason is not None:
+            text = f"the audit log cannot be written ({reason}): changes are refused"
+            log.critical("%s", text)
+            self.forwarder.alert(text, now, severity="alert", kind="audit.failed")
+            self._agent_event("audit.failed", text, severity="critical")
+        else:
+            text = f"the audit log can be written again (it failed: {before})"
+            log.warning("%s", text)
+            self.forwarder.alert(text, now, severity="warning", kind="audit.recovered")
+            self._agent_event("audit.recovered", text, severity="warning")
 
     def _health_event(self) -> None:
         state = self.health.state
@@ -486,6 +520,11 @@ class Agent:
             "identify_until": ident,
             "fleet": fleet,
             "syslog": self.forwarder.live(),
+            "audit": {
+                "ok": self.audit_failed is None,
+                "reason": self.audit_failed,
+                "checked_at": self.audit_checked_at,
+            },
             "webhooks": self.webhooks.live(),
             "leds": {
                 "backend": self.config.leds.backend if self.config else "none",

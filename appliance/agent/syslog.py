@@ -22,6 +22,7 @@ backlog keeps), so an event storm on the unit does not become a flood on the SIE
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -49,6 +50,7 @@ BACKLOG_MAX = 1000  # per target: older events are skipped (and counted) after a
 BATCH = 200
 RATE_MAX = 100.0  # messages a second per target, on average
 BURST_MAX = 500  # messages at once before RATE_MAX applies
+ALERTS_MAX = 16  # alerts waiting for the next forward (the oldest go first)
 
 # RFC 5424 section 6.2.1 severities; event severities map onto them
 SEVERITY_CODE: dict[str, int] = {
@@ -214,6 +216,15 @@ class Forwarder:
         self.status: dict[str, dict[str, Any]] = {}
         self._retry_at: dict[str, float] = {}
         self._rate = Limiter(RATE_MAX, BURST_MAX)
+        self._alerts: collections.deque[dict[str, Any]] = collections.deque(maxlen=ALERTS_MAX)
+
+    def alert(self, message: str, now: float, *, severity: str, kind: str) -> None:
+        """A message for every receiver at the next `forward`, ahead of the events and
+        outside their cursor and rate: what the unit must say even when its events table
+        cannot be written (the audit log failing). Safe from any thread."""
+        event = {"id": 0, "at": now, "source": "agent", "kind": kind}
+        event.update(severity=severity, message=message)
+        self._alerts.append(event)
 
     def configure(self, targets: list[Syslog], now: float) -> None:
         labels = {t.label(): t for t in targets}
@@ -238,6 +249,18 @@ class Forwarder:
     def forward(self, now: float, stopping: Any = lambda: False) -> int:
         """Send what is new to every target; returns how many messages went out."""
         sent = 0
+        while self._alerts and self._senders:
+            event = self._alerts.popleft()
+            for label, sender in self._senders.items():
+                facility = sender.target.facility
+                line = format_event(
+                    event, hostname=self.hostname, procid=self.procid, facility=facility
+                )
+                try:
+                    sender.send(line)
+                    sent += 1
+                except (OSError, ssl.SSLError, ValueError) as e:
+                    self.status[label]["last_error"] = f"{e.__class__.__name__}: {e}"
         for label, sender in self._senders.items():
             if stopping():
                 break

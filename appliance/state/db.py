@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -17,11 +18,13 @@ from typing import Any
 
 import peewee as pw
 
-from appliance.errors import ApplianceError, AuditBroken, PermissionDenied
+from appliance.errors import ApplianceError, AuditBroken, AuditFailed, PermissionDenied
 from appliance.state import auditlog
 
 config_db = pw.DatabaseProxy()
 history_db = pw.DatabaseProxy()
+
+log = logging.getLogger(__name__)
 
 
 class ConfigModel(pw.Model):
@@ -84,6 +87,13 @@ class AuditAnchor(ConfigModel):
     pruned_at = pw.FloatField()
 
 
+class AuditProbe(ConfigModel):
+    """One row the agent rewrites now and then: whether the config DB, where the audit log
+    lives, still takes a committed write (`Store.probe_audit`)."""
+
+    at = pw.FloatField()
+
+
 class Event(HistoryModel):
     """Something a person should see: changes, drift, expiries, faults."""
 
@@ -109,7 +119,7 @@ class Event(HistoryModel):
 # The tables every process has: revisions and audit (config DB), events (history DB).
 # The security events this process made lately (one a minute per action, actor, source).
 SECURITY_REPEATS = auditlog.Repeats()
-CORE_MODELS: tuple[type[pw.Model], ...] = (Revision, Audit, AuditAnchor, Event)
+CORE_MODELS: tuple[type[pw.Model], ...] = (Revision, Audit, AuditAnchor, AuditProbe, Event)
 Models = Iterable[type[pw.Model]]
 
 
@@ -227,11 +237,20 @@ class Store:
                 "detail": detail,
             }
         )
-        # BEGIN IMMEDIATE: the last row read here is still the last when this one is added
-        with self.config.atomic():
-            last_id, prev = self.audit_head() or (0, auditlog.GENESIS)
-            row_id = last_id + 1
-            row = Audit.create(id=row_id, digest=auditlog.link(prev, row_id, fields), **fields)
+        # BEGIN IMMEDIATE: the last row read here is still the last when this one is added.
+        # Inside a caller's transaction this is a savepoint: a failure here raises
+        # AuditFailed, and the caller's change rolls back with it.
+        try:
+            with self.config.atomic():
+                last_id, prev = self.audit_head() or (0, auditlog.GENESIS)
+                row_id = last_id + 1
+                digest = auditlog.link(prev, row_id, fields)
+                row = Audit.create(id=row_id, digest=digest, **fields)
+        except (pw.OperationalError, pw.DatabaseError, OSError) as e:
+            log.critical("cannot write the audit row for %s by %s: %s", action, actor, e)
+            raise AuditFailed(
+                f"the audit log cannot be written ({e}): {action} was not done"
+            ) from None
         if fields["result"] != "ok" and fields["action"] in auditlog.SECURITY_ACTIONS:
             self._security_event(fields)
         return row
@@ -258,6 +277,16 @@ class Store:
             data={"actor": f["actor"], "from": where, "result": f["result"], "repeats": held},
             at=f["at"],
         )
+
+    def probe_audit(self, now: float) -> str | None:
+        """Commit one small write to the config DB (where the audit log lives): None when
+        it took it, else why not (disk full, read-only, I/O error)."""
+        try:
+            with self.config.atomic():
+                AuditProbe.insert(id=1, at=now).on_conflict_replace().execute()
+        except (pw.OperationalError, pw.DatabaseError, OSError) as e:
+            return str(e) or type(e).__name__
+        return None
 
     def audit_head(self) -> tuple[int, str] | None:
         """The last audit row's id and digest: what the heartbeat carries off the unit, so

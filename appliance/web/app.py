@@ -170,6 +170,32 @@ def create_app(
         return resp
 
     @app.before_request
+    def _audit_gate() -> Any:
+        """IEC 62443-4-2 CR 2.10: while the agent finds the audit log cannot be written,
+        changes are refused (503) rather than made unaudited; reads, log-ins and log-outs
+        go on (a person must be able to see why)."""
+        if request.method in SAFE_METHODS or not is_api(request.path):
+            return None
+        if request.path in ("/api/session", "/api/setup"):
+            return None
+        c = app.extensions["appliance"]
+        doc = c.live.read("agent") or {}
+        audit = doc.get("audit") if isinstance(doc, dict) else None
+        if not isinstance(audit, dict) or audit.get("ok") is not False:
+            return None
+        if not c.live.alive("agent", c.now()):  # a stale document decides nothing
+            return None
+        reason = str(audit.get("reason") or "unknown")[:200]
+        resp = jsonify(
+            {
+                "error": f"changes are refused while the audit log cannot be written ({reason})",
+                "field": None,
+            }
+        )
+        resp.status_code = 503
+        return resp
+
+    @app.before_request
     def _same_origin() -> Any:
         if request.method in SAFE_METHODS:
             return None

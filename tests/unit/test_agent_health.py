@@ -345,3 +345,12 @@ def test_process_alarms_are_not_the_units_health() -> None:
     """A PLC value past its limit is the plant's: the unit stays ok (ARCHITECTURE.md)."""
     h = health(good(alarms={"critical": 2, "warning": 5}), T0)
     assert h.state == "ok" and codes(h) == []
+
+
+def test_an_audit_log_that_cannot_be_written_is_a_fault() -> None:
+    from appliance.agent.health import HealthInputs, health
+
+    h = health(HealthInputs(audit_failed="database or disk is full"), 2_000_000_000.0)
+    [r] = [r for r in h.reasons if r.code == "audit-failed"]
+    assert r.severity == "fault" and "changes are refused" in r.message
+    assert h.state in ("fault", "booting")

@@ -324,3 +324,38 @@ def test_the_restricted_conduits_health_watches_are_the_active_ones() -> None:
     after = datetime(2026, 7, 1, tzinfo=UTC).timestamp()  # "old" has expired
     assert role.modbus_restricted(config, after) == ("scada-modbus",)
     assert role.modbus_restricted(None, after) == ()
+
+
+# -- the audit log cannot be written (IEC 62443-4-2 CR 2.10) -------------------------------
+
+
+def test_an_audit_log_that_cannot_be_written_is_a_fault_an_alert_and_recovers(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.agent import syslog
+    from appliance.config.agent import Syslog
+
+    agent, clock, live = make_agent(store, tmp_path)
+    sent: list[str] = []
+    monkeypatch.setattr(syslog.Sender, "send", lambda self, line: sent.append(line))
+    agent.forwarder.configure([Syslog(host="192.0.2.9")], clock())
+    healthy(live)
+    agent.step(clock())
+    assert agent.health.state == "ok"
+    store.config.execute_sql("PRAGMA query_only = ON")  # the config DB refuses writes
+    clock.t += role.AUDIT_PROBE_S
+    healthy(live)
+    agent.step(clock())
+    assert agent.health.state == "fault"
+    [reason] = [r for r in agent.health.reasons if r.code == "audit-failed"]
+    assert "changes are refused" in reason.message
+    assert live.read("agent")["audit"]["ok"] is False  # type: ignore[index]
+    agent.forwarder.forward(clock())
+    assert any("audit.failed" in ln and "cannot be written" in ln for ln in sent), sent
+    store.config.execute_sql("PRAGMA query_only = OFF")
+    clock.t += role.AUDIT_RETRY_S  # retried sooner while it fails
+    healthy(live)
+    agent.step(clock())
+    assert "audit-failed" not in {r.code for r in agent.health.reasons}, agent.health.reasons
+    assert live.read("agent")["audit"]["ok"] is True  # type: ignore[index]
+    assert [e.kind for e in store.events(10, "audit.")] == ["audit.recovered", "audit.failed"]

@@ -118,7 +118,7 @@ def test_revision_as_dict_leaves_out_the_documents(store: Store) -> None:
 def test_a_store_makes_the_core_tables_and_those_it_is_handed(tmp_path: Path) -> None:
     core = Store(tmp_path / "core")
     try:
-        assert set(core.config.get_tables()) == {"revision", "audit", "auditanchor"}
+        assert set(core.config.get_tables()) == {"revision", "audit", "auditanchor", "auditprobe"}
         assert set(core.history.get_tables()) == {"event"}
         core.ensure([*outbox.MODELS, *accounts.MODELS])  # idempotent, each in its database
         core.ensure(outbox.MODELS)
@@ -141,3 +141,34 @@ def test_the_net_roles_store_loads_no_other_area(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_an_audit_row_that_cannot_be_written_is_audit_failed_and_undoes_the_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IEC 62443-4-2 CR 2.10: inside the caller's transaction the audit row is a
+    savepoint; when it fails, AuditFailed (503, exit 12) and the change rolls back."""
+    import peewee as pw
+
+    from appliance.errors import AuditFailed
+    from appliance.state.db import Audit, AuditProbe
+
+    store = Store(tmp_path / "d")
+    try:
+        assert store.probe_audit(1.0) is None
+        assert AuditProbe.get_by_id(1).at == 1.0
+
+        def full(*a: object, **kw: object) -> None:
+            raise pw.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(Audit, "create", full)
+        with pytest.raises(AuditFailed, match="database or disk is full"), store.config.atomic():
+            AuditProbe.insert(id=1, at=2.0).on_conflict_replace().execute()
+            store.audit("alice", "config.draft")
+        assert AuditProbe.get_by_id(1).at == 1.0  # the change went with its audit row
+        monkeypatch.undo()
+        store.config.execute_sql("PRAGMA query_only = ON")
+        assert "readonly" in (store.probe_audit(3.0) or "")
+        store.config.execute_sql("PRAGMA query_only = OFF")
+    finally:
+        store.close()

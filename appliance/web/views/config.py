@@ -18,7 +18,7 @@ from appliance.config.base import _one_line
 from appliance.config.diff import summary, unified
 from appliance.config.load import load_text, validate_data
 from appliance.config.model import Config
-from appliance.errors import BadRequest, ConfigInvalid, Invalid, NotFound
+from appliance.errors import AuditFailed, BadRequest, ConfigInvalid, Invalid, NotFound
 from appliance.state import revisions as revs
 from appliance.state.db import Revision
 from appliance.web.api import endpoint, raw_json
@@ -91,8 +91,11 @@ def save_draft(data: dict[str, Any], comment: str) -> dict[str, Any]:
     """Validate a whole document and store it as the draft: {revision, warnings}."""
     c = ctx()
     loaded = validate_data(data, now=_when())
-    out = revs.import_config(c.store, loaded.config, author=_actor(), comment=comment, now=c.now())
-    audit("config.draft", target=f"revision {out.revision.id}", detail=comment)
+    with c.store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+        out = revs.import_config(
+            c.store, loaded.config, author=_actor(), comment=comment, now=c.now()
+        )
+        audit("config.draft", target=f"revision {out.revision.id}", detail=comment)
     return {"revision": rev_out(out.revision), "warnings": loaded.warnings}
 
 
@@ -155,10 +158,11 @@ def draft_put() -> Any:
         except UnicodeDecodeError:
             raise BadRequest("the YAML text must be UTF-8", field="body") from None
         loaded = load_text(text, None, now=_when())
-        out = revs.import_text(
-            c.store, text, author=_actor(), comment=comment, source=None, now=c.now()
-        )
-        audit("config.draft", target=f"revision {out.revision.id}", detail=comment)
+        with c.store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+            out = revs.import_text(
+                c.store, text, author=_actor(), comment=comment, source=None, now=c.now()
+            )
+            audit("config.draft", target=f"revision {out.revision.id}", detail=comment)
         return {"revision": rev_out(out.revision), "warnings": loaded.warnings}
     return (
         {"error": "send application/json or text/yaml", "field": None},
@@ -202,13 +206,14 @@ def diff(query: DiffQuery) -> Any:
 )
 def commit(body: CommitIn) -> Any:
     c = ctx()
-    out = revs.commit(c.store, author=_actor(), now=c.now(), confirm_within=body.confirm_within)
-    audit(
-        "config.commit",
-        target=f"revision {out.revision.id}",
-        detail=f"confirm_within={body.confirm_within}"
-        + (f" {body.comment}" if body.comment else ""),
-    )
+    with c.store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+        out = revs.commit(c.store, author=_actor(), now=c.now(), confirm_within=body.confirm_within)
+        audit(
+            "config.commit",
+            target=f"revision {out.revision.id}",
+            detail=f"confirm_within={body.confirm_within}"
+            + (f" {body.comment}" if body.comment else ""),
+        )
     ring_changed()
     return {"revision": rev_out(out.revision), "confirm_deadline": out.revision.confirm_deadline}
 
@@ -225,11 +230,14 @@ def commit(body: CommitIn) -> Any:
 def confirm() -> Any:
     c = ctx()
     try:
-        out = revs.confirm(c.store, author=_actor(), now=c.now())
+        with c.store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+            out = revs.confirm(c.store, author=_actor(), now=c.now())
+            audit("config.confirm", target=f"revision {out.revision.id}")
+    except AuditFailed:
+        raise
     except Exception as e:
         audit("config.confirm", result="failed", detail=str(e))
         raise
-    audit("config.confirm", target=f"revision {out.revision.id}")
     ring_changed()
     return {"revision": rev_out(out.revision), "confirm_deadline": None}
 
@@ -247,12 +255,13 @@ def confirm() -> Any:
 )
 def rollback(body: RollbackIn) -> Any:
     c = ctx()
-    out = revs.rollback(c.store, author=_actor(), now=c.now(), ref=body.revision)
-    audit(
-        "config.rollback",
-        target=f"revision {out.revision.id}",
-        detail=f"to {body.revision or 'previous'}",
-    )
+    with c.store.config.atomic():  # the change and its audit row, or neither (CR 2.10)
+        out = revs.rollback(c.store, author=_actor(), now=c.now(), ref=body.revision)
+        audit(
+            "config.rollback",
+            target=f"revision {out.revision.id}",
+            detail=f"to {body.revision or 'previous'}",
+        )
     ring_changed()
     return {"revision": rev_out(out.revision), "confirm_deadline": out.revision.confirm_deadline}
 
