@@ -275,6 +275,8 @@ def test_a_misbehaving_device_never_delays_another(plc: str) -> None:
             mode == "close" and err.startswith(("refused", "garbled"))
         ), (mode, err)
         qualities = [v["a"][1] for t, v in sink.values_("fuzz") if start < t <= end]
+        if qualities[:1] == ["good"]:  # a poll answered before the fault, delivered after
+            qualities = qualities[1:]
         assert qualities[:2] == ["uncertain", "bad"], (mode, qualities)
         # ... and it recovers once the device behaves
         after = [v for t, v in sink.values_("fuzz") if end < t <= end + 1.0]
