@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from test_ui import commit, fetch_json, signed_in
+from test_ui import commit, fetch_json, shot, signed_in
 from testkit import wait_for
 from uikit import ABSENT, PLC2, PREFIX, Unit
 
@@ -154,6 +154,7 @@ def test_a_device_for_plc2_through_the_form_tested_read_saved_and_polled(
     expect(tag_input(page, 2, "address")).to_have_value("4")
     expect(tag_input(page, 2, "type")).to_have_value("uint16")
     tag_input(page, 2, "name").fill("answer")
+    shot(page, "device-setup")  # the README's: a device tested, read and its tags
     # at 1366 px the tag table fits its box: no column and no Remove button cut off
     fit = page.evaluate(
         """() => {

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from test_ui import fetch_json, signed_in
+from test_ui import fetch_json, shot, signed_in
 from uikit import CONFIG, Unit
 
 pytestmark = pytest.mark.browser
@@ -104,6 +104,7 @@ def test_a_route_a_vlan_and_dhcp_added_through_the_form_are_in_the_draft(
     expect(at(page, "interfaces[1].vlans[0].name")).to_have_value("ot0.30")
     expect(at(page, "interfaces[1].routes[0].via")).to_have_value("192.168.50.254")
     expect(at(page, "interfaces[0].dhcp")).to_be_checked()
+    shot(page, "interfaces")  # the README's: a route, a VLAN and DHCP on the cards
     # a VLAN removed in the form is gone from the draft at the next save
     page.locator('[data-vlan="0"] .net-head .btn.danger').click()
     page.locator("#save").click()

@@ -26,6 +26,9 @@ NEW_CONDUIT = "it-plc1-web"
 
 def shot(page: Page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    # from the top: a page scrolled down draws its sticky header in the middle of a
+    # full-page screenshot
+    page.evaluate("() => { document.activeElement?.blur(); window.scrollTo(0, 0); }")
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
