@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from test_ui import commit, fetch_json, shot, signed_in
+from test_ui import commit, fetch_json, shot, signed_in, viewer_tab
 from testkit import wait_for
 from uikit import ABSENT, PLC2, PREFIX, Unit
 
@@ -30,7 +30,6 @@ from appliance.lab.topology import OPCUA_ADDRESS, OPCUA_PORT, LabSpec
 pytestmark = pytest.mark.browser
 
 NEW = "packer2"
-VIEWER, VIEWER_PASSWORD = "night-shift", "read-only-but-long-enough-42"
 OPCUA_URL = f"opc.tcp://{OPCUA_ADDRESS}:{OPCUA_PORT}/"
 
 
@@ -357,17 +356,7 @@ def test_an_opcua_device_is_browsed_and_a_variable_becomes_a_tag(page: Page, uni
 
 
 def test_viewers_see_the_devices_read_only(page: Page, unit: Unit, browser: Any) -> None:
-    signed_in(page, unit)
-    body = {"name": VIEWER, "role": "viewer", "password": VIEWER_PASSWORD}
-    assert fetch_json(page, "POST", "/api/users", body)["status"] in (201, 409)
-    ctx = browser.new_context(ignore_https_errors=True, base_url=unit.url)
-    try:
-        tab = ctx.new_page()
-        tab.goto("/login")
-        tab.locator("#login-form [name=username]").fill(VIEWER)
-        tab.locator("#login-form [name=password]").fill(VIEWER_PASSWORD)
-        tab.locator("#login-form button[type=submit]").click()
-        expect(tab.locator("#user-role")).to_have_text("viewer")
+    with viewer_tab(page, unit, browser) as tab:
         tab.goto("/devices/setup")
         expect(tab.locator("#editable")).to_have_attribute("disabled", "")
         for hidden in ("#save", "#dev-add", "#probe-btn", "#tag-add"):
@@ -379,5 +368,3 @@ def test_viewers_see_the_devices_read_only(page: Page, unit: Unit, browser: Any)
         expect(tag_input(tab, 0, "name")).to_be_disabled()
         tab.goto("/devices")
         expect(tab.locator("#setup-link")).to_be_hidden()
-    finally:
-        ctx.close()

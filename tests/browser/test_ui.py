@@ -9,8 +9,10 @@ the main pages go to docs/screenshots/.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -311,3 +313,26 @@ def test_no_script_errors_or_policy_violations(page: Page, unit: Unit) -> None:
         page.goto(path)
         expect(page.locator("main h1")).to_be_visible()
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+VIEWER, VIEWER_PASSWORD = "night-shift", "read-only-but-long-enough-42"
+
+
+@contextlib.contextmanager
+def viewer_tab(page: Page, unit: Unit, browser: Any) -> Iterator[Page]:
+    """A second browser context signed in as a viewer (made through the admin's `page`
+    when missing), closed afterwards."""
+    signed_in(page, unit)
+    body = {"name": VIEWER, "role": "viewer", "password": VIEWER_PASSWORD}
+    assert fetch_json(page, "POST", "/api/users", body)["status"] in (201, 409)
+    ctx = browser.new_context(ignore_https_errors=True, base_url=unit.url)
+    try:
+        tab = ctx.new_page()
+        tab.goto("/login")
+        tab.locator("#login-form [name=username]").fill(VIEWER)
+        tab.locator("#login-form [name=password]").fill(VIEWER_PASSWORD)
+        tab.locator("#login-form button[type=submit]").click()
+        expect(tab.locator("#user-role")).to_have_text("viewer")
+        yield tab
+    finally:
+        ctx.close()
