@@ -266,9 +266,10 @@ def test_viewers_see_the_forms_read_only(page: Page, unit: Unit, browser: Any) -
         tab.goto("/interfaces")
         for fieldset in ("#editable", "#mode-edit", "#dns-edit", "#time-edit"):
             expect(tab.locator(fieldset)).to_have_attribute("disabled", "")
-            controls = tab.locator(f"{fieldset} input, {fieldset} button").all()
-            assert controls, fieldset  # (DNS has no input of its own until a server is added)
-            for control in controls:
+            controls = tab.locator(f"{fieldset} :is(input, button, select)")
+            expect(controls.first).to_be_attached()  # drawn
+            # (DNS has no input of its own until a server is added: its buttons count)
+            for control in controls.all():
                 expect(control).to_be_disabled()
         for button in ("#save", "#mode-save", "#dns-save", "#time-save"):
             expect(tab.locator(button)).to_be_hidden()
