@@ -37,3 +37,20 @@ def test_a_plain_output_file_is_written_for_its_owner_only(tmp_path: Path) -> No
     cp = run(tmp_path, "diagnostics", "-o", str(out))
     assert cp.returncode == 0, cp.stderr
     assert out.stat().st_mode & 0o777 == 0o600 and out.stat().st_size > 0
+
+
+def test_an_archive_taken_on_a_unit_with_state_is_audited(tmp_path: Path) -> None:
+    """IEC 62443-4-2 CR 2.8: who took the unit's figures, logs and (redacted) config."""
+    from appliance.state.db import Audit, Store
+
+    Store(tmp_path / "data").close()  # a unit with state: the config DB exists
+    out = tmp_path / "bundle.tar.gz"
+    cp = run(tmp_path, "diagnostics", "-o", str(out))
+    assert cp.returncode == 0, cp.stderr
+    store = Store(tmp_path / "data")
+    try:
+        rows = [(a.action, a.source) for a in Audit.select().order_by(Audit.id)]
+        assert rows and rows[-1] == ("diagnostics", "cli"), rows
+        assert store.verify_audit().broken_at is None
+    finally:
+        store.close()

@@ -740,3 +740,16 @@ def test_a_chain_of_tokens_is_bounded(ready: Web) -> None:
     assert r.status_code == 422 and r.json["field"] == "Authorization", r.json
     v = ready.login("viewer")
     assert v.post("/api/tokens", json={"name": "x"}, headers=ready.h(v)).status_code == 201
+
+
+def test_a_taken_user_name_is_refused_at_its_field(ready: Web) -> None:
+    """IEC 62443-4-2 CR 1.4: one name, one account; the second is a 409 naming `name`."""
+    a = ready.login("admin")
+    h = ready.h(a)
+    body = {"name": "viewer", "role": "admin", "password": "another-long-password-99"}
+    r = a.post("/api/users", json=body, headers=h)
+    assert r.status_code == 409, r.json
+    assert r.json["field"] == "name"
+    assert a.get("/api/users").json  # nothing else changed: the viewer is still a viewer
+    users = {u["name"]: u["role"] for u in a.get("/api/users").json}
+    assert users["viewer"] == "viewer"

@@ -201,6 +201,11 @@ def test_diagnostics_for_admin_only(ready: Web, monkeypatch: pytest.MonkeyPatch)
         r = c.get("/api/diagnostics")
         assert r.status_code == (200 if role == "admin" else 403)
     assert r.data == b"archive" and r.mimetype == "application/gzip"
+    # CR 2.8: the download is audited, with who took it and how big it was
+    from appliance.state.db import Audit
+
+    last = Audit.select().where(Audit.action == "diagnostics").order_by(Audit.id.desc()).first()
+    assert last is not None and last.actor == "admin" and last.detail == "7 bytes"
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED), ids=lambda k: f"{k[0]} {k[1]}")
