@@ -131,7 +131,9 @@ class ModbusLink:
             return
         err = self._connect_error
         self.close()
-        if isinstance(err, TimeoutError) or (
+        # pymodbus cancels its own connect at its timeout: a CancelledError is no answer
+        # (a host that is not there: ARP goes unanswered), not a refusal
+        if isinstance(err, TimeoutError | asyncio.CancelledError) or (
             err is None and time.monotonic() - started >= self.timeout * 0.9
         ):
             raise DeviceError(

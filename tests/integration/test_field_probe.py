@@ -132,6 +132,32 @@ def test_modbus_probes_of_the_lab_plc(plc: str, tmp_path: Path, store: Store) ->
 # -- OPC UA -------------------------------------------------------------------------------
 
 
+def test_a_host_that_is_not_there_is_no_answer_not_a_library_error(
+    plc: str, tmp_path: Path, store: Store
+) -> None:
+    """A device address with no host behind it (nothing answers ARP): pymodbus cancels
+    its own connect, which read "cannot connect: CancelledError" in the UI."""
+    # a veth whose peer stays down (this kernel has no dummy links): ARP goes unanswered
+    peer = ["peer", "name", "fp-void-p", "netns", NS]
+    subprocess.run(["ip", "-n", NS, "link", "add", "fp-void", "type", "veth", *peer], check=True)
+    try:
+        subprocess.run(
+            ["ip", "-n", NS, "addr", "add", "10.77.0.1/24", "dev", "fp-void"], check=True
+        )
+        subprocess.run(["ip", "-n", NS, "link", "set", "fp-void", "up"], check=True)
+
+        async def body(role: FieldRole) -> None:
+            device = {"protocol": "modbus-tcp", "address": "10.77.0.9:502", "timeout": 0.5}
+            out = await role.probe({"device": device}, "t")
+            assert (out["ok"], out["stage"]) == (False, "connect"), out
+            assert "no answer" in out["message"], out
+            assert "Cancelled" not in out["message"] and "Error" not in out["message"], out
+
+        in_netns(NS, lambda: with_role(tmp_path, store, body))
+    finally:
+        subprocess.run(["ip", "-n", NS, "link", "del", "fp-void"], check=False)
+
+
 def _has_opcua_probe() -> bool:
     from appliance.field import opcua_client
 
