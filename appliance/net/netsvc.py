@@ -152,8 +152,14 @@ class Chrony:
         """Write the sources file and have chronyd reload it; True when it changed.
         ApplianceError when chronyd cannot be told (the file is written all the same,
         so chronyd takes it when it starts)."""
-        changed = write_atomically(self.dir / SOURCES_NAME, sources_text(time))
-        if changed:
+        path = self.dir / SOURCES_NAME
+        had_servers = path.exists() and any(
+            line.startswith("server ") for line in path.read_text().splitlines()
+        )
+        changed = write_atomically(path, sources_text(time))
+        # no server before and none now (a unit that keeps no clock, or a first start
+        # without NTP): nothing to tell chronyd, which may not even run (the lab)
+        if changed and (time.ntp or had_servers):
             self._chronyc("reload", "sources")
         return changed
 

@@ -240,3 +240,19 @@ def test_health_says_clock_unsynchronised_after_the_documented_time() -> None:
     assert health(in_sync, now).state == "ok"
     not_kept = good(net=net_doc(time=time_doc(servers=[], unsynchronised_since=now - 1e6)))
     assert health(not_kept, now).state == "ok"
+
+
+def test_chronyd_is_told_only_when_there_were_or_are_servers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit (or the lab) without NTP servers never asks chronyd, which need not run;
+    going from servers to none does tell it."""
+    from appliance.net.netsvc import Chrony
+
+    calls: list[tuple[str, ...]] = []
+    chrony = Chrony(tmp_path / "run")
+    monkeypatch.setattr(chrony, "_chronyc", lambda *args: calls.append(args) or "")
+    assert chrony.configure(Time()) is True and calls == []  # the file, and no reload
+    assert chrony.configure(Time(ntp=["10.10.0.2"])) is True and len(calls) == 1
+    assert chrony.configure(Time()) is True and len(calls) == 2  # servers gone: told
+    assert chrony.configure(Time()) is False and len(calls) == 2
