@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
-from test_ui import commit, fetch_json, signed_in
+from test_ui import commit, fetch_json, shot, signed_in
 from uikit import Unit
 
 pytestmark = pytest.mark.browser
@@ -148,6 +148,7 @@ def test_a_syslog_server_with_a_bad_port_saves_nothing_and_a_good_one_is_saved(
     # shown again from the draft
     settings(page)
     expect(field(page, "syslog[0].host")).to_have_value("siem.plant.example")
+    shot(page, "settings")  # the README's: the unit's settings as forms
     expect(field(page, "syslog[1].host")).to_have_count(0)
 
 
